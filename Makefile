@@ -1,0 +1,110 @@
+# q3 - build everything with `make`, test with `make test`, sanitizers with `make test SAN=1`.
+CC ?= gcc
+OPT ?= -O2
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -fno-strict-aliasing
+BUILD ?= build
+ifeq ($(SAN),1)
+BUILD = build-san
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_SAN = -fsanitize=address,undefined
+endif
+CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
+LDLIBS = -lz -lxxhash -lcjson -lpcre2-8 -lutf8proc -lOpenCL -lm -lpthread
+
+# SIMD variants are compiled per file; the runtime picks one after cpuid.
+AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
+AVX2_FLAGS = -mavx2 -mfma -mf16c
+
+MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools/q3bench.c tools/q3bandwidth.c
+FORMAT_SRC = $(wildcard format/*.c)
+CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
+RUNTIME_SRC = $(filter-out $(MAINS),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
+CL_SRC = $(sort $(wildcard kernels/*.cl))
+TEST_SRC = $(wildcard tests/test_*.c)
+TOOL_BINS = $(patsubst %.c,$(BUILD)/%,$(notdir $(filter $(MAINS),$(wildcard $(MAINS)))))
+TEST_BINS = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LIB_FORMAT = $(BUILD)/libq3format.a
+LIB_CONVERT = $(BUILD)/libq3convert.a
+LIB_RUNTIME = $(BUILD)/libq3runtime.a
+CL_EMBED = $(BUILD)/gen/cl_sources.c
+
+all: $(TOOL_BINS) $(TEST_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+$(BUILD)/obj/kernels/cpu_avx512%.o: kernels/cpu_avx512%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/kernels/cpu_avx2%.o: kernels/cpu_avx2%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
+
+# OpenCL C sources are embedded as strings at build time.
+$(BUILD)/embed_cl: tools/embed_cl.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O1 -Wall -Wextra $< -o $@
+$(CL_EMBED): $(BUILD)/embed_cl $(CL_SRC)
+	@mkdir -p $(dir $@)
+	$(BUILD)/embed_cl $@ $(CL_SRC)
+
+$(LIB_FORMAT): $(call obj,$(FORMAT_SRC))
+	ar rcs $@ $^
+$(LIB_CONVERT): $(call obj,$(CONVERT_SRC))
+	ar rcs $@ $^
+$(LIB_RUNTIME): $(call obj,$(RUNTIME_SRC)) $(BUILD)/obj/gen/cl_sources.o
+	ar rcs $@ $^
+$(BUILD)/obj/gen/cl_sources.o: $(CL_EMBED)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+ALL_LIBS = $(LIB_RUNTIME) $(LIB_CONVERT) $(LIB_FORMAT)
+$(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(LIB_CONVERT) $(LIB_FORMAT)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+$(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+$(BUILD)/q3run: $(call obj,runtime/q3run.c) $(ALL_LIBS)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+
+# Tests named test_format* / test_convert* need only the format and convert
+# libraries, so they build while the runtime is being worked on.
+$(BUILD)/tests/test_format%: $(BUILD)/obj/tests/test_format%.o $(LIB_CONVERT) $(LIB_FORMAT)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
+$(BUILD)/tests/test_convert%: $(BUILD)/obj/tests/test_convert%.o $(LIB_CONVERT) $(LIB_FORMAT)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(ALL_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
+
+# Fixtures unpacked from tests/fixtures (the repo carries them; nothing is downloaded).
+FIXTURES = $(BUILD)/fixtures
+$(FIXTURES)/.unpacked: $(wildcard tests/fixtures/*.tar.gz) tests/fixtures/tokenizer.json.gz
+	@mkdir -p $(FIXTURES)
+	for t in tests/fixtures/*.tar.gz; do tar -xzf $$t -C $(FIXTURES); done
+	gzip -dc tests/fixtures/tokenizer.json.gz > $(FIXTURES)/tokenizer.json
+	touch $@
+fixtures: $(FIXTURES)/.unpacked
+
+# The default demo model: demo-tiny, converted at build time.
+DEMO = $(BUILD)/demo-tiny.q3
+$(DEMO): $(BUILD)/q3convert $(FIXTURES)/.unpacked
+	$(BUILD)/q3convert $(FIXTURES)/demo-tiny -o $@
+model: $(DEMO)
+
+demo: $(TOOL_BINS) $(DEMO)
+	$(BUILD)/q3check $(DEMO)
+	@if [ -x $(BUILD)/q3run ]; then $(BUILD)/q3run $(DEMO) "The GNU General Public License" -n 48 --temp 0; fi
+
+test: all $(DEMO)
+	BUILD=$(BUILD) tests/run_tests.sh
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all test demo model fixtures clean
+.SECONDARY:
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

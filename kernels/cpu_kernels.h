@@ -1,0 +1,39 @@
+/* cpu_kernels.h - CPU thread pool and BF16 matrix kernels with runtime SIMD dispatch.
+ * Matrices are BF16 in the R16C32 tiled layout of spec.md, read straight from the mmap. */
+#ifndef Q3_CPU_KERNELS_H
+#define Q3_CPU_KERNELS_H
+
+#include <stdint.h>
+
+typedef enum { Q3_SIMD_SCALAR = 0, Q3_SIMD_AVX2 = 1, Q3_SIMD_AVX512BF16 = 2 } q3_simd;
+
+/* Best level this CPU supports (cpuid + OS xsave state). */
+q3_simd q3_simd_detect(void);
+/* Level in use: detected, unless Q3_SIMD=scalar|avx2|avx512bf16 in the environment or
+ * q3_simd_set() lowered it (tests run every level the CPU has). */
+q3_simd q3_simd_active(void);
+void q3_simd_set(q3_simd level);
+const char *q3_simd_name(q3_simd level);
+
+typedef struct q3_pool q3_pool;
+q3_pool *q3_pool_create(int n_threads); /* n_threads <= 0: online cores */
+void q3_pool_destroy(q3_pool *p);
+int q3_pool_size(const q3_pool *p);
+/* Run fn(ctx, ith, nth) on every thread (the caller is thread 0) and wait. */
+void q3_pool_run(q3_pool *p, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+
+/* One matrix product: y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok.
+ * W: rows x cols BF16, R16C32 tiled. x: n_tok x cols f32 (row stride cols).
+ * y: n_tok x rows f32 (row stride ldy >= rows). */
+typedef struct {
+    const uint16_t *w;
+    uint64_t rows, cols;
+    float *y;
+    uint64_t ldy;
+} q3_matmul_op;
+
+/* Run several products that share the same input x (e.g. Q, K and V; gate and up)
+ * in one parallel pass, rows split across the pool's threads. */
+void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok);
+
+#endif

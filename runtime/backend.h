@@ -1,0 +1,32 @@
+/* backend.h - what q3run, q3bench and the tests need from a compute backend.
+ * A backend owns its KV cache; forward() appends tokens at positions pos.. and
+ * returns logits. Backends embed q3_backend as their first member. */
+#ifndef Q3_BACKEND_H
+#define Q3_BACKEND_H
+
+#include "../format/q3_format.h"
+
+typedef struct {
+    int n_threads;  /* CPU: worker threads (0 = all cores) */
+    int n_ctx;      /* KV cache positions (0 = min(max_position_embeddings, 4096)) */
+    int device;     /* OpenCL: device index across all platforms (-1 = first GPU, else first device) */
+    int verbose;    /* print backend / device choice on stderr */
+} q3_backend_opts;
+
+typedef struct q3_backend {
+    const char *name; /* "cpu" or "opencl" */
+    const q3_file *file;
+    int n_ctx;
+    /* Run n_tokens tokens at positions pos..pos+n_tokens-1 (a prompt batch or one
+     * decoded token). logits: vocab_size floats for the last token, or, when
+     * all_logits, n_tokens * vocab_size floats. pos + n_tokens > n_ctx is an error. */
+    int (*forward)(struct q3_backend *b, const int32_t *tokens, int n_tokens, int pos,
+                   float *logits, int all_logits, q3_err *err);
+    void (*destroy)(struct q3_backend *b);
+} q3_backend;
+
+q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3_err *err);
+/* Returns NULL with a clear err when no OpenCL platform/device is usable. */
+q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o, q3_err *err);
+
+#endif
