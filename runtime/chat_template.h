@@ -1,0 +1,22 @@
+/* chat_template.h - render a conversation with Qwen3's chat template, byte for
+ * byte as transformers' apply_chat_template(add_generation_prompt=True) does. */
+#ifndef Q3_CHAT_TEMPLATE_H
+#define Q3_CHAT_TEMPLATE_H
+
+#include <stddef.h>
+#include "../format/q3_format.h"
+
+typedef struct {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} q3_chat_message;
+
+/* template_text: the file's chat template (q3_tokdata.chat_template); rendering
+ * follows it. enable_thinking = 0 appends the empty <think></think> block.
+ * *out is malloc'd and NUL-terminated. Returns 0 or -1 with err. */
+int q3_chat_render(const char *template_text, size_t template_len,
+                   const q3_chat_message *msgs, size_t n_msgs,
+                   int add_generation_prompt, int enable_thinking,
+                   char **out, size_t *out_len, q3_err *err);
+
+#endif
