@@ -70,13 +70,11 @@ $(BUILD)/q3run: $(call obj,runtime/q3run.c) $(ALL_LIBS)
 
 # Tests named test_format* / test_convert* need only the format and convert
 # libraries, so they build while the runtime is being worked on.
-$(BUILD)/tests/test_format%: $(BUILD)/obj/tests/test_format%.o $(LIB_CONVERT) $(LIB_FORMAT)
+LIGHT_TESTS = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_format*.c tests/test_convert*.c))
+$(LIGHT_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CONVERT) $(LIB_FORMAT)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
-$(BUILD)/tests/test_convert%: $(BUILD)/obj/tests/test_convert%.o $(LIB_CONVERT) $(LIB_FORMAT)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(ALL_LIBS)
+$(filter-out $(LIGHT_TESTS),$(TEST_BINS)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
 

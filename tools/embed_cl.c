@@ -1,4 +1,4 @@
-/* embed_cl.c - build-time tool: turn kernels/*.cl into a C file of strings,
+/* embed_cl.c - build-time tool: turn the kernels/ OpenCL sources into a C file of strings,
  * so q3run carries its OpenCL sources and needs no files at run time.
  * usage: embed_cl OUT.c FILE.cl... */
 #include <stdio.h>

@@ -1,0 +1,13 @@
+/* q3_err.c - one-line error messages. */
+#include <stdarg.h>
+#include <stdio.h>
+#include "q3_format.h"
+
+void q3_set_err(q3_err *err, const char *fmt, ...)
+{
+    if (!err) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+}
