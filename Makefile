@@ -15,7 +15,7 @@ LDLIBS = -lz -lxxhash -lcjson -lpcre2-8 -lutf8proc -lOpenCL -lm -lpthread
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
 AVX2_FLAGS = -mavx2 -mfma -mf16c
 
-MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools/q3bench.c tools/q3bandwidth.c
+MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3bandwidth.c
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
 RUNTIME_SRC = $(filter-out $(MAINS),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
@@ -66,6 +66,10 @@ $(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(LIB_CONVERT) $(LIB_FORMAT)
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/q3run: $(call obj,runtime/q3run.c) $(ALL_LIBS)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+# The conversion-side tools need only the format and convert libraries.
+CONVERT_TOOLS = $(BUILD)/q3check $(BUILD)/q3info $(BUILD)/q3synth
+$(CONVERT_TOOLS): $(BUILD)/%: $(BUILD)/obj/tools/%.o $(LIB_CONVERT) $(LIB_FORMAT)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 
 # Tests named test_format* / test_convert* need only the format and convert

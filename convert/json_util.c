@@ -1,0 +1,123 @@
+/* json_util.c - whole-file reads and strict JSON parsing for the converter. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "json_util.h"
+
+/* JSON files of a checkpoint are small; a bound keeps a stray huge file from exhausting memory. */
+#define MAX_JSON_FILE (256u << 20)
+
+int q3_read_file(const char *path, char **data, size_t *size, q3_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        q3_set_err(err, "%s: cannot open: %s", path, strerror(e));
+        errno = e;
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_JSON_FILE) {
+        q3_set_err(err, "%s: not a regular file of at most %u bytes", path, MAX_JSON_FILE);
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        q3_set_err(err, "%s: out of memory for %zu bytes", path, n);
+        close(fd);
+        return -1;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            q3_set_err(err, "%s: read failed at offset %zu: %s", path, got, r < 0 ? strerror(errno) : "file shrank");
+            free(buf);
+            close(fd);
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    *data = buf;
+    *size = n;
+    return 0;
+}
+
+static void line_col(const char *text, size_t off, size_t *line, size_t *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (text[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+int q3_json_parse(const char *text, size_t len, const char *name, cJSON **root, q3_err *err)
+{
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    size_t off = end && end >= text ? (size_t)(end - text) : 0;
+    if (j) {
+        /* cJSON stops after the first value: anything but whitespace after it is an error. */
+        while (off < len && (text[off] == ' ' || text[off] == '\t' || text[off] == '\n' || text[off] == '\r')) off++;
+        if (off < len) {
+            cJSON_Delete(j);
+            j = NULL;
+        }
+    }
+    if (!j) {
+        size_t line, col;
+        if (off > len) off = len;
+        line_col(text, off, &line, &col);
+        q3_set_err(err, "%s: malformed JSON at byte %zu (line %zu, column %zu)", name, off, line, col);
+        return -1;
+    }
+    if (!cJSON_IsObject(j)) {
+        q3_set_err(err, "%s: the JSON root is not an object", name);
+        cJSON_Delete(j);
+        return -1;
+    }
+    *root = j;
+    return 0;
+}
+
+int q3_json_load(const char *path, cJSON **root, q3_err *err)
+{
+    char *text;
+    size_t len;
+    if (q3_read_file(path, &text, &len, err)) return -1;
+    int rc = q3_json_parse(text, len, path, root, err);
+    free(text);
+    return rc;
+}
+
+int q3_json_int(const cJSON *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!cJSON_IsNumber(v)) return -1;
+    double d = v->valuedouble;
+    /* 2^53: beyond it a double no longer holds every integer exactly. */
+    if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi || fabs(d) > 9007199254740992.0) return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+int q3_path_join(char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
