@@ -67,6 +67,38 @@ static void line_col(const char *text, size_t off, size_t *line, size_t *col)
     }
 }
 
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* cJSON keeps every member of a repeated key and finds the first, Python keeps
+ * the last: refuse the ambiguity. Returns the repeated key or NULL. */
+static const char *repeated_key(const cJSON *v)
+{
+    for (; v; v = v->next) {
+        if (cJSON_IsObject(v) && v->child && v->child->next) {
+            size_t n = 0;
+            for (const cJSON *c = v->child; c; c = c->next) n++;
+            const cJSON **keys = malloc(n * sizeof *keys);
+            if (!keys) return "(out of memory)";
+            n = 0;
+            for (const cJSON *c = v->child; c; c = c->next) keys[n++] = c;
+            qsort(keys, n, sizeof *keys, key_cmp);
+            const char *dup = NULL;
+            for (size_t i = 1; i < n && !dup; i++)
+                if (strcmp(keys[i - 1]->string, keys[i]->string) == 0) dup = keys[i]->string;
+            free(keys);
+            if (dup) return dup;
+        }
+        if (v->child) {
+            const char *dup = repeated_key(v->child);
+            if (dup) return dup;
+        }
+    }
+    return NULL;
+}
+
 int q3_json_parse(const char *text, size_t len, const char *name, cJSON **root, q3_err *err)
 {
     const char *end = NULL;
@@ -89,6 +121,12 @@ int q3_json_parse(const char *text, size_t len, const char *name, cJSON **root, 
     }
     if (!cJSON_IsObject(j)) {
         q3_set_err(err, "%s: the JSON root is not an object", name);
+        cJSON_Delete(j);
+        return -1;
+    }
+    const char *dup = repeated_key(j);
+    if (dup) {
+        q3_set_err(err, "%s: key \"%.64s\" appears twice in one object", name, dup);
         cJSON_Delete(j);
         return -1;
     }
