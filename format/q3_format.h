@@ -19,7 +19,7 @@
 #define Q3_TENSOR_NAME_MAX 64u        /* bytes in the name field, NUL included */
 #define Q3_CONFIG_SIZE 64u
 #define Q3_GENERATION_SIZE 64u
-#define Q3_MAX_EOS 8u
+#define Q3_MAX_EOS 7u                 /* 36 + 7 * 4 = 64: the GENERATION record size */
 #define Q3_WEIGHTS_ALIGN 4096u        /* weights section starts on a page */
 #define Q3_TENSOR_ALIGN 256u          /* every tensor starts on 256 bytes */
 

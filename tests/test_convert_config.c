@@ -178,7 +178,7 @@ static void test_ranges(void **state)
     tu_assert_contains(err.msg, "no \"head_dim\" and hidden_size 60 is not a multiple of num_attention_heads 8");
     expect_refused("eos_token_id", "1000", NULL, "\"eos_token_id\" must be a token id in [0, vocab_size 1000)");
     expect_refused("bos_token_id", "[1, 2]", NULL, "\"bos_token_id\" must be one token id");
-    expect_refused("eos_token_id", "[1,2,3,4,5,6,7,8,9]", NULL, "lists 9 ids, at most 8");
+    expect_refused("eos_token_id", "[1,2,3,4,5,6,7,8]", NULL, "lists 8 ids, at most 7");
     expect_refused("rms_norm_eps", "-1e-6", NULL, "rms_norm_eps");
     expect_refused("rms_norm_eps", "", NULL, "\"rms_norm_eps\" is missing");
     expect_refused("rope_theta", "", NULL, "neither \"rope_theta\" nor \"rope_parameters.rope_theta\"");

@@ -10,7 +10,7 @@ static void print_config(const q3_config *c)
            "  vocab_size %u, hidden_size %u, intermediate_size %u, num_hidden_layers %u\n"
            "  num_attention_heads %u, num_key_value_heads %u, head_dim %u, max_position_embeddings %u\n"
            "  tie_word_embeddings %u, bos_token_id %d, eos_token_id %d, pad_token_id %d\n"
-           "  rope_theta %.17g, rms_norm_eps %.17g\n",
+           "  rope_theta %.10g, rms_norm_eps %.10g\n",
            c->vocab_size, c->hidden_size, c->intermediate_size, c->num_layers, c->num_heads, c->num_kv_heads,
            c->head_dim, c->max_position_embeddings, c->tie_word_embeddings, c->bos_token_id, c->eos_token_id,
            c->pad_token_id, c->rope_theta, c->rms_norm_eps);
