@@ -1,12 +1,8 @@
 /* json_util.c - whole-file reads and strict JSON parsing for the converter. */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include "json_util.h"
 
 /* JSON files of a checkpoint are small; a bound keeps a stray huge file from exhausting memory. */
@@ -14,42 +10,21 @@
 
 int q3_read_file(const char *path, char **data, size_t *size, q3_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        q3_set_err(err, "%s: cannot open: %s", path, strerror(e));
-        errno = e;
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_JSON_FILE) {
-        q3_set_err(err, "%s: not a regular file of at most %u bytes", path, MAX_JSON_FILE);
-        close(fd);
-        errno = EINVAL;
-        return -1;
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    char *buf = malloc(n + 1);
+    const uint8_t *map;
+    uint64_t n;
+    if (q3_map_file(path, &map, &n, err)) return -1;
+    char *buf = n <= MAX_JSON_FILE ? malloc((size_t)n + 1) : NULL;
     if (!buf) {
-        q3_set_err(err, "%s: out of memory for %zu bytes", path, n);
-        close(fd);
+        q3_set_err(err, "%s: %llu bytes: %s", path, (unsigned long long)n,
+                   n <= MAX_JSON_FILE ? "out of memory" : "too large for a JSON file of a checkpoint");
+        q3_unmap_file(map, n);
         return -1;
     }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) {
-            q3_set_err(err, "%s: read failed at offset %zu: %s", path, got, r < 0 ? strerror(errno) : "file shrank");
-            free(buf);
-            close(fd);
-            return -1;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
+    if (n) memcpy(buf, map, (size_t)n);
+    q3_unmap_file(map, n);
     buf[n] = 0;
     *data = buf;
-    *size = n;
+    *size = (size_t)n;
     return 0;
 }
 

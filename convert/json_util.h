@@ -7,8 +7,7 @@
 #include <cjson/cJSON.h>
 #include "../format/q3_format.h"
 
-/* Read a whole file into a malloc'd buffer with a NUL after the last byte.
- * A file that does not exist fails with errno ENOENT left set. */
+/* Read a whole file into a malloc'd buffer with a NUL after the last byte. */
 int q3_read_file(const char *path, char **data, size_t *size, q3_err *err);
 /* Parse len bytes of JSON text; name is used in messages. The root must be an object. */
 int q3_json_parse(const char *text, size_t len, const char *name, cJSON **root, q3_err *err);

@@ -1,11 +1,8 @@
 /* safetensors.c - mmap .safetensors files and validate their headers (layout:
  * u64 header length N, N bytes of JSON, then the data area that data_offsets index). */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "json_util.h"
 #include "safetensors.h"
@@ -193,36 +190,18 @@ static int map_file(q3_st_model *m, const char *path, uint32_t *fcap, q3_err *er
         q3_set_err(err, "%s: out of memory", path);
         return -1;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        q3_set_err(err, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        q3_set_err(err, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if (st.st_size < 10) {
-        q3_set_err(err, "%s: file is %lld bytes, too short for a safetensors header (truncated?)", path,
-                   (long long)st.st_size);
-        close(fd);
-        return -1;
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        q3_set_err(err, "%s: mmap of %lld bytes failed: %s", path, (long long)st.st_size, strerror(errno));
-        return -1;
-    }
-    (void)madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL); /* converted front to back */
     q3_st_file *f = &m->files[m->n_files];
-    f->map = map;
-    f->size = (uint64_t)st.st_size;
+    if (q3_map_file(path, &f->map, &f->size, err)) return -1;
+    if (f->size < 10) {
+        q3_set_err(err, "%s: file is %llu bytes, too short for a safetensors header (truncated?)", path,
+                   (unsigned long long)f->size);
+        q3_unmap_file(f->map, f->size);
+        return -1;
+    }
+    (void)madvise((void *)f->map, f->size, MADV_SEQUENTIAL); /* converted front to back */
     f->path = strdup(path);
     if (!f->path) {
-        munmap(map, (size_t)st.st_size);
+        q3_unmap_file(f->map, f->size);
         q3_set_err(err, "%s: out of memory", path);
         return -1;
     }
@@ -351,7 +330,7 @@ void q3_st_close(q3_st_model *m)
     if (!m) return;
     for (uint32_t i = 0; i < m->n_tensors; i++) free(m->tensors[i].name);
     for (uint32_t i = 0; i < m->n_files; i++) {
-        munmap((void *)m->files[i].map, m->files[i].size);
+        q3_unmap_file(m->files[i].map, m->files[i].size);
         free(m->files[i].path);
     }
     free(m->tensors);

@@ -188,6 +188,9 @@ typedef struct {
     q3_tensor *tensors;
 } q3_file;
 
+/* Map a whole regular file read-only; an empty file gives map NULL, size 0. */
+int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err);
+void q3_unmap_file(const uint8_t *map, uint64_t size);
 /* mmap and validate a file. Every offset, size, count and shape is checked
  * against the file size before use; the first problem is reported in err. */
 int q3_open(q3_file *f, const char *path, unsigned flags, q3_err *err);

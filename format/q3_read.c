@@ -277,32 +277,14 @@ int q3_open(q3_file *f, const char *path, unsigned flags, q3_err *err)
 {
     memset(f, 0, sizeof *f);
     set_path(f, path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        q3_set_err(err, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        q3_set_err(err, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    f->size = (uint64_t)st.st_size;
+    if (q3_map_file(path, &f->map, &f->size, err)) return -1;
+    f->owns_map = 1;
     if (f->size < Q3_HEADER_SIZE) {
         q3_set_err(err, "%s: file is %llu bytes, too short for the %u-byte header", path,
                    (unsigned long long)f->size, Q3_HEADER_SIZE);
-        close(fd);
+        q3_close(f);
         return -1;
     }
-    void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (m == MAP_FAILED) {
-        q3_set_err(err, "%s: mmap of %llu bytes failed: %s", path, (unsigned long long)f->size, strerror(errno));
-        return -1;
-    }
-    f->map = m;
-    f->owns_map = 1;
     if (open_common(f, flags, err)) {
         q3_close(f);
         return -1;
@@ -314,7 +296,7 @@ void q3_close(q3_file *f)
 {
     if (!f) return;
     free(f->tensors);
-    if (f->owns_map && f->map) munmap((void *)f->map, f->size);
+    if (f->owns_map) q3_unmap_file(f->map, f->size);
     memset(f, 0, sizeof *f);
 }
 

@@ -1,0 +1,43 @@
+/* q3_map.c - map a whole regular file read-only (shared by the .q3 and safetensors readers). */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "q3_format.h"
+
+int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err)
+{
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        q3_set_err(err, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        q3_set_err(err, "%s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (st.st_size == 0) { /* mmap refuses length 0; an empty file maps to nothing */
+        close(fd);
+        return 0;
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) {
+        q3_set_err(err, "%s: mmap of %lld bytes failed: %s", path, (long long)st.st_size, strerror(errno));
+        return -1;
+    }
+    *map = m;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+void q3_unmap_file(const uint8_t *map, uint64_t size)
+{
+    if (map && size) munmap((void *)map, (size_t)size);
+}
