@@ -103,6 +103,7 @@ def read_config(model_dir):
         "tied": bool(c.get("tie_word_embeddings", False)),
         "bos": c.get("bos_token_id"),
         "eos": c.get("eos_token_id"),
+        "pad": c.get("pad_token_id"),
     }
     cfg["head_dim"] = c.get("head_dim") or cfg["hidden"] // cfg["heads"]
     # transformers 5 writes rope_theta under rope_parameters; Qwen3's own config at top level
@@ -301,7 +302,7 @@ def read_tokenizer(model_dir, cfg):
             if v not in by_content:
                 fail(tc_path, "%s_token %r is not an added token of tokenizer.json" % (typ, v))
             ids[typ] = by_content[v]
-    for typ in ("bos", "eos"):
+    for typ in ("bos", "eos", "pad"):
         v = cfg.get(typ)
         if typ not in ids and isinstance(v, int) and 0 <= v < V:
             ids[typ] = v
