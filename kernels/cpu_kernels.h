@@ -3,6 +3,7 @@
 #ifndef Q3_CPU_KERNELS_H
 #define Q3_CPU_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef enum { Q3_SIMD_SCALAR = 0, Q3_SIMD_AVX2 = 1, Q3_SIMD_AVX512BF16 = 2 } q3_simd;
@@ -21,6 +22,9 @@ void q3_pool_destroy(q3_pool *p);
 int q3_pool_size(const q3_pool *p);
 /* Run fn(ctx, ith, nth) on every thread (the caller is thread 0) and wait. */
 void q3_pool_run(q3_pool *p, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+/* A buffer of at least bytes owned by the pool (grows, never shrinks; 64-byte aligned);
+ * NULL when out of memory. Valid until the next call. */
+void *q3_pool_scratch(q3_pool *p, size_t bytes);
 
 /* One matrix product: y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tok.
  * W: rows x cols BF16, R16C32 tiled. x: n_tok x cols f32 (row stride cols).

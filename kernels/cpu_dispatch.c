@@ -1,0 +1,150 @@
+/* cpu_dispatch.c - pick the SIMD level at run time and split matrix products
+ * across the pool by 16-row panels. */
+#include <cpuid.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../format/q3_format.h"
+#include "cpu_kernels.h"
+#include "cpu_panel.h"
+
+/* Below this many tokens a product is a GEMV per token (exact f32 activations). */
+#define GEMM_MIN_TOKENS 4
+
+static int level_forced = -1;
+
+static uint64_t xgetbv0(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+
+q3_simd q3_simd_detect(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return Q3_SIMD_SCALAR;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave) return Q3_SIMD_SCALAR;
+    uint64_t xcr0 = xgetbv0();
+    int os_avx = (xcr0 & 0x6) == 0x6, os_avx512 = (xcr0 & 0xe6) == 0xe6;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return Q3_SIMD_SCALAR;
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1;
+    int avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+    unsigned a1 = 0, b1, c1, d1;
+    __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1);
+    int bf16 = (a1 >> 5) & 1;
+    if (os_avx512 && avx512f && avx512bw && avx512vl && avx512dq && bf16 && fma && f16c) return Q3_SIMD_AVX512BF16;
+    if (os_avx && avx2 && fma && f16c) return Q3_SIMD_AVX2;
+    return Q3_SIMD_SCALAR;
+}
+
+static q3_simd level_from_env(q3_simd best)
+{
+    const char *e = getenv("Q3_SIMD");
+    q3_simd want = best;
+    if (!e) return best;
+    if (strcmp(e, "scalar") == 0) want = Q3_SIMD_SCALAR;
+    else if (strcmp(e, "avx2") == 0) want = Q3_SIMD_AVX2;
+    else if (strcmp(e, "avx512bf16") == 0) want = Q3_SIMD_AVX512BF16;
+    return want < best ? want : best; /* never above what the CPU has */
+}
+
+q3_simd q3_simd_active(void)
+{
+    if (level_forced < 0) level_forced = (int)level_from_env(q3_simd_detect());
+    return (q3_simd)level_forced;
+}
+
+void q3_simd_set(q3_simd level)
+{
+    q3_simd best = q3_simd_detect();
+    level_forced = (int)(level < best ? level : best);
+}
+
+const char *q3_simd_name(q3_simd level)
+{
+    switch (level) {
+    case Q3_SIMD_AVX512BF16: return "avx512bf16";
+    case Q3_SIMD_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+typedef struct {
+    const q3_matmul_op *ops;
+    int n_ops;
+    const float *x;
+    int n_tok;
+    const uint16_t *xb; /* BF16 activations for the GEMM path, else NULL */
+    uint64_t xb_stride;
+    uint64_t total_panels;
+    q3_gemv_panel_fn gemv;
+} matmul_job;
+
+static uint64_t panels_of(const q3_matmul_op *op) { return (op->rows + 15) / 16; }
+
+static void run_panel(const matmul_job *j, const q3_matmul_op *op, uint64_t p)
+{
+    const uint16_t *panel = op->w + p * 16 * ((op->cols + 31) / 32 * 32);
+    int n_rows = op->rows - p * 16 < 16 ? (int)(op->rows - p * 16) : 16;
+    float *y = op->y + p * 16;
+    if (j->xb) {
+        q3_gemm_panel_avx512bf16(panel, op->cols, j->xb, j->xb_stride, j->n_tok, y, op->ldy, n_rows);
+        return;
+    }
+    /* Token by token: the panel stays in cache after the first. */
+    for (int t = 0; t < j->n_tok; t++) {
+        float out[16];
+        j->gemv(panel, op->cols, j->x + (uint64_t)t * op->cols, out);
+        for (int r = 0; r < n_rows; r++) y[(uint64_t)t * op->ldy + r] = out[r];
+    }
+}
+
+static void matmul_worker(void *ctx, int ith, int nth)
+{
+    const matmul_job *j = ctx;
+    /* Contiguous ranges of panels over all ops, so each thread streams its part. */
+    uint64_t begin = j->total_panels * (uint64_t)ith / (uint64_t)nth;
+    uint64_t end = j->total_panels * (uint64_t)(ith + 1) / (uint64_t)nth;
+    uint64_t base = 0;
+    for (int o = 0; o < j->n_ops && base < end; o++) {
+        const q3_matmul_op *op = &j->ops[o];
+        uint64_t np = panels_of(op);
+        uint64_t lo = begin > base ? begin - base : 0;
+        uint64_t hi = end - base < np ? end - base : np;
+        for (uint64_t p = lo; p < hi; p++) run_panel(j, op, p);
+        base += np;
+    }
+}
+
+/* Round each token's activations to BF16, rows padded with zeros to whole tiles. */
+static void to_bf16_padded(const float *x, int n_tok, uint64_t cols, uint16_t *xb, uint64_t stride)
+{
+    for (int t = 0; t < n_tok; t++) {
+        const float *src = x + (uint64_t)t * cols;
+        uint16_t *dst = xb + (uint64_t)t * stride;
+        for (uint64_t c = 0; c < cols; c++) dst[c] = q3_f32_to_bf16(src[c]);
+        for (uint64_t c = cols; c < stride; c++) dst[c] = 0;
+    }
+}
+
+void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
+{
+    q3_simd level = q3_simd_active();
+    matmul_job j = {ops, n_ops, x, n_tok, NULL, 0, 0, NULL};
+    j.gemv = level == Q3_SIMD_AVX512BF16 ? q3_gemv_panel_avx512
+             : level == Q3_SIMD_AVX2    ? q3_gemv_panel_avx2
+                                        : q3_gemv_panel_scalar;
+    for (int o = 0; o < n_ops; o++) j.total_panels += panels_of(&ops[o]);
+    if (level == Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
+        /* All ops of one call share x, hence cols. */
+        uint64_t stride = (ops[0].cols + 31) / 32 * 32;
+        uint16_t *xb = q3_pool_scratch(p, (size_t)n_tok * stride * sizeof *xb);
+        if (xb) {
+            to_bf16_padded(x, n_tok, ops[0].cols, xb, stride);
+            j.xb = xb;
+            j.xb_stride = stride;
+        }
+    }
+    q3_pool_run(p, matmul_worker, &j);
+}

@@ -1,0 +1,22 @@
+/* cpu_panel.h - the per-panel kernels each SIMD level provides (internal).
+ * A panel is 16 rows of an R16C32 matrix: col_tiles tiles of 16 x 32 BF16. */
+#ifndef Q3_CPU_PANEL_H
+#define Q3_CPU_PANEL_H
+
+#include <stdint.h>
+
+/* y[r] = dot(row r, x) for the panel's 16 rows; x has cols floats (no padding). */
+typedef void (*q3_gemv_panel_fn)(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+
+/* y[t * ldy + r] = dot(row r, x_t) for t < n_tok, r < n_rows (<= 16).
+ * xb: the tokens' activations as BF16, row stride xb_stride (a multiple of 32, zero padded). */
+typedef void (*q3_gemm_panel_fn)(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
+                                 int n_tok, float *y, uint64_t ldy, int n_rows);
+
+void q3_gemv_panel_scalar(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
+                              int n_tok, float *y, uint64_t ldy, int n_rows);
+
+#endif
