@@ -1,0 +1,303 @@
+/* model_cpu.c - the Qwen3 graph on the CPU (spec.md 4): weights straight from
+ * the mmap, f32 activations and KV cache, every buffer allocated at create. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../kernels/cpu_kernels.h"
+#include "backend.h"
+#include "weights.h"
+
+/* Prompt tokens per batch: each weight panel is reused this many times per pass. */
+#define MAX_BATCH 128
+
+typedef struct {
+    q3_backend base;
+    q3_weights w;
+    q3_config cfg;
+    q3_pool *pool;
+    int batch;
+    uint64_t q_dim, kv_dim;
+    /* activations, batch rows each */
+    float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
+    float *key_cache, *val_cache; /* [layer][n_ctx][kv_dim] */
+    float *rope_cos, *rope_sin;   /* [n_ctx][head_dim / 2] */
+    float *scores;                /* [threads][n_ctx] */
+    /* norm weights widened once to f32 */
+    float *input_norm, *post_norm, *q_norm, *k_norm, *final_norm;
+} cpu_backend;
+
+static void widen(const q3_tensor *t, float *dst)
+{
+    for (uint64_t i = 0; i < t->shape[0]; i++) dst[i] = q3_bf16_to_f32(t->data[i]);
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps)
+{
+    float ss = 0.0f;
+    for (uint64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float scale = 1.0f / sqrtf(ss / (float)n + eps);
+    for (uint64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
+}
+
+/* Rotate-half RoPE on one head at one position. */
+static void rope(float *v, const float *cos_p, const float *sin_p, uint64_t half)
+{
+    for (uint64_t i = 0; i < half; i++) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * cos_p[i] - b * sin_p[i];
+        v[i + half] = b * cos_p[i] + a * sin_p[i];
+    }
+}
+
+typedef struct {
+    cpu_backend *m;
+    int layer, n_tok, pos;
+} attn_job;
+
+/* One (token, head) pair: causal softmax attention over positions 0..pos+t. */
+static void attend(cpu_backend *m, int layer, int t, int h, int pos, float *scores)
+{
+    const q3_config *c = &m->cfg;
+    uint64_t D = c->head_dim, kv_dim = m->kv_dim;
+    uint32_t group = c->num_heads / c->num_kv_heads, g = (uint32_t)h / group;
+    const float *q = m->q + (uint64_t)t * m->q_dim + (uint64_t)h * D;
+    const float *kc = m->key_cache + (uint64_t)layer * m->base.n_ctx * kv_dim + g * D;
+    const float *vc = m->val_cache + (uint64_t)layer * m->base.n_ctx * kv_dim + g * D;
+    int last = pos + t;
+    float scale = 1.0f / sqrtf((float)D), maxv = -INFINITY;
+    for (int j = 0; j <= last; j++) {
+        const float *kj = kc + (uint64_t)j * kv_dim;
+        float s = 0.0f;
+        for (uint64_t i = 0; i < D; i++) s += q[i] * kj[i];
+        s *= scale;
+        scores[j] = s;
+        if (s > maxv) maxv = s;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j <= last; j++) {
+        scores[j] = expf(scores[j] - maxv);
+        sum += scores[j];
+    }
+    float *out = m->att + (uint64_t)t * m->q_dim + (uint64_t)h * D;
+    memset(out, 0, D * sizeof *out);
+    float inv = 1.0f / sum;
+    for (int j = 0; j <= last; j++) {
+        const float *vj = vc + (uint64_t)j * kv_dim;
+        float p = scores[j] * inv;
+        for (uint64_t i = 0; i < D; i++) out[i] += p * vj[i];
+    }
+}
+
+static void attn_worker(void *ctx, int ith, int nth)
+{
+    attn_job *j = ctx;
+    cpu_backend *m = j->m;
+    int heads = (int)m->cfg.num_heads, items = j->n_tok * heads;
+    float *scores = m->scores + (uint64_t)ith * m->base.n_ctx;
+    for (int it = ith; it < items; it += nth) attend(m, j->layer, it / heads, it % heads, j->pos, scores);
+}
+
+/* q/k norms, RoPE and the KV cache store for n_tok tokens starting at pos. */
+static void qk_prepare(cpu_backend *m, int layer, int n_tok, int pos)
+{
+    const q3_config *c = &m->cfg;
+    uint64_t D = c->head_dim, half = D / 2, kv_dim = m->kv_dim;
+    float eps = (float)c->rms_norm_eps;
+    const float *qn = m->q_norm + (uint64_t)layer * D, *kn = m->k_norm + (uint64_t)layer * D;
+    for (int t = 0; t < n_tok; t++) {
+        int p = pos + t;
+        const float *cs = m->rope_cos + (uint64_t)p * half, *sn = m->rope_sin + (uint64_t)p * half;
+        for (uint32_t h = 0; h < c->num_heads; h++) {
+            float *qh = m->q + (uint64_t)t * m->q_dim + h * D;
+            rmsnorm(qh, qh, qn, D, eps);
+            rope(qh, cs, sn, half);
+        }
+        float *kdst = m->key_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
+        float *vdst = m->val_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
+        for (uint32_t h = 0; h < c->num_kv_heads; h++) {
+            float *kh = m->k + (uint64_t)t * kv_dim + h * D;
+            rmsnorm(kh, kh, kn, D, eps);
+            rope(kh, cs, sn, half);
+        }
+        memcpy(kdst, m->k + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
+        memcpy(vdst, m->v + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
+    }
+}
+
+static void layer_forward(cpu_backend *m, int l, int n_tok, int pos)
+{
+    const q3_config *c = &m->cfg;
+    const q3_layer_weights *L = &m->w.layers[l];
+    uint64_t H = c->hidden_size, I = c->intermediate_size;
+    float eps = (float)c->rms_norm_eps;
+
+    for (int t = 0; t < n_tok; t++)
+        rmsnorm(m->xn + t * H, m->x + t * H, m->input_norm + (uint64_t)l * H, H, eps);
+    q3_matmul_op qkv[3] = {
+        {L->wq->data, m->q_dim, H, m->q, m->q_dim},
+        {L->wk->data, m->kv_dim, H, m->k, m->kv_dim},
+        {L->wv->data, m->kv_dim, H, m->v, m->kv_dim},
+    };
+    q3_matmul(m->pool, qkv, 3, m->xn, n_tok);
+    qk_prepare(m, l, n_tok, pos);
+    attn_job aj = {m, l, n_tok, pos};
+    q3_pool_run(m->pool, attn_worker, &aj);
+    q3_matmul_op o = {L->wo->data, H, m->q_dim, m->tmp, H};
+    q3_matmul(m->pool, &o, 1, m->att, n_tok);
+    for (uint64_t i = 0; i < (uint64_t)n_tok * H; i++) m->x[i] += m->tmp[i];
+
+    for (int t = 0; t < n_tok; t++)
+        rmsnorm(m->xn + t * H, m->x + t * H, m->post_norm + (uint64_t)l * H, H, eps);
+    q3_matmul_op gu[2] = {{L->w_gate->data, I, H, m->gate, I}, {L->w_up->data, I, H, m->up, I}};
+    q3_matmul(m->pool, gu, 2, m->xn, n_tok);
+    for (uint64_t i = 0; i < (uint64_t)n_tok * I; i++) {
+        float g = m->gate[i];
+        m->gate[i] = g / (1.0f + expf(-g)) * m->up[i];
+    }
+    q3_matmul_op down = {L->w_down->data, H, I, m->tmp, H};
+    q3_matmul(m->pool, &down, 1, m->gate, n_tok);
+    for (uint64_t i = 0; i < (uint64_t)n_tok * H; i++) m->x[i] += m->tmp[i];
+}
+
+static int cpu_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
+                       q3_err *err)
+{
+    cpu_backend *m = (cpu_backend *)b;
+    const q3_config *c = &m->cfg;
+    uint64_t H = c->hidden_size, V = c->vocab_size;
+    if (n_tokens <= 0 || pos < 0 || pos + n_tokens > b->n_ctx) {
+        q3_set_err(err, "%s: %d tokens at position %d do not fit the context of %d positions (--ctx)",
+                   b->file->path, n_tokens, pos, b->n_ctx);
+        return -1;
+    }
+    for (int i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->vocab_size) {
+            q3_set_err(err, "%s: token id %d is outside the vocabulary (%u)", b->file->path, tokens[i], c->vocab_size);
+            return -1;
+        }
+    uint16_t *row = (uint16_t *)m->tmp; /* H bf16 fit in the H-float buffer */
+    for (int done = 0; done < n_tokens; done += m->batch) {
+        int nb = n_tokens - done < m->batch ? n_tokens - done : m->batch;
+        for (int t = 0; t < nb; t++) {
+            q3_tensor_row_bf16(m->w.embed, (uint64_t)tokens[done + t], row);
+            for (uint64_t i = 0; i < H; i++) m->x[t * H + i] = q3_bf16_to_f32(row[i]);
+        }
+        for (uint32_t l = 0; l < c->num_layers; l++) layer_forward(m, (int)l, nb, pos + done);
+        int last_chunk = done + nb == n_tokens;
+        if (!all_logits && !last_chunk) continue;
+        int first = all_logits ? 0 : nb - 1;
+        for (int t = first; t < nb; t++)
+            rmsnorm(m->xn + (uint64_t)(t - first) * H, m->x + (uint64_t)t * H, m->final_norm, H, (float)c->rms_norm_eps);
+        float *out = all_logits ? logits + (uint64_t)done * V : logits;
+        q3_matmul_op head = {m->w.lm_head->data, V, H, out, V};
+        q3_matmul(m->pool, &head, 1, m->xn, nb - first);
+    }
+    return 0;
+}
+
+static void cpu_destroy(q3_backend *b)
+{
+    cpu_backend *m = (cpu_backend *)b;
+    if (!m) return;
+    q3_pool_destroy(m->pool);
+    q3_weights_free(&m->w);
+    float *bufs[] = {m->x, m->xn, m->q, m->k, m->v, m->att, m->tmp, m->gate, m->up, m->key_cache, m->val_cache,
+                     m->rope_cos, m->rope_sin, m->scores, m->input_norm, m->post_norm, m->q_norm, m->k_norm,
+                     m->final_norm};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(m);
+}
+
+static float *alloc_f32(uint64_t n, int *failed)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) *failed = 1;
+    return p;
+}
+
+/* HF computes inv_freq and the angle in f32; do the same so long contexts agree. */
+static void build_rope(cpu_backend *m)
+{
+    uint64_t half = m->cfg.head_dim / 2;
+    for (uint64_t i = 0; i < half; i++) {
+        float inv_freq = (float)(1.0 / pow(m->cfg.rope_theta, (double)(2 * i) / (double)m->cfg.head_dim));
+        for (int p = 0; p < m->base.n_ctx; p++) {
+            float angle = (float)p * inv_freq;
+            m->rope_cos[(uint64_t)p * half + i] = (float)cos((double)angle);
+            m->rope_sin[(uint64_t)p * half + i] = (float)sin((double)angle);
+        }
+    }
+}
+
+q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3_err *err)
+{
+    cpu_backend *m = calloc(1, sizeof *m);
+    if (!m) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return NULL;
+    }
+    m->base.name = "cpu";
+    m->base.file = f;
+    m->base.forward = cpu_forward;
+    m->base.destroy = cpu_destroy;
+    m->cfg = f->config;
+    const q3_config *c = &m->cfg;
+    if (q3_weights_bind(&m->w, f, err)) {
+        free(m);
+        return NULL;
+    }
+    int n_ctx = o && o->n_ctx > 0 ? o->n_ctx : (int)(c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
+    if ((uint32_t)n_ctx > c->max_position_embeddings) {
+        q3_set_err(err, "%s: --ctx %d exceeds the model's max_position_embeddings %u", f->path, n_ctx,
+                   c->max_position_embeddings);
+        cpu_destroy(&m->base);
+        return NULL;
+    }
+    m->base.n_ctx = n_ctx;
+    m->pool = q3_pool_create(o ? o->n_threads : 0);
+    m->batch = MAX_BATCH;
+    uint64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, B = (uint64_t)m->batch;
+    m->q_dim = (uint64_t)c->num_heads * D;
+    m->kv_dim = (uint64_t)c->num_kv_heads * D;
+    uint64_t wide = H > m->q_dim ? H : m->q_dim;
+    int failed = !m->pool;
+    m->x = alloc_f32(B * H, &failed);
+    m->xn = alloc_f32(B * wide, &failed);
+    m->q = alloc_f32(B * m->q_dim, &failed);
+    m->k = alloc_f32(B * m->kv_dim, &failed);
+    m->v = alloc_f32(B * m->kv_dim, &failed);
+    m->att = alloc_f32(B * m->q_dim, &failed);
+    m->tmp = alloc_f32(B * H, &failed);
+    m->gate = alloc_f32(B * I, &failed);
+    m->up = alloc_f32(B * I, &failed);
+    m->key_cache = alloc_f32((uint64_t)c->num_layers * n_ctx * m->kv_dim, &failed);
+    m->val_cache = alloc_f32((uint64_t)c->num_layers * n_ctx * m->kv_dim, &failed);
+    m->rope_cos = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
+    m->rope_sin = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
+    m->scores = alloc_f32((uint64_t)q3_pool_size(m->pool) * n_ctx, &failed);
+    m->input_norm = alloc_f32((uint64_t)c->num_layers * H, &failed);
+    m->post_norm = alloc_f32((uint64_t)c->num_layers * H, &failed);
+    m->q_norm = alloc_f32((uint64_t)c->num_layers * D, &failed);
+    m->k_norm = alloc_f32((uint64_t)c->num_layers * D, &failed);
+    m->final_norm = alloc_f32(H, &failed);
+    if (failed) {
+        q3_set_err(err, "%s: out of memory for activations and a KV cache of %d positions (try a smaller --ctx)",
+                   f->path, n_ctx);
+        cpu_destroy(&m->base);
+        return NULL;
+    }
+    for (uint32_t l = 0; l < c->num_layers; l++) {
+        const q3_layer_weights *L = &m->w.layers[l];
+        widen(L->input_norm, m->input_norm + (uint64_t)l * H);
+        widen(L->post_norm, m->post_norm + (uint64_t)l * H);
+        widen(L->q_norm, m->q_norm + (uint64_t)l * D);
+        widen(L->k_norm, m->k_norm + (uint64_t)l * D);
+    }
+    widen(m->w.norm, m->final_norm);
+    build_rope(m);
+    if (o && o->verbose)
+        fprintf(stderr, "q3: cpu backend, %d threads, %s kernels, context %d\n", q3_pool_size(m->pool),
+                q3_simd_name(q3_simd_active()), n_ctx);
+    return &m->base;
+}
