@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# e2e_bench.sh - q3bench as a user runs it, on the demo model with tiny -p/-n/-r: the report and
+# its token checksum, the JSON, refusal of a damaged file before anything is timed, and CPU and
+# OpenCL (PoCL in CI) generating the same tokens. No timing is asserted: speed is measured by
+# benchmarks, never by tests.
+set -u
+BUILD=${BUILD:-build}
+MODEL=$BUILD/demo-tiny.q3
+T=$(mktemp -d /tmp/q3_e2e_bench_XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fails=0
+pass() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+check() { if eval "$2"; then pass "$1"; else fail "$1"; echo "  stdout:"; sed 's/^/    /' "$T/out"; echo "  stderr:"; sed 's/^/    /' "$T/err"; fi; }
+for tool in q3bench q3info; do
+    [ -x "$BUILD/$tool" ] || { echo "FAIL $BUILD/$tool is not built"; exit 1; }
+done
+[ -f "$MODEL" ] || { echo "FAIL $MODEL is missing (make model)"; exit 1; }
+B="$BUILD/q3bench"
+SMALL=(-p 8 -n 4 -r 2)
+# json FILE EXPR: evaluate a Python expression over the parsed report d; exit 0 when true.
+json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' "$1" "$2"; }
+hash_of() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["tokens_xxh64"])' "$1" "$2"; }
+
+# ---- usage ----
+: >"$T/out"
+"$B" >/dev/null 2>"$T/err"; rc=$?
+check "no arguments: exit 2 with usage" '[ $rc -eq 2 ] && grep -q "usage: q3bench" "$T/err"'
+"$B" "$MODEL" --bogus >/dev/null 2>"$T/err"; rc=$?
+check "unknown option: exit 2, names it" '[ $rc -eq 2 ] && grep -q "unknown argument .--bogus." "$T/err"'
+"$B" "$MODEL" -p 0 >/dev/null 2>"$T/err"; rc=$?
+check "-p 0: exit 2, gives the range" '[ $rc -eq 2 ] && grep -q "^q3bench: -p needs an integer from 1 to" "$T/err"'
+"$B" "$MODEL" --backend gpu >/dev/null 2>"$T/err"; rc=$?
+check "--backend gpu: exit 2" '[ $rc -eq 2 ] && grep -q "cpu, opencl or both" "$T/err"'
+"$B" "$MODEL" -p 4000 -n 1000 >/dev/null 2>"$T/err"; rc=$?
+check "more positions than max_position_embeddings: exit 2" '[ $rc -eq 2 ] && grep -q "max_position_embeddings" "$T/err"'
+
+# ---- CPU, readable report ----
+"$B" "$MODEL" "${SMALL[@]}" -t 2 >"$T/out" 2>"$T/err"; rc=$?
+check "cpu table: exit 0, verified every checksum, pp and tg rows" \
+    '[ $rc -eq 0 ] && grep -q "^verified: 53 checksums (header, 5 sections, 46 tensors, whole file)" "$T/out" &&
+     grep -q "^| backend " "$T/out" && grep -q "^| cpu .* | pp8 " "$T/out" && grep -q "^| cpu .* | tg4 " "$T/out"'
+rows=$(grep -c "^| cpu" "$T/out")
+hashes=$(grep "^| cpu" "$T/out" | grep -oE "\| [0-9a-f]{16} \|$" | sort -u | wc -l)
+check "every row carries the same 16-hex token checksum" '[ "$rows" -eq 2 ] && [ "$hashes" -eq 1 ]'
+table_hash=$(grep "^| cpu" "$T/out" | head -1 | grep -oE "[0-9a-f]{16} \|$" | cut -c1-16)
+
+# ---- CPU, JSON ----
+"$B" "$MODEL" "${SMALL[@]}" -t 2 --json >"$T/cpu.json" 2>"$T/err"; rc=$?; cp "$T/cpu.json" "$T/out"
+check "cpu --json: exit 0 and the JSON parses with every field" \
+    '[ $rc -eq 0 ] && json "$T/cpu.json" "d[\"verify\"][\"checksums\"] == 53 and d[\"prompt\"][\"tokens\"] == 8 and
+     d[\"decode_tokens\"] == 4 and d[\"repetitions\"] == 2 and len(d[\"results\"]) == 1 and
+     d[\"results\"][0][\"backend\"] == \"cpu\" and d[\"results\"][0][\"threads\"] == 2 and
+     d[\"results\"][0][\"generated_ids\"] == 5 and d[\"results\"][0][\"load_ms\"] >= 0 and
+     all(d[\"results\"][0][s][k][m] > 0 for s, k in ((\"prefill\", \"tok_s\"), (\"decode\", \"tok_s\"), (\"decode\", \"ms_per_token\")) for m in (\"min\", \"median\", \"max\")) and
+     d[\"results\"][0][\"peak_rss_kib\"] > 0 and d[\"floor\"][\"bytes_per_token\"] > 0 and d[\"floor\"][\"bandwidth_gbps\"] is None"'
+cpu_hash=$(hash_of "$T/cpu.json" 0)
+check "the JSON checksum equals the table's (same ids in another process)" '[ -n "$cpu_hash" ] && [ "$cpu_hash" = "$table_hash" ]'
+
+# The generated ids do not depend on the thread count or the number of repetitions.
+"$B" "$MODEL" -p 8 -n 4 -r 1 -t 1 --json >"$T/t1.json" 2>"$T/err"; rc=$?
+check "-t 1 -r 1 generates the same ids as -t 2 -r 2" '[ $rc -eq 0 ] && [ "$(hash_of "$T/t1.json" 0)" = "$cpu_hash" ]'
+
+# ---- the bandwidth floor ----
+"$B" "$MODEL" "${SMALL[@]}" --bandwidth 10 --json >"$T/bw.json" 2>"$T/err"; rc=$?; cp "$T/bw.json" "$T/out"
+check "--bandwidth 10: floor = 10e9 / bytes_per_token, % of floor reported" \
+    '[ $rc -eq 0 ] && json "$T/bw.json" "abs(d[\"floor\"][\"max_tok_s\"] - 10e9 / d[\"floor\"][\"bytes_per_token\"]) < 1e-6 * d[\"floor\"][\"max_tok_s\"] and
+     abs(d[\"results\"][0][\"decode\"][\"pct_of_floor\"] - 100 * d[\"results\"][0][\"decode\"][\"tok_s\"][\"median\"] / d[\"floor\"][\"max_tok_s\"]) < 1e-6"'
+"$B" "$MODEL" "${SMALL[@]}" --bandwidth 10 >"$T/out" 2>"$T/err"; rc=$?
+check "--bandwidth 10: the table shows the floor and a % for the tg row" \
+    '[ $rc -eq 0 ] && grep -q "^floor: .* / 10.00 GB/s (--bandwidth)" "$T/out" && grep "| tg4 " "$T/out" | grep -qE "\| +[0-9.]+ \| +[0-9.]+ \| [0-9a-f]{16} \|$"'
+
+# ---- prefill only ----
+"$B" "$MODEL" -p 8 -n 0 -r 1 --json >"$T/n0.json" 2>"$T/err"; rc=$?; cp "$T/n0.json" "$T/out"
+check "-n 0: prefill only, one generated id" '[ $rc -eq 0 ] && json "$T/n0.json" "\"decode\" not in d[\"results\"][0] and d[\"results\"][0][\"generated_ids\"] == 1"'
+
+# ---- a damaged file is refused before anything is loaded or timed ----
+"$BUILD/q3info" "$MODEL" >"$T/info"
+up=model.layers.1.mlp.up_proj.weight
+off=$(awk -v k="$up" '$1 == k { print $(NF - 2) }' "$T/info")
+cp "$MODEL" "$T/bad.q3"
+b=$(od -An -tu1 -j $((off + 100)) -N1 "$T/bad.q3" | tr -d ' ')
+printf "$(printf '\\%03o' $((b ^ 1)))" | dd of="$T/bad.q3" bs=1 seek=$((off + 100)) conv=notrunc status=none
+"$B" "$T/bad.q3" "${SMALL[@]}" -v --json >"$T/out" 2>"$T/err"; rc=$?
+check "one flipped bit in a tensor: exit 1, names the tensor, nothing loaded or timed, no report" \
+    '[ -n "$off" ] && [ $rc -eq 1 ] && [ ! -s "$T/out" ] && grep -q "tensor .$up. (offset $off" "$T/err" &&
+     grep -q "FAILED (3 of 53 checksums do not match; nothing was timed)" "$T/err" && ! grep -q "^q3bench: cpu" "$T/err"'
+head -c 100000 "$MODEL" >"$T/trunc.q3"
+"$B" "$T/trunc.q3" "${SMALL[@]}" >"$T/out" 2>"$T/err"; rc=$?
+check "a truncated file: exit 1 with one reason, no report" '[ $rc -eq 1 ] && [ ! -s "$T/out" ] && grep -q "truncated" "$T/err"'
+
+# ---- CPU and OpenCL (PoCL in CI) generate the same ids ----
+"$B" "$MODEL" "${SMALL[@]}" --backend both --json >"$T/both.json" 2>"$T/err"; rc=$?; cp "$T/both.json" "$T/out"
+check "--backend both: exit 0, both backends, same checksum as the cpu run" \
+    '[ $rc -eq 0 ] && json "$T/both.json" "[r[\"backend\"] for r in d[\"results\"]] == [\"cpu\", \"opencl\"] and d[\"backends_agree\"] is True and
+     d[\"results\"][0][\"tokens_xxh64\"] == d[\"results\"][1][\"tokens_xxh64\"] == \"$cpu_hash\""'
+"$B" "$MODEL" "${SMALL[@]}" --backend both >"$T/out" 2>"$T/err"; rc=$?
+check "--backend both table: four rows, one checksum, agreement line" \
+    '[ $rc -eq 0 ] && [ "$(grep -cE "^\| (cpu|opencl)" "$T/out")" -eq 4 ] &&
+     [ "$(grep -E "^\| (cpu|opencl)" "$T/out" | grep -oE "[0-9a-f]{16} \|$" | sort -u | wc -l)" -eq 1 ] &&
+     grep -q "^tokens: cpu and opencl generated identical ids (5 ids, xxh64 $cpu_hash)" "$T/out"'
+
+echo "e2e_bench: $fails failed"
+[ $fails -eq 0 ]
