@@ -1,0 +1,501 @@
+/* test_convert_model.c - q3convert's library entry point on real and synthetic
+ * checkpoints: every tensor read back through q3_open + q3_tile_unpack equals the
+ * source bit for bit (F32 and F16 after round-to-nearest-even), and every kind of
+ * bad input is refused with a message that names it, leaving nothing at the output. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include "../convert/convert.h"
+#include "../convert/hf_config.h"
+#include "../convert/qwen3_tensors.h"
+#include "../convert/safetensors.h"
+#include "../convert/safetensors_write.h"
+#include "../convert/synth.h"
+#include "convert_test_util.h"
+
+static char *tmp;
+
+static int setup(void **state)
+{
+    (void)state;
+    tmp = tu_mkdtemp();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tu_rm_rf(tmp);
+    return 0;
+}
+
+/* ---- reference conversions, written from spec.md 9 independently of the converter ---- */
+
+static uint16_t ref_f32_bits(uint32_t u)
+{
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static uint16_t ref_f16_bits(uint16_t h)
+{
+    _Float16 x;
+    memcpy(&x, &h, 2);
+    float f = (float)x; /* exact widening by the compiler */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return ref_f32_bits(u);
+}
+
+static uint16_t ref_elem(const q3_st_tensor *t, uint64_t i)
+{
+    const uint8_t *p = t->data;
+    switch (t->dtype) {
+    case Q3_ST_BF16: return (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
+    case Q3_ST_F16: return ref_f16_bits((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+    default: return ref_f32_bits(q3_rd32(p + 4 * i));
+    }
+}
+
+/* The .q3 file holds exactly the checkpoint's tensors, bit for bit, and its config. */
+static void verify_against_source(const char *q3_path, const char *hf_dir)
+{
+    q3_file f;
+    q3_st_model st;
+    q3_hf_config hc;
+    q3_err err = {{0}};
+    if (q3_open(&f, q3_path, Q3_OPEN_VERIFY_META | Q3_OPEN_VERIFY_WEIGHTS, &err)) fail_msg("%s", err.msg);
+    if (q3_st_open(&st, hf_dir, &err) || q3_hf_config_load(hf_dir, &hc, &err)) fail_msg("%s", err.msg);
+    assert_memory_equal(&f.config, &hc.config, sizeof f.config);
+    assert_int_equal(f.generation.eos_token_ids[0], hc.config.eos_token_id);
+    uint32_t expected = 3 + 11 * hc.config.num_layers - hc.config.tie_word_embeddings;
+    assert_int_equal(f.n_tensors, expected);
+    uint64_t compared = 0;
+    for (uint32_t i = 0; i < f.n_tensors; i++) {
+        const q3_tensor *t = &f.tensors[i];
+        const q3_st_tensor *s = q3_st_find(&st, t->name);
+        if (!s) fail_msg("%s: tensor '%s' is not in the checkpoint", q3_path, t->name);
+        assert_int_equal(t->ndim, s->ndim);
+        assert_int_equal(t->shape[0], s->shape[0]);
+        assert_int_equal(t->shape[1], s->ndim == 2 ? s->shape[1] : 1);
+        assert_int_equal(t->layout, s->ndim == 2 ? Q3_LAYOUT_R16C32 : Q3_LAYOUT_ROWMAJOR);
+        uint64_t n = t->shape[0] * t->shape[1];
+        uint16_t *rm = malloc(n * 2);
+        assert_non_null(rm);
+        q3_tile_unpack(t->layout, t->data, t->shape[0], t->shape[1], rm);
+        for (uint64_t k = 0; k < n; k++)
+            if (rm[k] != ref_elem(s, k))
+                fail_msg("%s: tensor '%s' element %llu is %04x, expected %04x", q3_path, t->name,
+                         (unsigned long long)k, rm[k], ref_elem(s, k));
+        free(rm);
+        compared += n;
+    }
+    assert_true(compared > 0);
+    q3_tokdata td;
+    if (q3_read_tokenizer(&f, &td, &err)) fail_msg("%s", err.msg);
+    assert_true(td.n_vocab > 0);
+    q3_tokdata_free(&td);
+    q3_st_close(&st);
+    q3_close(&f);
+}
+
+static void convert_ok(const char *hf_dir, const char *name)
+{
+    char out[4096];
+    q3_err err = {{0}};
+    q3_convert_stats stats;
+    tu_path(out, sizeof out, tmp, name);
+    if (q3_convert(hf_dir, out, NULL, NULL, &stats, &err)) fail_msg("%s", err.msg);
+    assert_true(stats.n_tensors > 0);
+    verify_against_source(out, hf_dir);
+    assert_int_equal(remove(out), 0);
+}
+
+static void fixture_dir(char *out, size_t cap, const char *name)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "fixtures/%s", name);
+    tu_path(out, cap, tu_build(), rel);
+    if (access(out, F_OK) != 0) fail_msg("%s is missing: run `make fixtures`", out);
+}
+
+static void test_hf_tiny_bf16(void **state)
+{
+    (void)state;
+    char d[4096];
+    fixture_dir(d, sizeof d, "hf-tiny");
+    convert_ok(d, "hf-tiny.q3");
+}
+
+static void test_hf_tiny_f32_sharded(void **state)
+{
+    (void)state;
+    char d[4096];
+    fixture_dir(d, sizeof d, "hf-tiny-f32");
+    convert_ok(d, "hf-tiny-f32.q3");
+}
+
+static void test_demo_tiny(void **state)
+{
+    (void)state;
+    char d[4096];
+    fixture_dir(d, sizeof d, "demo-tiny");
+    convert_ok(d, "demo-tiny.q3");
+}
+
+/* A synthetic checkpoint made by the C port of synth_qwen3.py, with the Qwen3 tokenizer beside it. */
+static void synth_checkpoint(const char *config, const char *name, char *dir, size_t cap)
+{
+    char cfg[4096], p[4096], tok[4096];
+    q3_err err = {{0}};
+    snprintf(cfg, sizeof cfg, "tests/fixtures/configs/%s", config);
+    tu_path(dir, cap, tmp, name);
+    if (q3_synth_checkpoint(cfg, dir, &err)) fail_msg("%s", err.msg);
+    fixture_dir(tok, sizeof tok, "tokenizer.json");
+    tu_path(p, sizeof p, dir, "tokenizer.json");
+    tu_copy(tok, p);
+    tu_path(p, sizeof p, dir, "tokenizer_config.json");
+    tu_copy("tests/fixtures/tokenizer_config.json", p);
+}
+
+static void test_syn_a(void **state)
+{
+    (void)state;
+    char d[4096];
+    synth_checkpoint("syn-a.json", "syn-a", d, sizeof d);
+    convert_ok(d, "syn-a.q3");
+}
+
+static void test_syn_b_untied(void **state)
+{
+    (void)state;
+    char d[4096];
+    synth_checkpoint("syn-b.json", "syn-b", d, sizeof d);
+    convert_ok(d, "syn-b.q3");
+}
+
+/* ---- a small checkpoint written here, in any source dtype, with one defect at a time ---- */
+
+typedef struct {
+    uint32_t dtype;
+    int tie;
+    const char *drop;      /* leave this tensor out */
+    const char *extra;     /* add this tensor, shape [4] */
+    const char *reshape;   /* this tensor gets its first dimension halved */
+    int lm_head;           /* tied: 1 adds lm_head.weight equal to the embedding, 2 a different one */
+    const char *model_type;
+} mini_opts;
+
+typedef struct {
+    const q3_st_spec *specs;
+    const char *const *seed_names;
+} mini_fill_ctx;
+
+static uint64_t mix(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* F16: every bit pattern in turn (NaNs, infinities, subnormals); F32: random bits with
+ * exact ties, NaNs, infinities and signed zeros mixed in; BF16: random bits. */
+static int mini_fill(void *ctx, uint32_t index, uint8_t *dst, q3_err *err)
+{
+    (void)err;
+    const mini_fill_ctx *c = ctx;
+    const q3_st_spec *s = &c->specs[index];
+    uint64_t seed = 0;
+    for (const char *p = c->seed_names[index]; *p; p++) seed = seed * 131 + (uint8_t)*p;
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < s->ndim; d++) n *= s->shape[d];
+    static const uint32_t specials[] = {0x7f800001u, 0xffc00000u, 0x7f800000u, 0xff800000u, 0x80000000u, 0,
+                                        0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0x00008000u, 0x0001ffffu};
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t r = mix(seed + i);
+        if (s->dtype == Q3_ST_F32) {
+            uint32_t u = (uint32_t)r;
+            if (i % 5 == 0) u = (u & 0xffff0000u) | 0x8000u; /* exactly halfway */
+            if (i % 13 == 0) u = specials[(i / 13) % (sizeof specials / sizeof specials[0])];
+            q3_wr32(dst + 4 * i, u);
+        } else {
+            uint16_t h = s->dtype == Q3_ST_F16 ? (uint16_t)(i + seed) : (uint16_t)r;
+            dst[2 * i] = (uint8_t)h;
+            dst[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+    }
+    return 0;
+}
+
+static void write_mini(const char *dir, const mini_opts *o)
+{
+    char cfg[2048], p[4096], tok[4096];
+    assert_true(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    snprintf(cfg, sizeof cfg,
+             "{\"architectures\": [\"Qwen3ForCausalLM\"], \"model_type\": \"%s\", \"vocab_size\": 8320, "
+             "\"hidden_size\": 48, \"intermediate_size\": 72, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, "
+             "\"num_key_value_heads\": 1, \"head_dim\": 24, \"max_position_embeddings\": 256, "
+             "\"rms_norm_eps\": 1e-06, \"rope_theta\": 10000.0, \"tie_word_embeddings\": %s, "
+             "\"bos_token_id\": 8192, \"eos_token_id\": [8192, 8193], \"pad_token_id\": null}",
+             o->model_type ? o->model_type : "qwen3", o->tie ? "true" : "false");
+    tu_write_text(dir, "config.json", cfg);
+    q3_config c = {.vocab_size = 8320, .hidden_size = 48, .intermediate_size = 72, .num_layers = 1,
+                   .num_heads = 2, .num_kv_heads = 1, .head_dim = 24, .tie_word_embeddings = (uint32_t)o->tie};
+    q3_tensor_spec *specs;
+    uint32_t n;
+    q3_err err = {{0}};
+    assert_int_equal(q3_qwen3_tensor_specs(&c, &specs, &n, &err), 0);
+    q3_st_spec st[20];
+    const char *seeds[20];
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (o->drop && strcmp(specs[i].name, o->drop) == 0) continue;
+        st[m] = (q3_st_spec){specs[i].name, o->dtype, specs[i].ndim, {specs[i].shape[0], specs[i].shape[1]}};
+        if (o->reshape && strcmp(specs[i].name, o->reshape) == 0) st[m].shape[0] /= 2;
+        seeds[m] = specs[i].name;
+        m++;
+    }
+    if (o->extra) {
+        st[m] = (q3_st_spec){o->extra, o->dtype, 1, {4}};
+        seeds[m++] = o->extra;
+    }
+    if (o->lm_head) {
+        st[m] = (q3_st_spec){"lm_head.weight", o->dtype, 2, {8320, 48}};
+        seeds[m++] = o->lm_head == 1 ? "model.embed_tokens.weight" : "lm_head.weight";
+    }
+    mini_fill_ctx fc = {st, seeds};
+    tu_path(p, sizeof p, dir, "model.safetensors");
+    if (q3_st_write(p, st, m, mini_fill, &fc, &err)) fail_msg("%s", err.msg);
+    free(specs);
+    /* demo-tiny's tokenizer: 8192 BPE tokens + specials from 8192, below vocab_size 8320. */
+    fixture_dir(tok, sizeof tok, "demo-tiny/tokenizer.json");
+    tu_path(p, sizeof p, dir, "tokenizer.json");
+    tu_copy(tok, p);
+    fixture_dir(tok, sizeof tok, "demo-tiny/tokenizer_config.json");
+    tu_path(p, sizeof p, dir, "tokenizer_config.json");
+    tu_copy(tok, p);
+}
+
+static void test_mini_f16_exhaustive(void **state)
+{
+    (void)state;
+    char d[4096];
+    tu_path(d, sizeof d, tmp, "mini-f16");
+    write_mini(d, &(mini_opts){.dtype = Q3_ST_F16, .tie = 1});
+    convert_ok(d, "mini-f16.q3");
+}
+
+static void test_mini_f32_untied(void **state)
+{
+    (void)state;
+    char d[4096];
+    tu_path(d, sizeof d, tmp, "mini-f32");
+    write_mini(d, &(mini_opts){.dtype = Q3_ST_F32, .tie = 0});
+    convert_ok(d, "mini-f32.q3");
+}
+
+/* A tied checkpoint that still carries lm_head.weight: fine when it is the embedding. */
+static void test_mini_tied_with_lm_head_copy(void **state)
+{
+    (void)state;
+    char d[4096], out[4096];
+    q3_file f;
+    q3_err err = {{0}};
+    tu_path(d, sizeof d, tmp, "mini-copy");
+    tu_path(out, sizeof out, tmp, "mini-copy.q3");
+    write_mini(d, &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .lm_head = 1});
+    if (q3_convert(d, out, NULL, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(q3_open(&f, out, Q3_OPEN_VERIFY_META, &err), 0);
+    assert_null(q3_find_tensor(&f, "lm_head.weight"));
+    assert_int_equal(f.generation.n_eos, 2);
+    assert_int_equal(f.generation.eos_token_ids[1], 8193);
+    q3_close(&f);
+    assert_int_equal(remove(out), 0);
+}
+
+/* ---- refusals: the message names the problem and nothing appears at the output ---- */
+
+static void expect_refused(const char *hf_dir, const char *n1, const char *n2)
+{
+    char out[4096];
+    q3_err err = {{0}};
+    tu_path(out, sizeof out, tmp, "out.q3");
+    assert_int_equal(q3_convert(hf_dir, out, NULL, NULL, NULL, &err), -1);
+    tu_assert_contains(err.msg, n1);
+    if (n2) tu_assert_contains(err.msg, n2);
+    assert_int_equal(access(out, F_OK), -1);
+    assert_int_equal(tu_count_prefix(tmp, "out.q3"), 0);
+}
+
+/* Replace a same-length byte string inside a file. */
+static void patch_file(const char *path, const char *from, const char *to)
+{
+    size_t len = strlen(from);
+    assert_int_equal(strlen(to), len);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    void *at = memmem(buf, n, from, len);
+    if (!at) fail_msg("%s: '%s' not found in its first %zu bytes", path, from, n);
+    assert_int_equal(fseek(f, (long)((char *)at - buf), SEEK_SET), 0);
+    assert_int_equal(fwrite(to, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void mini_with(const char *name, const mini_opts *o, char *dir, char *st_path, size_t cap)
+{
+    tu_path(dir, cap, tmp, name);
+    write_mini(dir, o);
+    tu_path(st_path, cap, dir, "model.safetensors");
+}
+
+static void test_bad_safetensors(void **state)
+{
+    (void)state;
+    char d[4096], p[4096];
+    const mini_opts ok = {.dtype = Q3_ST_BF16, .tie = 1};
+
+    mini_with("trunc", &ok, d, p, sizeof d);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(truncate(p, sb.st_size - 50), 0);
+    expect_refused(d, "model.safetensors: tensor 'model.norm.weight': data_offsets", "run past end of data");
+
+    mini_with("hlen", &ok, d, p, sizeof d);
+    uint8_t len[8];
+    q3_wr64(len, 1ull << 40);
+    FILE *f = fopen(p, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fwrite(len, 1, 8, f), 8);
+    assert_int_equal(fclose(f), 0);
+    expect_refused(d, "model.safetensors: header length", "invalid");
+
+    mini_with("json", &ok, d, p, sizeof d);
+    patch_file(p, "\"shape\":[8320,48]", "\"shape\":[8320,48}");
+    expect_refused(d, "model.safetensors: header: malformed JSON at byte", NULL);
+
+    mini_with("dtype", &ok, d, p, sizeof d);
+    patch_file(p, "\"dtype\":\"BF16\"", "\"dtype\":\"I16\" ");
+    expect_refused(d, "model.safetensors: tensor 'model.embed_tokens.weight': dtype 'I16' is not supported", NULL);
+
+    mini_with("span", &ok, d, p, sizeof d);
+    patch_file(p, "\"model.norm.weight\":{\"dtype\":\"BF16\",\"shape\":[48]",
+               "\"model.norm.weight\":{\"dtype\":\"BF16\",\"shape\":[47]");
+    expect_refused(d, "tensor 'model.norm.weight': data_offsets", "span 96 bytes, but BF16 shape of 47 elements needs 94");
+}
+
+static void test_wrong_tensor_set(void **state)
+{
+    (void)state;
+    char d[4096], p[4096];
+    mini_with("missing", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .drop = "model.layers.0.self_attn.k_norm.weight"},
+              d, p, sizeof d);
+    expect_refused(d, "tensor 'model.layers.0.self_attn.k_norm.weight' is missing (expected shape [24])", NULL);
+
+    mini_with("extra", &(mini_opts){.dtype = Q3_ST_F32, .tie = 1, .extra = "model.layers.0.self_attn.q_proj.bias"},
+              d, p, sizeof d);
+    expect_refused(d, "model.safetensors: unexpected tensor 'model.layers.0.self_attn.q_proj.bias' (shape [4])", NULL);
+
+    mini_with("shape", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .reshape = "model.layers.0.mlp.down_proj.weight"},
+              d, p, sizeof d);
+    expect_refused(d, "model.safetensors: tensor 'model.layers.0.mlp.down_proj.weight' has shape [24, 72], expected [48, 72]",
+                   NULL);
+
+    mini_with("untied", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 0, .drop = "lm_head.weight"}, d, p, sizeof d);
+    expect_refused(d, "tensor 'lm_head.weight' is missing (expected shape [8320, 48])", NULL);
+
+    mini_with("tieddiff", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .lm_head = 2}, d, p, sizeof d);
+    expect_refused(d, "unexpected tensor 'lm_head.weight'", "tie_word_embeddings is true and lm_head differs");
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    char d[4096], p[4096];
+    mini_with("llama", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .model_type = "llama"}, d, p, sizeof d);
+    expect_refused(d, "config.json: model_type is \"llama\"; q3 converts only \"qwen3\"", NULL);
+
+    mini_with("badjson", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, sizeof d);
+    tu_write_text(d, "config.json", "{\"model_type\": \"qwen3\", \"vocab_size\": 8320");
+    expect_refused(d, "config.json: malformed JSON at byte", NULL);
+
+    tu_path(p, sizeof p, d, "config.json");
+    assert_int_equal(remove(p), 0);
+    expect_refused(d, "config.json: cannot open: No such file or directory", NULL);
+
+    expect_refused("/nonexistent/q3/checkpoint", "/nonexistent/q3/checkpoint/config.json: cannot open", NULL);
+}
+
+static void test_unwritable_output(void **state)
+{
+    (void)state;
+    char d[4096], p[4096], out[4096];
+    q3_err err = {{0}};
+    mini_with("unwritable", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, sizeof d);
+    assert_int_equal(q3_convert(d, "/nonexistent/dir/out.q3", NULL, NULL, NULL, &err), -1);
+    tu_assert_contains(err.msg, "/nonexistent/dir/out.q3: cannot create a temporary file in /nonexistent/dir");
+    assert_int_equal(access("/nonexistent/dir/out.q3", F_OK), -1);
+    /* A parent that is a regular file (refused even for root). */
+    tu_path(out, sizeof out, d, "config.json/out.q3");
+    assert_int_equal(q3_convert(d, out, NULL, NULL, NULL, &err), -1);
+    tu_assert_contains(err.msg, "cannot create a temporary file");
+    tu_assert_contains(err.msg, "Not a directory");
+    /* A directory in the way of the target: the temp file is written, then removed. */
+    tu_path(out, sizeof out, tmp, "out.q3");
+    assert_int_equal(mkdir(out, 0755), 0);
+    assert_int_equal(q3_convert(d, out, NULL, NULL, NULL, &err), -1);
+    tu_assert_contains(err.msg, "out.q3");
+    assert_int_equal(rmdir(out), 0);
+    assert_int_equal(tu_count_prefix(tmp, "out.q3"), 0);
+}
+
+/* A full disk, made with a file-size limit (EFBIG): the temp file is removed. */
+static void test_full_disk(void **state)
+{
+    (void)state;
+    char d[4096], p[4096], out[4096];
+    q3_err err = {{0}};
+    mini_with("full", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, sizeof d);
+    tu_path(out, sizeof out, tmp, "out.q3");
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 256 * 1024; /* the model is about 1 MB */
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = q3_convert(d, out, NULL, NULL, NULL, &err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(rc, -1);
+    tu_assert_contains(err.msg, "out.q3: write failed at offset");
+    tu_assert_contains(err.msg, "File too large");
+    assert_int_equal(access(out, F_OK), -1);
+    assert_int_equal(tu_count_prefix(tmp, "out.q3"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hf_tiny_bf16),
+        cmocka_unit_test(test_hf_tiny_f32_sharded),
+        cmocka_unit_test(test_demo_tiny),
+        cmocka_unit_test(test_syn_a),
+        cmocka_unit_test(test_syn_b_untied),
+        cmocka_unit_test(test_mini_f16_exhaustive),
+        cmocka_unit_test(test_mini_f32_untied),
+        cmocka_unit_test(test_mini_tied_with_lm_head_copy),
+        cmocka_unit_test(test_bad_safetensors),
+        cmocka_unit_test(test_wrong_tensor_set),
+        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_unwritable_output),
+        cmocka_unit_test(test_full_disk),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
