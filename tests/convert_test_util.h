@@ -67,6 +67,21 @@ static inline void tu_rm_rf(char *dir)
     free(dir);
 }
 
+/* The per-binary scratch directory: cmocka group setup / teardown. */
+static char *tu_tmp;
+static inline int tu_setup(void **state)
+{
+    (void)state;
+    tu_tmp = tu_mkdtemp();
+    return 0;
+}
+static inline int tu_teardown(void **state)
+{
+    (void)state;
+    tu_rm_rf(tu_tmp);
+    return 0;
+}
+
 /* Entries of dir whose names start with prefix (to prove nothing was left behind). */
 static inline int tu_count_prefix(const char *dir, const char *prefix)
 {

@@ -19,22 +19,6 @@
 #include "../convert/synth.h"
 #include "convert_test_util.h"
 
-static char *tmp;
-
-static int setup(void **state)
-{
-    (void)state;
-    tmp = tu_mkdtemp();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rm_rf(tmp);
-    return 0;
-}
-
 /* ---- reference conversions, written from spec.md 9 independently of the converter ---- */
 
 static uint16_t ref_f32_bits(uint32_t u)
@@ -110,7 +94,7 @@ static void convert_ok(const char *hf_dir, const char *name)
     char out[4096];
     q3_err err = {{0}};
     q3_convert_stats stats;
-    tu_path(out, sizeof out, tmp, name);
+    tu_path(out, sizeof out, tu_tmp, name);
     if (q3_convert(hf_dir, out, NULL, NULL, &stats, &err)) fail_msg("%s", err.msg);
     assert_true(stats.n_tensors > 0);
     verify_against_source(out, hf_dir);
@@ -155,7 +139,7 @@ static void synth_checkpoint(const char *config, const char *name, char *dir, si
     char cfg[4096], p[4096], tok[4096];
     q3_err err = {{0}};
     snprintf(cfg, sizeof cfg, "tests/fixtures/configs/%s", config);
-    tu_path(dir, cap, tmp, name);
+    tu_path(dir, cap, tu_tmp, name);
     if (q3_synth_checkpoint(cfg, dir, &err)) fail_msg("%s", err.msg);
     fixture_dir(tok, sizeof tok, "tokenizer.json");
     tu_path(p, sizeof p, dir, "tokenizer.json");
@@ -286,7 +270,7 @@ static void test_mini_f16_exhaustive(void **state)
 {
     (void)state;
     char d[4096];
-    tu_path(d, sizeof d, tmp, "mini-f16");
+    tu_path(d, sizeof d, tu_tmp, "mini-f16");
     write_mini(d, &(mini_opts){.dtype = Q3_ST_F16, .tie = 1});
     convert_ok(d, "mini-f16.q3");
 }
@@ -295,7 +279,7 @@ static void test_mini_f32_untied(void **state)
 {
     (void)state;
     char d[4096];
-    tu_path(d, sizeof d, tmp, "mini-f32");
+    tu_path(d, sizeof d, tu_tmp, "mini-f32");
     write_mini(d, &(mini_opts){.dtype = Q3_ST_F32, .tie = 0});
     convert_ok(d, "mini-f32.q3");
 }
@@ -307,8 +291,8 @@ static void test_mini_tied_with_lm_head_copy(void **state)
     char d[4096], out[4096];
     q3_file f;
     q3_err err = {{0}};
-    tu_path(d, sizeof d, tmp, "mini-copy");
-    tu_path(out, sizeof out, tmp, "mini-copy.q3");
+    tu_path(d, sizeof d, tu_tmp, "mini-copy");
+    tu_path(out, sizeof out, tu_tmp, "mini-copy.q3");
     write_mini(d, &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .lm_head = 1});
     if (q3_convert(d, out, NULL, NULL, NULL, &err)) fail_msg("%s", err.msg);
     assert_int_equal(q3_open(&f, out, Q3_OPEN_VERIFY_META, &err), 0);
@@ -325,12 +309,12 @@ static void expect_refused(const char *hf_dir, const char *n1, const char *n2)
 {
     char out[4096];
     q3_err err = {{0}};
-    tu_path(out, sizeof out, tmp, "out.q3");
+    tu_path(out, sizeof out, tu_tmp, "out.q3");
     assert_int_equal(q3_convert(hf_dir, out, NULL, NULL, NULL, &err), -1);
     tu_assert_contains(err.msg, n1);
     if (n2) tu_assert_contains(err.msg, n2);
     assert_int_equal(access(out, F_OK), -1);
-    assert_int_equal(tu_count_prefix(tmp, "out.q3"), 0);
+    assert_int_equal(tu_count_prefix(tu_tmp, "out.q3"), 0);
 }
 
 /* Replace a same-length byte string inside a file. */
@@ -351,7 +335,7 @@ static void patch_file(const char *path, const char *from, const char *to)
 
 static void mini_with(const char *name, const mini_opts *o, char *dir, char *st_path, size_t cap)
 {
-    tu_path(dir, cap, tmp, name);
+    tu_path(dir, cap, tu_tmp, name);
     write_mini(dir, o);
     tu_path(st_path, cap, dir, "model.safetensors");
 }
@@ -448,12 +432,12 @@ static void test_unwritable_output(void **state)
     tu_assert_contains(err.msg, "cannot create a temporary file");
     tu_assert_contains(err.msg, "Not a directory");
     /* A directory in the way of the target: the temp file is written, then removed. */
-    tu_path(out, sizeof out, tmp, "out.q3");
+    tu_path(out, sizeof out, tu_tmp, "out.q3");
     assert_int_equal(mkdir(out, 0755), 0);
     assert_int_equal(q3_convert(d, out, NULL, NULL, NULL, &err), -1);
     tu_assert_contains(err.msg, "out.q3");
     assert_int_equal(rmdir(out), 0);
-    assert_int_equal(tu_count_prefix(tmp, "out.q3"), 0);
+    assert_int_equal(tu_count_prefix(tu_tmp, "out.q3"), 0);
 }
 
 /* A full disk, made with a file-size limit (EFBIG): the temp file is removed. */
@@ -463,7 +447,7 @@ static void test_full_disk(void **state)
     char d[4096], p[4096], out[4096];
     q3_err err = {{0}};
     mini_with("full", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, sizeof d);
-    tu_path(out, sizeof out, tmp, "out.q3");
+    tu_path(out, sizeof out, tu_tmp, "out.q3");
     struct rlimit old, lim;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
     lim = old;
@@ -477,7 +461,7 @@ static void test_full_disk(void **state)
     tu_assert_contains(err.msg, "out.q3: write failed at offset");
     tu_assert_contains(err.msg, "File too large");
     assert_int_equal(access(out, F_OK), -1);
-    assert_int_equal(tu_count_prefix(tmp, "out.q3"), 0);
+    assert_int_equal(tu_count_prefix(tu_tmp, "out.q3"), 0);
 }
 
 int main(void)
@@ -497,5 +481,5 @@ int main(void)
         cmocka_unit_test(test_unwritable_output),
         cmocka_unit_test(test_full_disk),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_setup, tu_teardown);
 }

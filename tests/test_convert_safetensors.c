@@ -11,21 +11,7 @@
 #include "../convert/safetensors_write.h"
 #include "convert_test_util.h"
 
-static char *dir;
-
-static int setup(void **state)
-{
-    (void)state;
-    dir = tu_mkdtemp();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    tu_rm_rf(dir);
-    return 0;
-}
+static char *dir; /* where the files of a test go: tu_tmp, or a subdirectory of it */
 
 /* A raw file: u64 length, the header text (unpadded), data_size bytes of a pattern. */
 static void write_raw(const char *name, uint64_t declared_len, const char *header, size_t data_size)
@@ -249,6 +235,13 @@ static void test_sharded(void **state)
     tu_assert_contains(err.msg, "neither model.safetensors nor model.safetensors.index.json");
 }
 
+static int group_setup(void **state)
+{
+    tu_setup(state);
+    dir = tu_tmp;
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,5 +254,5 @@ int main(void)
         cmocka_unit_test(test_overlap),
         cmocka_unit_test(test_sharded),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, group_setup, tu_teardown);
 }
