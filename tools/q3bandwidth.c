@@ -1,0 +1,301 @@
+/* q3bandwidth - how fast can this machine read memory, and how close do the
+ * q3 matrix kernels get to it?
+ *
+ *   q3bandwidth [--gib G] [--threads N] [--runs R] [--json]
+ *       Read bandwidth: a G GiB buffer (default 2) summed with 64-byte (AVX-512)
+ *       or 32-byte (AVX2) loads by 1..N threads (default: online cores), each
+ *       thread one contiguous slice; best of R runs (default 5).
+ *   q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]
+ *       q3_matmul on the Qwen3-0.6B shapes (random BF16 weights, R16C32).
+ *       Decode (T = 1): every shape on its own, cycling through enough copies
+ *       to exceed the caches, then one whole-model token (28 layers + lm_head,
+ *       1.19 GB); reported as GB/s of weights read. Prefill (T > 1):
+ *       the 28 layers' products for T tokens, as GFLOP/s and tokens/s.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include "../format/q3_format.h"
+#include "../kernels/cpu_kernels.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- read bandwidth ---- */
+
+__attribute__((target("avx512f"))) static uint64_t sum_avx512(const uint8_t *p, size_t n)
+{
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 256 <= n; i += 256) {
+        a0 = _mm512_xor_si512(a0, _mm512_load_si512((const void *)(p + i)));
+        a1 = _mm512_xor_si512(a1, _mm512_load_si512((const void *)(p + i + 64)));
+        a2 = _mm512_xor_si512(a2, _mm512_load_si512((const void *)(p + i + 128)));
+        a3 = _mm512_xor_si512(a3, _mm512_load_si512((const void *)(p + i + 192)));
+    }
+    a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+    return (uint64_t)_mm512_reduce_add_epi64(a0);
+}
+
+__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint8_t *p, size_t n)
+{
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 128 <= n; i += 128) {
+        a0 = _mm256_xor_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_xor_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_xor_si256(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_xor_si256(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    }
+    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    uint64_t out[4];
+    _mm256_storeu_si256((__m256i *)out, a0);
+    return out[0] ^ out[1] ^ out[2] ^ out[3];
+}
+
+static uint64_t sum_scalar(const uint8_t *p, size_t n)
+{
+    uint64_t s = 0;
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, 8);
+        s ^= v;
+    }
+    return s;
+}
+
+typedef struct {
+    const uint8_t *buf;
+    size_t bytes;
+    q3_simd level;
+    uint64_t sink[256 * 8]; /* one cache line per thread */
+} read_job;
+
+static void read_worker(void *ctx, int ith, int nth)
+{
+    read_job *j = ctx;
+    size_t lines = j->bytes / 256;
+    size_t lo = lines * (size_t)ith / (size_t)nth * 256, hi = lines * (size_t)(ith + 1) / (size_t)nth * 256;
+    uint64_t s = j->level == Q3_SIMD_AVX512BF16 ? sum_avx512(j->buf + lo, hi - lo)
+                 : j->level == Q3_SIMD_AVX2     ? sum_avx2(j->buf + lo, hi - lo)
+                                                : sum_scalar(j->buf + lo, hi - lo);
+    j->sink[ith * 8] = s;
+}
+
+static int run_bandwidth(double gib, int max_threads, int runs, int json)
+{
+    size_t bytes = (size_t)(gib * 1073741824.0) / 256 * 256;
+    uint8_t *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        fprintf(stderr, "q3bandwidth: cannot map a %.2f GiB buffer\n", gib);
+        return 1;
+    }
+    memset(buf, 1, bytes); /* touch every page: fault them in before timing */
+    read_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        fprintf(stderr, "q3bandwidth: out of memory\n");
+        return 1;
+    }
+    j->buf = buf;
+    j->bytes = bytes;
+    j->level = q3_simd_active();
+    if (json) printf("{\"simd\":\"%s\",\"bytes\":%zu,\"runs\":%d,\"read_gbps\":[", q3_simd_name(j->level), bytes, runs);
+    else printf("read bandwidth, %.2f GiB buffer, %s loads, best of %d runs\n", gib, q3_simd_name(j->level), runs);
+    for (int t = 1; t <= max_threads; t++) {
+        q3_pool *pool = q3_pool_create(t);
+        if (!pool) {
+            fprintf(stderr, "q3bandwidth: cannot start %d threads\n", t);
+            return 1;
+        }
+        double best = 0;
+        for (int r = 0; r < runs; r++) {
+            double t0 = now();
+            q3_pool_run(pool, read_worker, j);
+            double gbps = (double)bytes / (now() - t0) / 1e9;
+            if (gbps > best) best = gbps;
+        }
+        if (json) printf("%s{\"threads\":%d,\"gbps\":%.2f}", t > 1 ? "," : "", t, best);
+        else printf("  threads %d: %6.2f GB/s\n", t, best);
+        q3_pool_destroy(pool);
+    }
+    if (json) printf("]}\n");
+    munmap(buf, bytes);
+    free(j);
+    return 0;
+}
+
+/* ---- matmul on the Qwen3-0.6B shapes ---- */
+
+enum { H = 1024, QD = 2048, KVD = 1024, FF = 3072, VOCAB = 151936, LAYERS = 28 };
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint16_t rand_bf16(void)
+{
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    float f = (float)(int32_t)(rng >> 32) * (1.0f / 2147483648.0f) * 0.05f;
+    return q3_f32_to_bf16(f);
+}
+
+/* Matrices carved from one arena; the contents are random, the layout is R16C32. */
+typedef struct {
+    uint16_t *base;
+    uint64_t used, cap; /* in elements */
+} arena;
+
+static uint16_t *carve(arena *a, uint64_t rows, uint64_t cols)
+{
+    uint64_t n = q3_layout_elems(Q3_LAYOUT_R16C32, rows, cols);
+    if (a->used + n > a->cap) return NULL;
+    uint16_t *w = a->base + a->used;
+    a->used += n;
+    return w;
+}
+
+typedef struct {
+    uint16_t *q, *k, *v, *o, *gate, *up, *down;
+} layer_w;
+
+static double time_model_token(q3_pool *pool, const layer_w *L, const uint16_t *lm_head, float *x, float **y,
+                               int n_tok, int with_head)
+{
+    double t0 = now();
+    for (int l = 0; l < LAYERS; l++) {
+        q3_matmul_op qkv[3] = {{L[l].q, QD, H, y[0], QD}, {L[l].k, KVD, H, y[1], KVD}, {L[l].v, KVD, H, y[2], KVD}};
+        q3_matmul(pool, qkv, 3, x, n_tok);
+        q3_matmul_op o = {L[l].o, H, QD, y[3], H};
+        q3_matmul(pool, &o, 1, y[0], n_tok);
+        q3_matmul_op gu[2] = {{L[l].gate, FF, H, y[4], FF}, {L[l].up, FF, H, y[5], FF}};
+        q3_matmul(pool, gu, 2, x, n_tok);
+        q3_matmul_op d = {L[l].down, H, FF, y[3], H};
+        q3_matmul(pool, &d, 1, y[4], n_tok);
+    }
+    if (with_head) {
+        q3_matmul_op head = {lm_head, VOCAB, H, y[6], VOCAB};
+        q3_matmul(pool, &head, 1, x, 1);
+    }
+    return now() - t0;
+}
+
+static int run_matmul(int threads, int runs, int n_tok, int json)
+{
+    const uint64_t layer_elems = (uint64_t)QD * H + 2ull * KVD * H + (uint64_t)H * QD + 3ull * FF * H;
+    const uint64_t model_elems = LAYERS * layer_elems + (uint64_t)VOCAB * H;
+    arena a = {NULL, 0, model_elems};
+    a.base = malloc(a.cap * 2);
+    float *x = malloc((size_t)n_tok * FF * sizeof(float));
+    float *y[7];
+    int ok = a.base && x;
+    for (int i = 0; i < 7; i++) ok &= (y[i] = calloc((size_t)(i == 6 ? 1 : n_tok) * (i == 6 ? VOCAB : FF), sizeof(float))) != NULL;
+    q3_pool *pool = q3_pool_create(threads);
+    if (!ok || !pool) {
+        fprintf(stderr, "q3bandwidth: out of memory for the %.2f GB model\n", model_elems * 2 / 1e9);
+        return 1;
+    }
+    for (uint64_t i = 0; i < a.cap; i++) a.base[i] = rand_bf16();
+    for (size_t i = 0; i < (size_t)n_tok * FF; i++) x[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+    layer_w L[LAYERS];
+    for (int l = 0; l < LAYERS; l++) {
+        L[l].q = carve(&a, QD, H), L[l].k = carve(&a, KVD, H), L[l].v = carve(&a, KVD, H);
+        L[l].o = carve(&a, H, QD), L[l].gate = carve(&a, FF, H), L[l].up = carve(&a, FF, H);
+        L[l].down = carve(&a, H, FF);
+    }
+    uint16_t *lm_head = carve(&a, VOCAB, H);
+    int nth = q3_pool_size(pool);
+    const char *simd = q3_simd_name(q3_simd_active());
+    if (json) printf("{\"simd\":\"%s\",\"threads\":%d,\"tokens\":%d", simd, nth, n_tok);
+    else printf("q3_matmul, Qwen3-0.6B shapes, %s, %d thread(s), best of %d runs\n", simd, nth, runs);
+
+    if (n_tok == 1) {
+        /* Each shape alone: cycle through copies (the arena's matrices of that shape)
+         * so every call reads from memory, not from the caches. */
+        static const struct { const char *name; uint64_t rows, cols; } shapes[] = {
+            {"1024x1024 (k, v)", KVD, H}, {"2048x1024 (q)", QD, H}, {"1024x2048 (o)", H, QD},
+            {"3072x1024 (gate, up)", FF, H}, {"1024x3072 (down)", H, FF}, {"151936x1024 (lm_head)", VOCAB, H}};
+        if (json) printf(",\"gemv\":[");
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            uint64_t elems = q3_layout_elems(Q3_LAYOUT_R16C32, shapes[s].rows, shapes[s].cols);
+            uint64_t copies = model_elems / elems;
+            if (copies > 4096) copies = 4096;
+            double best = 0;
+            for (int r = 0; r < runs; r++) {
+                double t0 = now();
+                for (uint64_t c = 0; c < copies; c++) {
+                    q3_matmul_op op = {a.base + c * elems, shapes[s].rows, shapes[s].cols, y[6], shapes[s].rows};
+                    q3_matmul(pool, &op, 1, x, 1);
+                }
+                double gbps = (double)(copies * elems * 2) / (now() - t0) / 1e9;
+                if (gbps > best) best = gbps;
+            }
+            if (json) printf("%s{\"shape\":\"%s\",\"gbps\":%.2f}", s ? "," : "", shapes[s].name, best);
+            else printf("  GEMV %-22s %6.2f GB/s (%llu copies per run)\n", shapes[s].name, best,
+                        (unsigned long long)copies);
+        }
+        double best = 1e30;
+        for (int r = 0; r < runs; r++) {
+            double t = time_model_token(pool, L, lm_head, x, y, 1, 1);
+            if (t < best) best = t;
+        }
+        double gb = model_elems * 2 / 1e9;
+        if (json) printf("],\"decode_token_ms\":%.3f,\"decode_gbps\":%.2f}\n", best * 1e3, gb / best);
+        else printf("  decode token (all matmuls, %.3f GB): %.2f ms = %.2f GB/s = %.1f tokens/s (matmuls only)\n", gb,
+                    best * 1e3, gb / best, 1.0 / best);
+    } else {
+        time_model_token(pool, L, lm_head, x, y, n_tok, 0); /* warm up */
+        double best = 1e30;
+        for (int r = 0; r < runs; r++) {
+            double t = time_model_token(pool, L, lm_head, x, y, n_tok, 0);
+            if (t < best) best = t;
+        }
+        double flops = 2.0 * LAYERS * layer_elems * n_tok;
+        if (json) printf(",\"prefill_s\":%.4f,\"gflops\":%.1f,\"tokens_per_s\":%.1f}\n", best, flops / best / 1e9, n_tok / best);
+        else printf("  prefill %d tokens, 28 layers' matmuls: %.3f s = %.1f GFLOP/s = %.1f tokens/s (matmuls only)\n",
+                    n_tok, best, flops / best / 1e9, n_tok / best);
+    }
+    q3_pool_destroy(pool);
+    for (int i = 0; i < 7; i++) free(y[i]);
+    free(x);
+    free(a.base);
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: q3bandwidth [--gib G] [--threads N] [--runs R] [--json]\n"
+                    "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n");
+}
+
+int main(int argc, char **argv)
+{
+    double gib = 2.0;
+    int threads = 0, runs = 5, json = 0, matmul = 0, n_tok = 1, tok_set = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--matmul")) matmul = 1;
+        else if (v && !strcmp(a, "--gib")) gib = atof(v), i++;
+        else if (v && !strcmp(a, "--threads")) threads = atoi(v), i++;
+        else if (v && !strcmp(a, "--runs")) runs = atoi(v), i++;
+        else if (v && !strcmp(a, "--tokens")) n_tok = atoi(v), tok_set = 1, i++;
+        else {
+            usage();
+            return 2;
+        }
+    }
+    if (gib < 0.01 || gib > 64 || runs < 1 || runs > 1000 || threads < 0 || threads > 256 || n_tok < 1 || n_tok > 4096) {
+        fprintf(stderr, "q3bandwidth: --gib must be 0.01..64, --runs 1..1000, --threads 0..256, --tokens 1..4096\n");
+        return 2;
+    }
+    if (matmul) return run_matmul(threads, runs, tok_set ? n_tok : 1, json);
+    if (threads == 0) {
+        q3_pool *p = q3_pool_create(0);
+        threads = q3_pool_size(p);
+        q3_pool_destroy(p);
+    }
+    return run_bandwidth(gib, threads, runs, json);
+}
