@@ -1,0 +1,180 @@
+/* test_tokenizer.c - the tokenizer against HF tokenizers' goldens: identical ids
+ * and identical decoded text for every case, through the .q3 section records. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../convert/hf_tokenizer.h"
+#include "../runtime/tokenizer.h"
+
+static char *read_text(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+    s[n] = 0;
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return s;
+}
+
+static q3_tokenizer *load(const char *model)
+{
+    char dir[512];
+    const char *b = getenv("BUILD");
+    snprintf(dir, sizeof dir, "%s/fixtures/%s", b && *b ? b : "build", model);
+    q3_tokdata td;
+    q3_err err;
+    if (q3_hf_tokenizer_load(dir, &td, &err)) fail_msg("%s", err.msg);
+    q3_tokenizer *tk = q3_tokenizer_create(&td, &err);
+    if (!tk) fail_msg("%s", err.msg);
+    q3_tokdata_free(&td);
+    return tk;
+}
+
+static void check_ids(const char *what, const int32_t *got, size_t n_got, const cJSON *want)
+{
+    size_t n = (size_t)cJSON_GetArraySize(want);
+    for (size_t i = 0; i < n && i < n_got; i++)
+        if (got[i] != cJSON_GetArrayItem(want, (int)i)->valueint)
+            fail_msg("%s: id %zu is %d, golden %d", what, i, got[i], cJSON_GetArrayItem(want, (int)i)->valueint);
+    if (n != n_got) fail_msg("%s: %zu ids, golden %zu", what, n_got, n);
+}
+
+static void test_shared_goldens(void **state)
+{
+    (void)state;
+    q3_tokenizer *tk = load("hf-tiny");
+    char *text = read_text("tests/fixtures/goldens/tokenizer_shared.json", NULL);
+    cJSON *g = cJSON_Parse(text);
+    assert_non_null(g);
+    int n_cases = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g, "cases"))
+    {
+        const char *s = cJSON_GetObjectItem(c, "text")->valuestring;
+        int32_t *ids;
+        size_t n;
+        q3_err err;
+        char what[128];
+        snprintf(what, sizeof what, "case %d (%.40s)", n_cases, s);
+        assert_int_equal(q3_tokenize(tk, s, strlen(s), &ids, &n, &err), 0);
+        check_ids(what, ids, n, cJSON_GetObjectItem(c, "ids"));
+        char *dec;
+        size_t dec_len;
+        assert_int_equal(q3_detokenize(tk, ids, n, 0, &dec, &dec_len, &err), 0);
+        const char *want = cJSON_GetObjectItem(c, "decoded")->valuestring;
+        if (strcmp(dec, want) != 0) fail_msg("%s: decoded '%s', golden '%s'", what, dec, want);
+        free(dec);
+        free(ids);
+        n_cases++;
+    }
+    print_message("%d tokenizer cases identical\n", n_cases);
+    assert_true(n_cases > 300);
+    cJSON_Delete(g);
+    free(text);
+    q3_tokenizer_free(tk);
+}
+
+/* demo-tiny has its own 8k-token BPE: its golden prompts' ids. */
+static void test_demo_tiny_prompts(void **state)
+{
+    (void)state;
+    q3_tokenizer *tk = load("demo-tiny");
+    char *text = read_text("tests/fixtures/goldens/demo-tiny.golden.json", NULL);
+    cJSON *g = cJSON_Parse(text);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g, "cases"))
+    {
+        const char *s = cJSON_GetObjectItem(c, "prompt")->valuestring;
+        int32_t *ids;
+        size_t n;
+        q3_err err;
+        assert_int_equal(q3_tokenize(tk, s, strlen(s), &ids, &n, &err), 0);
+        check_ids(c->string, ids, n, cJSON_GetObjectItem(c, "ids"));
+        free(ids);
+    }
+    cJSON_Delete(g);
+    free(text);
+    q3_tokenizer_free(tk);
+}
+
+/* A character split across tokens comes out once, whole; bad bytes become U+FFFD. */
+static void test_stream_decoder(void **state)
+{
+    (void)state;
+    q3_utf8_stream s = {0};
+    char out[64];
+    const char *euro = "\xe2\x82\xac";
+    assert_int_equal(q3_utf8_stream_push(&s, euro, 1, out, sizeof out), 0);
+    assert_int_equal(q3_utf8_stream_push(&s, euro + 1, 1, out, sizeof out), 0);
+    size_t n = q3_utf8_stream_push(&s, euro + 2, 1, out, sizeof out);
+    assert_int_equal(n, 3);
+    assert_memory_equal(out, euro, 3);
+    n = q3_utf8_stream_push(&s, "a\xe2\x82", 3, out, sizeof out);
+    assert_int_equal(n, 1);
+    n = q3_utf8_stream_push(&s, "b", 1, out, sizeof out); /* the cut sequence was invalid */
+    assert_int_equal(n, 4);
+    assert_memory_equal(out, "\xef\xbf\xbd" "b", 4);
+    n = q3_utf8_stream_push(&s, "\xff", 1, out, sizeof out);
+    assert_int_equal(n, 3);
+    q3_utf8_stream_push(&s, "\xf0\x9f", 2, out, sizeof out);
+    assert_int_equal(q3_utf8_stream_flush(&s, out, sizeof out), 3);
+}
+
+/* Invalid UTF-8, empty input and many MB: defined results, no crash. */
+static void test_edge_inputs(void **state)
+{
+    (void)state;
+    q3_tokenizer *tk = load("hf-tiny");
+    int32_t *ids;
+    size_t n;
+    q3_err err;
+    assert_int_equal(q3_tokenize(tk, "", 0, &ids, &n, &err), 0);
+    assert_int_equal(n, 0);
+    free(ids);
+    const char bad[] = "ab\xff\xfe" "cd\xe2\x82";
+    assert_int_equal(q3_tokenize(tk, bad, sizeof bad - 1, &ids, &n, &err), 0);
+    char *dec;
+    size_t dec_len;
+    assert_int_equal(q3_detokenize(tk, ids, n, 0, &dec, &dec_len, &err), 0);
+    assert_string_equal(dec, "ab\xef\xbf\xbd\xef\xbf\xbd" "cd\xef\xbf\xbd");
+    free(dec);
+    free(ids);
+    size_t big = 8u << 20;
+    char *s = malloc(big);
+    for (size_t i = 0; i < big; i++) s[i] = "The quick brown fox, 1234 jumps!\n"[i % 33];
+    s[big / 2] = 'a';
+    memset(s + 1000, 'x', 100000); /* one very long word: BPE must stay O(n log n) */
+    assert_int_equal(q3_tokenize(tk, s, big, &ids, &n, &err), 0);
+    assert_true(n > big / 10);
+    assert_int_equal(q3_detokenize(tk, ids, n, 0, &dec, &dec_len, &err), 0);
+    assert_int_equal(dec_len, big);
+    assert_memory_equal(dec, s, big);
+    free(dec);
+    free(ids);
+    free(s);
+    assert_int_equal(q3_token_lookup(tk, "<|im_end|>", 10), 151645);
+    assert_true(q3_token_is_special(tk, 151645));
+    q3_tokenizer_free(tk);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shared_goldens),
+        cmocka_unit_test(test_demo_tiny_prompts),
+        cmocka_unit_test(test_stream_decoder),
+        cmocka_unit_test(test_edge_inputs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
