@@ -12,6 +12,7 @@ static inline __m256 bf16x8_to_f32(const uint16_t *p)
 void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
 {
     __m256 acc[16];
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < 16; r++) acc[r] = _mm256_setzero_ps();
     uint64_t full = cols / 32;
     for (uint64_t t = 0; t < full; t++) {
@@ -19,6 +20,7 @@ void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, fl
         const float *xt = x + t * 32;
         __m256 x0 = _mm256_loadu_ps(xt), x1 = _mm256_loadu_ps(xt + 8);
         __m256 x2 = _mm256_loadu_ps(xt + 16), x3 = _mm256_loadu_ps(xt + 24);
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < 16; r++) {
             const uint16_t *w = tile + r * 32;
             acc[r] = _mm256_fmadd_ps(bf16x8_to_f32(w), x0, acc[r]);
@@ -33,10 +35,12 @@ void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, fl
         float xt[32] = {0};
         memcpy(xt, x + full * 32, (cols % 32) * sizeof(float));
         const uint16_t *tile = panel + full * 512;
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < 16; r++)
             for (int k = 0; k < 32; k += 8)
                 acc[r] = _mm256_fmadd_ps(bf16x8_to_f32(tile + r * 32 + k), _mm256_loadu_ps(xt + k), acc[r]);
     }
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < 16; r++) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));

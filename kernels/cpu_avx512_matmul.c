@@ -6,30 +6,55 @@
 #include <immintrin.h>
 #include "cpu_panel.h"
 
-static inline __m512 bf16x16_to_f32(__m256i h)
-{
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
+/* Software prefetch distance in tiles (1 KiB each); 0 = hardware prefetcher only.
+ * 2 measured best (docs/kernels.md): a few % over none, 4 and 8 no better. Past the
+ * panel's end it prefetches the next panel, which this thread reads next; a
+ * prefetch never faults. */
+#ifndef GEMV_PREFETCH
+#define GEMV_PREFETCH 2
+#endif
 
+/* A tile row is 16 32-bit words, each holding BF16 elements 2i (low half) and
+ * 2i+1 (high half). A BF16 value is the top half of the f32 it stands for, so
+ * word << 16 is element 2i and word & 0xffff0000 is element 2i+1, exactly:
+ * two cheap ALU ops instead of two cross-lane widenings. x is split into its
+ * even and odd columns once per tile to match. */
 void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
 {
+    const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i hi_mask = _mm512_set1_epi32((int)0xffff0000u);
     __m512 acc[16];
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < 16; r++) acc[r] = _mm512_setzero_ps();
     uint64_t col_tiles = (cols + 31) / 32;
     for (uint64_t t = 0; t < col_tiles; t++) {
         const uint16_t *tile = panel + t * 512;
         uint64_t left = cols - t * 32;
-        __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
-        __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
-        __m512 x0 = _mm512_maskz_loadu_ps(m0, x + t * 32);
-        __m512 x1 = _mm512_maskz_loadu_ps(m1, x + t * 32 + 16);
-        _mm_prefetch((const char *)(tile + 512 * 4), _MM_HINT_T0);
+        __m512 x0, x1;
+        if (left >= 32) {
+            x0 = _mm512_loadu_ps(x + t * 32);
+            x1 = _mm512_loadu_ps(x + t * 32 + 16);
+        } else { /* last tile: x past cols is not ours to read (the weights there are zero) */
+            __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            __mmask16 m1 = left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+            x0 = _mm512_maskz_loadu_ps(m0, x + t * 32);
+            x1 = _mm512_maskz_loadu_ps(m1, x + t * 32 + 16);
+        }
+        __m512 xe = _mm512_permutex2var_ps(x0, even_idx, x1);
+        __m512 xo = _mm512_permutex2var_ps(x0, odd_idx, x1);
+#if GEMV_PREFETCH
+        _Pragma("GCC unroll 16")
+        for (int r = 0; r < 16; r++) _mm_prefetch((const char *)(tile + GEMV_PREFETCH * 512 + r * 32), _MM_HINT_T0);
+#endif
+        _Pragma("GCC unroll 16")
         for (int r = 0; r < 16; r++) {
             __m512i w = _mm512_loadu_si512((const void *)(tile + r * 32));
-            acc[r] = _mm512_fmadd_ps(bf16x16_to_f32(_mm512_castsi512_si256(w)), x0, acc[r]);
-            acc[r] = _mm512_fmadd_ps(bf16x16_to_f32(_mm512_extracti64x4_epi64(w, 1)), x1, acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), xe, acc[r]);
+            acc[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w, hi_mask)), xo, acc[r]);
         }
     }
+    _Pragma("GCC unroll 16")
     for (int r = 0; r < 16; r++) y[r] = _mm512_reduce_add_ps(acc[r]);
 }
 

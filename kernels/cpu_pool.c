@@ -1,6 +1,8 @@
 /* cpu_pool.c - persistent worker threads. A job is published by bumping a
  * generation counter; workers spin briefly (a decode step launches ~200 jobs,
- * so waking must be cheap) and then sleep on a futex. */
+ * so waking must be cheap) and then sleep on a futex. The caller waits for the
+ * workers the same way: spin briefly, then sleep until the last one wakes it,
+ * so a pool never burns a core another process (or its own late worker) needs. */
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -10,7 +12,10 @@
 #include <unistd.h>
 #include "cpu_kernels.h"
 
-#define SPIN_ITERS 200000
+/* About 100 us of pause instructions (~10 ns each on Sapphire Rapids): longer
+ * than the gap between two products of one token, short enough not to hog a
+ * shared core. */
+#define SPIN_ITERS 10000
 
 typedef struct {
     q3_pool *pool;
@@ -22,7 +27,8 @@ struct q3_pool {
     pthread_t *threads;
     worker_arg *args;
     _Atomic uint32_t gen;
-    _Atomic int done;
+    _Atomic uint32_t pending;    /* workers still running the current job */
+    _Atomic int caller_sleeping; /* the caller sleeps on pending: the last worker wakes it */
     _Atomic int stop;
     _Atomic int sleepers; /* workers inside futex_wait: wake only when needed */
     void (*fn)(void *ctx, int ith, int nth);
@@ -35,9 +41,9 @@ static void futex_wait(_Atomic uint32_t *addr, uint32_t expected)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
-static void futex_wake_all(_Atomic uint32_t *addr)
+static void futex_wake(_Atomic uint32_t *addr, int n)
 {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 static inline void cpu_relax(void)
 {
@@ -65,7 +71,10 @@ static void *worker_main(void *p)
         seen = g;
         if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
         pool->fn(pool->ctx, a->ith, pool->n);
-        atomic_fetch_add_explicit(&pool->done, 1, memory_order_release);
+        /* seq_cst pairs with the caller's store to caller_sleeping: either it sees
+         * pending reach 0 or this thread sees it asleep and wakes it. */
+        if (atomic_fetch_sub(&pool->pending, 1) == 1 && atomic_load(&pool->caller_sleeping))
+            futex_wake(&pool->pending, 1);
     }
     return NULL;
 }
@@ -103,7 +112,7 @@ void q3_pool_destroy(q3_pool *p)
     if (!p) return;
     atomic_store_explicit(&p->stop, 1, memory_order_release);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    futex_wake_all(&p->gen);
+    futex_wake(&p->gen, INT_MAX);
     for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
     free(p->threads);
     free(p->args);
@@ -132,9 +141,19 @@ void q3_pool_run(q3_pool *p, void (*fn)(void *ctx, int ith, int nth), void *ctx)
     }
     p->fn = fn;
     p->ctx = ctx;
-    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1);
-    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
+    atomic_store_explicit(&p->pending, (uint32_t)(p->n - 1), memory_order_relaxed);
+    atomic_store_explicit(&p->caller_sleeping, 0, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1); /* seq_cst: publishes fn, ctx and pending */
+    if (atomic_load(&p->sleepers) > 0) futex_wake(&p->gen, INT_MAX);
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1) cpu_relax();
+    uint32_t left;
+    for (int spins = 0; (left = atomic_load_explicit(&p->pending, memory_order_acquire)) != 0; spins++) {
+        if (spins < SPIN_ITERS) {
+            cpu_relax();
+            continue;
+        }
+        atomic_store(&p->caller_sleeping, 1);
+        while ((left = atomic_load(&p->pending)) != 0) futex_wait(&p->pending, left);
+        break;
+    }
 }
