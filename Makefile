@@ -101,12 +101,48 @@ demo: $(TOOL_BINS) $(DEMO)
 	$(BUILD)/q3check $(DEMO)
 	@if [ -x $(BUILD)/q3run ]; then $(BUILD)/q3run $(DEMO) "The GNU General Public License" -n 48 --temp 0; fi
 
-test: all $(DEMO)
+# Models the tests run: the HF-written fixtures converted, and the synthetic
+# checkpoints generated from their recipe (tools/q3synth) with the tokenizer beside.
+MODELS = $(BUILD)/models
+HF_MODELS = demo-tiny hf-tiny hf-tiny-f32
+SYN_MODELS = syn-a syn-b
+TEST_MODELS = $(patsubst %,$(MODELS)/%.q3,$(HF_MODELS) $(SYN_MODELS))
+$(patsubst %,$(MODELS)/%.q3,$(HF_MODELS)): $(MODELS)/%.q3: $(BUILD)/q3convert $(FIXTURES)/.unpacked
+	@mkdir -p $(MODELS)
+	$(BUILD)/q3convert -q $(FIXTURES)/$* -o $@
+$(patsubst %,$(MODELS)/%.q3,$(SYN_MODELS)): $(MODELS)/%.q3: $(BUILD)/q3convert $(BUILD)/q3synth $(FIXTURES)/.unpacked tests/fixtures/configs/%.json
+	@mkdir -p $(MODELS)/$*
+	$(BUILD)/q3synth tests/fixtures/configs/$*.json $(MODELS)/$*
+	cp $(FIXTURES)/tokenizer.json tests/fixtures/tokenizer_config.json $(MODELS)/$*/
+	$(BUILD)/q3convert -q $(MODELS)/$* -o $@
+	rm -f $(MODELS)/$*/model.safetensors
+models: $(TEST_MODELS)
+
+test: all $(DEMO) $(TEST_MODELS)
 	BUILD=$(BUILD) tests/run_tests.sh
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all test demo model fixtures clean
+.PHONY: all test demo model models fixtures clean
 .SECONDARY:
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- fuzzing (libFuzzer, clang): `make fuzz` builds $(FUZZ_BUILD)/fuzz_* and runs each
+# for FUZZ_TIME seconds from its seed corpus fuzz/corpus/NAME; crashes land in
+# $(FUZZ_BUILD)/crashes/NAME (keep them as fuzz/regressions/NAME). `make fuzz-build`
+# only builds. tests/test_fuzz_replay.c replays the corpora in `make test`.
+FUZZ_BUILD = build-fuzz
+FUZZ_TIME ?= 60
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_BINS = $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 CFLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(FUZZ_BINS)
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(ALL_LIBS)
+	$(CC) $(CFLAGS_BASE) $(FUZZ_SAN) -fsanitize=fuzzer $< $(ALL_LIBS) $(LDLIBS) -o $@
+fuzz: fuzz-build $(FIXTURES)/.unpacked
+	@for t in $(FUZZ_BINS); do n=$$(basename $$t); mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/crashes/$$n; \
+	  echo "== $$n ($(FUZZ_TIME) s)"; \
+	  $$t -max_total_time=$(FUZZ_TIME) -jobs=1 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/crashes/$$n/ $(FUZZ_BUILD)/corpus/$$n fuzz/corpus/$$n || exit 1; done
+.PHONY: fuzz fuzz-build

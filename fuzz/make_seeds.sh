@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# make_seeds.sh - regenerate the seed corpora fuzz/corpus/<target>/ from the
+# fixtures and the built tools (run from the repo root after `make`; $BUILD as for tests).
+# The seeds are small on purpose: a tiny valid file of each kind plus edge cases;
+# libFuzzer finds the rest. Existing seeds are replaced.
+set -eu
+BUILD=${BUILD:-build}
+FIX=$BUILD/fixtures
+C=fuzz/corpus
+T=$(mktemp -d /tmp/q3_seeds_XXXXXX)
+trap 'rm -rf "$T"' EXIT
+rm -rf "$C"
+mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template}
+
+# A tiny HF checkpoint: 16-token byte-level BPE, hidden 32, one layer.
+python3 - "$FIX" "$T" <<'PY'
+import json, sys
+fix, t = sys.argv[1], sys.argv[2]
+tok = json.load(open(fix + '/demo-tiny/tokenizer.json'))
+tok['added_tokens'] = [dict(id=12 + i, content=c, single_word=False, lstrip=False, rstrip=False,
+                            normalized=False, special=True)
+                       for i, c in enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])]
+tok['model']['vocab'] = {c: i for i, c in enumerate(["a", "b", "c", "d", "e", "\u0120", "ab", "abc", "\u0120a",
+                                                      "!", "\u010a", "de"])}
+tok['model']['merges'] = ["a b", "ab c", "\u0120 a", "d e"]
+json.dump(tok, open(t + '/tokenizer.json', 'w'), separators=(',', ':'))
+tok['model']['merges'] = [["a", "b"], ["ab", "c"]]   # the newer pair form
+json.dump(tok, open(t + '/tokenizer-pairs.json', 'w'), separators=(',', ':'))
+json.dump({"add_bos_token": False, "bos_token": None, "eos_token": {"content": "<|im_end|>"},
+           "pad_token": "<|endoftext|>", "chat_template": "{{ '<|im_start|>' }}"}, open(t + '/tokenizer_config.json', 'w'))
+cfg = json.load(open(fix + '/demo-tiny/config.json'))
+cfg.update(vocab_size=16, hidden_size=32, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+           num_key_value_heads=1, head_dim=16, bos_token_id=12, eos_token_id=[14, 12], pad_token_id=12,
+           layer_types=["full_attention"])
+json.dump(cfg, open(t + '/cfg.json', 'w'), indent=1)
+json.dump({"bos_token_id": 12, "eos_token_id": [14, 12], "do_sample": True, "temperature": 0.6, "top_k": 20,
+           "top_p": 0.95, "min_p": 0}, open(t + '/generation_config.json', 'w'))
+cfg.update(tie_word_embeddings=False)
+json.dump(cfg, open(t + '/cfg-untied.json', 'w'), indent=1)
+PY
+for v in tied untied; do
+    cfg=$T/cfg.json; [ $v = untied ] && cfg=$T/cfg-untied.json
+    "$BUILD/q3synth" "$cfg" "$T/$v" >/dev/null
+    cp "$T/tokenizer.json" "$T/tokenizer_config.json" "$T/generation_config.json" "$T/$v/"
+    "$BUILD/q3convert" -q "$T/$v" -o "$T/$v.q3" && cp "$T/$v.q3" "$C/q3/tiny-$v"
+done
+head -c 64 "$C/q3/tiny-tied" >"$C/q3/header-only"
+: >"$C/q3/empty"
+
+# safetensors: the tiny checkpoint, and hand-made small files.
+cp "$T/tied/model.safetensors" "$C/safetensors/tiny.safetensors"
+st() {  # NAME JSON DATA_BYTES
+    local n=${#2}
+    python3 -c "import struct,sys; sys.stdout.buffer.write(struct.pack('<Q', $n) + sys.argv[1].encode() + bytes($3))" "$2" \
+        >"$C/safetensors/$1"
+}
+st f32 '{"__metadata__":{"format":"pt"},"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}' 8
+st mixed '{"a":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"F16","shape":[],"data_offsets":[12,14]},"c":{"dtype":"F32","shape":[0,4],"data_offsets":[14,14]}}' 14
+
+# config.json NUL generation_config.json
+for d in demo-tiny hf-tiny; do
+    { cat "$FIX/$d/config.json"; printf '\0'; cat "$FIX/$d/generation_config.json"; } >"$C/hf_config/$d"
+done
+cp tests/fixtures/configs/qwen3-0.6b.json "$C/hf_config/qwen3-0.6b"
+{ cat "$T/cfg.json"; printf '\0'; cat "$T/generation_config.json"; } >"$C/hf_config/tiny"
+
+# tokenizer.json NUL tokenizer_config.json
+{ cat "$T/tokenizer.json"; printf '\0'; cat "$T/tokenizer_config.json"; } >"$C/hf_tokenizer/tiny"
+cp "$T/tokenizer-pairs.json" "$C/hf_tokenizer/tiny-pairs"
+
+# texts for the demo tokenizer
+printf 'Hello, world! The GNU General Public License.' >"$C/tokenizer/english"
+printf '<|im_start|>user\nWhat is 12345 + 678?<|im_end|>\n<|im_start|>assistant\n' >"$C/tokenizer/chat"
+printf 'caf\xc3\xa9 na\xc3\xafve \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x98\x80 e\xcc\x81' >"$C/tokenizer/unicode"
+printf 'bad \xff\xfe \xc3 \xed\xa0\x80 \xf4\x90\x80\x80 end\xe4\xbd' >"$C/tokenizer/invalid-utf8"
+printf "  \t\n\n   x  it's   we'll\r\n 3.14159 <|endoftext|" >"$C/tokenizer/spaces"
+
+# flag byte, template NUL role+content NUL ...
+ct() {  # NAME FLAGS TEMPLATE-FILE-OR-EMPTY MESSAGES...
+    local name=$1 flags=$2 tpl=$3
+    shift 3
+    { printf "\\$(printf '%03o' "$flags")"; [ -n "$tpl" ] && cat "$tpl"; for m in "$@"; do printf '\0%s' "$m"; done; } \
+        >"$C/chat_template/$name"
+}
+ct real-think 5 "" '0You are terse.' '1Hi!' $'2<think>\nhm\n</think>\n\nHello.' '1And now?'
+ct real-nothink 7 "" '1Hi!' '3{"ok": true}' '3{"n": 2}'
+ct qwen3-template 1 "$FIX/hf-tiny/chat_template.jinja" '1Hi!' '2Yo'
+printf '{%% for m in messages %%}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%% endfor %%}' >"$T/chatml"
+ct chatml 1 "$T/chatml" '0sys' '1user text'
+ct not-chatml 1 /dev/null '1Hi'
+du -sh "$C"

@@ -1,0 +1,100 @@
+/* test_fuzz_replay.c - replay every seed (fuzz/corpus/<target>/) and every kept
+ * crash (fuzz/regressions/<target>/) through the fuzz targets' own entry functions,
+ * without libFuzzer, so `make test` and `make test SAN=1` check them on every run.
+ * A target aborts on a broken invariant; the file being replayed is named first. */
+#define Q3_FUZZ_NO_MAIN
+#include <dirent.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include "../fuzz/fuzz_q3.c"
+#include "../fuzz/fuzz_safetensors.c"
+#include "../fuzz/fuzz_hf_config.c"
+#include "../fuzz/fuzz_hf_tokenizer.c"
+#include "../fuzz/fuzz_tokenizer.c"
+#include "../fuzz/fuzz_chat_template.c"
+
+typedef int (*fuzz_fn)(const uint8_t *, size_t);
+
+static const char *replaying = "";
+
+static void name_input(void) { fprintf(stderr, "test_fuzz_replay: crashed while replaying %s\n", replaying); }
+static void on_signal(int sig)
+{
+    name_input();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+/* Present only in sanitizer builds: ASan/UBSan reports end in _exit, not a signal. */
+void __sanitizer_set_death_callback(void (*cb)(void)) __attribute__((weak));
+
+static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Replay every regular file of dir (sorted); returns how many. */
+static int replay_dir(const char *dir, fuzz_fn fn)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    char *names[1024];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 1024)
+        if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof names[0], name_cmp);
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        free(names[i]);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        assert_int_equal(fseek(f, 0, SEEK_END), 0);
+        long size = ftell(f);
+        assert_true(size >= 0);
+        rewind(f);
+        /* Exactly the input's size, so that ASan sees one byte past it. */
+        uint8_t *buf = malloc(size ? (size_t)size : 1);
+        assert_non_null(buf);
+        assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+        fclose(f);
+        replaying = path;
+        assert_int_equal(fn(buf, (size_t)size), 0);
+        replaying = "";
+        free(buf);
+        count++;
+    }
+    return count;
+}
+
+static void replay(const char *target, fuzz_fn fn)
+{
+    char dir[256];
+    snprintf(dir, sizeof dir, "fuzz/corpus/%s", target);
+    int seeds = replay_dir(dir, fn);
+    snprintf(dir, sizeof dir, "fuzz/regressions/%s", target);
+    int regressions = replay_dir(dir, fn);
+    print_message("fuzz_%s: %d seeds, %d regressions replayed\n", target, seeds, regressions);
+    if (seeds == 0) fail_msg("fuzz/corpus/%s has no seeds (run from the repo root)", target);
+}
+
+static void test_q3(void **state) { (void)state; replay("q3", fuzz_q3); }
+static void test_safetensors(void **state) { (void)state; replay("safetensors", fuzz_safetensors); }
+static void test_hf_config(void **state) { (void)state; replay("hf_config", fuzz_hf_config); }
+static void test_hf_tokenizer(void **state) { (void)state; replay("hf_tokenizer", fuzz_hf_tokenizer); }
+static void test_tokenizer(void **state) { (void)state; replay("tokenizer", fuzz_tokenizer); }
+static void test_chat_template(void **state) { (void)state; replay("chat_template", fuzz_chat_template); }
+
+int main(void)
+{
+    signal(SIGABRT, on_signal);
+    signal(SIGSEGV, on_signal);
+    if (__sanitizer_set_death_callback) __sanitizer_set_death_callback(name_input);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_q3),           cmocka_unit_test(test_safetensors), cmocka_unit_test(test_hf_config),
+        cmocka_unit_test(test_hf_tokenizer), cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_chat_template),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
