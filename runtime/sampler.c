@@ -1,0 +1,142 @@
+/* sampler.c - next-token selection. The order of operations follows HF
+ * transformers' logits processors: repetition penalty, temperature, top-k,
+ * top-p, min-p, then a draw from the renormalized distribution. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sampler.h"
+
+int32_t q3_argmax(const float *logits, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    return (int32_t)best;
+}
+
+int q3_sampler_init(q3_sampler *s, const q3_sampler_params *p, uint32_t vocab)
+{
+    memset(s, 0, sizeof *s);
+    s->p = *p;
+    s->vocab = vocab;
+    s->rng = p->seed ? p->seed : 0x9e3779b97f4a7c15ull; /* xorshift needs a non-zero state */
+    s->order = malloc(vocab * sizeof *s->order);
+    s->probs = malloc(vocab * sizeof *s->probs);
+    s->seen = calloc(vocab, 1);
+    if (!s->order || !s->probs || !s->seen) {
+        q3_sampler_free(s);
+        return -1;
+    }
+    return 0;
+}
+
+void q3_sampler_free(q3_sampler *s)
+{
+    free(s->order);
+    free(s->probs);
+    free(s->seen);
+    memset(s, 0, sizeof *s);
+}
+
+void q3_sampler_accept(q3_sampler *s, int32_t token)
+{
+    if (token >= 0 && (uint32_t)token < s->vocab) s->seen[token] = 1;
+}
+
+static double next_uniform(q3_sampler *s)
+{
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return (double)((s->rng * 0x2545f4914f6cdd1dull) >> 11) / 9007199254740992.0; /* [0, 1) */
+}
+
+static const float *cmp_base;
+static int by_prob_desc(const void *a, const void *b)
+{
+    float x = cmp_base[*(const uint32_t *)a], y = cmp_base[*(const uint32_t *)b];
+    if (x != y) return x > y ? -1 : 1;
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    return i < j ? -1 : i > j; /* ties: lower id first, so the order is deterministic */
+}
+
+/* Move the k most likely ids to the front of ids (quickselect, O(n)). */
+static void select_top(uint32_t *ids, uint32_t n, uint32_t k)
+{
+    uint32_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        uint32_t pivot = ids[lo + (hi - lo) / 2], i = lo, j = hi - 1;
+        for (;;) { /* Hoare partition by descending probability */
+            while (by_prob_desc(&ids[i], &pivot) < 0) i++;
+            while (by_prob_desc(&pivot, &ids[j]) < 0) j--;
+            if (i >= j) break;
+            uint32_t t = ids[i];
+            ids[i++] = ids[j];
+            ids[j--] = t;
+        }
+        if (k <= j) hi = j + 1;
+        else lo = j + 1;
+    }
+}
+
+int32_t q3_sampler_sample(q3_sampler *s, float *logits)
+{
+    const q3_sampler_params *p = &s->p;
+    uint32_t n = s->vocab;
+    if (p->repetition_penalty != 1.0f)
+        for (uint32_t i = 0; i < n; i++)
+            if (s->seen[i]) logits[i] = logits[i] > 0 ? logits[i] / p->repetition_penalty : logits[i] * p->repetition_penalty;
+    if (p->temperature <= 0.0f) return q3_argmax(logits, n);
+
+    /* Softmax at temperature T over all tokens. */
+    float maxv = logits[q3_argmax(logits, n)];
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        s->probs[i] = expf((logits[i] - maxv) / p->temperature);
+        sum += s->probs[i];
+    }
+    for (uint32_t i = 0; i < n; i++) s->probs[i] = (float)(s->probs[i] / sum);
+
+    /* Candidates, most likely first. Sorting all 150k ids per token would cost
+     * more than the forward pass, so only what can survive is sorted: the k
+     * largest for top-k (quickselect), or for top-p the ids above the cut that
+     * no kept id can be below ((1 - top_p) / (n - 1), as llama2.c does). */
+    uint32_t m = 0;
+    cmp_base = s->probs;
+    if (p->top_k > 0 && p->top_k < n) {
+        for (uint32_t i = 0; i < n; i++) s->order[i] = i;
+        select_top(s->order, n, p->top_k);
+        m = p->top_k;
+    } else if (p->top_p < 1.0f) {
+        float cut = (1.0f - p->top_p) / (float)(n - 1);
+        for (uint32_t i = 0; i < n; i++)
+            if (s->probs[i] >= cut) s->order[m++] = i;
+    } else {
+        for (uint32_t i = 0; i < n; i++) s->order[i] = i;
+        m = n;
+    }
+    qsort(s->order, m, sizeof *s->order, by_prob_desc);
+    if (p->top_p < 1.0f) {
+        double cum = 0;
+        uint32_t keep = 0;
+        while (keep < m) {
+            cum += s->probs[s->order[keep++]];
+            if (cum >= p->top_p) break;
+        }
+        m = keep;
+    }
+    if (p->min_p > 0.0f) {
+        float floor_p = p->min_p * s->probs[s->order[0]];
+        uint32_t keep = 1;
+        while (keep < m && s->probs[s->order[keep]] >= floor_p) keep++;
+        m = keep;
+    }
+    double total = 0;
+    for (uint32_t i = 0; i < m; i++) total += s->probs[s->order[i]];
+    double r = next_uniform(s) * total, acc = 0;
+    for (uint32_t i = 0; i < m; i++) {
+        acc += s->probs[s->order[i]];
+        if (r < acc) return (int32_t)s->order[i];
+    }
+    return (int32_t)s->order[m - 1];
+}
