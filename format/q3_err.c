@@ -10,4 +10,8 @@ void q3_set_err(q3_err *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
+    /* Messages quote names and keys from the input; a control byte there (a newline,
+     * an escape sequence) must not break the message into lines or drive the terminal. */
+    for (char *p = err->msg; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
 }
