@@ -1,6 +1,7 @@
 /* cpu_dispatch.c - pick the SIMD level at run time and split matrix products
  * across the pool by 16-row panels. */
 #include <cpuid.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "../format/q3_format.h"
@@ -19,7 +20,7 @@ static uint64_t xgetbv0(void)
     return (uint64_t)hi << 32 | lo;
 }
 
-q3_simd q3_simd_detect(void)
+static q3_simd detect_once(void)
 {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return Q3_SIMD_SCALAR;
@@ -33,9 +34,23 @@ q3_simd q3_simd_detect(void)
     unsigned a1 = 0, b1, c1, d1;
     __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1);
     int bf16 = (a1 >> 5) & 1;
-    if (os_avx512 && avx512f && avx512bw && avx512vl && avx512dq && bf16 && fma && f16c) return Q3_SIMD_AVX512BF16;
+    int amx_bf16 = (d >> 22) & 1, amx_tile = (d >> 24) & 1;
+    int os_amx = (xcr0 & 0x60000) == 0x60000; /* XTILECFG and XTILEDATA */
+    if (os_avx512 && avx512f && avx512bw && avx512vl && avx512dq && bf16 && fma && f16c) {
+        if (amx_bf16 && amx_tile && os_amx && q3_amx_enable()) return Q3_SIMD_AMX;
+        return Q3_SIMD_AVX512BF16;
+    }
     if (os_avx && avx2 && fma && f16c) return Q3_SIMD_AVX2;
     return Q3_SIMD_SCALAR;
+}
+
+q3_simd q3_simd_detect(void)
+{
+    /* Detected once: the AMX request is a system call. */
+    static _Atomic int detected = -1;
+    int v = atomic_load(&detected);
+    if (v < 0) atomic_store(&detected, v = (int)detect_once());
+    return (q3_simd)v;
 }
 
 static q3_simd level_from_env(q3_simd best)
@@ -46,6 +61,7 @@ static q3_simd level_from_env(q3_simd best)
     if (strcmp(e, "scalar") == 0) want = Q3_SIMD_SCALAR;
     else if (strcmp(e, "avx2") == 0) want = Q3_SIMD_AVX2;
     else if (strcmp(e, "avx512bf16") == 0) want = Q3_SIMD_AVX512BF16;
+    else if (strcmp(e, "amx") == 0) want = Q3_SIMD_AMX;
     return want < best ? want : best; /* never above what the CPU has */
 }
 
@@ -64,46 +80,59 @@ void q3_simd_set(q3_simd level)
 const char *q3_simd_name(q3_simd level)
 {
     switch (level) {
+    case Q3_SIMD_AMX: return "amx";
     case Q3_SIMD_AVX512BF16: return "avx512bf16";
     case Q3_SIMD_AVX2: return "avx2";
     default: return "scalar";
     }
 }
 
+typedef enum { MODE_GEMV, MODE_AVX512_GEMM, MODE_AMX } matmul_mode;
+
 typedef struct {
     const q3_matmul_op *ops;
     int n_ops;
     const float *x;
     int n_tok;
-    const uint16_t *xb; /* BF16 activations for the GEMM path, else NULL */
+    matmul_mode mode;
+    const uint16_t *xb; /* AVX-512 GEMM: BF16 activations, rows of xb_stride; AMX: packed B tiles */
     uint64_t xb_stride;
-    uint64_t total_panels;
+    uint64_t total_panels, pack_units;
     q3_gemv_panel_fn gemv;
 } matmul_job;
 
 static uint64_t panels_of(const q3_matmul_op *op) { return (op->rows + 15) / 16; }
 
-static void run_panel(const matmul_job *j, const q3_matmul_op *op, uint64_t p)
+/* Panels [lo, hi) of one op. */
+static void run_panels(const matmul_job *j, const q3_matmul_op *op, uint64_t lo, uint64_t hi)
 {
-    const uint16_t *panel = op->w + p * 16 * ((op->cols + 31) / 32 * 32);
-    int n_rows = op->rows - p * 16 < 16 ? (int)(op->rows - p * 16) : 16;
-    float *y = op->y + p * 16;
-    if (j->xb) {
-        q3_gemm_panel_avx512bf16(panel, op->cols, j->xb, j->xb_stride, j->n_tok, y, op->ldy, n_rows);
+    uint64_t panel_elems = 16 * ((op->cols + 31) / 32 * 32);
+    if (j->mode == MODE_AMX) {
+        q3_amx_gemm(op->w, op->rows, op->cols, lo, hi, j->xb, j->n_tok, op->y, op->ldy);
         return;
     }
-    /* Token by token: the panel stays in cache after the first. */
-    for (int t = 0; t < j->n_tok; t++) {
-        float out[16];
-        j->gemv(panel, op->cols, j->x + (uint64_t)t * op->cols, out);
-        for (int r = 0; r < n_rows; r++) y[(uint64_t)t * op->ldy + r] = out[r];
+    for (uint64_t p = lo; p < hi; p++) {
+        const uint16_t *panel = op->w + p * panel_elems;
+        int n_rows = op->rows - p * 16 < 16 ? (int)(op->rows - p * 16) : 16;
+        float *y = op->y + p * 16;
+        if (j->mode == MODE_AVX512_GEMM) {
+            q3_gemm_panel_avx512bf16(panel, op->cols, j->xb, j->xb_stride, j->n_tok, y, op->ldy, n_rows);
+            continue;
+        }
+        /* Token by token: the panel stays in cache after the first. */
+        for (int t = 0; t < j->n_tok; t++) {
+            float out[16];
+            j->gemv(panel, op->cols, j->x + (uint64_t)t * op->cols, out);
+            for (int r = 0; r < n_rows; r++) y[(uint64_t)t * op->ldy + r] = out[r];
+        }
     }
 }
 
 static void matmul_worker(void *ctx, int ith, int nth)
 {
     const matmul_job *j = ctx;
-    /* Contiguous ranges of panels over all ops, so each thread streams its part. */
+    /* Contiguous ranges of panels over all ops, so each thread streams its part.
+     * All ops of a call share cols, so every panel is the same size. */
     uint64_t begin = j->total_panels * (uint64_t)ith / (uint64_t)nth;
     uint64_t end = j->total_panels * (uint64_t)(ith + 1) / (uint64_t)nth;
     uint64_t base = 0;
@@ -112,9 +141,16 @@ static void matmul_worker(void *ctx, int ith, int nth)
         uint64_t np = panels_of(op);
         uint64_t lo = begin > base ? begin - base : 0;
         uint64_t hi = end - base < np ? end - base : np;
-        for (uint64_t p = lo; p < hi; p++) run_panel(j, op, p);
+        if (lo < hi) run_panels(j, op, lo, hi);
         base += np;
     }
+}
+
+static void pack_worker(void *ctx, int ith, int nth)
+{
+    const matmul_job *j = ctx;
+    uint64_t lo = j->pack_units * (uint64_t)ith / (uint64_t)nth, hi = j->pack_units * (uint64_t)(ith + 1) / (uint64_t)nth;
+    q3_amx_pack_x(j->x, j->ops[0].cols, j->n_tok, (uint16_t *)j->xb, lo, hi);
 }
 
 /* Round each token's activations to BF16, rows padded with zeros to whole tiles. */
@@ -131,19 +167,34 @@ static void to_bf16_padded(const float *x, int n_tok, uint64_t cols, uint16_t *x
 void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
 {
     q3_simd level = q3_simd_active();
-    matmul_job j = {ops, n_ops, x, n_tok, NULL, 0, 0, NULL};
-    j.gemv = level == Q3_SIMD_AVX512BF16 ? q3_gemv_panel_avx512
-             : level == Q3_SIMD_AVX2    ? q3_gemv_panel_avx2
-                                        : q3_gemv_panel_scalar;
+    matmul_job j;
+    memset(&j, 0, sizeof j);
+    j.ops = ops, j.n_ops = n_ops, j.x = x, j.n_tok = n_tok, j.mode = MODE_GEMV;
+    j.gemv = level >= Q3_SIMD_AVX512BF16 ? q3_gemv_panel_avx512
+             : level == Q3_SIMD_AVX2     ? q3_gemv_panel_avx2
+                                         : q3_gemv_panel_scalar;
     for (int o = 0; o < n_ops; o++) j.total_panels += panels_of(&ops[o]);
-    if (level == Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
-        /* All ops of one call share x, hence cols. */
-        uint64_t stride = (ops[0].cols + 31) / 32 * 32;
-        uint16_t *xb = q3_pool_scratch(p, (size_t)n_tok * stride * sizeof *xb);
-        if (xb) {
-            to_bf16_padded(x, n_tok, ops[0].cols, xb, stride);
-            j.xb = xb;
-            j.xb_stride = stride;
+    if (n_ops <= 0 || j.total_panels == 0) return;
+    uint64_t col_tiles = (ops[0].cols + 31) / 32; /* all ops of one call share x, hence cols */
+    if (level >= Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
+        if (level == Q3_SIMD_AMX) {
+            uint64_t groups = ((uint64_t)n_tok + 15) / 16;
+            uint16_t *xpk = q3_pool_scratch(p, (size_t)(groups * col_tiles * 512 * sizeof *xpk));
+            if (xpk) {
+                j.mode = MODE_AMX;
+                j.xb = xpk;
+                j.pack_units = groups * col_tiles;
+                q3_pool_run(p, pack_worker, &j);
+            }
+        } else {
+            uint64_t stride = col_tiles * 32;
+            uint16_t *xb = q3_pool_scratch(p, (size_t)n_tok * stride * sizeof *xb);
+            if (xb) {
+                to_bf16_padded(x, n_tok, ops[0].cols, xb, stride);
+                j.mode = MODE_AVX512_GEMM;
+                j.xb = xb;
+                j.xb_stride = stride;
+            }
         }
     }
     q3_pool_run(p, matmul_worker, &j);

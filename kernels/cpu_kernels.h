@@ -6,11 +6,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { Q3_SIMD_SCALAR = 0, Q3_SIMD_AVX2 = 1, Q3_SIMD_AVX512BF16 = 2 } q3_simd;
+/* Each level includes the ones below it. AMX is AVX-512 BF16 plus AMX tiles for
+ * prefill (decode stays on the AVX-512 GEMV). */
+typedef enum { Q3_SIMD_SCALAR = 0, Q3_SIMD_AVX2 = 1, Q3_SIMD_AVX512BF16 = 2, Q3_SIMD_AMX = 3 } q3_simd;
 
 /* Best level this CPU supports (cpuid + OS xsave state). */
 q3_simd q3_simd_detect(void);
-/* Level in use: detected, unless Q3_SIMD=scalar|avx2|avx512bf16 in the environment or
+/* Level in use: detected, unless Q3_SIMD=scalar|avx2|avx512bf16|amx in the environment or
  * q3_simd_set() lowered it (tests run every level the CPU has). */
 q3_simd q3_simd_active(void);
 void q3_simd_set(q3_simd level);

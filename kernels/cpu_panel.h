@@ -19,4 +19,13 @@ void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, 
 void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
                               int n_tok, float *y, uint64_t ldy, int n_rows);
 
+/* AMX (cpu_avx512_amx.c). q3_amx_enable asks Linux for the tile state; 1 when granted. */
+int q3_amx_enable(void);
+/* Round x (n_tok x cols f32) to BF16 B tiles: units [lo, hi) of the ceil(n_tok/16) x
+ * col_tiles grid, group-major, 512 BF16 each. */
+void q3_amx_pack_x(const float *x, uint64_t cols, int n_tok, uint16_t *xpk, uint64_t lo, uint64_t hi);
+/* y[t * ldy + r] = dot(row r, x_t) for the rows of panels [p_lo, p_hi) of w. */
+void q3_amx_gemm(const uint16_t *w, uint64_t rows, uint64_t cols, uint64_t p_lo, uint64_t p_hi, const uint16_t *xpk,
+                 int n_tok, float *y, uint64_t ldy);
+
 #endif

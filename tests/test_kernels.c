@@ -34,7 +34,7 @@ static void check_shape(q3_pool *pool, uint64_t rows, uint64_t cols, int n_tok)
     for (uint64_t i = 0; i < (uint64_t)n_tok * ldy; i++) y[i] = -12345.0f;
     q3_matmul_op op = {tiled, rows, cols, y, ldy};
     q3_matmul(pool, &op, 1, x, n_tok);
-    int gemm = q3_simd_active() == Q3_SIMD_AVX512BF16 && n_tok >= 4;
+    int gemm = q3_simd_active() >= Q3_SIMD_AVX512BF16 && n_tok >= 4;
     for (int t = 0; t < n_tok; t++) {
         for (uint64_t r = 0; r < rows; r++) {
             double ref = 0, mag = 0;
@@ -63,7 +63,7 @@ static void test_all_levels(void **state)
 {
     (void)state;
     static const uint64_t shapes[][2] = {{16, 32}, {1, 1}, {37, 45}, {64, 1024}, {100, 70}, {33, 96}};
-    static const int toks[] = {1, 2, 5, 13};
+    static const int toks[] = {1, 2, 5, 13, 37};
     q3_simd best = q3_simd_detect();
     for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
         q3_simd_set((q3_simd)level);

@@ -97,7 +97,7 @@ static void read_worker(void *ctx, int ith, int nth)
     read_job *j = ctx;
     size_t lines = j->bytes / 256;
     size_t lo = lines * (size_t)ith / (size_t)nth * 256, hi = lines * (size_t)(ith + 1) / (size_t)nth * 256;
-    uint64_t s = j->level == Q3_SIMD_AVX512BF16 ? sum_avx512(j->buf + lo, hi - lo)
+    uint64_t s = j->level >= Q3_SIMD_AVX512BF16 ? sum_avx512(j->buf + lo, hi - lo)
                  : j->level == Q3_SIMD_AVX2     ? sum_avx2(j->buf + lo, hi - lo)
                                                 : sum_scalar(j->buf + lo, hi - lo);
     j->sink[ith * 8] = s;
@@ -133,8 +133,9 @@ static int run_bandwidth(double gib, int max_threads, int runs, int json)
     j->buf = buf;
     j->bytes = bytes;
     j->level = q3_simd_active();
-    if (json) printf("{\"simd\":\"%s\",\"bytes\":%zu,\"runs\":%d,\"read_gbps\":[", q3_simd_name(j->level), bytes, runs);
-    else printf("read bandwidth, %.2f GiB buffer, %s loads, best of %d runs\n", gib, q3_simd_name(j->level), runs);
+    if (json) printf("{\"loads\":\"%s\",\"bytes\":%zu,\"runs\":%d,\"read_gbps\":[", j->level >= Q3_SIMD_AVX512BF16 ? "avx512" : q3_simd_name(j->level), bytes, runs);
+    else printf("read bandwidth, %.2f GiB buffer, %s loads, best of %d runs\n", gib,
+                j->level >= Q3_SIMD_AVX512BF16 ? "avx512" : q3_simd_name(j->level), runs);
     for (int t = 1; t <= max_threads; t++) {
         q3_pool *pool = q3_pool_create(t);
         if (!pool) {
