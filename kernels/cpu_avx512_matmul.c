@@ -59,7 +59,9 @@ void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, 
 }
 
 /* 4 rows x 6 tokens of dot products per step: 24 accumulators, each weight row
- * loaded once per 6 tokens, each activation chunk once per 4 rows. */
+ * loaded once per 6 tokens, each activation chunk once per 4 rows. Every loop
+ * has a fixed trip count so the accumulators stay in registers; a short last
+ * token group repeats its last token (results not stored). */
 #define GEMM_ROWS 4
 #define GEMM_TOKS 6
 
@@ -69,25 +71,25 @@ void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16
     uint64_t col_tiles = (cols + 31) / 32;
     for (int t0 = 0; t0 < n_tok; t0 += GEMM_TOKS) {
         int nt = n_tok - t0 < GEMM_TOKS ? n_tok - t0 : GEMM_TOKS;
-        for (int r0 = 0; r0 < 16; r0 += GEMM_ROWS) {
+        const uint16_t *xt[GEMM_TOKS];
+        for (int t = 0; t < GEMM_TOKS; t++) xt[t] = xb + (uint64_t)(t0 + (t < nt ? t : nt - 1)) * xb_stride;
+        for (int r0 = 0; r0 < n_rows; r0 += GEMM_ROWS) {
             __m512 acc[GEMM_ROWS][GEMM_TOKS];
-            for (int r = 0; r < GEMM_ROWS; r++)
-                for (int t = 0; t < GEMM_TOKS; t++) acc[r][t] = _mm512_setzero_ps();
+            _Pragma("GCC unroll 4") for (int r = 0; r < GEMM_ROWS; r++)
+                _Pragma("GCC unroll 6") for (int t = 0; t < GEMM_TOKS; t++) acc[r][t] = _mm512_setzero_ps();
             for (uint64_t c = 0; c < col_tiles; c++) {
                 const uint16_t *tile = panel + c * 512 + r0 * 32;
                 __m512i w[GEMM_ROWS];
-                for (int r = 0; r < GEMM_ROWS; r++) w[r] = _mm512_loadu_si512((const void *)(tile + r * 32));
-                for (int t = 0; t < GEMM_TOKS; t++) {
-                    if (t >= nt) break;
-                    __m512i xv = _mm512_loadu_si512((const void *)(xb + (uint64_t)(t0 + t) * xb_stride + c * 32));
-                    for (int r = 0; r < GEMM_ROWS; r++)
+                _Pragma("GCC unroll 4") for (int r = 0; r < GEMM_ROWS; r++)
+                    w[r] = _mm512_loadu_si512((const void *)(tile + r * 32));
+                _Pragma("GCC unroll 6") for (int t = 0; t < GEMM_TOKS; t++) {
+                    __m512i xv = _mm512_loadu_si512((const void *)(xt[t] + c * 32));
+                    _Pragma("GCC unroll 4") for (int r = 0; r < GEMM_ROWS; r++)
                         acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)w[r], (__m512bh)xv);
                 }
             }
-            for (int r = 0; r < GEMM_ROWS; r++) {
-                if (r0 + r >= n_rows) break;
+            for (int r = 0; r < GEMM_ROWS && r0 + r < n_rows; r++)
                 for (int t = 0; t < nt; t++) y[(uint64_t)(t0 + t) * ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
-            }
         }
     }
 }
