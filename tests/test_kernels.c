@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include "../format/q3_format.h"
 #include "../kernels/cpu_kernels.h"
 
@@ -80,43 +81,57 @@ static void test_all_levels(void **state)
     q3_simd_set(best);
 }
 
-/* Several ops in one call, each row range split across threads. */
+/* Several ops in one call (Q, K, V style: shared x, different rows), at every level,
+ * for decode and prefill, so the thread split crosses op boundaries mid-op. */
 static void test_multi_op(void **state)
 {
     (void)state;
-    q3_pool *pool = q3_pool_create(2);
-    uint64_t rows[3] = {48, 17, 17}, cols = 64;
-    uint16_t *w[3];
-    float *y[3], x[64];
-    q3_matmul_op ops[3];
-    for (int i = 0; i < 64; i++) x[i] = frand();
-    for (int o = 0; o < 3; o++) {
-        uint16_t *flat = malloc(rows[o] * cols * 2);
-        for (uint64_t i = 0; i < rows[o] * cols; i++) flat[i] = q3_f32_to_bf16(frand());
+    enum { N_OPS = 3, MAX_TOK = 20 };
+    const uint64_t rows[N_OPS] = {48, 17, 33}, cols = 70;
+    uint16_t *flat[N_OPS], *w[N_OPS];
+    float *y[N_OPS], *x = malloc(MAX_TOK * cols * sizeof *x);
+    q3_matmul_op ops[N_OPS];
+    assert_non_null(x);
+    for (uint64_t i = 0; i < MAX_TOK * cols; i++) x[i] = frand();
+    for (int o = 0; o < N_OPS; o++) {
+        flat[o] = malloc(rows[o] * cols * 2);
         w[o] = malloc(q3_layout_elems(Q3_LAYOUT_R16C32, rows[o], cols) * 2);
-        q3_tile_pack(Q3_LAYOUT_R16C32, flat, rows[o], cols, w[o]);
-        y[o] = calloc(rows[o], sizeof(float));
+        y[o] = malloc(MAX_TOK * rows[o] * sizeof(float));
+        assert_true(flat[o] && w[o] && y[o]);
+        for (uint64_t i = 0; i < rows[o] * cols; i++) flat[o][i] = q3_f32_to_bf16(frand());
+        q3_tile_pack(Q3_LAYOUT_R16C32, flat[o], rows[o], cols, w[o]);
         ops[o] = (q3_matmul_op){w[o], rows[o], cols, y[o], rows[o]};
-        for (uint64_t r = 0; r < rows[o]; r++) {
-            double ref = 0;
-            for (uint64_t c = 0; c < cols; c++) ref += (double)q3_bf16_to_f32(flat[r * cols + c]) * x[c];
-            ops[o].y[r] = (float)ref; /* expected, overwritten below */
+    }
+    q3_simd best = q3_simd_detect();
+    q3_pool *pool = q3_pool_create(2);
+    assert_non_null(pool);
+    for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
+        q3_simd_set((q3_simd)level);
+        for (int n_tok = 1; n_tok <= MAX_TOK; n_tok += MAX_TOK - 1) {
+            for (int o = 0; o < N_OPS; o++)
+                for (uint64_t i = 0; i < (uint64_t)n_tok * rows[o]; i++) y[o][i] = NAN;
+            q3_matmul(pool, ops, N_OPS, x, n_tok);
+            int gemm = level >= Q3_SIMD_AVX512BF16 && n_tok >= 4;
+            for (int o = 0; o < N_OPS; o++)
+                for (int t = 0; t < n_tok; t++)
+                    for (uint64_t r = 0; r < rows[o]; r++) {
+                        double ref = 0, mag = 0;
+                        for (uint64_t c = 0; c < cols; c++) {
+                            double term = (double)q3_bf16_to_f32(flat[o][r * cols + c]) * x[(uint64_t)t * cols + c];
+                            ref += term;
+                            mag += fabs(term);
+                        }
+                        double got = y[o][(uint64_t)t * rows[o] + r], tol = gemm ? mag / 256.0 + 1e-6 : mag * 1e-6 + 1e-6;
+                        if (!(fabs(got - ref) <= tol))
+                            fail_msg("%s op %d tok %d/%d row %llu: got %g want %g", q3_simd_name((q3_simd)level), o, t,
+                                     n_tok, (unsigned long long)r, got, ref);
+                    }
         }
-        free(flat);
     }
-    float *expect[3];
-    for (int o = 0; o < 3; o++) {
-        expect[o] = malloc(rows[o] * sizeof(float));
-        for (uint64_t r = 0; r < rows[o]; r++) expect[o][r] = y[o][r], y[o][r] = 0;
-    }
-    q3_matmul(pool, ops, 3, x, 1);
-    for (int o = 0; o < 3; o++) {
-        for (uint64_t r = 0; r < rows[o]; r++) assert_true(fabsf(y[o][r] - expect[o][r]) < 1e-4f);
-        free(w[o]);
-        free(y[o]);
-        free(expect[o]);
-    }
+    q3_simd_set(best);
     q3_pool_destroy(pool);
+    for (int o = 0; o < N_OPS; o++) free(flat[o]), free(w[o]), free(y[o]);
+    free(x);
 }
 
 static void count_calls(void *ctx, int ith, int nth)
@@ -136,6 +151,46 @@ static void test_pool_runs_every_thread(void **state)
     q3_pool_destroy(pool);
 }
 
+/* Thread 1 sleeps past the spin window, so the caller must sleep on its futex and
+ * be woken; the gap between runs lets the worker fall asleep and be woken too. */
+static void slow_calls(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    if (ith == 1) {
+        struct timespec ts = {0, 3000000};
+        nanosleep(&ts, NULL);
+    }
+    __atomic_fetch_add((int *)ctx + ith, 1, __ATOMIC_RELAXED);
+}
+
+static void test_pool_sleeps_and_wakes(void **state)
+{
+    (void)state;
+    q3_pool *pool = q3_pool_create(3); /* more threads than this CI machine's 2 cores */
+    assert_non_null(pool);
+    int calls[3] = {0, 0, 0};
+    for (int i = 0; i < 20; i++) {
+        q3_pool_run(pool, slow_calls, calls);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        for (int k = 0; k < q3_pool_size(pool); k++) assert_int_equal(calls[k], i + 1);
+    }
+    q3_pool_destroy(pool);
+}
+
+static void test_simd_names(void **state)
+{
+    (void)state;
+    assert_string_equal(q3_simd_name(Q3_SIMD_SCALAR), "scalar");
+    assert_string_equal(q3_simd_name(Q3_SIMD_AVX2), "avx2");
+    assert_string_equal(q3_simd_name(Q3_SIMD_AVX512BF16), "avx512bf16");
+    assert_string_equal(q3_simd_name(Q3_SIMD_AMX), "amx");
+    /* q3_simd_set never goes above what the CPU has. */
+    q3_simd best = q3_simd_detect();
+    q3_simd_set(Q3_SIMD_AMX);
+    assert_int_equal(q3_simd_active(), best);
+}
+
 int main(void)
 {
     printf("best SIMD level on this CPU: %s\n", q3_simd_name(q3_simd_detect()));
@@ -143,6 +198,8 @@ int main(void)
         cmocka_unit_test(test_all_levels),
         cmocka_unit_test(test_multi_op),
         cmocka_unit_test(test_pool_runs_every_thread),
+        cmocka_unit_test(test_pool_sleeps_and_wakes),
+        cmocka_unit_test(test_simd_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
