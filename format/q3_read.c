@@ -183,8 +183,9 @@ static int read_tensor_dir(q3_file *f, q3_err *err)
                        (unsigned long long)t->shape[0], (unsigned long long)t->shape[1]);
             return -1;
         }
+        /* Divide, not multiply: [2^32, 2^32] would wrap rows * cols (and the size it implies) to 0. */
         if (t->shape[0] == 0 || t->shape[1] == 0 || t->shape[0] > (1ull << 32) || t->shape[1] > (1ull << 32) ||
-            t->shape[0] * t->shape[1] > (1ull << 40)) {
+            t->shape[0] > (1ull << 40) / t->shape[1]) {
             q3_set_err(err, "%s: tensor '%s': shape [%llu, %llu] is empty or too large", f->path, t->name,
                        (unsigned long long)t->shape[0], (unsigned long long)t->shape[1]);
             return -1;
