@@ -134,6 +134,7 @@ clean:
 # only builds. tests/test_fuzz_replay.c replays the corpora in `make test`.
 FUZZ_BUILD = build-fuzz
 FUZZ_TIME ?= 60
+FUZZ_MAXLEN ?= 24576
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_BINS = $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 fuzz-build:
@@ -143,6 +144,6 @@ $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(ALL_LIBS)
 fuzz: fuzz-build $(FIXTURES)/.unpacked
 	@for t in $(FUZZ_BINS); do n=$$(basename $$t); mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/crashes/$$n; \
 	  echo "== $$n ($(FUZZ_TIME) s)"; \
-	  $$t -max_total_time=$(FUZZ_TIME) -jobs=1 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	  $$t -max_total_time=$(FUZZ_TIME) -max_len=$(FUZZ_MAXLEN) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	    -artifact_prefix=$(FUZZ_BUILD)/crashes/$$n/ $(FUZZ_BUILD)/corpus/$$n fuzz/corpus/$$n || exit 1; done
 .PHONY: fuzz fuzz-build
