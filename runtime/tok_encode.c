@@ -1,5 +1,7 @@
-/* tok_encode.c - text to ids: added tokens, normalizer, pre-tokenizer splits,
- * byte-level BPE (a heap of candidate merges, O(n log n) per piece) and a word cache. */
+/* tok_encode.c - text to ids as HF tokenizers' encode(add_special_tokens=False):
+ * added tokens split out (raw, then normalized), the normalizer, the
+ * pre-tokenizer stages, byte-level BPE (a heap of candidate merges, O(n log n)
+ * per piece) and a word cache. */
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -148,6 +150,13 @@ static const tok_merge_slot *find_merge(const tok_ctx *tk, uint32_t a, uint32_t 
 
 static int bpe_piece(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
 {
+    if (tk->ignore_merges) { /* a piece that is a whole vocab token is taken as is */
+        int32_t whole = tok_bytes_lookup(tk, (const char *)s, n);
+        if (whole >= 0) {
+            push_id(out, whole);
+            return out->failed ? -1 : 0;
+        }
+    }
     const struct cache_entry *hit = cache_get(&tk->cache, s, n);
     if (hit) {
         for (uint32_t i = 0; i < hit->n_ids; i++) push_id(out, tk->cache.ids[hit->ids_off + i]);
@@ -190,10 +199,30 @@ static int bpe_piece(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
         }
     }
     for (int32_t i = 0; i >= 0 && (size_t)i < n; i = next[i])
-        if (id[i] >= 0) push_id(out, id[i]); /* a byte with no token is dropped, as HF does without byte_fallback */
+        if (id[i] >= 0) push_id(out, id[i]); /* a byte with no symbol is dropped, as HF does */
     if (!out->failed) cache_put(&tk->cache, s, n, out->v + start, out->n - start);
     free(id), free(next), free(prev), free(heap);
     return out->failed ? -1 : 0;
+}
+
+/* ---- normalizer ---- */
+
+int tok_normalize(const tok_ctx *tk, const uint8_t *s, size_t n, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    if (!tk->norm_opts || !n) return 0;
+    /* Fast path: text below U+0300 is already NFC (only combining marks,
+     * which start there, compose); for the other forms only ASCII is stable. */
+    uint8_t limit = tk->norm_opts == (UTF8PROC_STABLE | UTF8PROC_COMPOSE) ? 0xcc : 0x80;
+    size_t i = 0;
+    while (i < n && s[i] < limit) i++;
+    if (i == n) return 0;
+    uint8_t *norm = NULL;
+    utf8proc_ssize_t r = utf8proc_map(s, (utf8proc_ssize_t)n, &norm, (utf8proc_option_t)tk->norm_opts);
+    if (r < 0) return -1;
+    *out = norm;
+    *out_len = (size_t)r;
+    return 0;
 }
 
 /* ---- pre-tokenizer ---- */
@@ -221,59 +250,121 @@ static int push_span(span_vec *sv, size_t off, size_t len)
     return 0;
 }
 
-/* Split every span of `in` by one regex stage into `out`. */
-static int split_stage(const tok_split *st, const uint8_t *text, const span_vec *in, span_vec *out)
+/* Append one part (a match or the gap before it) of span number `first`
+ * onwards, as HF's NormalizedString::split applies the behaviour. */
+typedef struct {
+    span_vec *out;
+    size_t first;     /* out index of this input span's first part */
+    int prev_match;   /* the previous part was a match */
+    span pending;     /* MergedWithNext: a match waiting for the part after it */
+    int has_pending;
+} split_state;
+
+static int emit_part(split_state *st, int behavior, size_t off, size_t len, int is_match)
+{
+    span_vec *out = st->out;
+    int rc = 0;
+    switch (behavior) {
+    case TOK_REMOVED:
+        if (!is_match) rc = push_span(out, off, len);
+        break;
+    case TOK_ISOLATED:
+        rc = push_span(out, off, len);
+        break;
+    case TOK_MERGED_PREV: /* a match joins the part before it */
+        if (is_match && !st->prev_match && out->n > st->first) out->v[out->n - 1].len = off + len - out->v[out->n - 1].off;
+        else rc = push_span(out, off, len);
+        break;
+    case TOK_CONTIGUOUS: /* runs of matches become one part */
+        if (is_match == st->prev_match && out->n > st->first) out->v[out->n - 1].len = off + len - out->v[out->n - 1].off;
+        else rc = push_span(out, off, len);
+        break;
+    case TOK_MERGED_NEXT: /* a match joins the part after it */
+        if (st->has_pending) {
+            if (!is_match) {
+                rc = push_span(out, st->pending.off, off + len - st->pending.off);
+                st->has_pending = 0;
+                break;
+            }
+            rc = push_span(out, st->pending.off, st->pending.len);
+            st->has_pending = 0;
+        }
+        if (is_match) {
+            st->pending = (span){off, len};
+            st->has_pending = 1;
+        } else {
+            rc = push_span(out, off, len);
+        }
+        break;
+    }
+    st->prev_match = is_match;
+    return rc;
+}
+
+/* Split every span of `in` by one regex stage into `out`. The regex sees only
+ * the span, as HF matches each piece on its own. */
+static int split_stage(const tok_stage *stage, const uint8_t *text, const span_vec *in, span_vec *out)
 {
     out->n = 0;
     for (size_t k = 0; k < in->n; k++) {
-        size_t base = in->v[k].off, len = in->v[k].len, pos = 0;
-        while (pos < len) {
-            int rc = pcre2_match(st->re, text + base, len, pos, PCRE2_NO_UTF_CHECK, st->match, NULL);
+        size_t base = in->v[k].off, len = in->v[k].len, pos = 0, search = 0;
+        split_state st = {out, out->n, 0, {0, 0}, 0};
+        while (search < len) {
+            int rc = pcre2_match(stage->re, text + base, len, search, PCRE2_NO_UTF_CHECK, stage->match, NULL);
             if (rc < 0) break;
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(st->match);
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(stage->match);
             size_t ms = ov[0], me = ov[1];
-            if (me == ms) { /* empty match: step over one character */
+            if (me == ms) { /* empty match: not a split point; step over one character */
                 int cl = q3_utf8_seq(text + base + ms, len - ms);
-                pos = ms + (size_t)(cl > 0 ? cl : 1);
+                search = ms + (size_t)(cl > 0 ? cl : 1);
                 continue;
             }
-            int keep_gap = st->invert ? 1 : st->behavior == TOK_ISOLATED;
-            int keep_match = st->invert ? st->behavior == TOK_ISOLATED : 1;
-            if (keep_gap && push_span(out, base + pos, ms - pos)) return -1;
-            if (keep_match && push_span(out, base + ms, me - ms)) return -1;
-            pos = me;
+            if (ms > pos && emit_part(&st, stage->behavior, base + pos, ms - pos, stage->invert)) return -1;
+            if (emit_part(&st, stage->behavior, base + ms, me - ms, !stage->invert)) return -1;
+            pos = search = me;
         }
-        int keep_tail = st->invert ? 1 : st->behavior == TOK_ISOLATED;
-        if (keep_tail && pos < len && push_span(out, base + pos, len - pos)) return -1;
+        if (pos < len && emit_part(&st, stage->behavior, base + pos, len - pos, stage->invert)) return -1;
+        if (st.has_pending && push_span(out, st.pending.off, st.pending.len)) return -1;
     }
     return 0;
 }
 
-/* One segment of valid UTF-8 without added tokens. */
-static int encode_segment(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
+/* ByteLevel's add_prefix_space: a space before every piece that lacks one. */
+static int prefix_stage(const uint8_t **text, uint8_t **owned, span_vec *sv)
 {
-    uint8_t *norm = NULL, *prefixed = NULL;
-    const uint8_t *text = s;
-    size_t len = n;
-    int rc = -1;
+    size_t need = 0;
+    for (size_t k = 0; k < sv->n; k++) need += sv->v[k].len + ((*text)[sv->v[k].off] != ' ');
+    uint8_t *buf = malloc(need ? need : 1);
+    if (!buf) return -1;
+    size_t o = 0;
+    for (size_t k = 0; k < sv->n; k++) {
+        const uint8_t *p = *text + sv->v[k].off;
+        size_t start = o;
+        if (p[0] != ' ') buf[o++] = ' ';
+        memcpy(buf + o, p, sv->v[k].len);
+        o += sv->v[k].len;
+        sv->v[k] = (span){start, o - start};
+    }
+    free(*owned);
+    *owned = buf;
+    *text = buf;
+    return 0;
+}
+
+/* Pre-tokenize one piece of normalized text and run BPE on the results. */
+static int pretok_bpe(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
+{
     span_vec a = {0}, b = {0};
-    if (tk->norm_opts && n) {
-        utf8proc_ssize_t r = utf8proc_map(s, (utf8proc_ssize_t)n, &norm, (utf8proc_option_t)tk->norm_opts);
-        if (r < 0) goto out;
-        text = norm;
-        len = (size_t)r;
-    }
-    if (tk->add_prefix_space && len && text[0] != ' ') {
-        prefixed = malloc(len + 1);
-        if (!prefixed) goto out;
-        prefixed[0] = ' ';
-        memcpy(prefixed + 1, text, len);
-        text = prefixed;
-        len++;
-    }
-    if (push_span(&a, 0, len)) goto out;
-    for (int i = 0; i < tk->n_splits; i++) {
-        if (split_stage(&tk->splits[i], text, &a, &b)) goto out;
+    uint8_t *owned = NULL;
+    const uint8_t *text = s;
+    int rc = -1;
+    if (push_span(&a, 0, n)) goto out;
+    for (int i = 0; i < tk->n_stages; i++) {
+        if (tk->stages[i].kind == STAGE_PREFIX_SPACE) {
+            if (prefix_stage(&text, &owned, &a)) goto out;
+            continue;
+        }
+        if (split_stage(&tk->stages[i], text, &a, &b)) goto out;
         span_vec t = a;
         a = b;
         b = t;
@@ -284,12 +375,124 @@ static int encode_segment(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
 out:
     free(a.v);
     free(b.v);
-    free(norm);
-    free(prefixed);
+    free(owned);
     return rc;
 }
 
-/* Text between added tokens; invalid UTF-8 bytes are encoded one by one. */
+/* ---- added tokens ---- */
+
+/* Unicode \w and \s as HF's splitter (Rust regex) sees them. */
+static int is_word_cp(int32_t c)
+{
+    if (c == 0x200c || c == 0x200d) return 1;
+    switch (utf8proc_category(c)) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT: case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
+        return 1;
+    default:
+        return 0;
+    }
+}
+static int is_space_cp(int32_t c)
+{
+    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200a) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+/* The character ending at s[i] (exclusive), -1 when there is none or it is invalid. */
+static int32_t cp_before(const uint8_t *s, size_t i, size_t *len)
+{
+    if (i == 0) return -1;
+    size_t b = i - 1;
+    while (b > 0 && i - b < 4 && (s[b] & 0xc0) == 0x80) b--;
+    int k = q3_utf8_seq(s + b, i - b);
+    if (k <= 0 || (size_t)k != i - b) return -1;
+    utf8proc_int32_t c;
+    utf8proc_iterate(s + b, k, &c);
+    *len = (size_t)k;
+    return c;
+}
+static int32_t cp_at(const uint8_t *s, size_t n, size_t *len)
+{
+    if (!n) return -1;
+    int k = q3_utf8_seq(s, n);
+    if (k <= 0) return -1;
+    utf8proc_int32_t c;
+    utf8proc_iterate(s, k, &c);
+    *len = (size_t)k;
+    return c;
+}
+
+/* The next added token of `set` in s[search..n), as HF's find_matches: the
+ * leftmost-longest match; a single_word token touching a word is skipped
+ * (the search resumes after it); lstrip/rstrip take in the whitespace around,
+ * lstrip not before start_offset (the end of the previous token). */
+static int next_added(const tok_ctx *tk, const tok_added_set *set, const uint8_t *s, size_t n, size_t search,
+                      size_t start_offset, size_t *ms, size_t *me, int32_t *id)
+{
+    size_t i = search;
+    while (i < n) {
+        if (!set->first[s[i]]) {
+            i++;
+            continue;
+        }
+        const tok_added *best = NULL;
+        for (uint32_t k = 0; k < set->n; k++) {
+            const tok_added *a = &tk->added[set->idx[k]];
+            if ((!best || a->match_len > best->match_len) && a->match_len <= n - i &&
+                memcmp(s + i, tk->match_text + a->match_off, a->match_len) == 0)
+                best = a;
+        }
+        if (!best) {
+            i++;
+            continue;
+        }
+        size_t start = i, stop = i + best->match_len, cl;
+        int32_t c;
+        if ((best->flags & Q3_ADDED_SINGLE_WORD) &&
+            (((c = cp_before(s, start, &cl)) >= 0 && is_word_cp(c)) || ((c = cp_at(s + stop, n - stop, &cl)) >= 0 && is_word_cp(c)))) {
+            i = stop;
+            continue;
+        }
+        if (best->flags & Q3_ADDED_LSTRIP)
+            while (start > start_offset && (c = cp_before(s, start, &cl)) >= 0 && is_space_cp(c)) start -= cl;
+        if (best->flags & Q3_ADDED_RSTRIP)
+            while ((c = cp_at(s + stop, n - stop, &cl)) >= 0 && is_space_cp(c)) stop += cl;
+        *ms = start;
+        *me = stop;
+        *id = (int32_t)best->id;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- encode ---- */
+
+/* Valid UTF-8 between raw added tokens: normalize, split out the normalized
+ * added tokens, pre-tokenize and BPE the rest. */
+static int encode_segment(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
+{
+    uint8_t *norm = NULL;
+    size_t len = n;
+    if (tok_normalize(tk, s, n, &norm, &len)) return -1;
+    const uint8_t *text = norm ? norm : s;
+    size_t pos = 0, ms, me;
+    int32_t id;
+    int rc = -1;
+    while (tk->norm_set.n && next_added(tk, &tk->norm_set, text, len, pos, pos, &ms, &me, &id)) {
+        if (ms > pos && pretok_bpe(tk, text + pos, ms - pos, out)) goto out;
+        push_id(out, id);
+        pos = me;
+    }
+    if (pos < len && pretok_bpe(tk, text + pos, len - pos, out)) goto out;
+    rc = out->failed ? -1 : 0;
+out:
+    free(norm);
+    return rc;
+}
+
+/* Text between raw added tokens; invalid UTF-8 bytes are encoded one by one
+ * (HF takes only valid text: this is our defined behaviour). */
 static int encode_plain(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
 {
     size_t i = 0;
@@ -307,59 +510,22 @@ static int encode_plain(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
     return out->failed ? -1 : 0;
 }
 
-static int is_word_byte(uint8_t c) { return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z'); }
-static int is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
-
-/* Leftmost-longest added token starting at or after `from`. */
-static int find_added(const tok_ctx *tk, const uint8_t *s, size_t n, size_t from, size_t *ms, size_t *me, int32_t *id)
-{
-    for (size_t i = from; i < n; i++) {
-        if (!tk->added_first[s[i]]) continue;
-        size_t best = 0;
-        int32_t best_id = -1;
-        uint32_t best_flags = 0;
-        for (uint32_t k = 0; k < tk->n_added; k++) {
-            uint32_t a = tk->added[k].id, len = tk->tok_len[a];
-            if (len > best && len <= n - i && memcmp(s + i, tk->tok_bytes + tk->tok_off[a], len) == 0) {
-                if ((tk->added[k].flags & Q3_ADDED_SINGLE_WORD) &&
-                    ((i > 0 && is_word_byte(s[i - 1])) || (i + len < n && is_word_byte(s[i + len]))))
-                    continue;
-                best = len;
-                best_id = (int32_t)a;
-                best_flags = tk->added[k].flags;
-            }
-        }
-        if (best_id >= 0) {
-            size_t b = i, e = i + best;
-            if (best_flags & Q3_ADDED_LSTRIP)
-                while (b > from && is_space(s[b - 1])) b--;
-            if (best_flags & Q3_ADDED_RSTRIP)
-                while (e < n && is_space(s[e])) e++;
-            *ms = b;
-            *me = e;
-            *id = best_id;
-            return 1;
-        }
-    }
-    return 0;
-}
-
 int q3_tokenize(const q3_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err)
 {
-    tok_ctx *tk = (tok_ctx *)t; /* the word cache is updated: not for concurrent use */
+    tok_ctx *tk = (tok_ctx *)t; /* the word cache is updated: one thread per tokenizer */
     const uint8_t *s = (const uint8_t *)text;
     id_vec out = {0};
     size_t pos = 0, ms, me;
     int32_t id;
-    while (pos < len && find_added(tk, s, len, pos, &ms, &me, &id)) {
-        if (encode_plain(tk, s + pos, ms - pos, &out)) goto fail;
+    while (tk->raw_set.n && next_added(tk, &tk->raw_set, s, len, pos, pos, &ms, &me, &id)) {
+        if (ms > pos && encode_plain(tk, s + pos, ms - pos, &out)) goto fail;
         push_id(&out, id);
         pos = me;
     }
     if (encode_plain(tk, s + pos, len - pos, &out) || out.failed) goto fail;
     *ids = out.v ? out.v : malloc(sizeof(int32_t));
     *n_ids = out.n;
-    return *ids ? 0 : -1;
+    if (*ids) return 0;
 fail:
     free(out.v);
     q3_set_err(err, "tokenizer: out of memory encoding %zu bytes", len);

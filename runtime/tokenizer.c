@@ -1,10 +1,11 @@
-/* tokenizer.c - byte-level BPE as HuggingFace tokenizers runs it for Qwen3:
- * added tokens split out first, then per segment the normalizer, the
- * pre-tokenizer (regex from the file, PCRE2 JIT) and BPE merges by rank.
- * Internally every token is its raw bytes (the byte-level alphabet undone). */
+/* tokenizer.c - building the tokenizer from the TOKENIZER section: the vocab
+ * as raw bytes (the byte-level alphabet undone), hash maps for bytes -> id and
+ * (left, right) -> merge, the pipeline read from the file's JSON; lookups and
+ * decoding. Encoding is in tok_encode.c. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
 #include <pcre2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -81,6 +82,75 @@ static uint64_t pow2_at_least(uint64_t n)
     return c;
 }
 
+int32_t tok_bytes_lookup(const tok_ctx *tk, const char *s, size_t n) { return bytes_lookup(tk, s, n); }
+
+/* One token's text: its piece, and the bytes the ByteLevel decoder makes of it
+ * (the alphabet undone, or the UTF-8 as is when a char is outside it). */
+static void set_token(tok_ctx *tk, uint32_t id, const char *text, uint32_t len, uint64_t *po, uint64_t *bo)
+{
+    memcpy(tk->pieces + *po, text, len);
+    tk->piece_off[id] = *po;
+    tk->piece_len[id] = len;
+    *po += len;
+    int n = unmap_piece(tk, text, len, tk->tok_bytes + *bo);
+    if (n < 0) {
+        memcpy(tk->tok_bytes + *bo, text, len);
+        n = (int)len;
+    }
+    tk->tok_off[id] = *bo;
+    tk->tok_len[id] = (uint32_t)n;
+    *bo += (uint64_t)n;
+}
+
+/* The two added-token passes: tokens matched on the raw text, then the
+ * `normalized` ones on the normalized text (with their normalized content). */
+static int build_added(tok_ctx *tk, const q3_tokdata *td, q3_err *err)
+{
+    uint64_t total = 0;
+    tk->n_added = td->n_added;
+    tk->added = calloc(td->n_added ? td->n_added : 1, sizeof *tk->added);
+    tk->raw_set.idx = calloc(td->n_added ? td->n_added : 1, sizeof *tk->raw_set.idx);
+    tk->norm_set.idx = calloc(td->n_added ? td->n_added : 1, sizeof *tk->norm_set.idx);
+    uint8_t **norm = calloc(td->n_added ? td->n_added : 1, sizeof *norm);
+    size_t *norm_len = calloc(td->n_added ? td->n_added : 1, sizeof *norm_len);
+    int rc = -1;
+    if (!tk->added || !tk->raw_set.idx || !tk->norm_set.idx || !norm || !norm_len) goto oom;
+    for (uint32_t i = 0; i < td->n_added; i++) {
+        const q3_tok_added *a = &td->added[i];
+        norm_len[i] = a->len;
+        if ((a->flags & Q3_ADDED_NORMALIZED) &&
+            tok_normalize(tk, (const uint8_t *)a->text, a->len, &norm[i], &norm_len[i]))
+            goto oom;
+        total += norm_len[i];
+    }
+    tk->match_text = malloc(total + 1);
+    if (!tk->match_text) goto oom;
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < td->n_added; i++) {
+        const q3_tok_added *a = &td->added[i];
+        const char *m = norm[i] ? (const char *)norm[i] : a->text;
+        if (!norm_len[i]) {
+            q3_set_err(err, "tokenizer: added token %u (id %u) is empty", i, a->id);
+            goto out;
+        }
+        memcpy(tk->match_text + off, m, norm_len[i]);
+        tk->added[i] = (tok_added){a->id, a->flags, off, (uint32_t)norm_len[i]};
+        off += norm_len[i];
+        tok_added_set *set = (a->flags & Q3_ADDED_NORMALIZED) ? &tk->norm_set : &tk->raw_set;
+        set->idx[set->n++] = i;
+        set->first[(uint8_t)m[0]] = 1;
+    }
+    rc = 0;
+    goto out;
+oom:
+    q3_set_err(err, "tokenizer: out of memory");
+out:
+    for (uint32_t i = 0; norm && i < td->n_added; i++) free(norm[i]);
+    free(norm);
+    free(norm_len);
+    return rc;
+}
+
 q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
 {
     tok_ctx *tk = calloc(1, sizeof *tk);
@@ -90,10 +160,16 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
     for (int i = 0; i < 512; i++) tk->cp_to_byte[i] = -1;
     for (int b = 0; b < 256; b++) tk->cp_to_byte[byte_to_cp[b]] = (int16_t)b;
 
-    uint32_t size = 0;
-    for (uint32_t i = 0; i < td->n_vocab; i++) size = td->vocab[i].id + 1 > size ? td->vocab[i].id + 1 : size;
-    for (uint32_t i = 0; i < td->n_added; i++) size = td->added[i].id + 1 > size ? td->added[i].id + 1 : size;
-    tk->size = size;
+    /* Ids index flat arrays: they must be (nearly) dense. */
+    uint64_t size = 0, count = (uint64_t)td->n_vocab + td->n_added;
+    for (uint32_t i = 0; i < td->n_vocab; i++) size = td->vocab[i].id + 1ull > size ? td->vocab[i].id + 1ull : size;
+    for (uint32_t i = 0; i < td->n_added; i++) size = td->added[i].id + 1ull > size ? td->added[i].id + 1ull : size;
+    if (size > 2 * count + 1024) {
+        q3_set_err(err, "tokenizer: token ids reach %llu for %llu tokens; ids must be dense",
+                   (unsigned long long)size - 1, (unsigned long long)count);
+        goto fail;
+    }
+    tk->size = (uint32_t)size;
     uint64_t total = 0;
     for (uint32_t i = 0; i < td->n_vocab; i++) total += td->vocab[i].len;
     for (uint32_t i = 0; i < td->n_added; i++) total += td->added[i].len;
@@ -115,36 +191,25 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
             goto fail;
         }
         tk->flags[e->id] = TOK_PRESENT;
-        memcpy(tk->pieces + po, e->text, e->len);
-        tk->piece_off[e->id] = po;
-        tk->piece_len[e->id] = e->len;
-        po += e->len;
-        int n = unmap_piece(tk, e->text, e->len, tk->tok_bytes + bo);
-        if (n < 0) {
-            memcpy(tk->tok_bytes + bo, e->text, e->len);
-            n = (int)e->len;
-        }
-        tk->tok_off[e->id] = bo;
-        tk->tok_len[e->id] = (uint32_t)n;
-        bo += (uint64_t)n;
+        set_token(tk, e->id, e->text, e->len, &po, &bo);
     }
-    tk->n_added = td->n_added;
-    tk->added = calloc(td->n_added ? td->n_added : 1, sizeof *tk->added);
-    if (!tk->added) goto oom;
     for (uint32_t i = 0; i < td->n_added; i++) {
         const q3_tok_added *a = &td->added[i];
-        /* An added token's text is literal (HF matches and decodes its content as is). */
+        uint8_t f = tk->flags[a->id];
+        if (f & TOK_ADDED) {
+            q3_set_err(err, "tokenizer: added token id %u appears twice", a->id);
+            goto fail;
+        }
+        /* An added token may name a vocab entry, with the same text (HF would
+         * decode the added content; a different text is not supported). */
+        if ((f & TOK_PRESENT) &&
+            (tk->piece_len[a->id] != a->len || memcmp(tk->pieces + tk->piece_off[a->id], a->text, a->len) != 0)) {
+            q3_set_err(err, "tokenizer: added token \"%.*s\" has id %u, which the vocab gives to another text",
+                       (int)(a->len < 40 ? a->len : 40), a->text, a->id);
+            goto fail;
+        }
         tk->flags[a->id] = TOK_PRESENT | TOK_ADDED | ((a->flags & Q3_ADDED_SPECIAL) ? TOK_SPECIAL : 0);
-        memcpy(tk->pieces + po, a->text, a->len);
-        tk->piece_off[a->id] = po;
-        tk->piece_len[a->id] = a->len;
-        po += a->len;
-        memcpy(tk->tok_bytes + bo, a->text, a->len);
-        tk->tok_off[a->id] = bo;
-        tk->tok_len[a->id] = a->len;
-        bo += a->len;
-        tk->added[i] = (tok_added){a->id, a->flags};
-        if (a->len) tk->added_first[(uint8_t)a->text[0]] = 1;
+        if (!(f & TOK_PRESENT)) set_token(tk, a->id, a->text, a->len, &po, &bo);
     }
 
     /* bytes -> id for the BPE vocab (added tokens are matched separately). */
@@ -158,10 +223,6 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
         while (tk->bytes_slots[h] >= 0) h = (h + 1) & tk->bytes_mask;
         tk->bytes_slots[h] = (int32_t)id;
     }
-    for (int b = 0; b < 256; b++) {
-        char c = (char)b;
-        tk->byte_id[b] = bytes_lookup(tk, &c, 1);
-    }
 
     tk->merge_mask = pow2_at_least(2ull * td->n_merges) - 1;
     tk->merge_slots = malloc((tk->merge_mask + 1) * sizeof *tk->merge_slots);
@@ -169,8 +230,10 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
     for (uint64_t i = 0; i <= tk->merge_mask; i++) tk->merge_slots[i].rank = UINT32_MAX;
     for (uint32_t r = 0; r < td->n_merges; r++) {
         const q3_tok_merge *m = &td->merges[r];
-        if (m->left >= size || m->right >= size || m->result >= size) {
-            q3_set_err(err, "tokenizer: merge %u refers to an id beyond the vocabulary (%u)", r, size);
+        if (m->left >= size || m->right >= size || m->result >= size || !(tk->flags[m->left] & TOK_PRESENT) ||
+            !(tk->flags[m->right] & TOK_PRESENT) || !(tk->flags[m->result] & TOK_PRESENT)) {
+            q3_set_err(err, "tokenizer: merge %u (%u + %u -> %u) names an id that is not in the vocabulary", r,
+                       m->left, m->right, m->result);
             goto fail;
         }
         if (merge_lookup(tk, m->left, m->right)) continue; /* the first (lowest) rank wins */
@@ -178,7 +241,7 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
         while (tk->merge_slots[h].rank != UINT32_MAX) h = (h + 1) & tk->merge_mask;
         tk->merge_slots[h] = (tok_merge_slot){m->left, m->right, r, m->result};
     }
-    if (parse_pipeline(tk, td, err)) goto fail;
+    if (parse_pipeline(tk, td, err) || build_added(tk, td, err)) goto fail;
     return (q3_tokenizer *)tk;
 oom:
     q3_set_err(err, "tokenizer: out of memory");
@@ -191,9 +254,9 @@ void q3_tokenizer_free(q3_tokenizer *t)
 {
     tok_ctx *tk = (tok_ctx *)t;
     if (!tk) return;
-    for (int i = 0; i < tk->n_splits; i++) {
-        pcre2_match_data_free(tk->splits[i].match);
-        pcre2_code_free(tk->splits[i].re);
+    for (int i = 0; i < tk->n_stages; i++) {
+        pcre2_match_data_free(tk->stages[i].match);
+        pcre2_code_free(tk->stages[i].re);
     }
     free(tk->tok_off);
     free(tk->tok_len);
@@ -203,6 +266,9 @@ void q3_tokenizer_free(q3_tokenizer *t)
     free(tk->tok_bytes);
     free(tk->pieces);
     free(tk->added);
+    free(tk->match_text);
+    free(tk->raw_set.idx);
+    free(tk->norm_set.idx);
     free(tk->bytes_slots);
     free(tk->merge_slots);
     tok_cache_free(&tk->cache);
@@ -211,34 +277,42 @@ void q3_tokenizer_free(q3_tokenizer *t)
 
 /* ---- pipeline description from the file's JSON ---- */
 
-static int add_split(tok_ctx *tk, const char *pattern, int is_regex, int behavior, int invert, q3_err *err)
+static int add_stage(tok_ctx *tk, int kind, const char *pattern, int is_regex, int behavior, int invert, q3_err *err)
 {
-    if (tk->n_splits >= TOK_MAX_SPLITS) {
-        q3_set_err(err, "tokenizer: more than %d split stages", TOK_MAX_SPLITS);
+    if (tk->n_stages >= TOK_MAX_STAGES) {
+        q3_set_err(err, "tokenizer: more than %d pre-tokenizer stages", TOK_MAX_STAGES);
         return -1;
     }
-    int code;
-    PCRE2_SIZE off;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (is_regex ? 0 : PCRE2_LITERAL);
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &code, &off, NULL);
-    if (!re) {
-        PCRE2_UCHAR msg[256];
-        pcre2_get_error_message(code, msg, sizeof msg);
-        q3_set_err(err, "tokenizer: pre-tokenizer regex does not compile at offset %zu: %s", (size_t)off, (char *)msg);
-        return -1;
+    tok_stage *s = &tk->stages[tk->n_stages];
+    *s = (tok_stage){kind, NULL, NULL, behavior, invert};
+    if (kind == STAGE_SPLIT) {
+        int code;
+        PCRE2_SIZE off;
+        uint32_t opts = PCRE2_UTF | PCRE2_UCP | (is_regex ? 0 : PCRE2_LITERAL);
+        s->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &code, &off, NULL);
+        if (!s->re) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(code, msg, sizeof msg);
+            q3_set_err(err, "tokenizer: pre-tokenizer regex does not compile at offset %zu: %s", (size_t)off,
+                       (char *)msg);
+            return -1;
+        }
+        pcre2_jit_compile(s->re, PCRE2_JIT_COMPLETE); /* the interpreter runs it when JIT is unavailable */
+        s->match = pcre2_match_data_create_from_pattern(s->re, NULL);
+        if (!s->match) {
+            pcre2_code_free(s->re);
+            q3_set_err(err, "tokenizer: out of memory");
+            return -1;
+        }
     }
-    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter when JIT is unavailable */
-    tok_split *s = &tk->splits[tk->n_splits++];
-    s->re = re;
-    s->match = pcre2_match_data_create_from_pattern(re, NULL);
-    s->behavior = behavior;
-    s->invert = invert;
-    return s->match ? 0 : -1;
+    tk->n_stages++;
+    return 0;
 }
 
+/* The regex ByteLevel splits with when use_regex is set (HF's, GPT-2's). */
 static const char *GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static int parse_pretok(tok_ctx *tk, const cJSON *p, q3_err *err)
+static int parse_pretok(tok_ctx *tk, const cJSON *p, int *byte_level, q3_err *err)
 {
     if (!p || cJSON_IsNull(p)) return 0;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type");
@@ -248,34 +322,41 @@ static int parse_pretok(tok_ctx *tk, const cJSON *p, q3_err *err)
     }
     const char *t = type->valuestring;
     if (strcmp(t, "Sequence") == 0) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(p, "pretokenizers")) if (parse_pretok(tk, e, err)) return -1;
+        const cJSON *e, *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
+        if (!cJSON_IsArray(list)) {
+            q3_set_err(err, "tokenizer: Sequence pre_tokenizer without a \"pretokenizers\" array");
+            return -1;
+        }
+        cJSON_ArrayForEach(e, list) if (parse_pretok(tk, e, byte_level, err)) return -1;
         return 0;
     }
     if (strcmp(t, "Split") == 0) {
         const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
         const cJSON *re = cJSON_GetObjectItemCaseSensitive(pat, "Regex"), *str = cJSON_GetObjectItemCaseSensitive(pat, "String");
         const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
-        static const char *names[] = {"Removed", "Isolated"}; /* the behaviours BPE tokenizers use */
+        static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"};
         int behavior = -1;
-        for (int i = 0; i < 2 && cJSON_IsString(beh); i++)
+        for (int i = 0; i < 5 && cJSON_IsString(beh); i++)
             if (strcmp(beh->valuestring, names[i]) == 0) behavior = i;
         if ((!cJSON_IsString(re) && !cJSON_IsString(str)) || behavior < 0) {
-            q3_set_err(err, "tokenizer: Split pre-tokenizer needs a Regex or String pattern and behavior Isolated or Removed");
+            q3_set_err(err, "tokenizer: Split pre-tokenizer needs a Regex or String pattern and a known behavior "
+                            "(Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
             return -1;
         }
         int invert = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "invert"));
-        return add_split(tk, cJSON_IsString(re) ? re->valuestring : str->valuestring, cJSON_IsString(re), behavior,
-                         invert, err);
+        return add_stage(tk, STAGE_SPLIT, cJSON_IsString(re) ? re->valuestring : str->valuestring, cJSON_IsString(re),
+                         behavior, invert, err);
     }
     if (strcmp(t, "ByteLevel") == 0) {
-        tk->byte_level = 1;
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "add_prefix_space"))) tk->add_prefix_space = 1;
+        *byte_level = 1;
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "add_prefix_space")) &&
+            add_stage(tk, STAGE_PREFIX_SPACE, NULL, 0, 0, 0, err))
+            return -1;
         const cJSON *use_regex = cJSON_GetObjectItemCaseSensitive(p, "use_regex");
-        if (!use_regex || cJSON_IsTrue(use_regex)) return add_split(tk, GPT2_REGEX, 1, TOK_ISOLATED, 0, err);
+        if (!use_regex || cJSON_IsTrue(use_regex)) return add_stage(tk, STAGE_SPLIT, GPT2_REGEX, 1, TOK_ISOLATED, 0, err);
         return 0;
     }
-    q3_set_err(err, "tokenizer: pre-tokenizer type \"%s\" is not supported", t);
+    q3_set_err(err, "tokenizer: pre-tokenizer type \"%s\" is not supported (Sequence, Split, ByteLevel are)", t);
     return -1;
 }
 
@@ -304,7 +385,20 @@ static int parse_normalizer(tok_ctx *tk, const cJSON *n, q3_err *err)
             tk->norm_opts = forms[i].opts;
             return 0;
         }
-    q3_set_err(err, "tokenizer: normalizer type \"%s\" is not supported", t);
+    q3_set_err(err, "tokenizer: normalizer type \"%s\" is not supported (NFC, NFD, NFKC, NFKD and Sequence are)", t);
+    return -1;
+}
+
+/* The decoder must be ByteLevel (alone or in a Sequence): decoding undoes the alphabet. */
+static int check_decoder(const cJSON *d, q3_err *err)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(d, "type");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "ByteLevel") == 0) return 0;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(d, "decoders");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "Sequence") == 0 && cJSON_GetArraySize(list) == 1)
+        return check_decoder(cJSON_GetArrayItem(list, 0), err);
+    q3_set_err(err, "tokenizer: decoder %s is not supported (ByteLevel is)",
+               cJSON_IsString(type) ? type->valuestring : "null");
     return -1;
 }
 
@@ -313,10 +407,11 @@ static int parse_pipeline(tok_ctx *tk, const q3_tokdata *td, q3_err *err)
     cJSON *model = cJSON_ParseWithLength(td->model_json.text, td->model_json.len);
     cJSON *norm = cJSON_ParseWithLength(td->normalizer_json.text, td->normalizer_json.len);
     cJSON *pre = cJSON_ParseWithLength(td->pretok_json.text, td->pretok_json.len);
-    int rc = -1;
-    if (!model || !norm || !pre) {
+    cJSON *dec = cJSON_ParseWithLength(td->decoder_json.text, td->decoder_json.len);
+    int rc = -1, byte_level = 0;
+    if (!model || !norm || !pre || !dec) {
         q3_set_err(err, "tokenizer: the %s JSON in the tokenizer section is malformed",
-                   !model ? "model" : !norm ? "normalizer" : "pre_tokenizer");
+                   !model ? "model" : !norm ? "normalizer" : !pre ? "pre_tokenizer" : "decoder");
         goto out;
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
@@ -324,14 +419,41 @@ static int parse_pipeline(tok_ctx *tk, const q3_tokdata *td, q3_err *err)
         q3_set_err(err, "tokenizer: model type must be BPE");
         goto out;
     }
+    /* BPE options that change the algorithm beyond what HF's byte-level models use. */
+    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    const cJSON *csp = cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix");
+    const cJSON *eow = cJSON_GetObjectItemCaseSensitive(model, "end_of_word_suffix");
+    if ((cJSON_IsNumber(dropout) && dropout->valuedouble > 0) || (cJSON_IsString(csp) && csp->valuestring[0]) ||
+        (cJSON_IsString(eow) && eow->valuestring[0])) {
+        q3_set_err(err, "tokenizer: BPE dropout, continuing_subword_prefix and end_of_word_suffix are not supported");
+        goto out;
+    }
     tk->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
-    tk->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
-    if (parse_normalizer(tk, norm, err) || parse_pretok(tk, pre, err)) goto out;
+    if (parse_normalizer(tk, norm, err) || parse_pretok(tk, pre, &byte_level, err) || check_decoder(dec, err)) goto out;
+    if (!byte_level) {
+        q3_set_err(err, "tokenizer: only byte-level BPE is supported (the pre_tokenizer has no ByteLevel step)");
+        goto out;
+    }
+    /* The initial symbol of each byte: its vocab token, else <0xXX> with
+     * byte_fallback, else the unk token, else none (HF then drops it). */
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    int32_t unk_id = cJSON_IsString(unk) ? bytes_lookup(tk, unk->valuestring, strlen(unk->valuestring)) : -1;
+    int byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b, hex[8];
+        tk->byte_id[b] = bytes_lookup(tk, &c, 1);
+        if (tk->byte_id[b] < 0 && byte_fallback) {
+            snprintf(hex, sizeof hex, "<0x%02X>", b);
+            tk->byte_id[b] = bytes_lookup(tk, hex, 6);
+        }
+        if (tk->byte_id[b] < 0) tk->byte_id[b] = unk_id;
+    }
     rc = 0;
 out:
     cJSON_Delete(model);
     cJSON_Delete(norm);
     cJSON_Delete(pre);
+    cJSON_Delete(dec);
     return rc;
 }
 
@@ -364,9 +486,9 @@ int q3_token_is_special(const q3_tokenizer *t, int32_t id)
 int32_t q3_token_lookup(const q3_tokenizer *t, const char *text, size_t len)
 {
     const tok_ctx *tk = (const tok_ctx *)t;
-    for (uint32_t i = 0; i < tk->n_added; i++) {
+    for (uint32_t i = 0; i < tk->n_added; i++) { /* an added token by its content */
         uint32_t id = tk->added[i].id;
-        if (tk->tok_len[id] == len && memcmp(tk->tok_bytes + tk->tok_off[id], text, len) == 0) return (int32_t)id;
+        if (tk->piece_len[id] == len && memcmp(tk->pieces + tk->piece_off[id], text, len) == 0) return (int32_t)id;
     }
     return bytes_lookup(tk, text, len);
 }
