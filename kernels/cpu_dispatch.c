@@ -164,6 +164,13 @@ static void to_bf16_padded(const float *x, int n_tok, uint64_t cols, uint16_t *x
     }
 }
 
+size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok)
+{
+    uint64_t col_tiles = (cols + 31) / 32, groups = ((uint64_t)n_tok + 15) / 16;
+    uint64_t amx = groups * col_tiles * 512 * 2, rows = (uint64_t)n_tok * col_tiles * 32 * 2;
+    return (size_t)(amx > rows ? amx : rows);
+}
+
 void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
 {
     q3_simd level = q3_simd_active();

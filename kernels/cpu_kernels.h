@@ -42,4 +42,17 @@ typedef struct {
  * in one parallel pass, rows split across the pool's threads. */
 void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok);
 
+/* Scratch bytes q3_matmul takes from the pool for n_tok tokens of cols columns;
+ * reserve it once with q3_pool_scratch at start-up so no call allocates. */
+size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok);
+
+/* Attention of one query head over positions 0..n_pos-1 of one KV head, in f32:
+ * out[0..head_dim) = sum_j softmax_j(scale * dot(q, k_j)) * v_j, where row j of K
+ * is k + j * kv_stride and of V is v + j * kv_stride. scores: n_pos floats of
+ * scratch (left holding the softmax numerators). n_pos = 0 gives zeros. */
+void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_stride, int n_pos, int head_dim,
+                    float scale, float *scores, float *out);
+/* dot(a, b) over n floats at the SIMD level in use. */
+float q3_dot(const float *a, const float *b, uint64_t n);
+
 #endif

@@ -19,6 +19,18 @@ void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, 
 void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
                               int n_tok, float *y, uint64_t ldy, int n_rows);
 
+/* Attention per level: dot(a, b) over n floats; scores[j] = scale * dot(q, k_j);
+ * out = sum_j p[j] * v_j (overwritten). Row j of K or V is at k/v + j * stride. */
+float q3_dot_scalar(const float *a, const float *b, uint64_t n);
+float q3_dot_avx2(const float *a, const float *b, uint64_t n);
+float q3_dot_avx512(const float *a, const float *b, uint64_t n);
+void q3_attn_scores_scalar(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores);
+void q3_attn_scores_avx2(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores);
+void q3_attn_scores_avx512(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores);
+void q3_attn_pv_scalar(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
+void q3_attn_pv_avx2(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
+void q3_attn_pv_avx512(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
+
 /* AMX (cpu_avx512_amx.c). q3_amx_enable asks Linux for the tile state; 1 when granted. */
 int q3_amx_enable(void);
 /* Round x (n_tok x cols f32) to BF16 B tiles: units [lo, hi) of the ceil(n_tok/16) x

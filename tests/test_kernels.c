@@ -151,6 +151,58 @@ static void test_pool_runs_every_thread(void **state)
     q3_pool_destroy(pool);
 }
 
+/* Softmax attention of one head against a double-precision reference, at every level.
+ * Tolerance 1e-4 absolute on outputs in [-1, 1]: scores are f32 dot products
+ * (error ~ head_dim * 2^-24 * |score| ~ 1e-5 for |score| ~ 10) and a softmax weight
+ * moves by that relative amount; expf adds ~1e-7. */
+static void test_attention(void **state)
+{
+    (void)state;
+    static const int dims[] = {128, 37, 16};
+    static const int positions[] = {0, 1, 5, 300};
+    const uint64_t stride = 200;
+    float *k = malloc(300 * stride * sizeof(float)), *v = malloc(300 * stride * sizeof(float));
+    float q[128], out[128], scores[300];
+    assert_true(k && v);
+    for (uint64_t i = 0; i < 300 * stride; i++) k[i] = frand(), v[i] = frand();
+    for (int i = 0; i < 128; i++) q[i] = frand() * 3.0f;
+    q3_simd best = q3_simd_detect();
+    for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
+        q3_simd_set((q3_simd)level);
+        for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+            for (size_t pi = 0; pi < sizeof positions / sizeof positions[0]; pi++) {
+                int d = dims[di], n = positions[pi];
+                float scale = 1.0f / sqrtf((float)d);
+                for (int i = 0; i < 128; i++) out[i] = NAN;
+                out[d] = 7.0f; /* past head_dim: untouched */
+                q3_attend_head(q, k, v, stride, n, d, scale, scores, out);
+                double sc[300], maxv = -INFINITY, sum = 0;
+                for (int j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int i = 0; i < d; i++) s += (double)q[i] * k[(uint64_t)j * stride + i];
+                    sc[j] = s * scale;
+                    if (sc[j] > maxv) maxv = sc[j];
+                }
+                for (int j = 0; j < n; j++) sum += (sc[j] = exp(sc[j] - maxv));
+                for (int i = 0; i < d; i++) {
+                    double ref = 0;
+                    for (int j = 0; j < n; j++) ref += sc[j] / sum * v[(uint64_t)j * stride + i];
+                    if (!(fabs(out[i] - ref) <= 1e-4))
+                        fail_msg("%s attention d %d n_pos %d out[%d]: got %g want %g", q3_simd_name((q3_simd)level), d,
+                                 n, i, out[i], ref);
+                }
+                if (d < 128) assert_true(out[d] == 7.0f);
+                /* q3_dot: f32 sums, bound n * 2^-24 * sum |a b| */
+                double ref = 0, mag = 0;
+                for (int i = 0; i < d; i++) ref += (double)q[i] * k[i], mag += fabs((double)q[i] * k[i]);
+                assert_true(fabs(q3_dot(q, k, (uint64_t)d) - ref) <= d * mag / 16777216.0 + 1e-7);
+            }
+    }
+    q3_simd_set(best);
+    free(k);
+    free(v);
+}
+
 /* Thread 1 sleeps past the spin window, so the caller must sleep on its futex and
  * be woken; the gap between runs lets the worker fall asleep and be woken too. */
 static void slow_calls(void *ctx, int ith, int nth)
@@ -200,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_pool_runs_every_thread),
         cmocka_unit_test(test_pool_sleeps_and_wakes),
         cmocka_unit_test(test_simd_names),
+        cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
