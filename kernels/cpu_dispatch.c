@@ -87,7 +87,7 @@ const char *q3_simd_name(q3_simd level)
     }
 }
 
-typedef enum { MODE_GEMV, MODE_AVX512_GEMM, MODE_AMX } matmul_mode;
+typedef enum { MODE_GEMV, MODE_AVX2_GEMM, MODE_AVX512_GEMM, MODE_AMX } matmul_mode;
 
 typedef struct {
     const q3_matmul_op *ops;
@@ -96,6 +96,7 @@ typedef struct {
     int n_tok;
     matmul_mode mode;
     const uint16_t *xb; /* AVX-512 GEMM: BF16 activations, rows of xb_stride; AMX: packed B tiles */
+    const float *xf;    /* AVX2 GEMM: f32 activations, rows of xb_stride, zero padded */
     uint64_t xb_stride;
     uint64_t total_panels, pack_units;
     q3_gemv_panel_fn gemv;
@@ -115,6 +116,10 @@ static void run_panels(const matmul_job *j, const q3_matmul_op *op, uint64_t lo,
         const uint16_t *panel = op->w + p * panel_elems;
         int n_rows = op->rows - p * 16 < 16 ? (int)(op->rows - p * 16) : 16;
         float *y = op->y + p * 16;
+        if (j->mode == MODE_AVX2_GEMM) {
+            q3_gemm_panel_avx2(panel, op->cols, j->xf, j->xb_stride, j->n_tok, y, op->ldy, n_rows);
+            continue;
+        }
         if (j->mode == MODE_AVX512_GEMM) {
             q3_gemm_panel_avx512bf16(panel, op->cols, j->xb, j->xb_stride, j->n_tok, y, op->ldy, n_rows);
             continue;
@@ -167,8 +172,9 @@ static void to_bf16_padded(const float *x, int n_tok, uint64_t cols, uint16_t *x
 size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok)
 {
     uint64_t col_tiles = (cols + 31) / 32, groups = ((uint64_t)n_tok + 15) / 16;
-    uint64_t amx = groups * col_tiles * 512 * 2, rows = (uint64_t)n_tok * col_tiles * 32 * 2;
-    return (size_t)(amx > rows ? amx : rows);
+    /* AMX: packed BF16 B tiles; AVX2: padded f32 rows (the larger of the others) */
+    uint64_t amx = groups * col_tiles * 512 * 2, f32 = (uint64_t)n_tok * col_tiles * 32 * 4;
+    return (size_t)(amx > f32 ? amx : f32);
 }
 
 void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
@@ -202,6 +208,19 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
                 j.xb = xb;
                 j.xb_stride = stride;
             }
+        }
+    }
+    if (level == Q3_SIMD_AVX2 && n_tok >= GEMM_MIN_TOKENS && p) {
+        uint64_t stride = col_tiles * 32;
+        float *xf = q3_pool_scratch(p, (size_t)n_tok * stride * sizeof *xf);
+        if (xf) {
+            for (int t = 0; t < n_tok; t++) {
+                memcpy(xf + (uint64_t)t * stride, x + (uint64_t)t * ops[0].cols, ops[0].cols * sizeof *xf);
+                memset(xf + (uint64_t)t * stride + ops[0].cols, 0, (stride - ops[0].cols) * sizeof *xf);
+            }
+            j.mode = MODE_AVX2_GEMM;
+            j.xf = xf;
+            j.xb_stride = stride;
         }
     }
     q3_pool_run(p, matmul_worker, &j);

@@ -16,6 +16,9 @@ typedef void (*q3_gemm_panel_fn)(const uint16_t *panel, uint64_t cols, const uin
 void q3_gemv_panel_scalar(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+/* Same with f32 activations: xf rows of xf_stride floats, zero padded to whole tiles. */
+void q3_gemm_panel_avx2(const uint16_t *panel, uint64_t cols, const float *xf, uint64_t xf_stride, int n_tok, float *y,
+                        uint64_t ldy, int n_rows);
 void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
                               int n_tok, float *y, uint64_t ldy, int n_rows);
 
