@@ -216,9 +216,10 @@ int q3_hf_tokenizer_load(const char *hf_dir, q3_tokdata *out, q3_err *err)
     td.decoder_json = (q3_str){(uint32_t)strlen(dec_json), dec_json};
 
     /* tokenizer_config.json: special token strings and the chat template
-     * (inline, or chat_template.jinja as transformers 5 saves it). */
+     * (inline, or chat_template.jinja as transformers 5 saves it). Without
+     * the file those stay empty. */
     if (q3_path_join(path, sizeof path, hf_dir, "tokenizer_config.json")) goto toolong;
-    if (q3_json_load(path, &cfg, err)) goto done;
+    if (file_exists(path) && q3_json_load(path, &cfg, err)) goto done; /* optional: tokenizer.json suffices */
     td.bos_token = token_string(cfg, "bos_token");
     td.eos_token = token_string(cfg, "eos_token");
     td.pad_token = token_string(cfg, "pad_token");

@@ -288,7 +288,7 @@ static int add_stage(tok_ctx *tk, int kind, const char *pattern, int is_regex, i
     if (kind == STAGE_SPLIT) {
         int code;
         PCRE2_SIZE off;
-        uint32_t opts = PCRE2_UTF | PCRE2_UCP | (is_regex ? 0 : PCRE2_LITERAL);
+        uint32_t opts = PCRE2_UTF | (is_regex ? PCRE2_UCP : PCRE2_LITERAL); /* LITERAL allows no UCP */
         s->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, opts, &code, &off, NULL);
         if (!s->re) {
             PCRE2_UCHAR msg[256];
