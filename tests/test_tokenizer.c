@@ -1,5 +1,6 @@
 /* test_tokenizer.c - the tokenizer against HF tokenizers' goldens: identical ids
- * and identical decoded text for every case, through the .q3 section records. */
+ * and identical decoded text for every case, built from the HF files and from
+ * a converted .q3 (the TOKENIZER section); streaming decode; edge inputs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "../convert/convert.h"
 #include "../convert/hf_tokenizer.h"
 #include "../runtime/tokenizer.h"
 
@@ -50,11 +54,10 @@ static void check_ids(const char *what, const int32_t *got, size_t n_got, const 
     if (n != n_got) fail_msg("%s: %zu ids, golden %zu", what, n_got, n);
 }
 
-static void test_shared_goldens(void **state)
+static void run_shared_goldens(q3_tokenizer *tk)
 {
-    (void)state;
-    q3_tokenizer *tk = load("hf-tiny");
     char *text = read_text("tests/fixtures/goldens/tokenizer_shared.json", NULL);
+    assert_non_null(text);
     cJSON *g = cJSON_Parse(text);
     assert_non_null(g);
     int n_cases = 0;
@@ -79,10 +82,62 @@ static void test_shared_goldens(void **state)
         n_cases++;
     }
     print_message("%d tokenizer cases identical\n", n_cases);
-    assert_true(n_cases > 300);
+    assert_int_equal(n_cases, 332);
     cJSON_Delete(g);
     free(text);
+}
+
+static void test_shared_goldens(void **state)
+{
+    (void)state;
+    q3_tokenizer *tk = load("hf-tiny");
+    run_shared_goldens(tk);
     q3_tokenizer_free(tk);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+/* The same goldens through a converted .q3: q3_convert, q3_read_tokenizer, create. */
+static void test_q3_goldens(void **state)
+{
+    (void)state;
+    char dir[512], path[] = "/tmp/q3_tok_XXXXXX.q3";
+    const char *b = getenv("BUILD");
+    snprintf(dir, sizeof dir, "%s/fixtures/hf-tiny", b && *b ? b : "build");
+    int fd = mkstemps(path, 3);
+    assert_true(fd >= 0);
+    close(fd);
+    q3_err err;
+    if (q3_convert(dir, path, NULL, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    double t0 = now_ms();
+    q3_file f;
+    q3_tokdata td;
+    if (q3_open(&f, path, 0, &err) || q3_read_tokenizer(&f, &td, &err)) fail_msg("%s", err.msg);
+    double t1 = now_ms();
+    q3_tokenizer *tk = q3_tokenizer_create(&td, &err);
+    if (!tk) fail_msg("%s", err.msg);
+    double t2 = now_ms();
+    print_message("load from .q3: %.1f ms open + read section, %.1f ms build (151k vocab + 151k merges)\n", t1 - t0,
+                  t2 - t1);
+    /* The chat template travels with it (hf-tiny has it in chat_template.jinja). */
+    char jpath[600];
+    size_t jlen;
+    snprintf(jpath, sizeof jpath, "%s/chat_template.jinja", dir);
+    char *jinja = read_text(jpath, &jlen);
+    assert_non_null(jinja);
+    assert_int_equal(td.chat_template.len, jlen);
+    assert_memory_equal(td.chat_template.text, jinja, jlen);
+    free(jinja);
+    run_shared_goldens(tk);
+    q3_tokenizer_free(tk);
+    q3_tokdata_free(&td);
+    q3_close(&f);
+    unlink(path);
 }
 
 /* demo-tiny has its own 8k-token BPE: its golden prompts' ids. */
@@ -92,7 +147,9 @@ static void test_demo_tiny_prompts(void **state)
     q3_tokenizer *tk = load("demo-tiny");
     char *text = read_text("tests/fixtures/goldens/demo-tiny.golden.json", NULL);
     cJSON *g = cJSON_Parse(text);
+    assert_non_null(g);
     const cJSON *c;
+    int n_cases = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(g, "cases"))
     {
         const char *s = cJSON_GetObjectItem(c, "prompt")->valuestring;
@@ -102,7 +159,9 @@ static void test_demo_tiny_prompts(void **state)
         assert_int_equal(q3_tokenize(tk, s, strlen(s), &ids, &n, &err), 0);
         check_ids(c->string, ids, n, cJSON_GetObjectItem(c, "ids"));
         free(ids);
+        n_cases++;
     }
+    assert_true(n_cases > 0);
     cJSON_Delete(g);
     free(text);
     q3_tokenizer_free(tk);
@@ -172,6 +231,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_goldens),
+        cmocka_unit_test(test_q3_goldens),
         cmocka_unit_test(test_demo_tiny_prompts),
         cmocka_unit_test(test_stream_decoder),
         cmocka_unit_test(test_edge_inputs),
