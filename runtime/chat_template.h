@@ -19,4 +19,10 @@ int q3_chat_render(const char *template_text, size_t template_len,
                    int add_generation_prompt, int enable_thinking,
                    char **out, size_t *out_len, q3_err *err);
 
+/* Which renderer a template gets: Qwen3's (recognised by the text of its
+ * branches), plain ChatML (a ChatML template that never mentions <think>:
+ * one turn per message, nothing else), or none (q3_chat_render refuses). */
+enum { Q3_CHAT_UNKNOWN = 0, Q3_CHAT_QWEN3 = 1, Q3_CHAT_CHATML = 2 };
+int q3_chat_template_kind(const char *template_text, size_t template_len);
+
 #endif
