@@ -33,6 +33,43 @@ float q3_dot(const float *a, const float *b, uint64_t n)
     return q3_dot_scalar(a, b, n);
 }
 
+/* scores[0..n) <- softmax(scores[0..n)); scores[n..n_zero) <- 0 (masked positions). */
+static void softmax_masked(float *scores, int n, int n_zero)
+{
+    for (int j = n; j < n_zero; j++) scores[j] = 0.0f;
+    if (q3_simd_active() >= Q3_SIMD_AVX512BF16) {
+        q3_softmax_avx512(scores, n);
+        return;
+    }
+    float maxv = -INFINITY, sum = 0.0f;
+    for (int j = 0; j < n; j++) maxv = scores[j] > maxv ? scores[j] : maxv;
+    for (int j = 0; j < n; j++) sum += scores[j] = expf(scores[j] - maxv);
+    float inv = n > 0 ? 1.0f / sum : 0.0f;
+    for (int j = 0; j < n; j++) scores[j] *= inv;
+}
+
+void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const float *k, const float *v,
+                    uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
+                    uint64_t out_stride)
+{
+    int i = 0;
+    if (q3_simd_active() >= Q3_SIMD_AVX512BF16) {
+        /* 4 queries per pass over K and V: each row loaded once for 4. Rows a query
+         * may not see get weight 0; they lie within what the last query sees. */
+        for (; i + 4 <= n_q; i += 4) {
+            int last = n_pos + (i + 3) * pos_step;
+            q3_attn_scores4_avx512(q + (uint64_t)i * q_stride, q_stride, k, kv_stride, last, head_dim, scale, scores,
+                                   (uint64_t)last);
+            for (int r = 0; r < 4; r++) softmax_masked(scores + (uint64_t)r * last, n_pos + (i + r) * pos_step, last);
+            q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, out + (uint64_t)i * out_stride,
+                               out_stride);
+        }
+    }
+    for (; i < n_q; i++)
+        q3_attend_head(q + (uint64_t)i * q_stride, k, v, kv_stride, n_pos + i * pos_step, head_dim, scale, scores,
+                       out + (uint64_t)i * out_stride);
+}
+
 void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_stride, int n_pos, int head_dim,
                     float scale, float *scores, float *out)
 {
@@ -40,11 +77,7 @@ void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_
     if (level >= Q3_SIMD_AVX512BF16) q3_attn_scores_avx512(q, k, kv_stride, n_pos, head_dim, scale, scores);
     else if (level == Q3_SIMD_AVX2) q3_attn_scores_avx2(q, k, kv_stride, n_pos, head_dim, scale, scores);
     else q3_attn_scores_scalar(q, k, kv_stride, n_pos, head_dim, scale, scores);
-    float maxv = -INFINITY, sum = 0.0f;
-    for (int j = 0; j < n_pos; j++) maxv = scores[j] > maxv ? scores[j] : maxv;
-    for (int j = 0; j < n_pos; j++) sum += scores[j] = expf(scores[j] - maxv);
-    float inv = n_pos > 0 ? 1.0f / sum : 0.0f;
-    for (int j = 0; j < n_pos; j++) scores[j] *= inv;
+    softmax_masked(scores, n_pos, n_pos);
     if (level >= Q3_SIMD_AVX512BF16) q3_attn_pv_avx512(scores, v, kv_stride, n_pos, head_dim, out);
     else if (level == Q3_SIMD_AVX2) q3_attn_pv_avx2(scores, v, kv_stride, n_pos, head_dim, out);
     else q3_attn_pv_scalar(scores, v, kv_stride, n_pos, head_dim, out);

@@ -52,6 +52,15 @@ size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok);
  * scratch (left holding the softmax numerators). n_pos = 0 gives zeros. */
 void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_stride, int n_pos, int head_dim,
                     float scale, float *scores, float *out);
+/* The same for n_q queries of one KV head at once: query i is at q + i * q_stride,
+ * sees positions 0 .. n_pos + i * pos_step - 1 and writes out + i * out_stride.
+ * pos_step 1: consecutive tokens of one head (causal prefill); pos_step 0: the query
+ * heads that share this KV head (GQA), one token. K and V rows up to the last
+ * query's last position must hold finite values. scores: 4 * (n_pos + (n_q - 1) *
+ * pos_step) floats. With AVX-512, 4 queries share each pass over K and V. */
+void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const float *k, const float *v,
+                    uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
+                    uint64_t out_stride);
 /* dot(a, b) over n floats at the SIMD level in use. */
 float q3_dot(const float *a, const float *b, uint64_t n);
 

@@ -34,6 +34,16 @@ void q3_attn_pv_scalar(const float *p, const float *v, uint64_t stride, int n_po
 void q3_attn_pv_avx2(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
 void q3_attn_pv_avx512(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
 
+/* 4 queries (q_stride apart) at once: scores[qi * ld + j] for j < n_pos, and
+ * out_qi = sum_j p[qi * ld + j] * v_j (rows out_stride apart). */
+void q3_attn_scores4_avx512(const float *q, uint64_t q_stride, const float *k, uint64_t stride, int n_pos, int d,
+                            float scale, float *scores, uint64_t ld);
+void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d, float *out,
+                        uint64_t out_stride);
+
+/* s[0..n) <- softmax(s[0..n)) with a vectorized exp. */
+void q3_softmax_avx512(float *s, int n);
+
 /* AMX (cpu_avx512_amx.c). q3_amx_enable asks Linux for the tile state; 1 when granted. */
 int q3_amx_enable(void);
 /* Round x (n_tok x cols f32) to BF16 B tiles: units [lo, hi) of the ceil(n_tok/16) x

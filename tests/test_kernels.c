@@ -203,6 +203,57 @@ static void test_attention(void **state)
     free(v);
 }
 
+/* Several queries against one KV head: causal consecutive tokens (pos_step 1) and
+ * the heads of one GQA group (pos_step 0), against the same double reference. */
+static void test_attention_rows(void **state)
+{
+    (void)state;
+    enum { MAXQ = 9, NPOS = 40, STRIDE = 140 };
+    static const int dims[] = {128, 37};
+    static const int n_qs[] = {1, 4, 7, 9};
+    static const int n_poss[] = {1, 5, 31};
+    float *k = malloc(NPOS * STRIDE * sizeof(float)), *v = malloc(NPOS * STRIDE * sizeof(float));
+    float q[MAXQ * 130], out[MAXQ * 131], scores[4 * NPOS];
+    assert_true(k && v);
+    for (int i = 0; i < NPOS * STRIDE; i++) k[i] = frand(), v[i] = frand();
+    for (int i = 0; i < MAXQ * 130; i++) q[i] = frand() * 3.0f;
+    q3_simd best = q3_simd_detect();
+    for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
+        q3_simd_set((q3_simd)level);
+        for (size_t di = 0; di < 2; di++)
+            for (size_t qi = 0; qi < 4; qi++)
+                for (size_t pi = 0; pi < 3; pi++)
+                    for (int step = 0; step <= 1; step++) {
+                        int d = dims[di], n_q = n_qs[qi], n_pos = n_poss[pi];
+                        float scale = 1.0f / sqrtf((float)d);
+                        for (int i = 0; i < MAXQ * 131; i++) out[i] = 7.0f;
+                        q3_attend_rows(q, 130, n_q, step, k, v, STRIDE, n_pos, d, scale, scores, out, 131);
+                        for (int r = 0; r < n_q; r++) {
+                            int np = n_pos + r * step;
+                            double sc[NPOS + MAXQ], maxv = -INFINITY, sum = 0;
+                            for (int j = 0; j < np; j++) {
+                                double t = 0;
+                                for (int i = 0; i < d; i++) t += (double)q[r * 130 + i] * k[j * STRIDE + i];
+                                sc[j] = t * scale;
+                                if (sc[j] > maxv) maxv = sc[j];
+                            }
+                            for (int j = 0; j < np; j++) sum += (sc[j] = exp(sc[j] - maxv));
+                            for (int i = 0; i < d; i++) {
+                                double ref = 0;
+                                for (int j = 0; j < np; j++) ref += sc[j] / sum * v[j * STRIDE + i];
+                                if (!(fabs(out[r * 131 + i] - ref) <= 1e-4))
+                                    fail_msg("%s rows d %d n_q %d step %d n_pos %d q %d out[%d]: got %g want %g",
+                                             q3_simd_name((q3_simd)level), d, n_q, step, n_pos, r, i, out[r * 131 + i], ref);
+                            }
+                            for (int i = d; i < 131; i++) assert_true(out[r * 131 + i] == 7.0f);
+                        }
+                    }
+    }
+    q3_simd_set(best);
+    free(k);
+    free(v);
+}
+
 /* Thread 1 sleeps past the spin window, so the caller must sleep on its futex and
  * be woken; the gap between runs lets the worker fall asleep and be woken too. */
 static void slow_calls(void *ctx, int ith, int nth)
@@ -253,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_pool_sleeps_and_wakes),
         cmocka_unit_test(test_simd_names),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
