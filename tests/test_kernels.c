@@ -162,7 +162,7 @@ static void test_attention(void **state)
     static const int positions[] = {0, 1, 5, 300};
     const uint64_t stride = 200;
     float *k = malloc(300 * stride * sizeof(float)), *v = malloc(300 * stride * sizeof(float));
-    float q[128], out[128], scores[300];
+    float q[128], out[129], scores[300];
     assert_true(k && v);
     for (uint64_t i = 0; i < 300 * stride; i++) k[i] = frand(), v[i] = frand();
     for (int i = 0; i < 128; i++) q[i] = frand() * 3.0f;
