@@ -1,6 +1,8 @@
 /* q3_err.c - one-line error messages. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include "q3_format.h"
 
 void q3_set_err(q3_err *err, const char *fmt, ...)
@@ -14,4 +16,14 @@ void q3_set_err(q3_err *err, const char *fmt, ...)
      * an escape sequence) must not break the message into lines or drive the terminal. */
     for (char *p = err->msg; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+}
+
+int q3_finish_stdout(const char *prog, int rc)
+{
+    /* A full disk or a closed pipe shows up only when the buffer is flushed. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "%s: writing standard output failed: %s\n", prog, strerror(errno ? errno : EIO));
+        return rc ? rc : 1;
+    }
+    return rc;
 }

@@ -48,6 +48,9 @@ typedef struct {
 
 void q3_set_err(q3_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Flush stdout at exit; a write error (full disk, closed pipe) becomes one line
+ * on stderr and exit status 1. Returns the status to exit with. */
+int q3_finish_stdout(const char *prog, int rc);
 
 typedef struct {
     uint32_t kind;

@@ -402,5 +402,5 @@ done:
     q3_tokenizer_free(s.tk);
     q3_tokdata_free(&td);
     q3_close(&s.file);
-    return rc;
+    return q3_finish_stdout("q3run", rc);
 }

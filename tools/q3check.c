@@ -23,7 +23,7 @@ int main(int argc, char **argv)
     /* Structure only: the checksums are checked one by one below, so that all failures are named. */
     if (q3_open(&f, path, Q3_OPEN_NO_SECTION_CHECKS, &err)) {
         printf("%s\n%s: FAILED (the file's structure is invalid; no checksum was checked)\n", err.msg, path);
-        return 1;
+        return q3_finish_stdout("q3check", 1);
     }
     unsigned bad = report(q3_verify_header(&f, &err), &err);
     for (uint32_t k = 1; k <= Q3_SEC_KIND_MAX; k++) bad += report(q3_verify_section(&f, k, &err), &err);
@@ -35,5 +35,5 @@ int main(int argc, char **argv)
         printf("%s: OK (header, %u sections, %u tensors, whole file: %u checksums)\n", path, Q3_SEC_KIND_MAX,
                f.n_tensors, f.n_tensors + Q3_SEC_KIND_MAX + 2);
     q3_close(&f);
-    return bad ? 1 : 0;
+    return q3_finish_stdout("q3check", bad ? 1 : 0);
 }

@@ -108,5 +108,5 @@ int main(int argc, char **argv)
     print_tokenizer(&td);
     q3_tokdata_free(&td);
     q3_close(&f);
-    return 0;
+    return q3_finish_stdout("q3info", 0);
 }
