@@ -13,6 +13,7 @@ typedef struct {
     int32_t *v;
     size_t n, cap;
     int failed;
+    int regex_rc; /* a PCRE2 error (not "no match") stopped the pre-tokenizer */
 } id_vec;
 
 static void push_id(id_vec *out, int32_t id)
@@ -303,15 +304,20 @@ static int emit_part(split_state *st, int behavior, size_t off, size_t len, int 
 
 /* Split every span of `in` by one regex stage into `out`. The regex sees only
  * the span, as HF matches each piece on its own. */
-static int split_stage(const tok_stage *stage, const uint8_t *text, const span_vec *in, span_vec *out)
+static int split_stage(const tok_ctx *tk, const tok_stage *stage, const uint8_t *text, const span_vec *in,
+                       span_vec *out, int *regex_rc)
 {
     out->n = 0;
     for (size_t k = 0; k < in->n; k++) {
         size_t base = in->v[k].off, len = in->v[k].len, pos = 0, search = 0;
         split_state st = {out, out->n, 0, {0, 0}, 0};
         while (search < len) {
-            int rc = pcre2_match(stage->re, text + base, len, search, PCRE2_NO_UTF_CHECK, stage->match, NULL);
-            if (rc < 0) break;
+            int rc = pcre2_match(stage->re, text + base, len, search, PCRE2_NO_UTF_CHECK, stage->match, tk->match_ctx);
+            if (rc == PCRE2_ERROR_NOMATCH) break;
+            if (rc < 0) { /* a limit: never guess the split */
+                *regex_rc = rc;
+                return -1;
+            }
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(stage->match);
             size_t ms = ov[0], me = ov[1];
             if (me == ms) { /* empty match: not a split point; step over one character */
@@ -364,7 +370,7 @@ static int pretok_bpe(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
             if (prefix_stage(&text, &owned, &a)) goto out;
             continue;
         }
-        if (split_stage(&tk->stages[i], text, &a, &b)) goto out;
+        if (split_stage(tk, &tk->stages[i], text, &a, &b, &out->regex_rc)) goto out;
         span_vec t = a;
         a = b;
         b = t;
@@ -528,6 +534,12 @@ int q3_tokenize(const q3_tokenizer *t, const char *text, size_t len, int32_t **i
     if (*ids) return 0;
 fail:
     free(out.v);
-    q3_set_err(err, "tokenizer: out of memory encoding %zu bytes", len);
+    if (out.regex_rc) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(out.regex_rc, msg, sizeof msg);
+        q3_set_err(err, "tokenizer: the pre-tokenizer regex failed on %zu bytes of input: %s", len, (char *)msg);
+    } else {
+        q3_set_err(err, "tokenizer: out of memory encoding %zu bytes", len);
+    }
     return -1;
 }

@@ -73,6 +73,8 @@ typedef struct {
     int n_stages;
     tok_stage stages[TOK_MAX_STAGES];
     int ignore_merges;
+    pcre2_jit_stack *jit_stack; /* 32 KiB growing to 64 MiB: long runs of one class */
+    pcre2_match_context *match_ctx;
     tok_cache cache;
 } tok_ctx;
 

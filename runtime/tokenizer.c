@@ -241,6 +241,10 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
         while (tk->merge_slots[h].rank != UINT32_MAX) h = (h + 1) & tk->merge_mask;
         tk->merge_slots[h] = (tok_merge_slot){m->left, m->right, r, m->result};
     }
+    tk->jit_stack = pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, NULL);
+    tk->match_ctx = pcre2_match_context_create(NULL);
+    if (!tk->jit_stack || !tk->match_ctx) goto oom;
+    pcre2_jit_stack_assign(tk->match_ctx, NULL, tk->jit_stack);
     if (parse_pipeline(tk, td, err) || build_added(tk, td, err)) goto fail;
     return (q3_tokenizer *)tk;
 oom:
@@ -258,6 +262,8 @@ void q3_tokenizer_free(q3_tokenizer *t)
         pcre2_match_data_free(tk->stages[i].match);
         pcre2_code_free(tk->stages[i].re);
     }
+    pcre2_match_context_free(tk->match_ctx);
+    pcre2_jit_stack_free(tk->jit_stack);
     free(tk->tok_off);
     free(tk->tok_len);
     free(tk->piece_off);

@@ -214,6 +214,9 @@ static void test_edge_inputs(void **state)
     for (size_t i = 0; i < big; i++) s[i] = "The quick brown fox, 1234 jumps!\n"[i % 33];
     s[big / 2] = 'a';
     memset(s + 1000, 'x', 100000); /* one very long word: BPE must stay O(n log n) */
+    memset(s + 200000, ' ', 300000); /* long runs for the regex: \s+(?!\S), \s*[\r\n]+, \p{N} */
+    memset(s + 600000, '\n', 300000);
+    memset(s + 1000000, '7', 300000);
     assert_int_equal(q3_tokenize(tk, s, big, &ids, &n, &err), 0);
     assert_true(n > big / 10);
     assert_int_equal(q3_detokenize(tk, ids, n, 0, &dec, &dec_len, &err), 0);
