@@ -52,20 +52,28 @@ void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, co
                     uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                     uint64_t out_stride)
 {
-    int i = 0;
     if (q3_simd_active() >= Q3_SIMD_AVX512BF16) {
         /* 4 queries per pass over K and V: each row loaded once for 4. Rows a query
-         * may not see get weight 0; they lie within what the last query sees. */
-        for (; i + 4 <= n_q; i += 4) {
-            int last = n_pos + (i + 3) * pos_step;
-            q3_attn_scores4_avx512(q + (uint64_t)i * q_stride, q_stride, k, kv_stride, last, head_dim, scale, scores,
-                                   (uint64_t)last);
-            for (int r = 0; r < 4; r++) softmax_masked(scores + (uint64_t)r * last, n_pos + (i + r) * pos_step, last);
-            q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, out + (uint64_t)i * out_stride,
-                               out_stride);
+         * may not see get weight 0; they lie within what the last query sees. A
+         * short last block repeats its last query (same result, stored twice). */
+        for (int i = 0; i < n_q; i += 4) {
+            const float *qp[4];
+            float *op[4];
+            int np[4];
+            for (int r = 0; r < 4; r++) {
+                int qi = i + r < n_q ? i + r : n_q - 1;
+                qp[r] = q + (uint64_t)qi * q_stride;
+                op[r] = out + (uint64_t)qi * out_stride;
+                np[r] = n_pos + qi * pos_step;
+            }
+            int last = np[3]; /* the largest: pos_step >= 0 */
+            q3_attn_scores4_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
+            for (int r = 0; r < 4; r++) softmax_masked(scores + (uint64_t)r * last, np[r], last);
+            q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
         }
+        return;
     }
-    for (; i < n_q; i++)
+    for (int i = 0; i < n_q; i++)
         q3_attend_head(q + (uint64_t)i * q_stride, k, v, kv_stride, n_pos + i * pos_step, head_dim, scale, scores,
                        out + (uint64_t)i * out_stride);
 }

@@ -85,10 +85,10 @@ static inline __m512 reduce16(const __m512 v[16])
 }
 
 /* 4 queries x 4 keys: scores[qi * ld + j + r] = scale * dot(q_qi, k_{j+r}) for j..j+3. */
-void q3_attn_scores4_avx512(const float *q, uint64_t q_stride, const float *k, uint64_t stride, int n_pos, int d,
-                            float scale, float *scores, uint64_t ld)
+void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t stride, int n_pos, int d, float scale,
+                            float *scores, uint64_t ld)
 {
-    const float *q0 = q, *q1 = q + q_stride, *q2 = q1 + q_stride, *q3 = q2 + q_stride;
+    const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
     __m512 sc = _mm512_set1_ps(scale);
     int j = 0;
     for (; j + 4 <= n_pos; j += 4) {
@@ -121,9 +121,10 @@ void q3_attn_scores4_avx512(const float *q, uint64_t q_stride, const float *k, u
 }
 
 /* 4 queries: out_qi = sum_j p[qi * ld + j] * v_j over n_pos rows, 64 columns (4
- * registers per query, 16 accumulators) per pass over V. */
-void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d, float *out,
-                        uint64_t out_stride)
+ * registers per query, 16 accumulators) per pass over V. Two out pointers may be
+ * equal when their queries are (the same values are stored twice). */
+void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+                        float *const out[4])
 {
     for (int i0 = 0; i0 < d; i0 += 64) {
         __m512 acc[4][4];
@@ -144,7 +145,7 @@ void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t st
         }
         _Pragma("GCC unroll 4") for (int qi = 0; qi < 4; qi++)
             _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
-                _mm512_mask_storeu_ps(out + qi * out_stride + i0 + c * 16, m[c], acc[qi][c]);
+                _mm512_mask_storeu_ps(out[qi] + i0 + c * 16, m[c], acc[qi][c]);
     }
 }
 

@@ -34,12 +34,12 @@ void q3_attn_pv_scalar(const float *p, const float *v, uint64_t stride, int n_po
 void q3_attn_pv_avx2(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
 void q3_attn_pv_avx512(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
 
-/* 4 queries (q_stride apart) at once: scores[qi * ld + j] for j < n_pos, and
- * out_qi = sum_j p[qi * ld + j] * v_j (rows out_stride apart). */
-void q3_attn_scores4_avx512(const float *q, uint64_t q_stride, const float *k, uint64_t stride, int n_pos, int d,
-                            float scale, float *scores, uint64_t ld);
-void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d, float *out,
-                        uint64_t out_stride);
+/* 4 queries at once: scores[qi * ld + j] for j < n_pos, and
+ * out[qi] = sum_j p[qi * ld + j] * v_j. */
+void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t stride, int n_pos, int d, float scale,
+                            float *scores, uint64_t ld);
+void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+                        float *const out[4]);
 
 /* s[0..n) <- softmax(s[0..n)) with a vectorized exp. */
 void q3_softmax_avx512(float *s, int n);
