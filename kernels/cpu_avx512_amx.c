@@ -26,28 +26,54 @@ int q3_amx_enable(void)
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
+/* In-register transpose of a 16 x 16 matrix of 32-bit words (r[i] = row i). */
+static inline void transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int k = 0; k < 16; k += 2) {
+        t[k] = _mm512_unpacklo_epi32(r[k], r[k + 1]);
+        t[k + 1] = _mm512_unpackhi_epi32(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 16; k += 4) {
+        r[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
+        r[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
+        r[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
+        r[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
+    }
+    for (int k = 0; k < 16; k += 8)
+        for (int i = 0; i < 4; i++) {
+            t[k + i] = _mm512_shuffle_i32x4(r[k + i], r[k + i + 4], 0x88);
+            t[k + i + 4] = _mm512_shuffle_i32x4(r[k + i], r[k + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 /* Pack B tiles [lo, hi) of the n_groups x col_tiles grid (group-major).
  * Tokens past n_tok and columns past cols are zeros. */
 void q3_amx_pack_x(const float *x, uint64_t cols, int n_tok, uint16_t *xpk, uint64_t lo, uint64_t hi)
 {
     uint64_t col_tiles = (cols + 31) / 32;
-    /* Word i of token n goes to B row i, column n: a scatter with stride 16 words. */
-    const __m512i idx = _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240);
     for (uint64_t u = lo; u < hi; u++) {
         uint64_t g = u / col_tiles, c = u % col_tiles, left = cols - c * 32;
-        uint32_t *tile = (uint32_t *)(xpk + u * 512);
         __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
         __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        /* Row n: token n's 32 columns as 16 words (BF16 pairs); transposed, row i
+         * holds word i (columns 2i, 2i+1) of every token, as TDPBF16PS wants B. */
+        __m512i rows[16];
         for (int n = 0; n < 16; n++) {
             int64_t tok = (int64_t)g * 16 + n;
-            __m512i words = _mm512_setzero_si512();
+            rows[n] = _mm512_setzero_si512();
             if (tok < n_tok) {
                 const float *src = x + (uint64_t)tok * cols + c * 32;
                 __m512 x0 = _mm512_maskz_loadu_ps(m0, src), x1 = _mm512_maskz_loadu_ps(m1, src + 16);
-                words = (__m512i)_mm512_cvtne2ps_pbh(x1, x0); /* x0 in the low half: columns in order */
+                rows[n] = (__m512i)_mm512_cvtne2ps_pbh(x1, x0); /* x0 in the low half: columns in order */
             }
-            _mm512_i32scatter_epi32(tile + n, idx, words, 4);
         }
+        transpose16(rows);
+        for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(xpk + u * 512 + i * 32), rows[i]);
     }
 }
 
