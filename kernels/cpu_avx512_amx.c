@@ -88,11 +88,11 @@ typedef struct {
  * y[token][row], leaving rows past n_rows and tokens past n_tok alone. */
 static void store_block(const float *c, float *y, uint64_t ldy, int n_rows, int n_tok)
 {
-    for (int n = 0; n < n_tok; n++) {
-        __m512 col = _mm512_i32gather_ps(
-            _mm512_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240), c + n, 4);
-        _mm512_mask_storeu_ps(y + (uint64_t)n * ldy, (__mmask16)((1u << n_rows) - 1), col);
-    }
+    __m512i rows[16];
+    for (int r = 0; r < 16; r++) rows[r] = _mm512_load_si512((const void *)(c + r * 16));
+    transpose16(rows); /* rows[n] = C[.][n] */
+    __mmask16 m = (__mmask16)((1u << n_rows) - 1);
+    for (int n = 0; n < n_tok; n++) _mm512_mask_storeu_ps(y + (uint64_t)n * ldy, m, _mm512_castsi512_ps(rows[n]));
 }
 
 /* np panels (1 or 2) x ng token groups (1 or 2); tile numbers must be constants,
@@ -106,18 +106,16 @@ static inline __attribute__((always_inline)) void block(const uint16_t *a0, cons
     _tile_zero(2);
     _tile_zero(3);
     for (uint64_t k = 0; k < col_tiles; k++) {
+        /* All loads first, then the products: the loads of step k overlap the
+         * products of step k - 1 still in flight. */
         _tile_loadd(4, a0 + k * 512, 64);
         _tile_loadd(6, b0 + k * b_step, 64);
+        if (np == 2) _tile_loadd(5, a1 + k * 512, 64);
+        if (ng == 2) _tile_loadd(7, b1 + k * b_step, 64);
         _tile_dpbf16ps(0, 4, 6);
-        if (ng == 2) {
-            _tile_loadd(7, b1 + k * b_step, 64);
-            _tile_dpbf16ps(1, 4, 7);
-        }
-        if (np == 2) {
-            _tile_loadd(5, a1 + k * 512, 64);
-            _tile_dpbf16ps(2, 5, 6);
-            if (ng == 2) _tile_dpbf16ps(3, 5, 7);
-        }
+        if (ng == 2) _tile_dpbf16ps(1, 4, 7);
+        if (np == 2) _tile_dpbf16ps(2, 5, 6);
+        if (np == 2 && ng == 2) _tile_dpbf16ps(3, 5, 7);
     }
     _tile_stored(0, c[0], 64);
     if (ng == 2) _tile_stored(1, c[1], 64);
