@@ -139,6 +139,8 @@ FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omi
 FUZZ_BINS = $(patsubst fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard fuzz/fuzz_*.c))
 fuzz-build:
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 CFLAGS="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(FUZZ_BINS)
+# clang ignores `#pragma GCC target`: the AMX file gets its flags on the command line.
+$(FUZZ_BUILD)/obj/kernels/cpu_avx512_amx.o: AVX512_FLAGS += -mamx-tile -mamx-bf16
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(ALL_LIBS)
 	$(CC) $(CFLAGS_BASE) $(FUZZ_SAN) -fsanitize=fuzzer $< $(ALL_LIBS) $(LDLIBS) -o $@
 fuzz: fuzz-build $(FIXTURES)/.unpacked

@@ -10,7 +10,7 @@ C=fuzz/corpus
 T=$(mktemp -d /tmp/q3_seeds_XXXXXX)
 trap 'rm -rf "$T"' EXIT
 rm -rf "$C"
-mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template}
+mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata}
 
 # A tiny HF checkpoint: 16-token byte-level BPE, hidden 32, one layer.
 python3 - "$FIX" "$T" <<'PY'
@@ -45,6 +45,16 @@ for v in tied untied; do
     "$BUILD/q3convert" -q "$T/$v" -o "$T/$v.q3" && cp "$T/$v.q3" "$C/q3/tiny-$v"
 done
 head -c 64 "$C/q3/tiny-tied" >"$C/q3/header-only"
+# the tiny model's TOKENIZER section, inflated
+python3 - "$C/q3/tiny-tied" "$C/tokdata/tiny-tied" <<'PY'
+import struct, sys, zlib
+b = open(sys.argv[1], 'rb').read()
+table = struct.unpack_from('<Q', b, 24)[0]
+for i in range(5):
+    kind, comp, off, size = struct.unpack_from('<IIQQ', b, table + 48 * i)
+    if kind == 3:
+        open(sys.argv[2], 'wb').write(zlib.decompress(b[off:off + size]))
+PY
 : >"$C/q3/empty"
 
 # safetensors: the tiny checkpoint, and hand-made small files.

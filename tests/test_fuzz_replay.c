@@ -14,6 +14,7 @@
 #include "../fuzz/fuzz_hf_tokenizer.c"
 #include "../fuzz/fuzz_tokenizer.c"
 #include "../fuzz/fuzz_chat_template.c"
+#include "../fuzz/fuzz_tokdata.c"
 
 typedef int (*fuzz_fn)(const uint8_t *, size_t);
 
@@ -73,12 +74,14 @@ static void test_hf_config(void **state) { (void)state; replay("hf_config", fuzz
 static void test_hf_tokenizer(void **state) { (void)state; replay("hf_tokenizer", fuzz_hf_tokenizer); }
 static void test_tokenizer(void **state) { (void)state; replay("tokenizer", fuzz_tokenizer); }
 static void test_chat_template(void **state) { (void)state; replay("chat_template", fuzz_chat_template); }
+static void test_tokdata(void **state) { (void)state; replay("tokdata", fuzz_tokdata); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q3),           cmocka_unit_test(test_safetensors), cmocka_unit_test(test_hf_config),
         cmocka_unit_test(test_hf_tokenizer), cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_chat_template),
+        cmocka_unit_test(test_tokdata),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
