@@ -11,6 +11,10 @@
  *       to exceed the caches, then one whole-model token (28 layers + lm_head,
  *       1.19 GB); reported as GB/s of weights read. Prefill (T > 1):
  *       the 28 layers' products for T tokens, as GFLOP/s and tokens/s.
+ *   q3bandwidth --attention [--positions P] [--runs R] [--json]
+ *       One thread, head_dim 128, P positions (default 600), K/V hot in cache:
+ *       q3_attend_head per query, q3_attend_rows for 16 causal queries and for a
+ *       GQA pair, with K/V rows contiguous (stride 128) and 4 KiB apart (1024).
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -310,20 +314,73 @@ static int run_matmul(int threads, int runs, int n_tok, int json)
     return 0;
 }
 
+/* ---- attention ---- */
+
+static int run_attention(int n_pos, int runs, int json)
+{
+    enum { D = 128, NQ = 16 };
+    static const uint64_t strides[2] = {128, 1024};
+    uint64_t rows = (uint64_t)n_pos + NQ;
+    float *k = malloc(rows * 1024 * sizeof *k), *v = malloc(rows * 1024 * sizeof *v);
+    float *q = malloc(NQ * D * sizeof *q), *out = malloc(NQ * D * sizeof *out);
+    float *scores = malloc(4 * rows * sizeof *scores);
+    if (!k || !v || !q || !out || !scores) {
+        fprintf(stderr, "q3bandwidth: out of memory\n");
+        return 1;
+    }
+    for (uint64_t i = 0; i < rows * 1024; i++) k[i] = (float)(i % 7) * 0.1f, v[i] = (float)(i % 5) * 0.1f;
+    for (int i = 0; i < NQ * D; i++) q[i] = (float)(i % 128) * 0.01f;
+    float scale = 0.08838834764831845f; /* 1 / sqrt(128) */
+    const char *simd = q3_simd_name(q3_simd_active());
+    if (json) printf("{\"simd\":\"%s\",\"positions\":%d,\"attention_us\":[", simd, n_pos);
+    else printf("attention, %s, 1 thread, head_dim 128, %d positions, hot in cache, best of %d runs (us per query head)\n",
+                simd, n_pos, runs);
+    for (int s = 0; s < 2; s++) {
+        uint64_t st = strides[s];
+        double head = 1e30, causal = 1e30, gqa = 1e30;
+        for (int r = 0; r < runs; r++) {
+            double t0 = now();
+            for (int i = 0; i < NQ; i++) q3_attend_head(q + i * D, k, v, st, n_pos + i, D, scale, scores, out + i * D);
+            double t = (now() - t0) / NQ;
+            head = t < head ? t : head;
+            t0 = now();
+            q3_attend_rows(q, D, NQ, 1, k, v, st, n_pos, D, scale, scores, out, D);
+            t = (now() - t0) / NQ;
+            causal = t < causal ? t : causal;
+            t0 = now();
+            for (int i = 0; i < NQ; i += 2) q3_attend_rows(q + i * D, D, 2, 0, k, v, st, n_pos, D, scale, scores, out + i * D, D);
+            t = (now() - t0) / NQ;
+            gqa = t < gqa ? t : gqa;
+        }
+        if (json)
+            printf("%s{\"kv_stride\":%llu,\"head\":%.2f,\"rows_causal16\":%.2f,\"rows_gqa2\":%.2f}", s ? "," : "",
+                   (unsigned long long)st, head * 1e6, causal * 1e6, gqa * 1e6);
+        else
+            printf("  kv_stride %4llu: attend_head %6.2f   attend_rows 16 causal %6.2f   attend_rows GQA pair %6.2f\n",
+                   (unsigned long long)st, head * 1e6, causal * 1e6, gqa * 1e6);
+    }
+    if (json) printf("]}\n");
+    free(k), free(v), free(q), free(out), free(scores);
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: q3bandwidth [--gib G] [--threads N] [--runs R] [--json]\n"
-                    "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n");
+                    "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n"
+                    "       q3bandwidth --attention [--positions P] [--runs R] [--json]\n");
 }
 
 int main(int argc, char **argv)
 {
     double gib = 2.0;
-    int threads = 0, runs = 5, json = 0, matmul = 0, n_tok = 1, tok_set = 0;
+    int threads = 0, runs = 5, json = 0, matmul = 0, attention = 0, n_tok = 1, tok_set = 0, n_pos = 600;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--matmul")) matmul = 1;
+        else if (!strcmp(a, "--attention")) attention = 1;
+        else if (v && !strcmp(a, "--positions")) n_pos = atoi(v), i++;
         else if (v && !strcmp(a, "--gib")) gib = atof(v), i++;
         else if (v && !strcmp(a, "--threads")) threads = atoi(v), i++;
         else if (v && !strcmp(a, "--runs")) runs = atoi(v), i++;
@@ -333,10 +390,13 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (gib < 0.01 || gib > 64 || runs < 1 || runs > 1000 || threads < 0 || threads > 256 || n_tok < 1 || n_tok > 4096) {
-        fprintf(stderr, "q3bandwidth: --gib must be 0.01..64, --runs 1..1000, --threads 0..256, --tokens 1..4096\n");
+    if (gib < 0.01 || gib > 64 || runs < 1 || runs > 1000 || threads < 0 || threads > 256 || n_tok < 1 || n_tok > 4096 ||
+        n_pos < 1 || n_pos > 1000000) {
+        fprintf(stderr, "q3bandwidth: --gib must be 0.01..64, --runs 1..1000, --threads 0..256, --tokens 1..4096, "
+                        "--positions 1..1000000\n");
         return 2;
     }
+    if (attention) return run_attention(n_pos, runs, json);
     if (matmul) return run_matmul(threads, runs, tok_set ? n_tok : 1, json);
     if (threads == 0) {
         q3_pool *p = q3_pool_create(0);
