@@ -2,14 +2,14 @@
 # make_seeds.sh - regenerate the seed corpora fuzz/corpus/<target>/ from the
 # fixtures and the built tools (run from the repo root after `make`; $BUILD as for tests).
 # The seeds are small on purpose: a tiny valid file of each kind plus edge cases;
-# libFuzzer finds the rest. Existing seeds are replaced.
+# libFuzzer finds the rest. The named seeds are rewritten; the inputs a fuzz run added
+# (40-hex-digit names, kept after `-merge=1` minimization) are left alone.
 set -eu
 BUILD=${BUILD:-build}
 FIX=$BUILD/fixtures
 C=fuzz/corpus
 T=$(mktemp -d /tmp/q3_seeds_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-rm -rf "$C"
 mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata}
 
 # A tiny HF checkpoint: 16-token byte-level BPE, hidden 32, one layer.
