@@ -48,34 +48,61 @@ static void softmax_masked(float *scores, int n, int n_zero)
     for (int j = 0; j < n; j++) scores[j] *= inv;
 }
 
+/* AVX-512: queries i..i+3 (those past n_q repeat the last one: same result,
+ * stored twice) in one pass over K and V. Rows a query may not see get weight 0;
+ * they lie within what the last query sees. */
+static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int pos_step, const float *k, const float *v,
+                         uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
+                         uint64_t out_stride)
+{
+    const float *qp[4];
+    float *op[4];
+    int np[4];
+    for (int r = 0; r < 4; r++) {
+        int qi = i + r < n_q ? i + r : n_q - 1;
+        qp[r] = q + (uint64_t)qi * q_stride;
+        op[r] = out + (uint64_t)qi * out_stride;
+        np[r] = n_pos + qi * pos_step;
+    }
+    int last = np[3]; /* the largest: pos_step >= 0 */
+    q3_attn_scores4_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
+    for (int r = 0; r < 4; r++) softmax_masked(scores + (uint64_t)r * last, np[r], last);
+    q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
+}
+
+/* AVX-512: queries i, i+1 (a GQA pair) in one pass over K and V. */
+static void rows2_avx512(const float *q, uint64_t q_stride, int i, int pos_step, const float *k, const float *v,
+                         uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
+                         uint64_t out_stride)
+{
+    const float *qp[2] = {q + (uint64_t)i * q_stride, q + (uint64_t)(i + 1) * q_stride};
+    float *op[2] = {out + (uint64_t)i * out_stride, out + (uint64_t)(i + 1) * out_stride};
+    int np0 = n_pos + i * pos_step, last = n_pos + (i + 1) * pos_step;
+    q3_attn_scores2_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
+    softmax_masked(scores, np0, last);
+    softmax_masked(scores + last, last, last);
+    q3_attn_pv2_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
+}
+
 void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const float *k, const float *v,
                     uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                     uint64_t out_stride)
 {
-    if (q3_simd_active() >= Q3_SIMD_AVX512BF16) {
-        /* 4 queries per pass over K and V: each row loaded once for 4. Rows a query
-         * may not see get weight 0; they lie within what the last query sees. A
-         * short last block repeats its last query (same result, stored twice). */
-        for (int i = 0; i < n_q; i += 4) {
-            const float *qp[4];
-            float *op[4];
-            int np[4];
-            for (int r = 0; r < 4; r++) {
-                int qi = i + r < n_q ? i + r : n_q - 1;
-                qp[r] = q + (uint64_t)qi * q_stride;
-                op[r] = out + (uint64_t)qi * out_stride;
-                np[r] = n_pos + qi * pos_step;
-            }
-            int last = np[3]; /* the largest: pos_step >= 0 */
-            q3_attn_scores4_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
-            for (int r = 0; r < 4; r++) softmax_masked(scores + (uint64_t)r * last, np[r], last);
-            q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
+    int avx512 = q3_simd_active() >= Q3_SIMD_AVX512BF16;
+    for (int i = 0; i < n_q;) {
+        int left = n_q - i;
+        if (avx512 && left >= 3) {
+            rows4_avx512(q, q_stride, n_q, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);
+            i += 4;
+        } else if (avx512 && left == 2) {
+            rows2_avx512(q, q_stride, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);
+            i += 2;
+        } else {
+            q3_attend_head(q + (uint64_t)i * q_stride, k, v, kv_stride, n_pos + i * pos_step, head_dim, scale, scores,
+                           out + (uint64_t)i * out_stride);
+            i++;
         }
-        return;
     }
-    for (int i = 0; i < n_q; i++)
-        q3_attend_head(q + (uint64_t)i * q_stride, k, v, kv_stride, n_pos + i * pos_step, head_dim, scale, scores,
-                       out + (uint64_t)i * out_stride);
 }
 
 void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_stride, int n_pos, int head_dim,

@@ -189,3 +189,62 @@ void q3_softmax_avx512(float *s, int n)
         _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv));
     }
 }
+
+/* 2 queries x 8 keys (a GQA pair): scores[qi * ld + j + r] for j..j+7. */
+void q3_attn_scores2_avx512(const float *const q[2], const float *k, uint64_t stride, int n_pos, int d, float scale,
+                            float *scores, uint64_t ld)
+{
+    __m512 sc = _mm512_set1_ps(scale);
+    int j = 0;
+    for (; j + 8 <= n_pos; j += 8) {
+        const float *k0 = k + (uint64_t)j * stride;
+        __m512 acc[16];
+        _Pragma("GCC unroll 16") for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
+        for (int i = 0; i < d; i += 16) {
+            __mmask16 m = tail_mask(d - i);
+            __m512 q0 = _mm512_maskz_loadu_ps(m, q[0] + i), q1 = _mm512_maskz_loadu_ps(m, q[1] + i);
+            _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) {
+                __m512 kv = _mm512_maskz_loadu_ps(m, k0 + r * stride + i);
+                acc[r] = _mm512_fmadd_ps(q0, kv, acc[r]);
+                acc[8 + r] = _mm512_fmadd_ps(q1, kv, acc[8 + r]);
+            }
+        }
+        __m512 s = _mm512_mul_ps(reduce16(acc), sc); /* lane qi * 8 + r */
+        _mm256_storeu_ps(scores + j, _mm512_extractf32x8_ps(s, 0));
+        _mm256_storeu_ps(scores + ld + j, _mm512_extractf32x8_ps(s, 1));
+    }
+    for (; j < n_pos; j++) {
+        const float *kj = k + (uint64_t)j * stride;
+        scores[j] = q3_dot_avx512(q[0], kj, (uint64_t)d) * scale;
+        scores[ld + j] = q3_dot_avx512(q[1], kj, (uint64_t)d) * scale;
+    }
+}
+
+/* 2 queries: out[qi] = sum_j p[qi * ld + j] * v_j, 128 columns (8 registers per
+ * query) per pass over V. */
+void q3_attn_pv2_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+                        float *const out[2])
+{
+    for (int i0 = 0; i0 < d; i0 += 128) {
+        __m512 a0[8], a1[8];
+        __mmask16 m[8];
+        _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) {
+            int left = d - i0 - c * 16;
+            m[c] = left <= 0 ? 0 : tail_mask(left);
+            a0[c] = a1[c] = _mm512_setzero_ps();
+        }
+        for (int j = 0; j < n_pos; j++) {
+            const float *vj = v + (uint64_t)j * stride + i0;
+            __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[ld + j]);
+            _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) {
+                __m512 vv = _mm512_maskz_loadu_ps(m[c], vj + c * 16);
+                a0[c] = _mm512_fmadd_ps(p0, vv, a0[c]);
+                a1[c] = _mm512_fmadd_ps(p1, vv, a1[c]);
+            }
+        }
+        _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) {
+            _mm512_mask_storeu_ps(out[0] + i0 + c * 16, m[c], a0[c]);
+            _mm512_mask_storeu_ps(out[1] + i0 + c * 16, m[c], a1[c]);
+        }
+    }
+}

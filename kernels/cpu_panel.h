@@ -41,6 +41,11 @@ void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t st
 void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
                         float *const out[4]);
 
+/* The same for 2 queries (scores 2 x 8 keys at a time, V 128 columns per pass). */
+void q3_attn_scores2_avx512(const float *const q[2], const float *k, uint64_t stride, int n_pos, int d, float scale,
+                            float *scores, uint64_t ld);
+void q3_attn_pv2_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+                        float *const out[2]);
 /* s[0..n) <- softmax(s[0..n)) with a vectorized exp. */
 void q3_softmax_avx512(float *s, int n);
 

@@ -210,7 +210,7 @@ static void test_attention_rows(void **state)
     (void)state;
     enum { MAXQ = 9, NPOS = 40, STRIDE = 140 };
     static const int dims[] = {128, 37};
-    static const int n_qs[] = {1, 2, 4, 7, 9};
+    static const int n_qs[] = {1, 2, 4, 6, 7, 9};
     static const int n_poss[] = {1, 5, 31};
     float *k = malloc(NPOS * STRIDE * sizeof(float)), *v = malloc(NPOS * STRIDE * sizeof(float));
     float q[MAXQ * 130], out[MAXQ * 131], scores[4 * NPOS];
@@ -221,7 +221,7 @@ static void test_attention_rows(void **state)
     for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
         q3_simd_set((q3_simd)level);
         for (size_t di = 0; di < 2; di++)
-            for (size_t qi = 0; qi < 5; qi++)
+            for (size_t qi = 0; qi < 6; qi++)
                 for (size_t pi = 0; pi < 3; pi++)
                     for (int step = 0; step <= 1; step++) {
                         int d = dims[di], n_q = n_qs[qi], n_pos = n_poss[pi];
