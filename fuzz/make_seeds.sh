@@ -10,7 +10,7 @@ FIX=$BUILD/fixtures
 C=fuzz/corpus
 T=$(mktemp -d /tmp/q3_seeds_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata}
+mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata,model}
 
 # A tiny HF checkpoint: 16-token byte-level BPE, hidden 32, one layer.
 python3 - "$FIX" "$T" <<'PY'
@@ -45,6 +45,7 @@ for v in tied untied; do
     "$BUILD/q3convert" -q "$T/$v" -o "$T/$v.q3" && cp "$T/$v.q3" "$C/q3/tiny-$v"
 done
 head -c 64 "$C/q3/tiny-tied" >"$C/q3/header-only"
+cp "$C/q3/tiny-tied" "$C/q3/tiny-untied" "$C/model/"
 # the tiny model's TOKENIZER section, inflated
 python3 - "$C/q3/tiny-tied" "$C/tokdata/tiny-tied" <<'PY'
 import struct, sys, zlib

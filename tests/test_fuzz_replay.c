@@ -15,6 +15,7 @@
 #include "../fuzz/fuzz_tokenizer.c"
 #include "../fuzz/fuzz_chat_template.c"
 #include "../fuzz/fuzz_tokdata.c"
+#include "../fuzz/fuzz_model.c"
 
 typedef int (*fuzz_fn)(const uint8_t *, size_t);
 
@@ -75,13 +76,14 @@ static void test_hf_tokenizer(void **state) { (void)state; replay("hf_tokenizer"
 static void test_tokenizer(void **state) { (void)state; replay("tokenizer", fuzz_tokenizer); }
 static void test_chat_template(void **state) { (void)state; replay("chat_template", fuzz_chat_template); }
 static void test_tokdata(void **state) { (void)state; replay("tokdata", fuzz_tokdata); }
+static void test_model(void **state) { (void)state; replay("model", fuzz_model); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q3),           cmocka_unit_test(test_safetensors), cmocka_unit_test(test_hf_config),
         cmocka_unit_test(test_hf_tokenizer), cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_chat_template),
-        cmocka_unit_test(test_tokdata),
+        cmocka_unit_test(test_tokdata),      cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
