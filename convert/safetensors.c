@@ -217,7 +217,8 @@ static int name_cmp(const void *a, const void *b)
 /* Sort by name (for q3_st_find) and refuse a name given twice, in one file or across shards. */
 static int finish(q3_st_model *m, q3_err *err)
 {
-    qsort(m->tensors, m->n_tensors, sizeof *m->tensors, name_cmp);
+    if (m->n_tensors > 1) /* an empty file has no array to sort (qsort(NULL) is undefined) */
+        qsort(m->tensors, m->n_tensors, sizeof *m->tensors, name_cmp);
     for (uint32_t i = 1; i < m->n_tensors; i++)
         if (strcmp(m->tensors[i - 1].name, m->tensors[i].name) == 0) {
             q3_set_err(err, "%s: tensor '%s' is defined twice (also in %s)", m->files[m->tensors[i].file].path,

@@ -99,7 +99,7 @@ static void cache_put(tok_cache *c, const uint8_t *s, size_t n, const int32_t *i
     struct cache_entry *e = &c->entries[c->n_entries++];
     *e = (struct cache_entry){c->keys_len, (uint32_t)n, (uint32_t)c->ids_len, (uint32_t)n_ids};
     memcpy(c->keys + c->keys_len, s, n);
-    memcpy(c->ids + c->ids_len, ids, n_ids * sizeof *ids);
+    if (n_ids) memcpy(c->ids + c->ids_len, ids, n_ids * sizeof *ids); /* a piece may encode to nothing */
     c->keys_len += n;
     c->ids_len += n_ids;
     uint32_t h = (uint32_t)hash_key(s, n) & c->mask;
@@ -201,7 +201,7 @@ static int bpe_piece(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
     }
     for (int32_t i = 0; i >= 0 && (size_t)i < n; i = next[i])
         if (id[i] >= 0) push_id(out, id[i]); /* a byte with no symbol is dropped, as HF does */
-    if (!out->failed) cache_put(&tk->cache, s, n, out->v + start, out->n - start);
+    if (!out->failed) cache_put(&tk->cache, s, n, out->n > start ? out->v + start : NULL, out->n - start);
     free(id), free(next), free(prev), free(heap);
     return out->failed ? -1 : 0;
 }
