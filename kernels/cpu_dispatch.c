@@ -99,6 +99,8 @@ typedef struct {
     const float *xf;    /* AVX2 GEMM: f32 activations, rows of xb_stride, zero padded */
     uint64_t xb_stride;
     uint64_t total_panels, pack_units;
+    uint64_t chunk, n_chunks;   /* panels per work unit, and how many units */
+    _Atomic uint64_t next;      /* next unit to take */
     q3_gemv_panel_fn gemv;
 } matmul_job;
 
@@ -133,13 +135,10 @@ static void run_panels(const matmul_job *j, const q3_matmul_op *op, uint64_t lo,
     }
 }
 
-static void matmul_worker(void *ctx, int ith, int nth)
+/* Panels [begin, end) of the numbering over all ops. All ops of a call share
+ * cols, so every panel is the same size. */
+static void run_range(const matmul_job *j, uint64_t begin, uint64_t end)
 {
-    const matmul_job *j = ctx;
-    /* Contiguous ranges of panels over all ops, so each thread streams its part.
-     * All ops of a call share cols, so every panel is the same size. */
-    uint64_t begin = j->total_panels * (uint64_t)ith / (uint64_t)nth;
-    uint64_t end = j->total_panels * (uint64_t)(ith + 1) / (uint64_t)nth;
     uint64_t base = 0;
     for (int o = 0; o < j->n_ops && base < end; o++) {
         const q3_matmul_op *op = &j->ops[o];
@@ -148,6 +147,21 @@ static void matmul_worker(void *ctx, int ith, int nth)
         uint64_t hi = end - base < np ? end - base : np;
         if (lo < hi) run_panels(j, op, lo, hi);
         base += np;
+    }
+}
+
+/* Threads take units of consecutive panels from a shared counter: each unit is
+ * one sequential stream, and a thread that the OS descheduled (a busy machine)
+ * leaves its share to the others instead of holding up the whole call. */
+static void matmul_worker(void *ctx, int ith, int nth)
+{
+    (void)ith, (void)nth;
+    matmul_job *j = ctx;
+    for (;;) {
+        uint64_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= j->n_chunks) break;
+        uint64_t begin = u * j->chunk, end = begin + j->chunk < j->total_panels ? begin + j->chunk : j->total_panels;
+        run_range(j, begin, end);
     }
 }
 
@@ -188,6 +202,15 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
                                          : q3_gemv_panel_scalar;
     for (int o = 0; o < n_ops; o++) j.total_panels += panels_of(&ops[o]);
     if (n_ops <= 0 || j.total_panels == 0) return;
+    /* About 8 units per thread: fine enough to rebalance, long enough (>= 4
+     * panels, 128 KiB at cols 1024) for the prefetchers; even, so AMX keeps its
+     * panel pairs. */
+    uint64_t nth = (uint64_t)q3_pool_size(p);
+    j.chunk = (j.total_panels + nth * 8 - 1) / (nth * 8);
+    if (j.chunk < 4) j.chunk = 4;
+    j.chunk += j.chunk & 1;
+    j.n_chunks = (j.total_panels + j.chunk - 1) / j.chunk;
+    atomic_init(&j.next, 0);
     uint64_t col_tiles = (ops[0].cols + 31) / 32; /* all ops of one call share x, hence cols */
     if (level >= Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
         if (level == Q3_SIMD_AMX) {
