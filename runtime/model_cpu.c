@@ -64,29 +64,9 @@ static void attend(cpu_backend *m, int layer, int t, int h, int pos, float *scor
     const float *q = m->q + (uint64_t)t * m->q_dim + (uint64_t)h * D;
     const float *kc = m->key_cache + (uint64_t)layer * m->base.n_ctx * kv_dim + g * D;
     const float *vc = m->val_cache + (uint64_t)layer * m->base.n_ctx * kv_dim + g * D;
-    int last = pos + t;
-    float scale = 1.0f / sqrtf((float)D), maxv = -INFINITY;
-    for (int j = 0; j <= last; j++) {
-        const float *kj = kc + (uint64_t)j * kv_dim;
-        float s = 0.0f;
-        for (uint64_t i = 0; i < D; i++) s += q[i] * kj[i];
-        s *= scale;
-        scores[j] = s;
-        if (s > maxv) maxv = s;
-    }
-    float sum = 0.0f;
-    for (int j = 0; j <= last; j++) {
-        scores[j] = expf(scores[j] - maxv);
-        sum += scores[j];
-    }
+    int n_pos = pos + t + 1;
     float *out = m->att + (uint64_t)t * m->q_dim + (uint64_t)h * D;
-    memset(out, 0, D * sizeof *out);
-    float inv = 1.0f / sum;
-    for (int j = 0; j <= last; j++) {
-        const float *vj = vc + (uint64_t)j * kv_dim;
-        float p = scores[j] * inv;
-        for (uint64_t i = 0; i < D; i++) out[i] += p * vj[i];
-    }
+    q3_attend_head(q, kc, vc, kv_dim, n_pos, (int)D, 1.0f / sqrtf((float)D), scores, out);
 }
 
 static void attn_worker(void *ctx, int ith, int nth)
@@ -296,6 +276,15 @@ q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3
     }
     widen(m->w.norm, m->final_norm);
     build_rope(m);
+    /* Reserve the matmul scratch for the widest product of a full batch now, so
+     * no forward call allocates. */
+    uint64_t widest = H > I ? H : I;
+    if (widest < m->q_dim) widest = m->q_dim;
+    if (!q3_pool_scratch(m->pool, q3_matmul_scratch_bytes(widest, m->batch))) {
+        q3_set_err(err, "%s: out of memory for matmul scratch", f->path);
+        cpu_destroy(&m->base);
+        return NULL;
+    }
     if (o && o->verbose)
         fprintf(stderr, "q3: cpu backend, %d threads, %s kernels, context %d\n", q3_pool_size(m->pool),
                 q3_simd_name(q3_simd_active()), n_ctx);
