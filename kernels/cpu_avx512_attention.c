@@ -4,6 +4,7 @@
  * Tails (head_dim not a multiple of 16) are masked: nothing is read past a row. */
 #include <immintrin.h>
 #include <math.h>
+#include "cpu_avx512_util.h"
 #include "cpu_panel.h"
 
 static inline __mmask16 tail_mask(int left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1); }
@@ -65,25 +66,6 @@ void q3_attn_pv_avx512(const float *p, const float *v, uint64_t stride, int n_po
     }
 }
 
-/* Sum each of 16 vectors: r[m] = sum of the 16 lanes of v[m]. A shuffle-and-add
- * tree (4 levels, 45 ops) instead of 16 separate reductions (~130 ops). After
- * the tree, lane 4l + e holds the sum of v[4e + l]; one permute puts it right. */
-static inline __m512 reduce16(const __m512 v[16])
-{
-    __m512 x[8], y[4], z[2];
-    for (int k = 0; k < 8; k++)
-        x[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44),
-                             _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xee));
-    for (int m = 0; m < 4; m++)
-        y[m] = _mm512_add_ps(_mm512_shuffle_f32x4(x[2 * m], x[2 * m + 1], 0x88),
-                             _mm512_shuffle_f32x4(x[2 * m], x[2 * m + 1], 0xdd));
-    for (int n = 0; n < 2; n++)
-        z[n] = _mm512_add_ps(_mm512_shuffle_ps(y[2 * n], y[2 * n + 1], 0x44), _mm512_shuffle_ps(y[2 * n], y[2 * n + 1], 0xee));
-    __m512 r = _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], 0x88), _mm512_shuffle_ps(z[0], z[1], 0xdd));
-    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    return _mm512_permutexvar_ps(idx, r);
-}
-
 /* 4 queries x 4 keys: scores[qi * ld + j + r] = scale * dot(q_qi, k_{j+r}) for j..j+3. */
 void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t stride, int n_pos, int d, float scale,
                             float *scores, uint64_t ld)
@@ -105,7 +87,7 @@ void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t st
                     acc[qi * 4 + r] = _mm512_fmadd_ps(qv[qi], kv, acc[qi * 4 + r]);
             }
         }
-        __m512 s = _mm512_mul_ps(reduce16(acc), sc); /* lane qi * 4 + r */
+        __m512 s = _mm512_mul_ps(q3_reduce16(acc), sc); /* lane qi * 4 + r */
         _mm_storeu_ps(scores + j, _mm512_extractf32x4_ps(s, 0));
         _mm_storeu_ps(scores + ld + j, _mm512_extractf32x4_ps(s, 1));
         _mm_storeu_ps(scores + 2 * ld + j, _mm512_extractf32x4_ps(s, 2));
@@ -209,7 +191,7 @@ void q3_attn_scores2_avx512(const float *const q[2], const float *k, uint64_t st
                 acc[8 + r] = _mm512_fmadd_ps(q1, kv, acc[8 + r]);
             }
         }
-        __m512 s = _mm512_mul_ps(reduce16(acc), sc); /* lane qi * 8 + r */
+        __m512 s = _mm512_mul_ps(q3_reduce16(acc), sc); /* lane qi * 8 + r */
         _mm256_storeu_ps(scores + j, _mm512_extractf32x8_ps(s, 0));
         _mm256_storeu_ps(scores + ld + j, _mm512_extractf32x8_ps(s, 1));
     }

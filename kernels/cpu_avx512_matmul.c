@@ -4,6 +4,7 @@
  * GEMM (prefill): activations rounded to BF16 once per call and multiplied with
  * vdpbf16ps (f32 accumulation), which doubles the arithmetic rate. */
 #include <immintrin.h>
+#include "cpu_avx512_util.h"
 #include "cpu_panel.h"
 
 /* Software prefetch distance in tiles (1 KiB each); 0 = hardware prefetcher only.
@@ -58,38 +59,39 @@ void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, 
     for (int r = 0; r < 16; r++) y[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
-/* 4 rows x 6 tokens of dot products per step: 24 accumulators, each weight row
- * loaded once per 6 tokens, each activation chunk once per 4 rows. Every loop
- * has a fixed trip count so the accumulators stay in registers; a short last
- * token group repeats its last token (results not stored). */
-#define GEMM_ROWS 4
-#define GEMM_TOKS 6
-
+/* 4 rows x 4 tokens of dot products per step: 16 accumulators, each weight row
+ * loaded once per 4 tokens, each activation chunk once per 4 rows, all 16 sums
+ * finished together by one shuffle tree (q3_reduce16) instead of 16 separate
+ * reductions. Loops have fixed trip counts so the accumulators stay in
+ * registers; a short last token group repeats its last token (not stored). */
 void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
                               int n_tok, float *y, uint64_t ldy, int n_rows)
 {
     uint64_t col_tiles = (cols + 31) / 32;
-    for (int t0 = 0; t0 < n_tok; t0 += GEMM_TOKS) {
-        int nt = n_tok - t0 < GEMM_TOKS ? n_tok - t0 : GEMM_TOKS;
-        const uint16_t *xt[GEMM_TOKS];
-        for (int t = 0; t < GEMM_TOKS; t++) xt[t] = xb + (uint64_t)(t0 + (t < nt ? t : nt - 1)) * xb_stride;
-        for (int r0 = 0; r0 < n_rows; r0 += GEMM_ROWS) {
-            __m512 acc[GEMM_ROWS][GEMM_TOKS];
-            _Pragma("GCC unroll 4") for (int r = 0; r < GEMM_ROWS; r++)
-                _Pragma("GCC unroll 6") for (int t = 0; t < GEMM_TOKS; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int t0 = 0; t0 < n_tok; t0 += 4) {
+        int nt = n_tok - t0 < 4 ? n_tok - t0 : 4;
+        const uint16_t *xt[4];
+        for (int t = 0; t < 4; t++) xt[t] = xb + (uint64_t)(t0 + (t < nt ? t : nt - 1)) * xb_stride;
+        for (int r0 = 0; r0 < n_rows; r0 += 4) {
+            __m512 acc[16];
+            _Pragma("GCC unroll 16") for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
             for (uint64_t c = 0; c < col_tiles; c++) {
                 const uint16_t *tile = panel + c * 512 + r0 * 32;
-                __m512i w[GEMM_ROWS];
-                _Pragma("GCC unroll 4") for (int r = 0; r < GEMM_ROWS; r++)
-                    w[r] = _mm512_loadu_si512((const void *)(tile + r * 32));
-                _Pragma("GCC unroll 6") for (int t = 0; t < GEMM_TOKS; t++) {
+                __m512i w[4];
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) w[r] = _mm512_loadu_si512((const void *)(tile + r * 32));
+                _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) {
                     __m512i xv = _mm512_loadu_si512((const void *)(xt[t] + c * 32));
-                    _Pragma("GCC unroll 4") for (int r = 0; r < GEMM_ROWS; r++)
-                        acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)w[r], (__m512bh)xv);
+                    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+                        acc[t * 4 + r] = _mm512_dpbf16_ps(acc[t * 4 + r], (__m512bh)w[r], (__m512bh)xv);
                 }
             }
-            for (int r = 0; r < GEMM_ROWS && r0 + r < n_rows; r++)
-                for (int t = 0; t < nt; t++) y[(uint64_t)(t0 + t) * ldy + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+            /* lane t * 4 + r: token t0 + t, row r0 + r */
+            __m512 sums = q3_reduce16(acc);
+            __mmask16 rows_m = (__mmask16)(n_rows - r0 >= 4 ? 0xf : (1u << (n_rows - r0)) - 1);
+            float out[16];
+            _mm512_storeu_ps(out, sums);
+            for (int t = 0; t < nt; t++)
+                _mm_mask_storeu_ps(y + (uint64_t)(t0 + t) * ldy + r0, rows_m, _mm_loadu_ps(out + t * 4));
         }
     }
 }
