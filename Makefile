@@ -144,7 +144,7 @@ $(FUZZ_BUILD)/obj/kernels/cpu_avx512_amx.o: AVX512_FLAGS += -mamx-tile -mamx-bf1
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(ALL_LIBS)
 	$(CC) $(CFLAGS_BASE) $(FUZZ_SAN) -fsanitize=fuzzer $< $(ALL_LIBS) $(LDLIBS) -o $@
 fuzz: fuzz-build $(FIXTURES)/.unpacked
-	@for t in $(FUZZ_BINS); do n=$$(basename $$t); mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/crashes/$$n; \
+	@for t in $(FUZZ_BINS); do n=$$(basename $$t); n=$${n#fuzz_}; mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/crashes/$$n; \
 	  echo "== $$n ($(FUZZ_TIME) s)"; \
 	  $$t -max_total_time=$(FUZZ_TIME) -max_len=$(FUZZ_MAXLEN) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 	    -artifact_prefix=$(FUZZ_BUILD)/crashes/$$n/ $(FUZZ_BUILD)/corpus/$$n fuzz/corpus/$$n || exit 1; done

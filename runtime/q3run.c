@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "../format/q3_format.h"
 #include "backend.h"
+#include "ocl_device.h"
 #include "chat_template.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -40,7 +41,9 @@ static void usage(FILE *f)
             "  --ids                print generated token ids instead of text\n"
             "  --tokenize           print the ids of PROMPT (no template) and exit\n"
             "  --pieces             with --tokenize: also each token's piece\n"
-            "  --backend cpu        compute backend\n"
+            "  --backend cpu|opencl compute backend (default cpu)\n"
+            "  --device N           OpenCL device (default: the first GPU, else device 0)\n"
+            "  --list-devices       print the OpenCL devices and exit\n"
             "  --verify             hash every tensor before running (q3check does the same)\n"
             "  -v                   print backend details\n"
             "exit status: 0 ok, 1 error (bad model, prompt too long, ...), 2 usage\n");
@@ -61,6 +64,24 @@ static int parse_float(const char *s, float *out)
     float v = strtof(s, &end);
     if (*end || end == s || !(v >= 0)) return -1;
     *out = v;
+    return 0;
+}
+
+/* --list-devices: one line per OpenCL device, numbered as --device takes them. */
+static int list_devices(void)
+{
+    int n = q3_cl_count_devices();
+    if (n == 0) {
+        fprintf(stderr, "q3run: no OpenCL device found (install an ICD such as pocl-opencl-icd, or set OCL_ICD_VENDORS)\n");
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        q3_cl_device d;
+        q3_err err;
+        if (q3_cl_pick_device(i, &d, &err)) continue;
+        printf("%d: %s | %s | %s | %u compute units | %.1f GiB%s\n", i, d.name, d.platform_name, d.c_version,
+               d.compute_units, (double)d.global_mem / (1u << 30), d.is_gpu ? " | GPU" : "");
+    }
     return 0;
 }
 
@@ -110,6 +131,7 @@ static int parse_args(int argc, char **argv, options *o)
             else if (!strcmp(a, "--pieces")) o->pieces = o->tokenize = 1;
             else if (!strcmp(a, "--verify")) o->verify = 1;
             else if (!strcmp(a, "-v")) o->verbose = 1;
+            else if (!strcmp(a, "--list-devices")) exit(list_devices());
             else if (a[0] == '-' && a[1] != 0) {
                 fprintf(stderr, "q3run: unknown option '%s' (see --help)\n", a);
                 return -1;
@@ -129,8 +151,8 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr, "q3run: no model given (usage: q3run [options] MODEL.q3 [\"PROMPT\" | -])\n");
         return -1;
     }
-    if (strcmp(o->backend, "cpu") != 0) {
-        fprintf(stderr, "q3run: unknown backend '%s' (available: cpu)\n", o->backend);
+    if (strcmp(o->backend, "cpu") != 0 && strcmp(o->backend, "opencl") != 0) {
+        fprintf(stderr, "q3run: unknown backend '%s' (available: cpu, opencl)\n", o->backend);
         return -1;
     }
     o->model = positional[0];
@@ -343,7 +365,9 @@ int main(int argc, char **argv)
     }
 
     q3_backend_opts bo = {.n_threads = o.n_threads, .n_ctx = o.n_ctx, .device = o.device, .verbose = o.verbose};
-    if (!(s.be = q3_backend_cpu_create(&s.file, &bo, &err))) goto fail;
+    s.be = !strcmp(o.backend, "opencl") ? q3_backend_opencl_create(&s.file, &bo, &err)
+                                         : q3_backend_cpu_create(&s.file, &bo, &err);
+    if (!s.be) goto fail;
     double load_ms = now_ms() - t0;
     s.gen = &s.file.generation;
     q3_sampler_params sp = {s.gen->do_sample ? s.gen->temperature : 0.0f, s.gen->top_k, s.gen->top_p, s.gen->min_p,

@@ -1,0 +1,355 @@
+/* backend_opencl.c - the whole Qwen3 graph on an OpenCL device (kernels/qwen3.cl).
+ * The weights section is uploaded once as one buffer, in the file's tiled
+ * layout; activations and the KV cache live on the device. Per forward call the
+ * host sends the token ids and reads back only the logits it asked for. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../kernels/cl_sources.h"
+#include "backend.h"
+#include "ocl_device.h"
+#include "weights.h"
+
+#define MAX_BATCH 64 /* prompt tokens per pass */
+#define TOKB 4       /* must match qwen3.cl */
+#define MM_WG 128
+#define NORM_WG 256
+#define ATT_WG 128
+
+enum { K_MATMUL, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_SILU, K_COUNT };
+static const char *const kernel_names[K_COUNT] = {"matmul", "embed", "add_rmsnorm", "qk_norm_rope",
+                                                  "attention", "silu_mul"};
+
+typedef struct {
+    q3_backend base;
+    q3_weights w;
+    q3_config cfg;
+    cl_context ctx;
+    cl_command_queue queue;
+    cl_program program;
+    cl_kernel k[K_COUNT];
+    cl_mem weights;    /* the WEIGHTS section */
+    uint64_t w_base;   /* its file offset */
+    cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, scores, rope_cos, rope_sin;
+    cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
+    uint64_t q_dim, kv_dim;
+} ocl_backend;
+
+#define CHECK(call, what)                                                                              \
+    do {                                                                                               \
+        cl_int rc_ = (call);                                                                           \
+        if (rc_ != CL_SUCCESS) {                                                                       \
+            q3_set_err(err, "%s: OpenCL: %s failed: %s (%d)", m->base.file->path, what, q3_cl_err_name(rc_), rc_); \
+            return -1;                                                                                 \
+        }                                                                                              \
+    } while (0)
+
+static cl_mem dev_alloc(ocl_backend *m, uint64_t bytes, cl_int *rc)
+{
+    if (*rc != CL_SUCCESS) return NULL;
+    return clCreateBuffer(m->ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, rc);
+}
+
+static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
+{
+    const char *srcs[16];
+    cl_uint n = 0;
+    for (const q3_cl_source *s = q3_cl_sources; s->name && n < 16; s++) srcs[n++] = s->text;
+    cl_int rc;
+    m->program = clCreateProgramWithSource(m->ctx, n, srcs, NULL, &rc);
+    CHECK(rc, "clCreateProgramWithSource");
+    rc = clBuildProgram(m->program, 1, &dev, "-cl-std=CL1.2", NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        char log[4096] = "";
+        clGetProgramBuildInfo(m->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+        for (char *p = log; *p; p++)
+            if (*p == '\n') *p = ' '; /* one line */
+        q3_set_err(err, "%s: OpenCL: building kernels/%s failed: %.400s", m->base.file->path, q3_cl_sources[0].name,
+                   log);
+        return -1;
+    }
+    for (int i = 0; i < K_COUNT; i++) {
+        m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
+        if (rc != CL_SUCCESS) {
+            q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", m->base.file->path,
+                       kernel_names[i], q3_cl_err_name(rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Offset of a tensor inside the weights buffer, in units of `unit` bytes. */
+static cl_ulong woff(const ocl_backend *m, const q3_tensor *t, unsigned unit)
+{
+    return (cl_ulong)((t->offset - m->w_base) / unit);
+}
+
+#define ARG(kern, i, v) clSetKernelArg(kern, i, sizeof(v), &(v))
+
+static int run_matmul(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_mem y, cl_uint ldy, cl_uint n_tok, q3_err *err)
+{
+    cl_kernel k = m->k[K_MATMUL];
+    cl_ulong off = woff(m, t, 4);
+    cl_uint rows = (cl_uint)t->shape[0], cols = (cl_uint)t->shape[1];
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, rows) | ARG(k, 3, cols) | ARG(k, 4, x) |
+                ARG(k, 5, y) | ARG(k, 6, ldy) | ARG(k, 7, n_tok);
+    CHECK(rc, "setting matmul arguments");
+    size_t global[2] = {(size_t)((rows + 15) / 16) * MM_WG, (size_t)((n_tok + TOKB - 1) / TOKB)};
+    size_t local[2] = {MM_WG, 1};
+    CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, global, local, 0, NULL, NULL), "matmul");
+    return 0;
+}
+
+static int run_norm(ocl_backend *m, cl_mem x, cl_mem delta, cl_int add, const q3_tensor *w, cl_mem out,
+                    cl_uint n_tok, q3_err *err)
+{
+    cl_kernel k = m->k[K_NORM];
+    cl_ulong off = woff(m, w, 2);
+    cl_uint n = (cl_uint)w->shape[0];
+    cl_float eps = (cl_float)m->cfg.rms_norm_eps;
+    cl_int rc = ARG(k, 0, x) | ARG(k, 1, delta) | ARG(k, 2, add) | ARG(k, 3, m->weights) | ARG(k, 4, off) |
+                ARG(k, 5, out) | ARG(k, 6, n) | ARG(k, 7, eps);
+    CHECK(rc, "setting rmsnorm arguments");
+    size_t global = (size_t)n_tok * NORM_WG, local = NORM_WG;
+    CHECK(clEnqueueNDRangeKernel(m->queue, k, 1, NULL, &global, &local, 0, NULL, NULL), "rmsnorm");
+    return 0;
+}
+
+static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_err *err)
+{
+    const q3_layer_weights *L = &m->w.layers[l];
+    const q3_config *c = &m->cfg;
+    cl_uint nq = c->num_heads, nkv = c->num_kv_heads, D = c->head_dim, n_ctx = (cl_uint)m->base.n_ctx;
+    cl_uint qd = (cl_uint)m->q_dim, kvd = (cl_uint)m->kv_dim, H = c->hidden_size, I = c->intermediate_size;
+    cl_float eps = (cl_float)c->rms_norm_eps;
+    /* The residual of the previous layer's MLP is folded into this norm. */
+    if (run_norm(m, m->x, m->tmp, l > 0, L->input_norm, m->xn, n_tok, err) ||
+        run_matmul(m, L->wq, m->xn, m->q, qd, n_tok, err) || run_matmul(m, L->wk, m->xn, m->kk, kvd, n_tok, err) ||
+        run_matmul(m, L->wv, m->xn, m->v, kvd, n_tok, err))
+        return -1;
+    cl_kernel k = m->k[K_QKROPE];
+    cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
+    cl_int rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
+                ARG(k, 5, kn) | ARG(k, 6, m->rope_cos) | ARG(k, 7, m->rope_sin) | ARG(k, 8, m->kcache[l]) |
+                ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, D) | ARG(k, 13, pos) |
+                ARG(k, 14, eps);
+    CHECK(rc, "setting qk_norm_rope arguments");
+    size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
+    CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, g2, l2, 0, NULL, NULL), "qk_norm_rope");
+    k = m->k[K_ATTN];
+    rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->scores) |
+         ARG(k, 4, m->att) | ARG(k, 5, nq) | ARG(k, 6, nkv) | ARG(k, 7, D) | ARG(k, 8, pos) | ARG(k, 9, n_ctx);
+    CHECK(rc, "setting attention arguments");
+    size_t ga[2] = {(size_t)nq * ATT_WG, n_tok}, la[2] = {ATT_WG, 1};
+    CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, ga, la, 0, NULL, NULL), "attention");
+    if (run_matmul(m, L->wo, m->att, m->tmp, H, n_tok, err) ||
+        run_norm(m, m->x, m->tmp, 1, L->post_norm, m->xn, n_tok, err) ||
+        run_matmul(m, L->w_gate, m->xn, m->gate, I, n_tok, err) ||
+        run_matmul(m, L->w_up, m->xn, m->up, I, n_tok, err))
+        return -1;
+    k = m->k[K_SILU];
+    CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu arguments");
+    size_t gs = (size_t)n_tok * I;
+    CHECK(clEnqueueNDRangeKernel(m->queue, k, 1, NULL, &gs, NULL, 0, NULL, NULL), "silu_mul");
+    return run_matmul(m, L->w_down, m->gate, m->tmp, H, n_tok, err);
+}
+
+static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
+                       q3_err *err)
+{
+    ocl_backend *m = (ocl_backend *)b;
+    const q3_config *c = &m->cfg;
+    cl_uint H = c->hidden_size, V = c->vocab_size;
+    if (n_tokens <= 0 || pos < 0 || pos + n_tokens > b->n_ctx) {
+        q3_set_err(err, "%s: %d tokens at position %d do not fit the context of %d positions (--ctx)", b->file->path,
+                   n_tokens, pos, b->n_ctx);
+        return -1;
+    }
+    for (int i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->vocab_size) {
+            q3_set_err(err, "%s: token id %d is outside the vocabulary (%u)", b->file->path, tokens[i], c->vocab_size);
+            return -1;
+        }
+    for (int done = 0; done < n_tokens; done += MAX_BATCH) {
+        cl_uint nb = (cl_uint)(n_tokens - done < MAX_BATCH ? n_tokens - done : MAX_BATCH);
+        CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, CL_FALSE, 0, nb * sizeof(cl_int), tokens + done, 0, NULL,
+                                   NULL), "writing token ids");
+        cl_kernel k = m->k[K_EMBED];
+        cl_ulong off = woff(m, m->w.embed, 2);
+        CHECK(ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, H) | ARG(k, 3, m->tokens) | ARG(k, 4, m->x),
+              "setting embed arguments");
+        size_t ge[2] = {H, nb};
+        CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, ge, NULL, 0, NULL, NULL), "embed");
+        for (uint32_t l = 0; l < c->num_layers; l++)
+            if (run_layer(m, l, nb, (cl_uint)(pos + done), err)) return -1;
+        int last_chunk = done + (int)nb == n_tokens;
+        /* Each chunk restarts the residual stream from its embeddings; only
+         * the KV cache carries context, so earlier chunks need no logits. */
+        if (!all_logits && !last_chunk) continue;
+        if (run_norm(m, m->x, m->tmp, 1, m->w.norm, m->xn, nb, err)) return -1;
+        if (all_logits) {
+            if (run_matmul(m, m->w.lm_head, m->xn, m->logits, V, nb, err)) return -1;
+            CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, (size_t)nb * V * sizeof(float),
+                                      logits + (uint64_t)done * V, 0, NULL, NULL), "reading logits");
+        } else {
+            /* Only the last token's row: the lm_head reads from its normed state. */
+            CHECK(clEnqueueCopyBuffer(m->queue, m->xn, m->tmp, (size_t)(nb - 1) * H * sizeof(float), 0,
+                                      H * sizeof(float), 0, NULL, NULL), "copying the last state");
+            if (run_matmul(m, m->w.lm_head, m->tmp, m->logits, V, 1, err)) return -1;
+            CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, (size_t)V * sizeof(float), logits, 0, NULL,
+                                      NULL), "reading logits");
+        }
+    }
+    return 0;
+}
+
+static void ocl_destroy(q3_backend *b)
+{
+    ocl_backend *m = (ocl_backend *)b;
+    if (!m) return;
+    cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
+                     m->logits, m->scores, m->rope_cos, m->rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) clReleaseMemObject(bufs[i]);
+    for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
+        if (m->kcache && m->kcache[l]) clReleaseMemObject(m->kcache[l]);
+        if (m->vcache && m->vcache[l]) clReleaseMemObject(m->vcache[l]);
+    }
+    free(m->kcache);
+    free(m->vcache);
+    for (int i = 0; i < K_COUNT; i++)
+        if (m->k[i]) clReleaseKernel(m->k[i]);
+    if (m->program) clReleaseProgram(m->program);
+    if (m->queue) clReleaseCommandQueue(m->queue);
+    if (m->ctx) clReleaseContext(m->ctx);
+    q3_weights_free(&m->w);
+    free(m);
+}
+
+static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
+{
+    const q3_file *f = m->base.file;
+    const q3_config *c = &m->cfg;
+    int want = o ? o->device : -1;
+    const char *env = getenv("Q3_OPENCL_DEVICE");
+    if (want < 0 && env && *env) want = atoi(env);
+    q3_cl_device d;
+    q3_err derr = {{0}};
+    if (q3_cl_pick_device(want, &d, &derr)) {
+        q3_set_err(err, "%s: %s", f->path, derr.msg);
+        return -1;
+    }
+    cl_device_id dev = d.id;
+    const char *name = d.name;
+    if (o && o->verbose)
+        fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d.index, d.name,
+                d.platform_name, d.c_version, d.compute_units);
+    cl_int rc;
+    m->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
+    CHECK(rc, "clCreateContext");
+    m->queue = clCreateCommandQueue(m->ctx, dev, 0, &rc);
+    CHECK(rc, "clCreateCommandQueue");
+    if (build_program(m, dev, err)) return -1;
+
+    const q3_section *ws = q3_get_section(f, Q3_SEC_WEIGHTS);
+    cl_ulong max_alloc = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
+    if (ws->size > max_alloc) {
+        q3_set_err(err, "%s: OpenCL: the weights (%llu bytes) exceed the device's largest buffer (%llu bytes) on %s",
+                   f->path, (unsigned long long)ws->size, (unsigned long long)max_alloc, name);
+        return -1;
+    }
+    m->w_base = ws->offset;
+    m->weights = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
+                                (void *)(f->map + ws->offset), &rc);
+    CHECK(rc, "uploading the weights");
+
+    uint64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, B = MAX_BATCH, V = c->vocab_size;
+    uint64_t n_ctx = (uint64_t)m->base.n_ctx;
+    rc = CL_SUCCESS;
+    m->x = dev_alloc(m, B * H * 4, &rc);
+    m->xn = dev_alloc(m, B * H * 4, &rc);
+    m->tmp = dev_alloc(m, B * H * 4, &rc);
+    m->q = dev_alloc(m, B * m->q_dim * 4, &rc);
+    m->att = dev_alloc(m, B * m->q_dim * 4, &rc);
+    m->kk = dev_alloc(m, B * m->kv_dim * 4, &rc);
+    m->v = dev_alloc(m, B * m->kv_dim * 4, &rc);
+    m->gate = dev_alloc(m, B * I * 4, &rc);
+    m->up = dev_alloc(m, B * I * 4, &rc);
+    m->tokens = dev_alloc(m, B * 4, &rc);
+    m->logits = dev_alloc(m, B * V * 4, &rc);
+    m->scores = dev_alloc(m, B * c->num_heads * n_ctx * 4, &rc);
+    m->kcache = calloc(c->num_layers, sizeof *m->kcache);
+    m->vcache = calloc(c->num_layers, sizeof *m->vcache);
+    if (!m->kcache || !m->vcache) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return -1;
+    }
+    for (uint32_t l = 0; l < c->num_layers; l++) {
+        m->kcache[l] = dev_alloc(m, n_ctx * m->kv_dim * 4, &rc);
+        m->vcache[l] = dev_alloc(m, n_ctx * m->kv_dim * 4, &rc);
+    }
+    CHECK(rc, "allocating activations and the KV cache (try a smaller --ctx)");
+
+    /* RoPE tables as the CPU backend builds them (f32 angle, as HF). */
+    uint64_t half = D / 2;
+    float *cs = malloc(n_ctx * half * sizeof *cs), *sn = malloc(n_ctx * half * sizeof *sn);
+    if (!cs || !sn) {
+        free(cs);
+        free(sn);
+        q3_set_err(err, "%s: out of memory for RoPE tables", f->path);
+        return -1;
+    }
+    for (uint64_t i = 0; i < half; i++) {
+        float inv_freq = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)D));
+        for (uint64_t p = 0; p < n_ctx; p++) {
+            float angle = (float)p * inv_freq;
+            cs[p * half + i] = (float)cos((double)angle);
+            sn[p * half + i] = (float)sin((double)angle);
+        }
+    }
+    m->rope_cos = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n_ctx * half * 4, cs, &rc);
+    if (rc == CL_SUCCESS)
+        m->rope_sin = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n_ctx * half * 4, sn, &rc);
+    free(cs);
+    free(sn);
+    CHECK(rc, "uploading RoPE tables");
+    CHECK(clFinish(m->queue), "finishing the upload");
+    return 0;
+}
+
+q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o, q3_err *err)
+{
+    ocl_backend *m = calloc(1, sizeof *m);
+    if (!m) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return NULL;
+    }
+    m->base.name = "opencl";
+    m->base.file = f;
+    m->base.forward = ocl_forward;
+    m->base.destroy = ocl_destroy;
+    m->cfg = f->config;
+    const q3_config *c = &m->cfg;
+    if (q3_weights_bind(&m->w, f, err)) {
+        free(m);
+        return NULL;
+    }
+    int n_ctx = o && o->n_ctx > 0 ? o->n_ctx : (int)(c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
+    if ((uint32_t)n_ctx > c->max_position_embeddings) {
+        q3_set_err(err, "%s: --ctx %d exceeds the model's max_position_embeddings %u", f->path, n_ctx,
+                   c->max_position_embeddings);
+        ocl_destroy(&m->base);
+        return NULL;
+    }
+    m->base.n_ctx = n_ctx;
+    m->q_dim = (uint64_t)c->num_heads * c->head_dim;
+    m->kv_dim = (uint64_t)c->num_kv_heads * c->head_dim;
+    if (setup(m, o, err)) {
+        ocl_destroy(&m->base);
+        return NULL;
+    }
+    return &m->base;
+}

@@ -1,0 +1,340 @@
+/* test_opencl.c - the OpenCL backend against the HuggingFace goldens and the CPU backend.
+ *
+ * Runs on whatever OpenCL device the machine has (PoCL on CI; Q3_OPENCL_DEVICE picks
+ * one). With no OpenCL device at all the tests FAIL: CI has PoCL, so a missing device
+ * is a broken setup, not a reason to pass.
+ *
+ * For each model (converted from build/fixtures on first use into build/models):
+ *  - every prompt position (prefill path, all logits): each of the golden's top-10
+ *    logits within LOGIT_TOL_ABS + LOGIT_TOL_REL * |logit|, top-1 equal where the
+ *    golden's top-2 margin is clear;
+ *  - greedy decoding (decode path, our own tokens fed back): equal to the golden's
+ *    greedy_ids for as long as the golden's margins stay clear;
+ *  - the CPU backend's greedy tokens equal ours for as long as the CPU's margins are clear.
+ * Tolerance: both paths compute in f32 on BF16 weights (HF: f32 on the same weights);
+ * only summation order differs, so errors are ~1e-4 relative; 0.08 + 1% is the CPU golden
+ * test's bound, kept so both backends answer to one standard. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "../format/q3_format.h"
+#include "../runtime/backend.h"
+#include "../runtime/ocl_device.h"
+
+#define LOGIT_TOL_ABS 0.08
+#define LOGIT_TOL_REL 0.01
+#define CLEAR_MARGIN 0.1
+#define N_CTX 1024
+
+static const char *build_dir(void)
+{
+    const char *b = getenv("BUILD");
+    return b && *b ? b : "build";
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (!s || fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static int exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static int run(const char *cmd)
+{
+    int rc = system(cmd);
+    if (rc != 0) print_error("command failed (%d): %s\n", rc, cmd);
+    return rc;
+}
+
+/* build/models/NAME.q3, converted from the fixtures (or synthesised) when missing. */
+static int model_path(const char *name, char *path, size_t cap)
+{
+    const char *b = build_dir();
+    snprintf(path, cap, "%s/models/%s.q3", b, name);
+    if (exists(path)) return 0;
+    char cmd[2048], src[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/models", b);
+    if (run(cmd)) return -1;
+    if (!strncmp(name, "syn-", 4)) {
+        snprintf(src, sizeof src, "%s/models/%s.src", b, name);
+        snprintf(cmd, sizeof cmd,
+                 "%s/q3synth tests/fixtures/configs/%s.json %s && cp %s/fixtures/tokenizer.json "
+                 "tests/fixtures/tokenizer_config.json %s/",
+                 b, name, src, b, src);
+        if (run(cmd)) return -1;
+    } else {
+        snprintf(src, sizeof src, "%s/fixtures/%s", b, name);
+    }
+    snprintf(cmd, sizeof cmd, "%s/q3convert %s -o %s >/dev/null", b, src, path);
+    return run(cmd);
+}
+
+static int argmax(const float *v, uint32_t n)
+{
+    int best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (v[i] > v[best]) best = (int)i;
+    return best;
+}
+
+/* top-1 minus top-2 */
+static double margin_of(const float *v, uint32_t n)
+{
+    int best = argmax(v, n);
+    float second = -INFINITY;
+    for (uint32_t i = 0; i < n; i++)
+        if ((int)i != best && v[i] > second) second = v[i];
+    return (double)v[best] - second;
+}
+
+static void check_position(const char *where, const float *logits, uint32_t vocab, const cJSON *pos, double *max_err)
+{
+    const cJSON *ids = cJSON_GetObjectItem(pos, "top_ids"), *vals = cJSON_GetObjectItem(pos, "top_logits");
+    int n = cJSON_GetArraySize(ids);
+    assert_true(n >= 2);
+    for (int i = 0; i < n; i++) {
+        int id = cJSON_GetArrayItem(ids, i)->valueint;
+        double want = cJSON_GetArrayItem(vals, i)->valuedouble, got = logits[id];
+        double e = fabs(got - want);
+        if (e > *max_err) *max_err = e;
+        if (e > LOGIT_TOL_ABS + LOGIT_TOL_REL * fabs(want))
+            fail_msg("%s: logit of token %d is %f, golden %f", where, id, got, want);
+    }
+    double margin = cJSON_GetArrayItem(vals, 0)->valuedouble - cJSON_GetArrayItem(vals, 1)->valuedouble;
+    int top = cJSON_GetArrayItem(ids, 0)->valueint;
+    if (margin > CLEAR_MARGIN && argmax(logits, vocab) != top)
+        fail_msg("%s: top-1 is %d, golden %d (margin %f)", where, argmax(logits, vocab), top, margin);
+}
+
+static q3_backend *make_opencl(const q3_file *f)
+{
+    q3_backend_opts o = {.n_ctx = N_CTX, .device = -1, .verbose = 1};
+    q3_err err = {{0}};
+    q3_backend *b = q3_backend_opencl_create(f, &o, &err);
+    if (!b) fail_msg("opencl backend: %s", err.msg);
+    return b;
+}
+
+/* Greedy: prompt (all logits -> last row given), then n_steps decoded tokens; ids[i]
+ * is the token chosen at step i, margins[i] its top-2 margin. */
+static void greedy(q3_backend *b, const int32_t *prompt, int n, int n_steps, int32_t *ids, double *margins,
+                   const char *who)
+{
+    uint32_t V = b->file->config.vocab_size;
+    float *logits = malloc(sizeof *logits * V);
+    assert_non_null(logits);
+    q3_err err = {{0}};
+    if (b->forward(b, prompt, n, 0, logits, 0, &err)) fail_msg("%s prompt: %s", who, err.msg);
+    for (int s = 0; s < n_steps; s++) {
+        ids[s] = argmax(logits, V);
+        margins[s] = margin_of(logits, V);
+        if (s + 1 < n_steps && b->forward(b, &ids[s], 1, n + s, logits, 0, &err))
+            fail_msg("%s step %d: %s", who, s, err.msg);
+    }
+    free(logits);
+}
+
+static void run_model(const char *name)
+{
+    char path[512], golden_path[512];
+    if (model_path(name, path, sizeof path)) fail_msg("cannot make %s", path);
+    snprintf(golden_path, sizeof golden_path, "tests/fixtures/goldens/%s.golden.json", name);
+    q3_file f;
+    q3_err err = {{0}};
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    char *text = read_text(golden_path);
+    assert_non_null(text);
+    cJSON *golden = cJSON_Parse(text);
+    assert_non_null(golden);
+    uint32_t V = f.config.vocab_size;
+    double max_err = 0;
+    q3_backend *b = make_opencl(&f);
+    q3_backend_opts co = {.n_threads = 0, .n_ctx = N_CTX};
+    q3_backend *cpu = q3_backend_cpu_create(&f, &co, &err);
+    if (!cpu) fail_msg("cpu backend: %s", err.msg);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(golden, "cases"))
+    {
+        const cJSON *ids = cJSON_GetObjectItem(c, "ids");
+        int n = cJSON_GetArraySize(ids);
+        int32_t *tok = malloc(sizeof *tok * (size_t)n);
+        assert_non_null(tok);
+        for (int i = 0; i < n; i++) tok[i] = cJSON_GetArrayItem(ids, i)->valueint;
+        float *logits = malloc(sizeof *logits * (size_t)n * V);
+        assert_non_null(logits);
+        if (b->forward(b, tok, n, 0, logits, 1, &err)) fail_msg("%s %s: %s", name, c->string, err.msg);
+        const cJSON *positions = cJSON_GetObjectItem(c, "positions");
+        for (int i = 0; i < n; i++) {
+            char where[256];
+            snprintf(where, sizeof where, "%s %s (opencl) position %d", name, c->string, i);
+            check_position(where, logits + (uint64_t)i * V, V, cJSON_GetArrayItem(positions, i), &max_err);
+        }
+        free(logits);
+
+        /* Free-running greedy on both backends. */
+        const cJSON *gids = cJSON_GetObjectItem(c, "greedy_ids"), *steps = cJSON_GetObjectItem(c, "greedy_steps");
+        int n_steps = cJSON_GetArraySize(gids);
+        if (n_steps > 32) n_steps = 32;
+        int32_t *ours = calloc((size_t)n_steps, sizeof *ours), *theirs = calloc((size_t)n_steps, sizeof *theirs);
+        double *m_ours = calloc((size_t)n_steps, sizeof *m_ours), *m_cpu = calloc((size_t)n_steps, sizeof *m_cpu);
+        assert_true(ours && theirs && m_ours && m_cpu);
+        greedy(b, tok, n, n_steps, ours, m_ours, "opencl");
+        greedy(cpu, tok, n, n_steps, theirs, m_cpu, "cpu");
+        int golden_ok = 0, cpu_ok = 0;
+        for (int s = 0; s < n_steps; s++) {
+            int want = cJSON_GetArrayItem(gids, s)->valueint;
+            double gm = cJSON_GetObjectItem(cJSON_GetArrayItem(steps, s), "margin")->valuedouble;
+            if (gm <= CLEAR_MARGIN) break; /* past a near-tie both answers are right */
+            if (ours[s] != want)
+                fail_msg("%s %s: greedy step %d is %d, golden %d (margin %f)", name, c->string, s, ours[s], want, gm);
+            golden_ok++;
+        }
+        for (int s = 0; s < n_steps; s++) {
+            if (m_cpu[s] <= CLEAR_MARGIN) break;
+            if (ours[s] != theirs[s])
+                fail_msg("%s %s: greedy step %d is %d on opencl, %d on cpu (cpu margin %f)", name, c->string, s,
+                         ours[s], theirs[s], m_cpu[s]);
+            cpu_ok++;
+        }
+        print_message("%s %s: %d prompt positions; greedy: %d/%d equal to the golden, %d/%d equal to cpu "
+                      "(compared while margins > %.2f)\n",
+                      name, c->string, n, golden_ok, n_steps, cpu_ok, n_steps, CLEAR_MARGIN);
+        free(ours);
+        free(theirs);
+        free(m_ours);
+        free(m_cpu);
+        free(tok);
+    }
+    print_message("%s: max |logit - golden| = %.5f\n", name, max_err);
+    b->destroy(b);
+    cpu->destroy(cpu);
+    cJSON_Delete(golden);
+    free(text);
+    q3_close(&f);
+}
+
+/* The decode path (one token at a time) and the prefill path (one chunk) must agree:
+ * feed a prompt both ways and compare every position's logits. Crosses the decode
+ * attention's 64-position splits. */
+static void test_decode_matches_prefill(void **s)
+{
+    (void)s;
+    char path[512];
+    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
+    q3_file f;
+    q3_err err = {{0}};
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    uint32_t V = f.config.vocab_size;
+    enum { N = 150 };
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 7919u + 13u) % 8000u);
+    float *all = malloc(sizeof *all * (size_t)N * V), *one = malloc(sizeof *one * V);
+    assert_true(all && one);
+    q3_backend *b = make_opencl(&f);
+    if (b->forward(b, tok, N, 0, all, 1, &err)) fail_msg("%s", err.msg);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        if (b->forward(b, &tok[i], 1, i, one, 0, &err)) fail_msg("%s", err.msg);
+        for (uint32_t v = 0; v < V; v++) {
+            double e = fabs((double)one[v] - all[(size_t)i * V + v]);
+            if (e > worst) worst = e;
+            if (e > 1e-3 + 1e-3 * fabs(all[(size_t)i * V + v]))
+                fail_msg("position %d token %u: decode %f, prefill %f", i, v, one[v], all[(size_t)i * V + v]);
+        }
+    }
+    print_message("decode vs prefill, %d positions: max |difference| = %.2e\n", N, worst);
+    /* A prompt in two chunks (pos > 0 prefill) gives the same last logits as in one. */
+    if (b->forward(b, tok, 70, 0, one, 0, &err) || b->forward(b, tok + 70, N - 70, 70, one, 0, &err))
+        fail_msg("%s", err.msg);
+    for (uint32_t v = 0; v < V; v++)
+        if (fabs((double)one[v] - all[(size_t)(N - 1) * V + v]) > 1e-3 + 1e-3 * fabs(all[(size_t)(N - 1) * V + v]))
+            fail_msg("two-chunk prefill: token %u %f, one chunk %f", v, one[v], all[(size_t)(N - 1) * V + v]);
+    /* Errors: out of the context, bad token. */
+    int32_t bad = (int32_t)V;
+    assert_int_not_equal(b->forward(b, &bad, 1, 0, one, 0, &err), 0);
+    assert_non_null(strstr(err.msg, "outside the vocabulary"));
+    assert_int_not_equal(b->forward(b, tok, 2, N_CTX - 1, one, 0, &err), 0);
+    assert_non_null(strstr(err.msg, "context"));
+    b->destroy(b);
+    free(all);
+    free(one);
+    q3_close(&f);
+}
+
+static void test_device_errors(void **s)
+{
+    (void)s;
+    char path[512];
+    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
+    q3_file f;
+    q3_err err = {{0}};
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    q3_backend_opts o = {.n_ctx = 64, .device = 999};
+    assert_null(q3_backend_opencl_create(&f, &o, &err));
+    assert_non_null(strstr(err.msg, "device 999 requested"));
+    assert_null(strchr(err.msg, '\n'));
+    o.n_ctx = 1 << 30;
+    o.device = -1;
+    assert_null(q3_backend_opencl_create(&f, &o, &err));
+    assert_non_null(strstr(err.msg, "max_position_embeddings"));
+    q3_close(&f);
+}
+
+static int need_device(void **s)
+{
+    (void)s;
+    int n = q3_cl_count_devices();
+    if (n <= 0) {
+        fprintf(stderr, "test_opencl: NO OpenCL device found: install pocl-opencl-icd (CI has it); failing, not skipping\n");
+        return -1;
+    }
+    q3_cl_device d;
+    q3_err err = {{0}};
+    if (q3_cl_pick_device(-1, &d, &err)) {
+        fprintf(stderr, "test_opencl: %s\n", err.msg);
+        return -1;
+    }
+    fprintf(stderr, "test_opencl: %d OpenCL device(s); default: '%s' on '%s' (%s), %u compute units\n", n, d.name,
+            d.platform_name, d.c_version, d.compute_units);
+    return 0;
+}
+
+static void test_demo_tiny(void **s) { (void)s; run_model("demo-tiny"); }
+static void test_hf_tiny(void **s) { (void)s; run_model("hf-tiny"); }
+static void test_hf_tiny_f32(void **s) { (void)s; run_model("hf-tiny-f32"); }
+static void test_syn_a(void **s) { (void)s; run_model("syn-a"); }
+static void test_syn_b(void **s) { (void)s; run_model("syn-b"); }
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_device_errors), cmocka_unit_test(test_decode_matches_prefill),
+        cmocka_unit_test(test_demo_tiny), cmocka_unit_test(test_hf_tiny), cmocka_unit_test(test_hf_tiny_f32),
+        cmocka_unit_test(test_syn_a), cmocka_unit_test(test_syn_b),
+    };
+    const char *only = getenv("Q3_TEST_FILTER"); /* e.g. Q3_TEST_FILTER=test_hf_tiny */
+    if (only && *only) cmocka_set_test_filter(only);
+    return cmocka_run_group_tests(tests, need_device, NULL);
+}
