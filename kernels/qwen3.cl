@@ -1,52 +1,194 @@
 /* qwen3.cl - the Qwen3 graph for OpenCL C 1.2 devices.
  * Weights stay BF16 in the file's R16C32 tiled layout (spec.md 8) in one device
  * buffer; a BF16 is widened by a shift (as_float(bits << 16)). Activations and
- * the KV cache are f32. */
+ * the KV cache are f32.
+ *
+ * A tile is 16 rows x 32 columns, row-major: 1 KiB = 64 uint4, and uint4 j of a
+ * tile holds row j / 4, columns 8 (j % 4) .. 8 (j % 4) + 7. */
 
-#define TOKB 4    /* tokens per matmul work-group: each weight load serves 4 tokens */
-#define MM_WG 128 /* threads per 16-row panel: one 1 KiB tile is 256 uints, 2 per thread */
+#define TOKB 4     /* tokens per matmul_small work-group: each weight load serves 4 tokens */
+#define MV_WG 256  /* matmul_small: 4 groups of 64 threads, each group one uint4 of a tile */
+#define MODE_STORE 0
+#define MODE_ADD 1    /* y += W x: the residual add of o_proj and down_proj */
+#define MODE_GATEUP 2 /* segments 0 and 1 are gate and up; y0 = silu(gate x) * up x */
+#define NO_NORM ((ulong)-1)
 
 inline float bf16_lo(uint w) { return as_float(w << 16); }
 inline float bf16_hi(uint w) { return as_float(w & 0xffff0000u); }
 inline float bf16(ushort h) { return as_float((uint)h << 16); }
 
-/* y[t * ldy + r] = sum_c W[r][c] * x[t * cols + c]; one work-group per panel and
- * block of TOKB tokens. Thread l reads uints l and l + 128 of every tile: rows
- * l / 16 and l / 16 + 8, columns 2 (l % 16) and + 1; 16 threads share a row. */
-__kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))
-void matmul(__global const uint *W, ulong w_off, uint rows, uint cols, __global const float *x,
-            __global float *y, uint ldy, uint n_tok)
+inline float dot8(uint4 w, float4 a, float4 b)
 {
-    __local float red[MM_WG];
-    uint panel = get_group_id(0), tb = get_group_id(1) * TOKB, l = get_local_id(0);
-    uint col_tiles = (cols + 31) / 32;
-    __global const uint *P = W + w_off + (ulong)panel * col_tiles * 256;
-    uint cp = (l & 15) * 2;
-    float acc0[TOKB], acc1[TOKB];
-    for (int t = 0; t < TOKB; t++) acc0[t] = acc1[t] = 0.0f;
-    for (uint c = 0; c < col_tiles; c++) {
-        uint w0 = P[c * 256 + l], w1 = P[c * 256 + 128 + l];
-        uint col = c * 32 + cp;
-        for (int t = 0; t < TOKB; t++) {
-            if (tb + t >= n_tok) break;
-            __global const float *xt = x + (ulong)(tb + t) * cols;
-            float x0 = col < cols ? xt[col] : 0.0f, x1 = col + 1 < cols ? xt[col + 1] : 0.0f;
-            acc0[t] += bf16_lo(w0) * x0 + bf16_hi(w0) * x1;
-            acc1[t] += bf16_lo(w1) * x0 + bf16_hi(w1) * x1;
-        }
+    return bf16_lo(w.x) * a.x + bf16_hi(w.x) * a.y + bf16_lo(w.y) * a.z + bf16_hi(w.y) * a.w +
+           bf16_lo(w.z) * b.x + bf16_hi(w.z) * b.y + bf16_lo(w.w) * b.z + bf16_hi(w.w) * b.w;
+}
+
+/* x[col .. col+7] of one token, RMS-normalised (x * inv) * g when g is given;
+ * zero past cols. */
+inline void load_x8(__global const float *xt, __global const ushort *g, float inv, uint col, uint cols,
+                    float4 *a, float4 *b)
+{
+    float v[8];
+    if (col + 8 <= cols) {
+        float4 p = vload4(0, xt + col), q = vload4(0, xt + col + 4);
+        v[0] = p.x, v[1] = p.y, v[2] = p.z, v[3] = p.w, v[4] = q.x, v[5] = q.y, v[6] = q.z, v[7] = q.w;
+    } else {
+        for (uint e = 0; e < 8; e++) v[e] = col + e < cols ? xt[col + e] : 0.0f;
     }
-    for (int t = 0; t < TOKB; t++) {
-        if (tb + t >= n_tok) break;
-        for (int hh2 = 0; hh2 < 2; hh2++) {
-            red[l] = hh2 ? acc1[t] : acc0[t];
+    if (g)
+        for (uint e = 0; e < 8; e++) v[e] = col + e < cols ? (v[e] * inv) * bf16(g[col + e]) : 0.0f;
+    *a = (float4)(v[0], v[1], v[2], v[3]);
+    *b = (float4)(v[4], v[5], v[6], v[7]);
+}
+
+/* Matrix times a few tokens (decode, short prompts). One work-group per 16-row
+ * panel and block of TOKB tokens; up to three matrices that share x run in one
+ * launch (q, k, v), their panels numbered one after another. With norm_off, x
+ * is RMS-normalised on the fly with that weight (the layer's input norm fused
+ * into the projection). */
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matmul_small(__global const uint4 *W, __global const ushort *Wh, uint cols, __global const float *x, uint ldx,
+                  ulong norm_off, float eps, uint n_tok, uint mode,
+                  ulong off0, uint rows0, __global float *y0, uint ld0,
+                  ulong off1, uint rows1, __global float *y1, uint ld1,
+                  ulong off2, uint rows2, __global float *y2, uint ld2)
+{
+    __local float red[2][TOKB][MV_WG];
+    __local float inv[TOKB];
+    uint l = get_local_id(0), tb = get_group_id(1) * TOKB, panel = get_group_id(0);
+    uint nt = min((uint)TOKB, n_tok - tb);
+    uint col_tiles = (cols + 31) / 32;
+
+    /* Which matrix this panel belongs to. */
+    ulong off = off0, offu = off1;
+    uint rows = rows0, ld = ld0;
+    __global float *y = y0;
+    uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16;
+    if (mode != MODE_GATEUP && panel >= p0) {
+        panel -= p0;
+        if (panel < p1) off = off1, rows = rows1, y = y1, ld = ld1;
+        else panel -= p1, off = off2, rows = rows2, y = y2, ld = ld2;
+    }
+
+    __global const ushort *g = norm_off != NO_NORM ? Wh + norm_off : 0;
+    if (g) {
+        for (uint t = 0; t < nt; t++) {
+            __global const float *xt = x + (ulong)(tb + t) * ldx;
+            float ss = 0.0f;
+            for (uint i = l; i < cols; i += MV_WG) ss += xt[i] * xt[i];
+            red[0][0][l] = ss;
             barrier(CLK_LOCAL_MEM_FENCE);
-            for (uint s = 8; s > 0; s >>= 1) {
-                if ((l & 15) < s) red[l] += red[l + s];
+            for (uint s = MV_WG / 2; s > 0; s >>= 1) {
+                if (l < s) red[0][0][l] += red[0][0][l + s];
                 barrier(CLK_LOCAL_MEM_FENCE);
             }
-            uint row = panel * 16 + (l >> 4) + (hh2 ? 8 : 0);
-            if ((l & 15) == 0 && row < rows) y[(ulong)(tb + t) * ldy + row] = red[l];
+            if (l == 0) inv[t] = 1.0f / sqrt(red[0][0][0] / (float)cols + eps);
             barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+
+    uint j = l & 63, sub = l >> 6, c0 = (j & 3) * 8;
+    __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
+    __global const uint4 *U = W + offu + (ulong)panel * col_tiles * 64 + j;
+    float acc[TOKB], accu[TOKB];
+    for (uint t = 0; t < TOKB; t++) acc[t] = accu[t] = 0.0f;
+    for (uint c = sub; c < col_tiles; c += 4) {
+        uint4 w = P[(ulong)c * 64], u = (uint4)(0);
+        if (mode == MODE_GATEUP) u = U[(ulong)c * 64];
+        uint col = c * 32 + c0;
+        for (uint t = 0; t < TOKB; t++) {
+            if (t >= nt) break;
+            float4 a, b;
+            load_x8(x + (ulong)(tb + t) * ldx, g, g ? inv[t] : 1.0f, col, cols, &a, &b);
+            acc[t] += dot8(w, a, b);
+            if (mode == MODE_GATEUP) accu[t] += dot8(u, a, b);
+        }
+    }
+    for (uint t = 0; t < TOKB; t++) {
+        red[0][t][l] = acc[t];
+        red[1][t][l] = accu[t];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < 16 * TOKB) {
+        uint t = l >> 4, r = l & 15, row = panel * 16 + r;
+        if (t < nt && row < rows) {
+            float s = 0.0f, su = 0.0f;
+            for (uint q = 0; q < 4; q++)
+                for (uint k = 0; k < 4; k++) {
+                    s += red[0][t][q * 64 + r * 4 + k];
+                    su += red[1][t][q * 64 + r * 4 + k];
+                }
+            __global float *dst = y + (ulong)(tb + t) * ld + row;
+            if (mode == MODE_GATEUP) *dst = s / (1.0f + exp(-s)) * su;
+            else if (mode == MODE_ADD) *dst += s;
+            else *dst = s;
+        }
+    }
+}
+
+/* Matrix times many tokens (prefill): 64 rows x 64 tokens per work-group, 32
+ * columns (one tile per panel) at a time through local memory; each thread
+ * computes 4 rows x 4 tokens. y = W x, or y += W x with add. */
+#define GM_R 64
+#define GM_T 64
+__kernel __attribute__((reqd_work_group_size(256, 1, 1)))
+void matmul_gemm(__global const uint4 *W, ulong off, uint rows, uint cols, __global const float *x, uint ldx,
+                 __global float *y, uint ldy, uint n_tok, uint add)
+{
+    __local float Ws[32][GM_R];
+    __local float Xs[32][GM_T];
+    uint l = get_local_id(0), tx = l & 15, ty = l >> 4;
+    uint rb = get_group_id(0) * GM_R, tb = get_group_id(1) * GM_T;
+    uint col_tiles = (cols + 31) / 32, n_panels = (rows + 15) / 16;
+    uint q = l >> 6, j = l & 63, wr = q * 16 + (j >> 2), wc = (j & 3) * 8;
+    uint panel = rb / 16 + q;
+    __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
+    float acc[4][4];
+    for (uint a = 0; a < 4; a++)
+        for (uint b = 0; b < 4; b++) acc[a][b] = 0.0f;
+    for (uint c = 0; c < col_tiles; c++) {
+        uint4 w = panel < n_panels ? P[(ulong)c * 64] : (uint4)(0);
+        Ws[wc + 0][wr] = bf16_lo(w.x);
+        Ws[wc + 1][wr] = bf16_hi(w.x);
+        Ws[wc + 2][wr] = bf16_lo(w.y);
+        Ws[wc + 3][wr] = bf16_hi(w.y);
+        Ws[wc + 4][wr] = bf16_lo(w.z);
+        Ws[wc + 5][wr] = bf16_hi(w.z);
+        Ws[wc + 6][wr] = bf16_lo(w.w);
+        Ws[wc + 7][wr] = bf16_hi(w.w);
+        for (uint h = 0; h < 2; h++) {
+            uint idx = l + h * 256, t = idx >> 3, k4 = (idx & 7) * 4, col = c * 32 + k4;
+            float4 v = (float4)(0.0f);
+            if (tb + t < n_tok) {
+                __global const float *xt = x + (ulong)(tb + t) * ldx;
+                if (col + 4 <= cols) v = vload4(0, xt + col);
+                else
+                    v = (float4)(col < cols ? xt[col] : 0.0f, col + 1 < cols ? xt[col + 1] : 0.0f,
+                                 col + 2 < cols ? xt[col + 2] : 0.0f, col + 3 < cols ? xt[col + 3] : 0.0f);
+            }
+            Xs[k4 + 0][t] = v.x;
+            Xs[k4 + 1][t] = v.y;
+            Xs[k4 + 2][t] = v.z;
+            Xs[k4 + 3][t] = v.w;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = 0; k < 32; k++) {
+            float4 a = vload4(0, &Ws[k][ty * 4]), b = vload4(0, &Xs[k][tx * 4]);
+            acc[0][0] += a.x * b.x, acc[0][1] += a.x * b.y, acc[0][2] += a.x * b.z, acc[0][3] += a.x * b.w;
+            acc[1][0] += a.y * b.x, acc[1][1] += a.y * b.y, acc[1][2] += a.y * b.z, acc[1][3] += a.y * b.w;
+            acc[2][0] += a.z * b.x, acc[2][1] += a.z * b.y, acc[2][2] += a.z * b.z, acc[2][3] += a.z * b.w;
+            acc[3][0] += a.w * b.x, acc[3][1] += a.w * b.y, acc[3][2] += a.w * b.z, acc[3][3] += a.w * b.w;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (uint a = 0; a < 4; a++) {
+        uint row = rb + ty * 4 + a;
+        if (row >= rows) break;
+        for (uint b = 0; b < 4; b++) {
+            uint t = tb + tx * 4 + b;
+            if (t >= n_tok) break;
+            __global float *dst = y + (ulong)t * ldy + row;
+            *dst = add ? *dst + acc[a][b] : acc[a][b];
         }
     }
 }
@@ -62,23 +204,15 @@ __kernel void embed(__global const ushort *W, ulong w_off, uint cols, __global c
 
 #define NORM_WG 256
 
-/* Optionally x += delta, then out = rmsnorm(x) * w; one work-group per token. */
+/* out = rmsnorm(x) * w; one work-group per token. */
 __kernel __attribute__((reqd_work_group_size(NORM_WG, 1, 1)))
-void add_rmsnorm(__global float *x, __global const float *delta, int add, __global const ushort *W, ulong w_off,
-                 __global float *out, uint n, float eps)
+void rmsnorm(__global const float *x, __global const ushort *W, ulong w_off, __global float *out, uint n, float eps)
 {
     __local float red[NORM_WG];
     uint t = get_group_id(0), l = get_local_id(0);
-    __global float *xt = x + (ulong)t * n;
+    __global const float *xt = x + (ulong)t * n;
     float ss = 0.0f;
-    for (uint i = l; i < n; i += NORM_WG) {
-        float v = xt[i];
-        if (add) {
-            v += delta[(ulong)t * n + i];
-            xt[i] = v;
-        }
-        ss += v * v;
-    }
+    for (uint i = l; i < n; i += NORM_WG) ss += xt[i] * xt[i];
     red[l] = ss;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint s = NORM_WG / 2; s > 0; s >>= 1) {
@@ -86,10 +220,10 @@ void add_rmsnorm(__global float *x, __global const float *delta, int add, __glob
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     float scale = 1.0f / sqrt(red[0] / (float)n + eps);
-    for (uint i = l; i < n; i += NORM_WG) out[(ulong)t * n + i] = bf16(W[w_off + i]) * (xt[i] * scale);
+    for (uint i = l; i < n; i += NORM_WG) out[(ulong)t * n + i] = (xt[i] * scale) * bf16(W[w_off + i]);
 }
 
-/* Per head: q_norm / k_norm, rotate-hh2 RoPE, and K, V into the cache.
+/* Per head: q_norm / k_norm, rotate-half RoPE, and K, V into the cache.
  * Work-group (64) per (head, token); heads 0..nq-1 are queries, then KV heads. */
 __kernel __attribute__((reqd_work_group_size(64, 1, 1)))
 void qk_norm_rope(__global float *q, __global float *k, __global const float *v, __global const ushort *W,
@@ -97,7 +231,7 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
                   __global float *kcache, __global float *vcache, uint nq, uint nkv, uint D, uint pos, float eps)
 {
     __local float red[64];
-    uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0), hh2 = D / 2, p = pos + t;
+    uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0), half_d = D / 2, p = pos + t;
     int is_q = h < nq;
     uint hh = is_q ? h : h - nq;
     __global float *vec = is_q ? q + ((ulong)t * nq + hh) * D : k + ((ulong)t * nkv + hh) * D;
@@ -111,11 +245,11 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     float scale = 1.0f / sqrt(red[0] / (float)D + eps);
-    for (uint i = l; i < hh2; i += 64) {
-        float a = bf16(W[off + i]) * (vec[i] * scale), b = bf16(W[off + i + hh2]) * (vec[i + hh2] * scale);
-        float c = cos_t[(ulong)p * hh2 + i], s = sin_t[(ulong)p * hh2 + i];
+    for (uint i = l; i < half_d; i += 64) {
+        float a = bf16(W[off + i]) * (vec[i] * scale), b = bf16(W[off + i + half_d]) * (vec[i + half_d] * scale);
+        float c = cos_t[(ulong)p * half_d + i], s = sin_t[(ulong)p * half_d + i];
         vec[i] = a * c - b * s;
-        vec[i + hh2] = b * c + a * s;
+        vec[i + half_d] = b * c + a * s;
     }
     if (!is_q) {
         barrier(CLK_GLOBAL_MEM_FENCE);
@@ -128,24 +262,31 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
 }
 
 #define ATT_WG 128
+#define ATT_MAX_D 256
 
 /* Causal attention for one (head, token): scores over 0..pos+t in global
- * scratch, softmax, weighted sum of V. kcache/vcache are one layer's. */
+ * scratch, softmax, weighted sum of V. kcache/vcache are one layer's. The query
+ * sits in local memory; with D % 4 == 0 and D <= 512 keys and values are read
+ * as float4, the V sum split over ATT_WG / (D / 4) groups of positions. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention(__global const float *q, __global const float *kcache, __global const float *vcache,
                __global float *scores, __global float *out, uint nq, uint nkv, uint D, uint pos, uint n_ctx)
 {
     __local float red[ATT_WG];
+    __local float4 qs[ATT_MAX_D / 4];
+    __local float4 part[ATT_WG];
     uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0);
-    uint g = h / (nq / nkv), last = pos + t;
+    uint g = h / (nq / nkv), last = pos + t, D4 = D / 4;
     __global const float *qh = q + ((ulong)t * nq + h) * D;
     __global float *sc = scores + ((ulong)t * nq + h) * n_ctx;
     float scale = 1.0f / sqrt((float)D), mx = -INFINITY;
+    for (uint i = l; i < D4; i += ATT_WG) qs[i] = vload4(i, qh);
+    barrier(CLK_LOCAL_MEM_FENCE);
     for (uint j = l; j <= last; j += ATT_WG) {
-        __global const float *kj = kcache + ((ulong)j * nkv + g) * D;
-        float s = 0.0f;
-        for (uint i = 0; i < D; i++) s += qh[i] * kj[i];
-        s *= scale;
+        __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)j * nkv + g) * D);
+        float4 s4 = (float4)(0.0f);
+        for (uint i = 0; i < D4; i++) s4 += qs[i] * kj[i];
+        float s = (s4.x + s4.y + s4.z + s4.w) * scale;
         sc[j] = s;
         mx = fmax(mx, s);
     }
@@ -171,10 +312,18 @@ void attention(__global const float *q, __global const float *kcache, __global c
     }
     float inv = 1.0f / red[0];
     barrier(CLK_GLOBAL_MEM_FENCE);
-    for (uint i = l; i < D; i += ATT_WG) {
-        float acc = 0.0f;
-        for (uint j = 0; j <= last; j++) acc += sc[j] * vcache[((ulong)j * nkv + g) * D + i];
-        out[((ulong)t * nq + h) * D + i] = acc * inv;
+    /* lane d4 of group grp sums positions grp, grp + groups, ... for dims 4 d4 .. 4 d4 + 3 */
+    uint groups = ATT_WG / D4, grp = l / D4, d4 = l % D4;
+    float4 acc = (float4)(0.0f);
+    if (grp < groups)
+        for (uint j = grp; j <= last; j += groups)
+            acc += sc[j] * vload4(d4, vcache + ((ulong)j * nkv + g) * D);
+    part[l] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < D4) {
+        float4 s4 = (float4)(0.0f);
+        for (uint k = 0; k < groups; k++) s4 += part[k * D4 + l];
+        vstore4(s4 * inv, l, out + ((ulong)t * nq + h) * D);
     }
 }
 
@@ -185,4 +334,3 @@ __kernel void silu_mul(__global float *gate, __global const float *up)
     float g = gate[i];
     gate[i] = g / (1.0f + exp(-g)) * up[i];
 }
-

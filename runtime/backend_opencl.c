@@ -11,15 +11,31 @@
 #include "ocl_device.h"
 #include "weights.h"
 
-#define MAX_BATCH 64 /* prompt tokens per pass */
-#define TOKB 4       /* must match qwen3.cl */
-#define MM_WG 128
+#define MAX_BATCH 256 /* prompt tokens per pass */
+#define SMALL_MAX 8    /* up to this many tokens: matmul_small, else matmul_gemm */
+/* These must match qwen3.cl. */
+#define TOKB 4
+#define MV_WG 256
+#define GM_R 64
+#define GM_T 64
 #define NORM_WG 256
 #define ATT_WG 128
+#define ATT_MAX_D 256
+#define MODE_STORE 0
+#define MODE_ADD 1
+#define MODE_GATEUP 2
 
-enum { K_MATMUL, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_SILU, K_COUNT };
-static const char *const kernel_names[K_COUNT] = {"matmul", "embed", "add_rmsnorm", "qk_norm_rope",
-                                                  "attention", "silu_mul"};
+enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_SILU, K_COUNT };
+static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm",
+                                                  "qk_norm_rope", "attention", "silu_mul"};
+
+#define PROF_SLOTS 32
+#define PROF_PENDING 4096
+typedef struct {
+    int kind;
+    cl_uint rows, cols;
+    cl_ulong ns, calls;
+} prof_entry;
 
 typedef struct {
     q3_backend base;
@@ -34,6 +50,13 @@ typedef struct {
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, scores, rope_cos, rope_sin;
     cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
     uint64_t q_dim, kv_dim;
+    int profile;
+    prof_entry prof[PROF_SLOTS];
+    int n_prof, n_pending;
+    struct {
+        cl_event ev;
+        int slot;
+    } pending[PROF_PENDING];
 } ocl_backend;
 
 #define CHECK(call, what)                                                                              \
@@ -88,35 +111,132 @@ static cl_ulong woff(const ocl_backend *m, const q3_tensor *t, unsigned unit)
 
 #define ARG(kern, i, v) clSetKernelArg(kern, i, sizeof(v), &(v))
 
-static int run_matmul(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_mem y, cl_uint ldy, cl_uint n_tok, q3_err *err)
+/* Q3_OPENCL_PROFILE=1: device time per kernel (matmuls by shape), printed on
+ * stderr when the backend is destroyed. Off: no events are created. */
+static int prof_slot(ocl_backend *m, int kind, cl_uint rows, cl_uint cols)
 {
-    cl_kernel k = m->k[K_MATMUL];
-    cl_ulong off = woff(m, t, 4);
-    cl_uint rows = (cl_uint)t->shape[0], cols = (cl_uint)t->shape[1];
-    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, rows) | ARG(k, 3, cols) | ARG(k, 4, x) |
-                ARG(k, 5, y) | ARG(k, 6, ldy) | ARG(k, 7, n_tok);
-    CHECK(rc, "setting matmul arguments");
-    size_t global[2] = {(size_t)((rows + 15) / 16) * MM_WG, (size_t)((n_tok + TOKB - 1) / TOKB)};
-    size_t local[2] = {MM_WG, 1};
-    CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, global, local, 0, NULL, NULL), "matmul");
+    for (int i = 0; i < m->n_prof; i++)
+        if (m->prof[i].kind == kind && m->prof[i].rows == rows && m->prof[i].cols == cols) return i;
+    if (m->n_prof == PROF_SLOTS) return PROF_SLOTS - 1;
+    m->prof[m->n_prof] = (prof_entry){kind, rows, cols, 0, 0};
+    return m->n_prof++;
+}
+
+static void prof_collect(ocl_backend *m)
+{
+    for (int i = 0; i < m->n_pending; i++) {
+        cl_ulong t0 = 0, t1 = 0;
+        clGetEventProfilingInfo(m->pending[i].ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
+        clGetEventProfilingInfo(m->pending[i].ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
+        m->prof[m->pending[i].slot].ns += t1 - t0;
+        m->prof[m->pending[i].slot].calls++;
+        clReleaseEvent(m->pending[i].ev);
+    }
+    m->n_pending = 0;
+}
+
+static void prof_print(ocl_backend *m)
+{
+    double total = 0;
+    for (int i = 0; i < m->n_prof; i++) total += (double)m->prof[i].ns;
+    fprintf(stderr, "q3 opencl profile: %.3f ms device time in all\n", total / 1e6);
+    for (int i = 0; i < m->n_prof; i++) {
+        const prof_entry *e = &m->prof[i];
+        fprintf(stderr, "  %-14s %6u x %-6u %8llu calls %10.3f ms %5.1f%% %8.2f us/call\n", kernel_names[e->kind],
+                e->rows, e->cols, (unsigned long long)e->calls, (double)e->ns / 1e6, 100.0 * (double)e->ns / total,
+                (double)e->ns / 1e3 / (double)e->calls);
+    }
+}
+
+/* Every kernel goes through here, so profiling sees all of them. */
+static int launch(ocl_backend *m, int kind, cl_uint dims, const size_t *global, const size_t *local, cl_uint rows,
+                  cl_uint cols, q3_err *err)
+{
+    cl_event ev = NULL, *evp = m->profile ? &ev : NULL;
+    if (m->profile && m->n_pending == PROF_PENDING) prof_collect(m); /* waits on finished events */
+    CHECK(clEnqueueNDRangeKernel(m->queue, m->k[kind], dims, NULL, global, local, 0, NULL, evp), kernel_names[kind]);
+    if (m->profile) {
+        if (m->n_pending == PROF_PENDING) clWaitForEvents(1, &ev), prof_collect(m);
+        m->pending[m->n_pending].ev = ev;
+        m->pending[m->n_pending++].slot = prof_slot(m, kind, rows, cols);
+    }
     return 0;
 }
 
-static int run_norm(ocl_backend *m, cl_mem x, cl_mem delta, cl_int add, const q3_tensor *w, cl_mem out,
-                    cl_uint n_tok, q3_err *err)
+/* One matrix of a matmul_small launch: weights, where its rows go. */
+typedef struct {
+    const q3_tensor *t;
+    cl_mem y;
+    cl_uint ld;
+} mm_seg;
+
+/* W x for n_tok tokens through matmul_small: up to three matrices sharing x (and
+ * cols), optionally RMS-normalised with norm first. mode: MODE_* of qwen3.cl. */
+static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_uint ldx, const q3_tensor *norm,
+                    cl_uint n_tok, cl_uint mode, q3_err *err)
+{
+    cl_kernel k = m->k[K_MM_SMALL];
+    cl_uint cols = (cl_uint)segs[0].t->shape[1];
+    cl_ulong norm_off = norm ? woff(m, norm, 2) : (cl_ulong)-1;
+    cl_float eps = (cl_float)m->cfg.rms_norm_eps;
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, m->weights) | ARG(k, 2, cols) | ARG(k, 3, x) | ARG(k, 4, ldx) |
+                ARG(k, 5, norm_off) | ARG(k, 6, eps) | ARG(k, 7, n_tok) | ARG(k, 8, mode);
+    size_t panels = 0;
+    cl_uint rows_all = 0;
+    for (int i = 0; i < 3; i++) {
+        const mm_seg *sg = &segs[i < n_segs ? i : 0];
+        cl_ulong off = woff(m, sg->t, 16);
+        cl_uint rows = i < n_segs ? (cl_uint)sg->t->shape[0] : 0;
+        rc |= ARG(k, 9 + 4 * i, off) | ARG(k, 10 + 4 * i, rows) | ARG(k, 11 + 4 * i, sg->y) | ARG(k, 12 + 4 * i, sg->ld);
+        if (mode != MODE_GATEUP || i == 0) panels += (rows + 15) / 16;
+        rows_all += rows;
+    }
+    CHECK(rc, "setting matmul_small arguments");
+    size_t global[2] = {panels * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
+    return launch(m, K_MM_SMALL, 2, global, local, rows_all, cols, err);
+}
+
+/* y (+)= W x for many tokens through matmul_gemm. */
+static int mm_gemm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem y, cl_uint ldy, cl_uint n_tok,
+                   cl_uint add, q3_err *err)
+{
+    cl_kernel k = m->k[K_MM_GEMM];
+    cl_ulong off = woff(m, t, 16);
+    cl_uint rows = (cl_uint)t->shape[0], cols = (cl_uint)t->shape[1];
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, rows) | ARG(k, 3, cols) | ARG(k, 4, x) |
+                ARG(k, 5, ldx) | ARG(k, 6, y) | ARG(k, 7, ldy) | ARG(k, 8, n_tok) | ARG(k, 9, add);
+    CHECK(rc, "setting matmul_gemm arguments");
+    size_t global[2] = {(size_t)((rows + GM_R - 1) / GM_R) * 256, (size_t)((n_tok + GM_T - 1) / GM_T)};
+    size_t local[2] = {256, 1};
+    return launch(m, K_MM_GEMM, 2, global, local, rows, cols, err);
+}
+
+/* W x: matmul_small for a few tokens, matmul_gemm for a prompt. */
+static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem y, cl_uint ldy, cl_uint n_tok,
+              cl_uint add, q3_err *err)
+{
+    if (n_tok <= SMALL_MAX) {
+        mm_seg sg = {t, y, ldy};
+        return mm_small(m, &sg, 1, x, ldx, NULL, n_tok, add ? MODE_ADD : MODE_STORE, err);
+    }
+    return mm_gemm(m, t, x, ldx, y, ldy, n_tok, add, err);
+}
+
+static int run_norm(ocl_backend *m, cl_mem x, const q3_tensor *w, cl_mem out, cl_uint n_tok, q3_err *err)
 {
     cl_kernel k = m->k[K_NORM];
     cl_ulong off = woff(m, w, 2);
     cl_uint n = (cl_uint)w->shape[0];
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
-    cl_int rc = ARG(k, 0, x) | ARG(k, 1, delta) | ARG(k, 2, add) | ARG(k, 3, m->weights) | ARG(k, 4, off) |
-                ARG(k, 5, out) | ARG(k, 6, n) | ARG(k, 7, eps);
+    cl_int rc = ARG(k, 0, x) | ARG(k, 1, m->weights) | ARG(k, 2, off) | ARG(k, 3, out) | ARG(k, 4, n) | ARG(k, 5, eps);
     CHECK(rc, "setting rmsnorm arguments");
     size_t global = (size_t)n_tok * NORM_WG, local = NORM_WG;
-    CHECK(clEnqueueNDRangeKernel(m->queue, k, 1, NULL, &global, &local, 0, NULL, NULL), "rmsnorm");
-    return 0;
+    return launch(m, K_NORM, 1, &global, &local, n, 0, err);
 }
 
+/* One layer on m->x (the residual stream, updated in place). A few tokens: six
+ * launches (norms fused into the projections, residual adds into o_proj and
+ * down_proj, SiLU into gate/up); a prompt: GEMMs with separate norms. */
 static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_err *err)
 {
     const q3_layer_weights *L = &m->w.layers[l];
@@ -124,11 +244,16 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_
     cl_uint nq = c->num_heads, nkv = c->num_kv_heads, D = c->head_dim, n_ctx = (cl_uint)m->base.n_ctx;
     cl_uint qd = (cl_uint)m->q_dim, kvd = (cl_uint)m->kv_dim, H = c->hidden_size, I = c->intermediate_size;
     cl_float eps = (cl_float)c->rms_norm_eps;
-    /* The residual of the previous layer's MLP is folded into this norm. */
-    if (run_norm(m, m->x, m->tmp, l > 0, L->input_norm, m->xn, n_tok, err) ||
-        run_matmul(m, L->wq, m->xn, m->q, qd, n_tok, err) || run_matmul(m, L->wk, m->xn, m->kk, kvd, n_tok, err) ||
-        run_matmul(m, L->wv, m->xn, m->v, kvd, n_tok, err))
+    int small = n_tok <= SMALL_MAX;
+    if (small) {
+        mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
+        if (mm_small(m, qkv, 3, m->x, H, L->input_norm, n_tok, MODE_STORE, err)) return -1;
+    } else if (run_norm(m, m->x, L->input_norm, m->xn, n_tok, err) ||
+               mm_gemm(m, L->wq, m->xn, H, m->q, qd, n_tok, 0, err) ||
+               mm_gemm(m, L->wk, m->xn, H, m->kk, kvd, n_tok, 0, err) ||
+               mm_gemm(m, L->wv, m->xn, H, m->v, kvd, n_tok, 0, err)) {
         return -1;
+    }
     cl_kernel k = m->k[K_QKROPE];
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
     cl_int rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
@@ -137,23 +262,28 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_
                 ARG(k, 14, eps);
     CHECK(rc, "setting qk_norm_rope arguments");
     size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
-    CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, g2, l2, 0, NULL, NULL), "qk_norm_rope");
+    if (launch(m, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
     k = m->k[K_ATTN];
     rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->scores) |
          ARG(k, 4, m->att) | ARG(k, 5, nq) | ARG(k, 6, nkv) | ARG(k, 7, D) | ARG(k, 8, pos) | ARG(k, 9, n_ctx);
     CHECK(rc, "setting attention arguments");
     size_t ga[2] = {(size_t)nq * ATT_WG, n_tok}, la[2] = {ATT_WG, 1};
-    CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, ga, la, 0, NULL, NULL), "attention");
-    if (run_matmul(m, L->wo, m->att, m->tmp, H, n_tok, err) ||
-        run_norm(m, m->x, m->tmp, 1, L->post_norm, m->xn, n_tok, err) ||
-        run_matmul(m, L->w_gate, m->xn, m->gate, I, n_tok, err) ||
-        run_matmul(m, L->w_up, m->xn, m->up, I, n_tok, err))
-        return -1;
-    k = m->k[K_SILU];
-    CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu arguments");
-    size_t gs = (size_t)n_tok * I;
-    CHECK(clEnqueueNDRangeKernel(m->queue, k, 1, NULL, &gs, NULL, 0, NULL, NULL), "silu_mul");
-    return run_matmul(m, L->w_down, m->gate, m->tmp, H, n_tok, err);
+    if (launch(m, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
+    if (mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err)) return -1;
+    if (small) {
+        mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}};
+        if (mm_small(m, gu, 2, m->x, H, L->post_norm, n_tok, MODE_GATEUP, err)) return -1;
+    } else {
+        if (run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
+            mm_gemm(m, L->w_gate, m->xn, H, m->gate, I, n_tok, 0, err) ||
+            mm_gemm(m, L->w_up, m->xn, H, m->up, I, n_tok, 0, err))
+            return -1;
+        k = m->k[K_SILU];
+        CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu arguments");
+        size_t gs = (size_t)n_tok * I;
+        if (launch(m, K_SILU, 1, &gs, NULL, 0, 0, err)) return -1;
+    }
+    return mm(m, L->w_down, m->gate, I, m->x, H, n_tok, 1, err);
 }
 
 static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
@@ -181,23 +311,28 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
         CHECK(ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, H) | ARG(k, 3, m->tokens) | ARG(k, 4, m->x),
               "setting embed arguments");
         size_t ge[2] = {H, nb};
-        CHECK(clEnqueueNDRangeKernel(m->queue, k, 2, NULL, ge, NULL, 0, NULL, NULL), "embed");
+        if (launch(m, K_EMBED, 2, ge, NULL, 0, 0, err)) return -1;
         for (uint32_t l = 0; l < c->num_layers; l++)
             if (run_layer(m, l, nb, (cl_uint)(pos + done), err)) return -1;
         int last_chunk = done + (int)nb == n_tokens;
         /* Each chunk restarts the residual stream from its embeddings; only
          * the KV cache carries context, so earlier chunks need no logits. */
         if (!all_logits && !last_chunk) continue;
-        if (run_norm(m, m->x, m->tmp, 1, m->w.norm, m->xn, nb, err)) return -1;
         if (all_logits) {
-            if (run_matmul(m, m->w.lm_head, m->xn, m->logits, V, nb, err)) return -1;
+            if (run_norm(m, m->x, m->w.norm, m->xn, nb, err) || mm(m, m->w.lm_head, m->xn, H, m->logits, V, nb, 0, err))
+                return -1;
             CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, (size_t)nb * V * sizeof(float),
                                       logits + (uint64_t)done * V, 0, NULL, NULL), "reading logits");
         } else {
-            /* Only the last token's row: the lm_head reads from its normed state. */
-            CHECK(clEnqueueCopyBuffer(m->queue, m->xn, m->tmp, (size_t)(nb - 1) * H * sizeof(float), 0,
-                                      H * sizeof(float), 0, NULL, NULL), "copying the last state");
-            if (run_matmul(m, m->w.lm_head, m->tmp, m->logits, V, 1, err)) return -1;
+            /* Only the last token's row: copied out, then normed inside the lm_head launch. */
+            cl_mem last = m->x;
+            if (nb > 1) {
+                CHECK(clEnqueueCopyBuffer(m->queue, m->x, m->tmp, (size_t)(nb - 1) * H * sizeof(float), 0,
+                                          H * sizeof(float), 0, NULL, NULL), "copying the last state");
+                last = m->tmp;
+            }
+            mm_seg sg = {m->w.lm_head, m->logits, V};
+            if (mm_small(m, &sg, 1, last, H, m->w.norm, 1, MODE_STORE, err)) return -1;
             CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, (size_t)V * sizeof(float), logits, 0, NULL,
                                       NULL), "reading logits");
         }
@@ -209,6 +344,11 @@ static void ocl_destroy(q3_backend *b)
 {
     ocl_backend *m = (ocl_backend *)b;
     if (!m) return;
+    if (m->profile && m->queue) {
+        clFinish(m->queue);
+        prof_collect(m);
+        prof_print(m);
+    }
     cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
                      m->logits, m->scores, m->rope_cos, m->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -249,7 +389,9 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     cl_int rc;
     m->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
     CHECK(rc, "clCreateContext");
-    m->queue = clCreateCommandQueue(m->ctx, dev, 0, &rc);
+    const char *prof = getenv("Q3_OPENCL_PROFILE");
+    m->profile = prof && *prof && strcmp(prof, "0") != 0;
+    m->queue = clCreateCommandQueue(m->ctx, dev, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     CHECK(rc, "clCreateCommandQueue");
     if (build_program(m, dev, err)) return -1;
 
@@ -262,6 +404,13 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
         return -1;
     }
     m->w_base = ws->offset;
+    /* matmul kernels read tiles as uint4: every tensor must start 16-byte aligned */
+    for (uint32_t i = 0; i < f->n_tensors; i++)
+        if ((f->tensors[i].offset - ws->offset) % 16) {
+            q3_set_err(err, "%s: tensor %s at offset %llu is not 16-byte aligned in the weights section", f->path,
+                       f->tensors[i].name, (unsigned long long)f->tensors[i].offset);
+            return -1;
+        }
     m->weights = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
                                 (void *)(f->map + ws->offset), &rc);
     CHECK(rc, "uploading the weights");
@@ -345,6 +494,14 @@ q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o,
         return NULL;
     }
     m->base.n_ctx = n_ctx;
+    /* attention reads K and V as float4 and splits a head over ATT_WG / (D / 4) lanes */
+    uint32_t D = c->head_dim;
+    if (D % 4 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
+        q3_set_err(err, "%s: OpenCL backend: head_dim %u unsupported (a multiple of 4 dividing 512, at most %d)",
+                   f->path, D, ATT_MAX_D);
+        ocl_destroy(&m->base);
+        return NULL;
+    }
     m->q_dim = (uint64_t)c->num_heads * c->head_dim;
     m->kv_dim = (uint64_t)c->num_kv_heads * c->head_dim;
     if (setup(m, o, err)) {
