@@ -10,8 +10,6 @@
 #define MV_WG 256  /* matmul_small: 4 groups of 64 threads, each group one uint4 of a tile */
 #define MODE_STORE 0
 #define MODE_ADD 1    /* y += W x: the residual add of o_proj and down_proj */
-#define MODE_GATEUP 2 /* segments 0 and 1 are gate and up; y0 = silu(gate x) * up x */
-#define NO_NORM ((ulong)-1)
 
 inline float bf16_lo(uint w) { return as_float(w << 16); }
 inline float bf16_hi(uint w) { return as_float(w & 0xffff0000u); }
@@ -23,105 +21,111 @@ inline float dot8(uint4 w, float4 a, float4 b)
            bf16_lo(w.z) * b.x + bf16_hi(w.z) * b.y + bf16_lo(w.w) * b.z + bf16_hi(w.w) * b.w;
 }
 
-/* x[col .. col+7] of one token, RMS-normalised (x * inv) * g when g is given;
- * zero past cols. */
-inline void load_x8(__global const float *xt, __global const ushort *g, float inv, uint col, uint cols,
-                    float4 *a, float4 *b)
-{
-    float v[8];
-    if (col + 8 <= cols) {
-        float4 p = vload4(0, xt + col), q = vload4(0, xt + col + 4);
-        v[0] = p.x, v[1] = p.y, v[2] = p.z, v[3] = p.w, v[4] = q.x, v[5] = q.y, v[6] = q.z, v[7] = q.w;
-    } else {
-        for (uint e = 0; e < 8; e++) v[e] = col + e < cols ? xt[col + e] : 0.0f;
-    }
-    if (g)
-        for (uint e = 0; e < 8; e++) v[e] = col + e < cols ? (v[e] * inv) * bf16(g[col + e]) : 0.0f;
-    *a = (float4)(v[0], v[1], v[2], v[3]);
-    *b = (float4)(v[4], v[5], v[6], v[7]);
-}
+#define XCH 1024 /* columns of x staged in local memory at a time */
+#define UNR 8    /* tiles per thread per chunk: XCH / 32 columns / 4 groups */
+#define XMODE_PLAIN 0
+#define XMODE_NORM 1 /* x is RMS-normalised with the weight at norm_off (the layer's norm fused in) */
+#define XMODE_SILU 2 /* x = silu(x) * x2 (gate and up, fused into down_proj) */
 
 /* Matrix times a few tokens (decode, short prompts). One work-group per 16-row
  * panel and block of TOKB tokens; up to three matrices that share x run in one
- * launch (q, k, v), their panels numbered one after another. With norm_off, x
- * is RMS-normalised on the fly with that weight (the layer's input norm fused
- * into the projection). */
+ * launch (q, k, v; gate, up), their panels numbered one after another. Each
+ * thread keeps UNR tile loads in flight (the next chunk's are issued before
+ * this chunk's products); x is staged, transformed per xmode, in local memory. */
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matmul_small(__global const uint4 *W, __global const ushort *Wh, uint cols, __global const float *x, uint ldx,
-                  ulong norm_off, float eps, uint n_tok, uint mode,
+void matmul_small(__global const uint4 *W, __global const ushort *Wh, uint cols, __global const float *x,
+                  __global const float *x2, uint ldx, uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode,
                   ulong off0, uint rows0, __global float *y0, uint ld0,
                   ulong off1, uint rows1, __global float *y1, uint ld1,
                   ulong off2, uint rows2, __global float *y2, uint ld2)
 {
-    __local float red[2][TOKB][MV_WG];
+    __local float4 xs[TOKB][XCH / 4];
+    __local float red[TOKB][MV_WG];
     __local float inv[TOKB];
     uint l = get_local_id(0), tb = get_group_id(1) * TOKB, panel = get_group_id(0);
     uint nt = min((uint)TOKB, n_tok - tb);
     uint col_tiles = (cols + 31) / 32;
 
     /* Which matrix this panel belongs to. */
-    ulong off = off0, offu = off1;
+    ulong off = off0;
     uint rows = rows0, ld = ld0;
     __global float *y = y0;
     uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16;
-    if (mode != MODE_GATEUP && panel >= p0) {
+    if (panel >= p0) {
         panel -= p0;
         if (panel < p1) off = off1, rows = rows1, y = y1, ld = ld1;
         else panel -= p1, off = off2, rows = rows2, y = y2, ld = ld2;
     }
 
-    __global const ushort *g = norm_off != NO_NORM ? Wh + norm_off : 0;
-    if (g) {
+    uint j = l & 63, sub = l >> 6, c0 = (j & 3) * 8;
+    __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
+    uint4 wb[UNR];
+    for (uint u = 0; u < UNR; u++) {
+        uint c = sub + 4 * u;
+        wb[u] = c < col_tiles ? P[(ulong)c * 64] : (uint4)(0);
+    }
+
+    __global const ushort *g = Wh + norm_off;
+    if (xmode == XMODE_NORM) {
         for (uint t = 0; t < nt; t++) {
             __global const float *xt = x + (ulong)(tb + t) * ldx;
             float ss = 0.0f;
             for (uint i = l; i < cols; i += MV_WG) ss += xt[i] * xt[i];
-            red[0][0][l] = ss;
+            red[0][l] = ss;
             barrier(CLK_LOCAL_MEM_FENCE);
             for (uint s = MV_WG / 2; s > 0; s >>= 1) {
-                if (l < s) red[0][0][l] += red[0][0][l + s];
+                if (l < s) red[0][l] += red[0][l + s];
                 barrier(CLK_LOCAL_MEM_FENCE);
             }
-            if (l == 0) inv[t] = 1.0f / sqrt(red[0][0][0] / (float)cols + eps);
+            if (l == 0) inv[t] = 1.0f / sqrt(red[0][0] / (float)cols + eps);
             barrier(CLK_LOCAL_MEM_FENCE);
         }
     }
 
-    uint j = l & 63, sub = l >> 6, c0 = (j & 3) * 8;
-    __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
-    __global const uint4 *U = W + offu + (ulong)panel * col_tiles * 64 + j;
-    float acc[TOKB], accu[TOKB];
-    for (uint t = 0; t < TOKB; t++) acc[t] = accu[t] = 0.0f;
-    for (uint c = sub; c < col_tiles; c += 4) {
-        uint4 w = P[(ulong)c * 64], u = (uint4)(0);
-        if (mode == MODE_GATEUP) u = U[(ulong)c * 64];
-        uint col = c * 32 + c0;
-        for (uint t = 0; t < TOKB; t++) {
-            if (t >= nt) break;
-            float4 a, b;
-            load_x8(x + (ulong)(tb + t) * ldx, g, g ? inv[t] : 1.0f, col, cols, &a, &b);
-            acc[t] += dot8(w, a, b);
-            if (mode == MODE_GATEUP) accu[t] += dot8(u, a, b);
+    float acc[TOKB];
+    for (uint t = 0; t < TOKB; t++) acc[t] = 0.0f;
+    uint n_chunks = (cols + XCH - 1) / XCH;
+    for (uint ch = 0; ch < n_chunks; ch++) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint t = 0; t < nt; t++) {
+            ulong row_off = (ulong)(tb + t) * ldx;
+            __local float *xl = (__local float *)xs[t];
+            for (uint i = l; i < XCH; i += MV_WG) {
+                uint col = ch * XCH + i;
+                float v = 0.0f;
+                if (col < cols) {
+                    v = x[row_off + col];
+                    if (xmode == XMODE_NORM) v = (v * inv[t]) * bf16(g[col]);
+                    else if (xmode == XMODE_SILU) v = v / (1.0f + exp(-v)) * x2[row_off + col];
+                }
+                xl[i] = v;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        uint4 cur[UNR];
+        for (uint u = 0; u < UNR; u++) cur[u] = wb[u];
+        if (ch + 1 < n_chunks)
+            for (uint u = 0; u < UNR; u++) {
+                uint c = (ch + 1) * (XCH / 32) + sub + 4 * u;
+                wb[u] = c < col_tiles ? P[(ulong)c * 64] : (uint4)(0);
+            }
+        for (uint u = 0; u < UNR; u++) {
+            uint xi = (sub + 4 * u) * 8 + (c0 >> 2);
+            for (uint t = 0; t < TOKB; t++)
+                if (t < nt) acc[t] += dot8(cur[u], xs[t][xi], xs[t][xi + 1]);
         }
     }
-    for (uint t = 0; t < TOKB; t++) {
-        red[0][t][l] = acc[t];
-        red[1][t][l] = accu[t];
-    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint t = 0; t < TOKB; t++) red[t][l] = acc[t];
     barrier(CLK_LOCAL_MEM_FENCE);
     if (l < 16 * TOKB) {
         uint t = l >> 4, r = l & 15, row = panel * 16 + r;
         if (t < nt && row < rows) {
-            float s = 0.0f, su = 0.0f;
+            float s = 0.0f;
             for (uint q = 0; q < 4; q++)
-                for (uint k = 0; k < 4; k++) {
-                    s += red[0][t][q * 64 + r * 4 + k];
-                    su += red[1][t][q * 64 + r * 4 + k];
-                }
+                for (uint k = 0; k < 4; k++) s += red[t][q * 64 + r * 4 + k];
             __global float *dst = y + (ulong)(tb + t) * ld + row;
-            if (mode == MODE_GATEUP) *dst = s / (1.0f + exp(-s)) * su;
-            else if (mode == MODE_ADD) *dst += s;
-            else *dst = s;
+            *dst = ymode == MODE_ADD ? *dst + s : s;
         }
     }
 }
@@ -264,66 +268,66 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
 #define ATT_WG 128
 #define ATT_MAX_D 256
 
-/* Causal attention for one (head, token): scores over 0..pos+t in global
- * scratch, softmax, weighted sum of V. kcache/vcache are one layer's. The query
- * sits in local memory; with D % 4 == 0 and D <= 512 keys and values are read
- * as float4, the V sum split over ATT_WG / (D / 4) groups of positions. */
+/* Causal attention for one (head, token) over positions 0..pos+t, ATT_WG keys
+ * at a time with a running max and sum (online softmax), so no scores leave
+ * the work-group. The query sits in local memory; K and V are read as float4,
+ * the V sum split over ATT_WG / (D / 4) groups of positions. kcache/vcache are
+ * one layer's. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention(__global const float *q, __global const float *kcache, __global const float *vcache,
-               __global float *scores, __global float *out, uint nq, uint nkv, uint D, uint pos, uint n_ctx)
+               __global float *out, uint nq, uint nkv, uint D, uint pos)
 {
     __local float red[ATT_WG];
+    __local float ps[ATT_WG];
     __local float4 qs[ATT_MAX_D / 4];
     __local float4 part[ATT_WG];
     uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0);
     uint g = h / (nq / nkv), last = pos + t, D4 = D / 4;
+    uint groups = ATT_WG / D4, grp = l / D4, d4 = l % D4;
     __global const float *qh = q + ((ulong)t * nq + h) * D;
-    __global float *sc = scores + ((ulong)t * nq + h) * n_ctx;
-    float scale = 1.0f / sqrt((float)D), mx = -INFINITY;
+    float scale = 1.0f / sqrt((float)D), m_run = -INFINITY, l_sum = 0.0f;
+    float4 acc = (float4)(0.0f);
     for (uint i = l; i < D4; i += ATT_WG) qs[i] = vload4(i, qh);
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint j = l; j <= last; j += ATT_WG) {
-        __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)j * nkv + g) * D);
-        float4 s4 = (float4)(0.0f);
-        for (uint i = 0; i < D4; i++) s4 += qs[i] * kj[i];
-        float s = (s4.x + s4.y + s4.z + s4.w) * scale;
-        sc[j] = s;
-        mx = fmax(mx, s);
-    }
-    red[l] = mx;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = ATT_WG / 2; s > 0; s >>= 1) {
-        if (l < s) red[l] = fmax(red[l], red[l + s]);
+    for (uint base = 0; base <= last; base += ATT_WG) {
+        uint jj = base + l;
+        float s = -INFINITY;
+        if (jj <= last) {
+            __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)jj * nkv + g) * D);
+            float4 s4 = (float4)(0.0f);
+            for (uint i = 0; i < D4; i++) s4 += qs[i] * kj[i];
+            s = (s4.x + s4.y + s4.z + s4.w) * scale;
+        }
+        red[l] = s;
         barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    mx = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    float sum = 0.0f;
-    for (uint j = l; j <= last; j += ATT_WG) {
-        float e = exp(sc[j] - mx);
-        sc[j] = e;
-        sum += e;
-    }
-    red[l] = sum;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = ATT_WG / 2; s > 0; s >>= 1) {
-        if (l < s) red[l] += red[l + s];
+        for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
+            if (l < st) red[l] = fmax(red[l], red[l + st]);
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        float m_new = fmax(m_run, red[0]);
+        float corr = exp(m_run - m_new); /* 0 on the first block (m_run = -inf) */
+        float p = jj <= last ? exp(s - m_new) : 0.0f;
+        ps[l] = p;
+        l_sum = l_sum * corr + p;
+        acc *= corr;
+        m_run = m_new;
         barrier(CLK_LOCAL_MEM_FENCE);
+        uint n = min((uint)ATT_WG, last - base + 1);
+        if (grp < groups)
+            for (uint k = grp; k < n; k += groups)
+                acc += ps[k] * vload4(d4, vcache + ((ulong)(base + k) * nkv + g) * D);
     }
-    float inv = 1.0f / red[0];
-    barrier(CLK_GLOBAL_MEM_FENCE);
-    /* lane d4 of group grp sums positions grp, grp + groups, ... for dims 4 d4 .. 4 d4 + 3 */
-    uint groups = ATT_WG / D4, grp = l / D4, d4 = l % D4;
-    float4 acc = (float4)(0.0f);
-    if (grp < groups)
-        for (uint j = grp; j <= last; j += groups)
-            acc += sc[j] * vload4(d4, vcache + ((ulong)j * nkv + g) * D);
+    red[l] = l_sum;
     part[l] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
+        if (l < st) red[l] += red[l + st];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
     if (l < D4) {
         float4 s4 = (float4)(0.0f);
         for (uint k = 0; k < groups; k++) s4 += part[k * D4 + l];
-        vstore4(s4 * inv, l, out + ((ulong)t * nq + h) * D);
+        vstore4(s4 / red[0], l, out + ((ulong)t * nq + h) * D);
     }
 }
 

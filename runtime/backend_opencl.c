@@ -11,7 +11,7 @@
 #include "ocl_device.h"
 #include "weights.h"
 
-#define MAX_BATCH 256 /* prompt tokens per pass */
+#define MAX_BATCH 512 /* prompt tokens per pass */
 #define SMALL_MAX 8    /* up to this many tokens: matmul_small, else matmul_gemm */
 /* These must match qwen3.cl. */
 #define TOKB 4
@@ -23,7 +23,9 @@
 #define ATT_MAX_D 256
 #define MODE_STORE 0
 #define MODE_ADD 1
-#define MODE_GATEUP 2
+#define XMODE_PLAIN 0
+#define XMODE_NORM 1
+#define XMODE_SILU 2
 
 enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_SILU, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm",
@@ -47,7 +49,7 @@ typedef struct {
     cl_kernel k[K_COUNT];
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
-    cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, scores, rope_cos, rope_sin;
+    cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, rope_cos, rope_sin;
     cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
     uint64_t q_dim, kv_dim;
     int profile;
@@ -171,24 +173,27 @@ typedef struct {
 } mm_seg;
 
 /* W x for n_tok tokens through matmul_small: up to three matrices sharing x (and
- * cols), optionally RMS-normalised with norm first. mode: MODE_* of qwen3.cl. */
-static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_uint ldx, const q3_tensor *norm,
-                    cl_uint n_tok, cl_uint mode, q3_err *err)
+ * cols). xmode: XMODE_NORM normalises x with norm first, XMODE_SILU takes
+ * silu(x) * x2; ymode: MODE_STORE or MODE_ADD. */
+static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
+                    const q3_tensor *norm, cl_uint n_tok, cl_uint ymode, q3_err *err)
 {
     cl_kernel k = m->k[K_MM_SMALL];
     cl_uint cols = (cl_uint)segs[0].t->shape[1];
-    cl_ulong norm_off = norm ? woff(m, norm, 2) : (cl_ulong)-1;
+    cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
-    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, m->weights) | ARG(k, 2, cols) | ARG(k, 3, x) | ARG(k, 4, ldx) |
-                ARG(k, 5, norm_off) | ARG(k, 6, eps) | ARG(k, 7, n_tok) | ARG(k, 8, mode);
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, m->weights) | ARG(k, 2, cols) | ARG(k, 3, x) | ARG(k, 4, x2) |
+                ARG(k, 5, ldx) | ARG(k, 6, xmode) | ARG(k, 7, norm_off) | ARG(k, 8, eps) | ARG(k, 9, n_tok) |
+                ARG(k, 10, ymode);
     size_t panels = 0;
     cl_uint rows_all = 0;
     for (int i = 0; i < 3; i++) {
         const mm_seg *sg = &segs[i < n_segs ? i : 0];
         cl_ulong off = woff(m, sg->t, 16);
         cl_uint rows = i < n_segs ? (cl_uint)sg->t->shape[0] : 0;
-        rc |= ARG(k, 9 + 4 * i, off) | ARG(k, 10 + 4 * i, rows) | ARG(k, 11 + 4 * i, sg->y) | ARG(k, 12 + 4 * i, sg->ld);
-        if (mode != MODE_GATEUP || i == 0) panels += (rows + 15) / 16;
+        rc |= ARG(k, 11 + 4 * i, off) | ARG(k, 12 + 4 * i, rows) | ARG(k, 13 + 4 * i, sg->y) |
+              ARG(k, 14 + 4 * i, sg->ld);
+        panels += (rows + 15) / 16;
         rows_all += rows;
     }
     CHECK(rc, "setting matmul_small arguments");
@@ -217,7 +222,7 @@ static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem 
 {
     if (n_tok <= SMALL_MAX) {
         mm_seg sg = {t, y, ldy};
-        return mm_small(m, &sg, 1, x, ldx, NULL, n_tok, add ? MODE_ADD : MODE_STORE, err);
+        return mm_small(m, &sg, 1, x, x, ldx, XMODE_PLAIN, NULL, n_tok, add ? MODE_ADD : MODE_STORE, err);
     }
     return mm_gemm(m, t, x, ldx, y, ldy, n_tok, add, err);
 }
@@ -241,13 +246,13 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_
 {
     const q3_layer_weights *L = &m->w.layers[l];
     const q3_config *c = &m->cfg;
-    cl_uint nq = c->num_heads, nkv = c->num_kv_heads, D = c->head_dim, n_ctx = (cl_uint)m->base.n_ctx;
+    cl_uint nq = c->num_heads, nkv = c->num_kv_heads, D = c->head_dim;
     cl_uint qd = (cl_uint)m->q_dim, kvd = (cl_uint)m->kv_dim, H = c->hidden_size, I = c->intermediate_size;
     cl_float eps = (cl_float)c->rms_norm_eps;
     int small = n_tok <= SMALL_MAX;
     if (small) {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
-        if (mm_small(m, qkv, 3, m->x, H, L->input_norm, n_tok, MODE_STORE, err)) return -1;
+        if (mm_small(m, qkv, 3, m->x, m->x, H, XMODE_NORM, L->input_norm, n_tok, MODE_STORE, err)) return -1;
     } else if (run_norm(m, m->x, L->input_norm, m->xn, n_tok, err) ||
                mm_gemm(m, L->wq, m->xn, H, m->q, qd, n_tok, 0, err) ||
                mm_gemm(m, L->wk, m->xn, H, m->kk, kvd, n_tok, 0, err) ||
@@ -264,26 +269,27 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_
     size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
     if (launch(m, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
     k = m->k[K_ATTN];
-    rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->scores) |
-         ARG(k, 4, m->att) | ARG(k, 5, nq) | ARG(k, 6, nkv) | ARG(k, 7, D) | ARG(k, 8, pos) | ARG(k, 9, n_ctx);
+    rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
+         ARG(k, 5, nkv) | ARG(k, 6, D) | ARG(k, 7, pos);
     CHECK(rc, "setting attention arguments");
     size_t ga[2] = {(size_t)nq * ATT_WG, n_tok}, la[2] = {ATT_WG, 1};
     if (launch(m, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
     if (mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err)) return -1;
     if (small) {
         mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}};
-        if (mm_small(m, gu, 2, m->x, H, L->post_norm, n_tok, MODE_GATEUP, err)) return -1;
-    } else {
-        if (run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
-            mm_gemm(m, L->w_gate, m->xn, H, m->gate, I, n_tok, 0, err) ||
-            mm_gemm(m, L->w_up, m->xn, H, m->up, I, n_tok, 0, err))
-            return -1;
-        k = m->k[K_SILU];
-        CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu arguments");
-        size_t gs = (size_t)n_tok * I;
-        if (launch(m, K_SILU, 1, &gs, NULL, 0, 0, err)) return -1;
+        return mm_small(m, gu, 2, m->x, m->x, H, XMODE_NORM, L->post_norm, n_tok, MODE_STORE, err) ||
+               mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
+                        err);
     }
-    return mm(m, L->w_down, m->gate, I, m->x, H, n_tok, 1, err);
+    if (run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
+        mm_gemm(m, L->w_gate, m->xn, H, m->gate, I, n_tok, 0, err) ||
+        mm_gemm(m, L->w_up, m->xn, H, m->up, I, n_tok, 0, err))
+        return -1;
+    k = m->k[K_SILU];
+    CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu arguments");
+    size_t gs = (size_t)n_tok * I;
+    if (launch(m, K_SILU, 1, &gs, NULL, 0, 0, err)) return -1;
+    return mm_gemm(m, L->w_down, m->gate, I, m->x, H, n_tok, 1, err);
 }
 
 static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
@@ -332,7 +338,7 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
                 last = m->tmp;
             }
             mm_seg sg = {m->w.lm_head, m->logits, V};
-            if (mm_small(m, &sg, 1, last, H, m->w.norm, 1, MODE_STORE, err)) return -1;
+            if (mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, err)) return -1;
             CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, (size_t)V * sizeof(float), logits, 0, NULL,
                                       NULL), "reading logits");
         }
@@ -350,7 +356,7 @@ static void ocl_destroy(q3_backend *b)
         prof_print(m);
     }
     cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
-                     m->logits, m->scores, m->rope_cos, m->rope_sin};
+                     m->logits, m->rope_cos, m->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
     for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
@@ -429,7 +435,6 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     m->up = dev_alloc(m, B * I * 4, &rc);
     m->tokens = dev_alloc(m, B * 4, &rc);
     m->logits = dev_alloc(m, B * V * 4, &rc);
-    m->scores = dev_alloc(m, B * c->num_heads * n_ctx * 4, &rc);
     m->kcache = calloc(c->num_layers, sizeof *m->kcache);
     m->vcache = calloc(c->num_layers, sizeof *m->vcache);
     if (!m->kcache || !m->vcache) {
