@@ -197,11 +197,12 @@ void matmul_gemm(__global const uint4 *W, ulong off, uint rows, uint cols, __glo
     }
 }
 
-/* x[t][c] = embedding row tokens[t]; global size (hidden, n_tok). */
-__kernel void embed(__global const ushort *W, ulong w_off, uint cols, __global const int *tokens, __global float *x)
+/* x[t][c] = embedding row of token t; global size (hidden, n_tok). stage holds
+ * the pass's first position, then its token ids. */
+__kernel void embed(__global const ushort *W, ulong w_off, uint cols, __global const int *stage, __global float *x)
 {
     uint c = get_global_id(0), t = get_global_id(1);
-    uint r = (uint)tokens[t], col_tiles = (cols + 31) / 32;
+    uint r = (uint)stage[1 + t], col_tiles = (cols + 31) / 32;
     ulong idx = ((ulong)(r / 16) * col_tiles + c / 32) * 512 + (r % 16) * 32 + c % 32;
     x[(ulong)t * cols + c] = bf16(W[(ulong)w_off + idx]);
 }
@@ -232,10 +233,11 @@ void rmsnorm(__global const float *x, __global const ushort *W, ulong w_off, __g
 __kernel __attribute__((reqd_work_group_size(64, 1, 1)))
 void qk_norm_rope(__global float *q, __global float *k, __global const float *v, __global const ushort *W,
                   ulong qn_off, ulong kn_off, __global const float *cos_t, __global const float *sin_t,
-                  __global float *kcache, __global float *vcache, uint nq, uint nkv, uint D, uint pos, float eps)
+                  __global float *kcache, __global float *vcache, uint nq, uint nkv, uint D, __global const int *stage,
+                  float eps)
 {
     __local float red[64];
-    uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0), half_d = D / 2, p = pos + t;
+    uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0), half_d = D / 2, p = (uint)stage[0] + t;
     int is_q = h < nq;
     uint hh = is_q ? h : h - nq;
     __global float *vec = is_q ? q + ((ulong)t * nq + hh) * D : k + ((ulong)t * nkv + hh) * D;
@@ -275,8 +277,9 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
  * one layer's. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention(__global const float *q, __global const float *kcache, __global const float *vcache,
-               __global float *out, uint nq, uint nkv, uint D, uint pos)
+               __global float *out, uint nq, uint nkv, uint D, __global const int *stage)
 {
+    uint pos = (uint)stage[0];
     __local float red[ATT_WG];
     __local float ps[ATT_WG];
     __local float4 qs[ATT_MAX_D / 4];

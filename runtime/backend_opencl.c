@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "../kernels/cl_sources.h"
 #include "backend.h"
 #include "ocl_device.h"
@@ -39,6 +40,17 @@ typedef struct {
     cl_ulong ns, calls;
 } prof_entry;
 
+/* One recorded launch of the single-token (decode) pass. */
+#define PLAN_MAX 2048
+typedef struct {
+    cl_kernel k;
+    int kind;
+    cl_uint dims;
+    size_t global[2], local[2];
+    int has_local;
+    cl_uint rows, cols;
+} plan_entry;
+
 typedef struct {
     q3_backend base;
     q3_weights w;
@@ -52,7 +64,13 @@ typedef struct {
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, rope_cos, rope_sin;
     cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
     uint64_t q_dim, kv_dim;
+    cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
+    int recording;               /* kern() hands out fresh kernels, launch() records */
+    cl_int record_failed;
+    plan_entry plan[PLAN_MAX];   /* the single-token pass, arguments set once */
+    int n_plan;
     int profile;
+    double host_enqueue_ms, host_read_ms; /* profile: host time enqueueing, and waiting in the logits read */
     prof_entry prof[PROF_SLOTS];
     int n_prof, n_pending;
     struct {
@@ -113,6 +131,13 @@ static cl_ulong woff(const ocl_backend *m, const q3_tensor *t, unsigned unit)
 
 #define ARG(kern, i, v) clSetKernelArg(kern, i, sizeof(v), &(v))
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 /* Q3_OPENCL_PROFILE=1: device time per kernel (matmuls by shape), printed on
  * stderr when the backend is destroyed. Off: no events are created. */
 static int prof_slot(ocl_backend *m, int kind, cl_uint rows, cl_uint cols)
@@ -141,7 +166,8 @@ static void prof_print(ocl_backend *m)
 {
     double total = 0;
     for (int i = 0; i < m->n_prof; i++) total += (double)m->prof[i].ns;
-    fprintf(stderr, "q3 opencl profile: %.3f ms device time in all\n", total / 1e6);
+    fprintf(stderr, "q3 opencl profile: %.3f ms device time in all; host: %.3f ms enqueueing, %.3f ms in logits reads\n",
+            total / 1e6, m->host_enqueue_ms, m->host_read_ms);
     for (int i = 0; i < m->n_prof; i++) {
         const prof_entry *e = &m->prof[i];
         fprintf(stderr, "  %-14s %6u x %-6u %8llu calls %10.3f ms %5.1f%% %8.2f us/call\n", kernel_names[e->kind],
@@ -150,17 +176,49 @@ static void prof_print(ocl_backend *m)
     }
 }
 
-/* Every kernel goes through here, so profiling sees all of them. */
-static int launch(ocl_backend *m, int kind, cl_uint dims, const size_t *global, const size_t *local, cl_uint rows,
-                  cl_uint cols, q3_err *err)
+/* The kernel object a helper sets its arguments on: the shared one, or while
+ * recording the decode plan a fresh one whose arguments then never change. */
+static cl_kernel kern(ocl_backend *m, int kind)
 {
+    if (!m->recording) return m->k[kind];
+    cl_int rc;
+    cl_kernel k = clCreateKernel(m->program, kernel_names[kind], &rc);
+    if (rc != CL_SUCCESS) m->record_failed = rc;
+    return k;
+}
+
+/* Every kernel goes through here, so profiling sees all of them. */
+static int launch(ocl_backend *m, cl_kernel k, int kind, cl_uint dims, const size_t *global, const size_t *local,
+                  cl_uint rows, cl_uint cols, q3_err *err)
+{
+    if (m->recording) {
+        if (!k || m->n_plan == PLAN_MAX) {
+            if (k) clReleaseKernel(k);
+            m->record_failed = m->record_failed ? m->record_failed : CL_OUT_OF_HOST_MEMORY;
+            return 0;
+        }
+        plan_entry *e = &m->plan[m->n_plan++];
+        *e = (plan_entry){k, kind, dims, {global[0], dims > 1 ? global[1] : 1}, {0, 0}, local != NULL, rows, cols};
+        if (local) e->local[0] = local[0], e->local[1] = dims > 1 ? local[1] : 1;
+        return 0;
+    }
     cl_event ev = NULL, *evp = m->profile ? &ev : NULL;
     if (m->profile && m->n_pending == PROF_PENDING) prof_collect(m); /* waits on finished events */
-    CHECK(clEnqueueNDRangeKernel(m->queue, m->k[kind], dims, NULL, global, local, 0, NULL, evp), kernel_names[kind]);
+    CHECK(clEnqueueNDRangeKernel(m->queue, k, dims, NULL, global, local, 0, NULL, evp), kernel_names[kind]);
     if (m->profile) {
-        if (m->n_pending == PROF_PENDING) clWaitForEvents(1, &ev), prof_collect(m);
         m->pending[m->n_pending].ev = ev;
         m->pending[m->n_pending++].slot = prof_slot(m, kind, rows, cols);
+    }
+    return 0;
+}
+
+/* Replays the recorded single-token pass: no argument is set, only enqueues. */
+static int run_plan(ocl_backend *m, q3_err *err)
+{
+    for (int i = 0; i < m->n_plan; i++) {
+        const plan_entry *e = &m->plan[i];
+        if (launch(m, e->k, e->kind, e->dims, e->global, e->has_local ? e->local : NULL, e->rows, e->cols, err))
+            return -1;
     }
     return 0;
 }
@@ -178,7 +236,7 @@ typedef struct {
 static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
                     const q3_tensor *norm, cl_uint n_tok, cl_uint ymode, q3_err *err)
 {
-    cl_kernel k = m->k[K_MM_SMALL];
+    cl_kernel k = kern(m, K_MM_SMALL);
     cl_uint cols = (cl_uint)segs[0].t->shape[1];
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
@@ -198,14 +256,14 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     }
     CHECK(rc, "setting matmul_small arguments");
     size_t global[2] = {panels * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
-    return launch(m, K_MM_SMALL, 2, global, local, rows_all, cols, err);
+    return launch(m, k, K_MM_SMALL, 2, global, local, rows_all, cols, err);
 }
 
 /* y (+)= W x for many tokens through matmul_gemm. */
 static int mm_gemm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem y, cl_uint ldy, cl_uint n_tok,
                    cl_uint add, q3_err *err)
 {
-    cl_kernel k = m->k[K_MM_GEMM];
+    cl_kernel k = kern(m, K_MM_GEMM);
     cl_ulong off = woff(m, t, 16);
     cl_uint rows = (cl_uint)t->shape[0], cols = (cl_uint)t->shape[1];
     cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, rows) | ARG(k, 3, cols) | ARG(k, 4, x) |
@@ -213,7 +271,7 @@ static int mm_gemm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl
     CHECK(rc, "setting matmul_gemm arguments");
     size_t global[2] = {(size_t)((rows + GM_R - 1) / GM_R) * 256, (size_t)((n_tok + GM_T - 1) / GM_T)};
     size_t local[2] = {256, 1};
-    return launch(m, K_MM_GEMM, 2, global, local, rows, cols, err);
+    return launch(m, k, K_MM_GEMM, 2, global, local, rows, cols, err);
 }
 
 /* W x: matmul_small for a few tokens, matmul_gemm for a prompt. */
@@ -229,20 +287,20 @@ static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem 
 
 static int run_norm(ocl_backend *m, cl_mem x, const q3_tensor *w, cl_mem out, cl_uint n_tok, q3_err *err)
 {
-    cl_kernel k = m->k[K_NORM];
+    cl_kernel k = kern(m, K_NORM);
     cl_ulong off = woff(m, w, 2);
     cl_uint n = (cl_uint)w->shape[0];
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
     cl_int rc = ARG(k, 0, x) | ARG(k, 1, m->weights) | ARG(k, 2, off) | ARG(k, 3, out) | ARG(k, 4, n) | ARG(k, 5, eps);
     CHECK(rc, "setting rmsnorm arguments");
     size_t global = (size_t)n_tok * NORM_WG, local = NORM_WG;
-    return launch(m, K_NORM, 1, &global, &local, n, 0, err);
+    return launch(m, k, K_NORM, 1, &global, &local, n, 0, err);
 }
 
 /* One layer on m->x (the residual stream, updated in place). A few tokens: six
  * launches (norms fused into the projections, residual adds into o_proj and
  * down_proj, SiLU into gate/up); a prompt: GEMMs with separate norms. */
-static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_err *err)
+static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
 {
     const q3_layer_weights *L = &m->w.layers[l];
     const q3_config *c = &m->cfg;
@@ -259,21 +317,21 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_
                mm_gemm(m, L->wv, m->xn, H, m->v, kvd, n_tok, 0, err)) {
         return -1;
     }
-    cl_kernel k = m->k[K_QKROPE];
+    cl_kernel k = kern(m, K_QKROPE);
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
     cl_int rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
                 ARG(k, 5, kn) | ARG(k, 6, m->rope_cos) | ARG(k, 7, m->rope_sin) | ARG(k, 8, m->kcache[l]) |
-                ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, D) | ARG(k, 13, pos) |
+                ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, D) | ARG(k, 13, m->tokens) |
                 ARG(k, 14, eps);
     CHECK(rc, "setting qk_norm_rope arguments");
     size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
-    if (launch(m, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
-    k = m->k[K_ATTN];
+    if (launch(m, k, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
+    k = kern(m, K_ATTN);
     rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
-         ARG(k, 5, nkv) | ARG(k, 6, D) | ARG(k, 7, pos);
+         ARG(k, 5, nkv) | ARG(k, 6, D) | ARG(k, 7, m->tokens);
     CHECK(rc, "setting attention arguments");
     size_t ga[2] = {(size_t)nq * ATT_WG, n_tok}, la[2] = {ATT_WG, 1};
-    if (launch(m, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
+    if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
     if (mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err)) return -1;
     if (small) {
         mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}};
@@ -285,11 +343,39 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, cl_uint pos, q3_
         mm_gemm(m, L->w_gate, m->xn, H, m->gate, I, n_tok, 0, err) ||
         mm_gemm(m, L->w_up, m->xn, H, m->up, I, n_tok, 0, err))
         return -1;
-    k = m->k[K_SILU];
+    k = kern(m, K_SILU);
     CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu arguments");
     size_t gs = (size_t)n_tok * I;
-    if (launch(m, K_SILU, 1, &gs, NULL, 0, 0, err)) return -1;
+    if (launch(m, k, K_SILU, 1, &gs, NULL, 0, 0, err)) return -1;
     return mm_gemm(m, L->w_down, m->gate, I, m->x, H, n_tok, 1, err);
+}
+
+/* Embedding, the layers and the logits for nb tokens at the staged position.
+ * logits: 0 none, 1 the last token's (norm fused into lm_head), 2 every token's. */
+static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
+{
+    const q3_config *c = &m->cfg;
+    cl_uint H = c->hidden_size, V = c->vocab_size;
+    cl_kernel k = kern(m, K_EMBED);
+    cl_ulong off = woff(m, m->w.embed, 2);
+    CHECK(ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, H) | ARG(k, 3, m->tokens) | ARG(k, 4, m->x),
+          "setting embed arguments");
+    size_t ge[2] = {H, nb};
+    if (launch(m, k, K_EMBED, 2, ge, NULL, 0, 0, err)) return -1;
+    for (uint32_t l = 0; l < c->num_layers; l++)
+        if (run_layer(m, l, nb, err)) return -1;
+    if (logits == 2)
+        return run_norm(m, m->x, m->w.norm, m->xn, nb, err) || mm(m, m->w.lm_head, m->xn, H, m->logits, V, nb, 0, err);
+    if (logits == 0) return 0;
+    /* Only the last token's row: copied out, then normed inside the lm_head launch. */
+    cl_mem last = m->x;
+    if (nb > 1) {
+        CHECK(clEnqueueCopyBuffer(m->queue, m->x, m->tmp, (size_t)(nb - 1) * H * sizeof(float), 0, H * sizeof(float),
+                                  0, NULL, NULL), "copying the last state");
+        last = m->tmp;
+    }
+    mm_seg sg = {m->w.lm_head, m->logits, V};
+    return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, err);
 }
 
 static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
@@ -297,7 +383,7 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
 {
     ocl_backend *m = (ocl_backend *)b;
     const q3_config *c = &m->cfg;
-    cl_uint H = c->hidden_size, V = c->vocab_size;
+    cl_uint V = c->vocab_size;
     if (n_tokens <= 0 || pos < 0 || pos + n_tokens > b->n_ctx) {
         q3_set_err(err, "%s: %d tokens at position %d do not fit the context of %d positions (--ctx)", b->file->path,
                    n_tokens, pos, b->n_ctx);
@@ -310,38 +396,30 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
         }
     for (int done = 0; done < n_tokens; done += MAX_BATCH) {
         cl_uint nb = (cl_uint)(n_tokens - done < MAX_BATCH ? n_tokens - done : MAX_BATCH);
-        CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, CL_FALSE, 0, nb * sizeof(cl_int), tokens + done, 0, NULL,
-                                   NULL), "writing token ids");
-        cl_kernel k = m->k[K_EMBED];
-        cl_ulong off = woff(m, m->w.embed, 2);
-        CHECK(ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, H) | ARG(k, 3, m->tokens) | ARG(k, 4, m->x),
-              "setting embed arguments");
-        size_t ge[2] = {H, nb};
-        if (launch(m, K_EMBED, 2, ge, NULL, 0, 0, err)) return -1;
-        for (uint32_t l = 0; l < c->num_layers; l++)
-            if (run_layer(m, l, nb, (cl_uint)(pos + done), err)) return -1;
+        /* The pass's first position, then its ids, in one write; kernels read
+         * the position from there, so the decode plan's arguments never change.
+         * Non-blocking for a single pass: the forward ends with a blocking read
+         * before the staging array is touched again. */
+        double t_pass = m->profile ? now_ms() : 0;
+        m->stage[0] = pos + done;
+        memcpy(m->stage + 1, tokens + done, nb * sizeof(cl_int));
+        CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, n_tokens > MAX_BATCH ? CL_TRUE : CL_FALSE, 0,
+                                   (nb + 1) * sizeof(cl_int), m->stage, 0, NULL, NULL), "writing token ids");
         int last_chunk = done + (int)nb == n_tokens;
-        /* Each chunk restarts the residual stream from its embeddings; only
-         * the KV cache carries context, so earlier chunks need no logits. */
-        if (!all_logits && !last_chunk) continue;
-        if (all_logits) {
-            if (run_norm(m, m->x, m->w.norm, m->xn, nb, err) || mm(m, m->w.lm_head, m->xn, H, m->logits, V, nb, 0, err))
-                return -1;
-            CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, (size_t)nb * V * sizeof(float),
-                                      logits + (uint64_t)done * V, 0, NULL, NULL), "reading logits");
-        } else {
-            /* Only the last token's row: copied out, then normed inside the lm_head launch. */
-            cl_mem last = m->x;
-            if (nb > 1) {
-                CHECK(clEnqueueCopyBuffer(m->queue, m->x, m->tmp, (size_t)(nb - 1) * H * sizeof(float), 0,
-                                          H * sizeof(float), 0, NULL, NULL), "copying the last state");
-                last = m->tmp;
-            }
-            mm_seg sg = {m->w.lm_head, m->logits, V};
-            if (mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, err)) return -1;
-            CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, (size_t)V * sizeof(float), logits, 0, NULL,
-                                      NULL), "reading logits");
+        if (nb == 1 && m->n_plan) {
+            if (run_plan(m, err)) return -1;
+        } else if (enqueue_pass(m, nb, all_logits ? 2 : last_chunk, err)) {
+            return -1;
         }
+        /* Each pass restarts the residual stream from its embeddings; only
+         * the KV cache carries context, so earlier passes need no logits. */
+        if (!all_logits && !last_chunk) continue;
+        size_t n_rows = all_logits ? nb : 1;
+        double t_read = m->profile ? now_ms() : 0;
+        if (m->profile) m->host_enqueue_ms += t_read - t_pass;
+        CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, n_rows * V * sizeof(float),
+                                  logits + (all_logits ? (uint64_t)done * V : 0), 0, NULL, NULL), "reading logits");
+        if (m->profile) m->host_read_ms += now_ms() - t_read;
     }
     return 0;
 }
@@ -367,6 +445,7 @@ static void ocl_destroy(q3_backend *b)
     free(m->vcache);
     for (int i = 0; i < K_COUNT; i++)
         if (m->k[i]) clReleaseKernel(m->k[i]);
+    for (int i = 0; i < m->n_plan; i++) clReleaseKernel(m->plan[i].k);
     if (m->program) clReleaseProgram(m->program);
     if (m->queue) clReleaseCommandQueue(m->queue);
     if (m->ctx) clReleaseContext(m->ctx);
@@ -433,7 +512,7 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     m->v = dev_alloc(m, B * m->kv_dim * 4, &rc);
     m->gate = dev_alloc(m, B * I * 4, &rc);
     m->up = dev_alloc(m, B * I * 4, &rc);
-    m->tokens = dev_alloc(m, B * 4, &rc);
+    m->tokens = dev_alloc(m, (B + 1) * 4, &rc);
     m->logits = dev_alloc(m, B * V * 4, &rc);
     m->kcache = calloc(c->num_layers, sizeof *m->kcache);
     m->vcache = calloc(c->num_layers, sizeof *m->vcache);
@@ -471,6 +550,17 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     free(sn);
     CHECK(rc, "uploading RoPE tables");
     CHECK(clFinish(m->queue), "finishing the upload");
+
+    /* Record the single-token pass once: decode then only enqueues. */
+    m->recording = 1;
+    int rec = enqueue_pass(m, 1, 1, err);
+    m->recording = 0;
+    if (rec) return -1;
+    if (m->record_failed) {
+        q3_set_err(err, "%s: OpenCL: recording the decode pass failed: %s (%d)", f->path,
+                   q3_cl_err_name(m->record_failed), m->record_failed);
+        return -1;
+    }
     return 0;
 }
 
