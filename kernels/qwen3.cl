@@ -33,7 +33,7 @@ inline float dot8(uint4 w, float4 a, float4 b)
  * thread keeps UNR tile loads in flight (the next chunk's are issued before
  * this chunk's products); x is staged, transformed per xmode, in local memory. */
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matmul_small(__global const uint4 *W, __global const ushort *Wh, uint cols, __global const float *x,
+void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
                   __global const float *x2, uint ldx, uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode,
                   ulong off0, uint rows0, __global float *y0, uint ld0,
                   ulong off1, uint rows1, __global float *y1, uint ld1,
@@ -65,7 +65,7 @@ void matmul_small(__global const uint4 *W, __global const ushort *Wh, uint cols,
         wb[u] = c < col_tiles ? P[(ulong)c * 64] : (uint4)(0);
     }
 
-    __global const ushort *g = Wh + norm_off;
+    __global const ushort *g = (__global const ushort *)W + norm_off;
     if (xmode == XMODE_NORM) {
         for (uint t = 0; t < nt; t++) {
             __global const float *xt = x + (ulong)(tb + t) * ldx;
@@ -268,38 +268,91 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
 }
 
 #define ATT_WG 128
-#define ATT_MAX_D 256
+#ifndef HEAD_DIM
+#define HEAD_DIM 128 /* the host builds with -DHEAD_DIM=<config head_dim> */
+#endif
+#define D4 (HEAD_DIM / 4)
+#define ATT_GROUPS (ATT_WG / D4)
+
+/* rmsnorm(vec) * w, then rotate-half RoPE at position p, into dst (local or
+ * private copy); the same arithmetic as qk_norm_rope. */
+inline float att_inv_rms(__global const float *vec, __local float *red, uint l, float eps)
+{
+    float ss = 0.0f;
+    for (uint i = l; i < HEAD_DIM; i += ATT_WG) ss += vec[i] * vec[i];
+    red[l] = ss;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = ATT_WG / 2; s > 0; s >>= 1) {
+        if (l < s) red[l] += red[l + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float r = 1.0f / sqrt(red[0] / (float)HEAD_DIM + eps);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
 
 /* Causal attention for one (head, token) over positions 0..pos+t, ATT_WG keys
  * at a time with a running max and sum (online softmax), so no scores leave
  * the work-group. The query sits in local memory; K and V are read as float4,
- * the V sum split over ATT_WG / (D / 4) groups of positions. kcache/vcache are
- * one layer's. */
+ * the V sum split over ATT_GROUPS groups of positions. kcache/vcache are one
+ * layer's. With fuse (a single token), this work-group also does
+ * qk_norm_rope's job for its head and its KV head: the heads of one KV group
+ * write the same K and V values to the cache. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attention(__global const float *q, __global const float *kcache, __global const float *vcache,
-               __global float *out, uint nq, uint nkv, uint D, __global const int *stage)
+void attention(__global const float *q, __global float *kcache, __global float *vcache, __global float *out,
+               uint nq, uint nkv, __global const int *stage, uint fuse, __global const float *k_new,
+               __global const float *v_new, __global const ushort *W, ulong qn_off, ulong kn_off,
+               __global const float *cos_t, __global const float *sin_t, float eps)
 {
-    uint pos = (uint)stage[0];
     __local float red[ATT_WG];
     __local float ps[ATT_WG];
-    __local float4 qs[ATT_MAX_D / 4];
+    __local float4 qs[D4];
     __local float4 part[ATT_WG];
     uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0);
-    uint g = h / (nq / nkv), last = pos + t, D4 = D / 4;
-    uint groups = ATT_WG / D4, grp = l / D4, d4 = l % D4;
-    __global const float *qh = q + ((ulong)t * nq + h) * D;
-    float scale = 1.0f / sqrt((float)D), m_run = -INFINITY, l_sum = 0.0f;
+    uint pos = (uint)stage[0];
+    uint g = h / (nq / nkv), last = pos + t;
+    uint grp = l / D4, d4 = l % D4;
+    __global const float *qh = q + ((ulong)t * nq + h) * HEAD_DIM;
+    __local float *qf = (__local float *)qs;
+    if (fuse) {
+        const uint half_d = HEAD_DIM / 2;
+        __global const float *cs = cos_t + (ulong)last * half_d, *sn = sin_t + (ulong)last * half_d;
+        float sq = att_inv_rms(qh, red, l, eps);
+        __global const float *kh = k_new + ((ulong)t * nkv + g) * HEAD_DIM;
+        float sk = att_inv_rms(kh, red, l, eps);
+        __global float *kc = kcache + ((ulong)last * nkv + g) * HEAD_DIM;
+        __global float *vc = vcache + ((ulong)last * nkv + g) * HEAD_DIM;
+        for (uint i = l; i < half_d; i += ATT_WG) {
+            float c = cs[i], s = sn[i];
+            float a = bf16(W[qn_off + i]) * (qh[i] * sq), b = bf16(W[qn_off + i + half_d]) * (qh[i + half_d] * sq);
+            qf[i] = a * c - b * s;
+            qf[i + half_d] = b * c + a * s;
+            a = bf16(W[kn_off + i]) * (kh[i] * sk), b = bf16(W[kn_off + i + half_d]) * (kh[i + half_d] * sk);
+            kc[i] = a * c - b * s;
+            kc[i + half_d] = b * c + a * s;
+        }
+        for (uint i = l; i < HEAD_DIM; i += ATT_WG) vc[i] = v_new[((ulong)t * nkv + g) * HEAD_DIM + i];
+        barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    } else {
+        for (uint i = l; i < D4; i += ATT_WG) qs[i] = vload4(i, qh);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float scale = 1.0f / sqrt((float)HEAD_DIM);
+    float m_run = -INFINITY, l_sum = 0.0f;
     float4 acc = (float4)(0.0f);
-    for (uint i = l; i < D4; i += ATT_WG) qs[i] = vload4(i, qh);
-    barrier(CLK_LOCAL_MEM_FENCE);
     for (uint base = 0; base <= last; base += ATT_WG) {
         uint jj = base + l;
         float s = -INFINITY;
         if (jj <= last) {
-            __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)jj * nkv + g) * D);
-            float4 s4 = (float4)(0.0f);
-            for (uint i = 0; i < D4; i++) s4 += qs[i] * kj[i];
-            s = (s4.x + s4.y + s4.z + s4.w) * scale;
+            __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)jj * nkv + g) * HEAD_DIM);
+            float4 s0 = (float4)(0.0f), s1 = (float4)(0.0f);
+#pragma unroll
+            for (uint i = 0; i < D4; i += 2) {
+                s0 += qs[i] * kj[i];
+                s1 += qs[i + 1] * kj[i + 1];
+            }
+            s0 += s1;
+            s = (s0.x + s0.y + s0.z + s0.w) * scale;
         }
         red[l] = s;
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -316,9 +369,17 @@ void attention(__global const float *q, __global const float *kcache, __global c
         m_run = m_new;
         barrier(CLK_LOCAL_MEM_FENCE);
         uint n = min((uint)ATT_WG, last - base + 1);
-        if (grp < groups)
-            for (uint k = grp; k < n; k += groups)
-                acc += ps[k] * vload4(d4, vcache + ((ulong)(base + k) * nkv + g) * D);
+        __global const float *vb = vcache + ((ulong)base * nkv + g) * HEAD_DIM;
+        float4 a1 = (float4)(0.0f), a2 = (float4)(0.0f), a3 = (float4)(0.0f);
+        uint k = grp;
+        for (; k + 3 * ATT_GROUPS < n; k += 4 * ATT_GROUPS) {
+            acc += ps[k] * vload4(d4, vb + (ulong)k * nkv * HEAD_DIM);
+            a1 += ps[k + ATT_GROUPS] * vload4(d4, vb + (ulong)(k + ATT_GROUPS) * nkv * HEAD_DIM);
+            a2 += ps[k + 2 * ATT_GROUPS] * vload4(d4, vb + (ulong)(k + 2 * ATT_GROUPS) * nkv * HEAD_DIM);
+            a3 += ps[k + 3 * ATT_GROUPS] * vload4(d4, vb + (ulong)(k + 3 * ATT_GROUPS) * nkv * HEAD_DIM);
+        }
+        for (; k < n; k += ATT_GROUPS) acc += ps[k] * vload4(d4, vb + (ulong)k * nkv * HEAD_DIM);
+        acc += (a1 + a2) + a3;
     }
     red[l] = l_sum;
     part[l] = acc;
@@ -329,8 +390,8 @@ void attention(__global const float *q, __global const float *kcache, __global c
     }
     if (l < D4) {
         float4 s4 = (float4)(0.0f);
-        for (uint k = 0; k < groups; k++) s4 += part[k * D4 + l];
-        vstore4(s4 / red[0], l, out + ((ulong)t * nq + h) * D);
+        for (uint k = 0; k < ATT_GROUPS; k++) s4 += part[k * D4 + l];
+        vstore4(s4 / red[0], l, out + ((ulong)t * nq + h) * HEAD_DIM);
     }
 }
 

@@ -102,7 +102,9 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
     cl_int rc;
     m->program = clCreateProgramWithSource(m->ctx, n, srcs, NULL, &rc);
     CHECK(rc, "clCreateProgramWithSource");
-    rc = clBuildProgram(m->program, 1, &dev, "-cl-std=CL1.2", NULL, NULL);
+    char opts[128];
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u", m->cfg.head_dim);
+    rc = clBuildProgram(m->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
         clGetProgramBuildInfo(m->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
@@ -240,17 +242,16 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     cl_uint cols = (cl_uint)segs[0].t->shape[1];
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
-    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, m->weights) | ARG(k, 2, cols) | ARG(k, 3, x) | ARG(k, 4, x2) |
-                ARG(k, 5, ldx) | ARG(k, 6, xmode) | ARG(k, 7, norm_off) | ARG(k, 8, eps) | ARG(k, 9, n_tok) |
-                ARG(k, 10, ymode);
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, x2) | ARG(k, 4, ldx) |
+                ARG(k, 5, xmode) | ARG(k, 6, norm_off) | ARG(k, 7, eps) | ARG(k, 8, n_tok) | ARG(k, 9, ymode);
     size_t panels = 0;
     cl_uint rows_all = 0;
     for (int i = 0; i < 3; i++) {
         const mm_seg *sg = &segs[i < n_segs ? i : 0];
         cl_ulong off = woff(m, sg->t, 16);
         cl_uint rows = i < n_segs ? (cl_uint)sg->t->shape[0] : 0;
-        rc |= ARG(k, 11 + 4 * i, off) | ARG(k, 12 + 4 * i, rows) | ARG(k, 13 + 4 * i, sg->y) |
-              ARG(k, 14 + 4 * i, sg->ld);
+        rc |= ARG(k, 10 + 4 * i, off) | ARG(k, 11 + 4 * i, rows) | ARG(k, 12 + 4 * i, sg->y) |
+              ARG(k, 13 + 4 * i, sg->ld);
         panels += (rows + 15) / 16;
         rows_all += rows;
     }
@@ -317,18 +318,26 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
                mm_gemm(m, L->wv, m->xn, H, m->v, kvd, n_tok, 0, err)) {
         return -1;
     }
-    cl_kernel k = kern(m, K_QKROPE);
+    /* One token: q/k norm and RoPE happen inside the attention launch. */
+    cl_uint fuse = n_tok == 1;
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
-    cl_int rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
-                ARG(k, 5, kn) | ARG(k, 6, m->rope_cos) | ARG(k, 7, m->rope_sin) | ARG(k, 8, m->kcache[l]) |
-                ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, D) | ARG(k, 13, m->tokens) |
-                ARG(k, 14, eps);
-    CHECK(rc, "setting qk_norm_rope arguments");
-    size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
-    if (launch(m, k, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
+    cl_kernel k;
+    cl_int rc;
+    if (!fuse) {
+        k = kern(m, K_QKROPE);
+        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
+             ARG(k, 5, kn) | ARG(k, 6, m->rope_cos) | ARG(k, 7, m->rope_sin) | ARG(k, 8, m->kcache[l]) |
+             ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, D) | ARG(k, 13, m->tokens) |
+             ARG(k, 14, eps);
+        CHECK(rc, "setting qk_norm_rope arguments");
+        size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
+        if (launch(m, k, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
+    }
     k = kern(m, K_ATTN);
     rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
-         ARG(k, 5, nkv) | ARG(k, 6, D) | ARG(k, 7, m->tokens);
+         ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, fuse) | ARG(k, 8, m->kk) | ARG(k, 9, m->v) |
+         ARG(k, 10, m->weights) | ARG(k, 11, qn) | ARG(k, 12, kn) | ARG(k, 13, m->rope_cos) | ARG(k, 14, m->rope_sin) |
+         ARG(k, 15, eps);
     CHECK(rc, "setting attention arguments");
     size_t ga[2] = {(size_t)nq * ATT_WG, n_tok}, la[2] = {ATT_WG, 1};
     if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
