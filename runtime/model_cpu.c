@@ -22,7 +22,7 @@ typedef struct {
     float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
     float *key_cache, *val_cache; /* [layer][n_ctx][kv_dim] */
     float *rope_cos, *rope_sin;   /* [n_ctx][head_dim / 2] */
-    float *scores;                /* [threads][n_ctx] */
+    float *scores;                /* [threads][SCORES_PER_THREAD(n_ctx)] */
     /* norm weights widened once to f32 */
     float *input_norm, *post_norm, *q_norm, *k_norm, *final_norm;
 } cpu_backend;
@@ -55,27 +55,42 @@ typedef struct {
     int layer, n_tok, pos;
 } attn_job;
 
-/* One (token, head) pair: causal softmax attention over positions 0..pos+t. */
-static void attend(cpu_backend *m, int layer, int t, int h, int pos, float *scores)
+/* Scratch floats per thread for q3_attend_rows: 4 queries x (n_ctx + 3) scores. */
+#define SCORES_PER_THREAD(n_ctx) (4 * ((uint64_t)(n_ctx) + 4))
+
+/* One work item: a prompt's tokens t0..t0+3 of query head h (consecutive
+ * positions: each pass over K and V serves 4 queries), or, for a single token,
+ * the query heads that share KV head h (GQA: one pass serves the group). */
+static void attend(cpu_backend *m, int layer, int item, int n_tok, int pos, float *scores)
 {
     const q3_config *c = &m->cfg;
     uint64_t D = c->head_dim, kv_dim = m->kv_dim;
-    uint32_t group = c->num_heads / c->num_kv_heads, g = (uint32_t)h / group;
-    const float *q = m->q + (uint64_t)t * m->q_dim + (uint64_t)h * D;
-    const float *kc = m->key_cache + (uint64_t)layer * m->base.n_ctx * kv_dim + g * D;
-    const float *vc = m->val_cache + (uint64_t)layer * m->base.n_ctx * kv_dim + g * D;
-    int n_pos = pos + t + 1;
-    float *out = m->att + (uint64_t)t * m->q_dim + (uint64_t)h * D;
-    q3_attend_head(q, kc, vc, kv_dim, n_pos, (int)D, 1.0f / sqrtf((float)D), scores, out);
+    uint32_t group = c->num_heads / c->num_kv_heads;
+    float scale = 1.0f / sqrtf((float)D);
+    const float *kc = m->key_cache + (uint64_t)layer * m->base.n_ctx * kv_dim;
+    const float *vc = m->val_cache + (uint64_t)layer * m->base.n_ctx * kv_dim;
+    if (n_tok == 1) {
+        uint32_t g = (uint32_t)item, h0 = g * group;
+        q3_attend_rows(m->q + h0 * D, D, (int)group, 0, kc + g * D, vc + g * D, kv_dim, pos + 1, (int)D, scale, scores,
+                       m->att + h0 * D, D);
+        return;
+    }
+    int blocks = (n_tok + 3) / 4;
+    uint32_t h = (uint32_t)(item / blocks), g = h / group;
+    int t0 = (item % blocks) * 4, n_q = n_tok - t0 < 4 ? n_tok - t0 : 4;
+    q3_attend_rows(m->q + (uint64_t)t0 * m->q_dim + h * D, m->q_dim, n_q, 1, kc + g * D, vc + g * D, kv_dim,
+                   pos + t0 + 1, (int)D, scale, scores, m->att + (uint64_t)t0 * m->q_dim + h * D, m->q_dim);
 }
 
 static void attn_worker(void *ctx, int ith, int nth)
 {
     attn_job *j = ctx;
     cpu_backend *m = j->m;
-    int heads = (int)m->cfg.num_heads, items = j->n_tok * heads;
-    float *scores = m->scores + (uint64_t)ith * m->base.n_ctx;
-    for (int it = ith; it < items; it += nth) attend(m, j->layer, it / heads, it % heads, j->pos, scores);
+    int items = j->n_tok == 1 ? (int)m->cfg.num_kv_heads : (int)m->cfg.num_heads * ((j->n_tok + 3) / 4);
+    float *scores = m->scores + (uint64_t)ith * SCORES_PER_THREAD(m->base.n_ctx);
+    /* Later token blocks see more positions: hand them out from the end so the
+     * longest items start first. */
+    for (int it = ith; it < items; it += nth) attend(m, j->layer, items - 1 - it, j->n_tok, j->pos, scores);
 }
 
 /* q/k norms, RoPE and the KV cache store for n_tok tokens starting at pos. */
@@ -255,7 +270,7 @@ q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3
     m->val_cache = alloc_f32((uint64_t)c->num_layers * n_ctx * m->kv_dim, &failed);
     m->rope_cos = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
     m->rope_sin = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
-    m->scores = alloc_f32((uint64_t)q3_pool_size(m->pool) * n_ctx, &failed);
+    m->scores = alloc_f32((uint64_t)q3_pool_size(m->pool) * SCORES_PER_THREAD(n_ctx), &failed);
     m->input_norm = alloc_f32((uint64_t)c->num_layers * H, &failed);
     m->post_norm = alloc_f32((uint64_t)c->num_layers * H, &failed);
     m->q_norm = alloc_f32((uint64_t)c->num_layers * D, &failed);
