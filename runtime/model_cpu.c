@@ -93,31 +93,81 @@ static void attn_worker(void *ctx, int ith, int nth)
     for (int it = ith; it < items; it += nth) attend(m, j->layer, items - 1 - it, j->n_tok, j->pos, scores);
 }
 
-/* q/k norms, RoPE and the KV cache store for n_tok tokens starting at pos. */
-static void qk_prepare(cpu_backend *m, int layer, int n_tok, int pos)
+/* q/k norms, RoPE and the KV cache store for token t (at position pos + t). */
+static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
 {
     const q3_config *c = &m->cfg;
     uint64_t D = c->head_dim, half = D / 2, kv_dim = m->kv_dim;
     float eps = (float)c->rms_norm_eps;
     const float *qn = m->q_norm + (uint64_t)layer * D, *kn = m->k_norm + (uint64_t)layer * D;
-    for (int t = 0; t < n_tok; t++) {
-        int p = pos + t;
-        const float *cs = m->rope_cos + (uint64_t)p * half, *sn = m->rope_sin + (uint64_t)p * half;
-        for (uint32_t h = 0; h < c->num_heads; h++) {
-            float *qh = m->q + (uint64_t)t * m->q_dim + h * D;
-            rmsnorm(qh, qh, qn, D, eps);
-            rope(qh, cs, sn, half);
-        }
-        float *kdst = m->key_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
-        float *vdst = m->val_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
-        for (uint32_t h = 0; h < c->num_kv_heads; h++) {
-            float *kh = m->k + (uint64_t)t * kv_dim + h * D;
-            rmsnorm(kh, kh, kn, D, eps);
-            rope(kh, cs, sn, half);
-        }
-        memcpy(kdst, m->k + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
-        memcpy(vdst, m->v + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
+    int p = pos + t;
+    const float *cs = m->rope_cos + (uint64_t)p * half, *sn = m->rope_sin + (uint64_t)p * half;
+    for (uint32_t h = 0; h < c->num_heads; h++) {
+        float *qh = m->q + (uint64_t)t * m->q_dim + h * D;
+        rmsnorm(qh, qh, qn, D, eps);
+        rope(qh, cs, sn, half);
     }
+    float *kdst = m->key_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
+    float *vdst = m->val_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
+    for (uint32_t h = 0; h < c->num_kv_heads; h++) {
+        float *kh = m->k + (uint64_t)t * kv_dim + h * D;
+        rmsnorm(kh, kh, kn, D, eps);
+        rope(kh, cs, sn, half);
+    }
+    memcpy(kdst, m->k + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
+    memcpy(vdst, m->v + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
+}
+
+/* The element-wise steps of a layer, one token at a time; tokens are spread
+ * over the pool (a prompt's norms, SiLU and residual adds would otherwise run on
+ * one core while the others wait). */
+enum { STEP_INPUT_NORM, STEP_QK, STEP_ADD_POST_NORM, STEP_SILU, STEP_ADD };
+
+typedef struct {
+    cpu_backend *m;
+    int layer, n_tok, pos, step;
+} token_job;
+
+static void token_step(cpu_backend *m, int l, int t, int pos, int step)
+{
+    const q3_config *c = &m->cfg;
+    uint64_t H = c->hidden_size, I = c->intermediate_size;
+    float eps = (float)c->rms_norm_eps;
+    float *x = m->x + (uint64_t)t * H, *xn = m->xn + (uint64_t)t * H, *tmp = m->tmp + (uint64_t)t * H;
+    switch (step) {
+    case STEP_INPUT_NORM: rmsnorm(xn, x, m->input_norm + (uint64_t)l * H, H, eps); break;
+    case STEP_QK: qk_prepare(m, l, t, pos); break;
+    case STEP_ADD_POST_NORM:
+        for (uint64_t i = 0; i < H; i++) x[i] += tmp[i];
+        rmsnorm(xn, x, m->post_norm + (uint64_t)l * H, H, eps);
+        break;
+    case STEP_SILU: {
+        float *g = m->gate + (uint64_t)t * I;
+        const float *u = m->up + (uint64_t)t * I;
+        for (uint64_t i = 0; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        break;
+    }
+    case STEP_ADD:
+        for (uint64_t i = 0; i < H; i++) x[i] += tmp[i];
+        break;
+    }
+}
+
+static void token_worker(void *ctx, int ith, int nth)
+{
+    token_job *j = ctx;
+    int lo = (int)((int64_t)j->n_tok * ith / nth), hi = (int)((int64_t)j->n_tok * (ith + 1) / nth);
+    for (int t = lo; t < hi; t++) token_step(j->m, j->layer, t, j->pos, j->step);
+}
+
+static void per_token(cpu_backend *m, int l, int n_tok, int pos, int step)
+{
+    if (n_tok == 1) {
+        token_step(m, l, 0, pos, step);
+        return;
+    }
+    token_job j = {m, l, n_tok, pos, step};
+    q3_pool_run(m->pool, token_worker, &j);
 }
 
 static void layer_forward(cpu_backend *m, int l, int n_tok, int pos)
@@ -125,34 +175,26 @@ static void layer_forward(cpu_backend *m, int l, int n_tok, int pos)
     const q3_config *c = &m->cfg;
     const q3_layer_weights *L = &m->w.layers[l];
     uint64_t H = c->hidden_size, I = c->intermediate_size;
-    float eps = (float)c->rms_norm_eps;
 
-    for (int t = 0; t < n_tok; t++)
-        rmsnorm(m->xn + t * H, m->x + t * H, m->input_norm + (uint64_t)l * H, H, eps);
+    per_token(m, l, n_tok, pos, STEP_INPUT_NORM);
     q3_matmul_op qkv[3] = {
         {L->wq->data, m->q_dim, H, m->q, m->q_dim},
         {L->wk->data, m->kv_dim, H, m->k, m->kv_dim},
         {L->wv->data, m->kv_dim, H, m->v, m->kv_dim},
     };
     q3_matmul(m->pool, qkv, 3, m->xn, n_tok);
-    qk_prepare(m, l, n_tok, pos);
+    per_token(m, l, n_tok, pos, STEP_QK);
     attn_job aj = {m, l, n_tok, pos};
     q3_pool_run(m->pool, attn_worker, &aj);
     q3_matmul_op o = {L->wo->data, H, m->q_dim, m->tmp, H};
     q3_matmul(m->pool, &o, 1, m->att, n_tok);
-    for (uint64_t i = 0; i < (uint64_t)n_tok * H; i++) m->x[i] += m->tmp[i];
-
-    for (int t = 0; t < n_tok; t++)
-        rmsnorm(m->xn + t * H, m->x + t * H, m->post_norm + (uint64_t)l * H, H, eps);
+    per_token(m, l, n_tok, pos, STEP_ADD_POST_NORM);
     q3_matmul_op gu[2] = {{L->w_gate->data, I, H, m->gate, I}, {L->w_up->data, I, H, m->up, I}};
     q3_matmul(m->pool, gu, 2, m->xn, n_tok);
-    for (uint64_t i = 0; i < (uint64_t)n_tok * I; i++) {
-        float g = m->gate[i];
-        m->gate[i] = g / (1.0f + expf(-g)) * m->up[i];
-    }
+    per_token(m, l, n_tok, pos, STEP_SILU);
     q3_matmul_op down = {L->w_down->data, H, I, m->tmp, H};
     q3_matmul(m->pool, &down, 1, m->gate, n_tok);
-    for (uint64_t i = 0; i < (uint64_t)n_tok * H; i++) m->x[i] += m->tmp[i];
+    per_token(m, l, n_tok, pos, STEP_ADD);
 }
 
 static int cpu_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
