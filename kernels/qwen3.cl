@@ -6,6 +6,9 @@
  * A tile is 16 rows x 32 columns, row-major: 1 KiB = 64 uint4, and uint4 j of a
  * tile holds row j / 4, columns 8 (j % 4) .. 8 (j % 4) + 7. */
 
+#ifndef HEAD_DIM
+#define HEAD_DIM 128 /* the host builds with -DHEAD_DIM=<config head_dim> */
+#endif
 #define TOKB 4     /* tokens per matmul_small work-group: each weight load serves 4 tokens */
 #define MV_WG 256  /* matmul_small: 4 groups of 64 threads, each group one uint4 of a tile */
 #define MODE_STORE 0
@@ -26,6 +29,7 @@ inline float dot8(uint4 w, float4 a, float4 b)
 #define XMODE_PLAIN 0
 #define XMODE_NORM 1 /* x is RMS-normalised with the weight at norm_off (the layer's norm fused in) */
 #define XMODE_SILU 2 /* x = silu(x) * x2 (gate and up, fused into down_proj) */
+#define XMODE_ATTN 3 /* x = the nsplit partial attention outputs in x, their (max, sum) in x2, combined */
 
 /* Matrix times a few tokens (decode, short prompts). One work-group per 16-row
  * panel and block of TOKB tokens; up to three matrices that share x run in one
@@ -35,6 +39,7 @@ inline float dot8(uint4 w, float4 a, float4 b)
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
                   __global const float *x2, uint ldx, uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode,
+                  uint rsplit, uint nsplit,
                   ulong off0, uint rows0, __global float *y0, uint ld0,
                   ulong off1, uint rows1, __global float *y1, uint ld1,
                   ulong off2, uint rows2, __global float *y2, uint ld2)
@@ -42,7 +47,10 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
     __local float4 xs[TOKB][XCH / 4];
     __local float red[TOKB][MV_WG];
     __local float inv[TOKB];
-    uint l = get_local_id(0), tb = get_group_id(1) * TOKB, panel = get_group_id(0);
+    /* rsplit (1, 2 or 4) work-groups share a panel, each taking 16 / rsplit of its
+     * rows: more work-groups in flight for matrices of few panels. */
+    uint l = get_local_id(0), tb = get_group_id(1) * TOKB, panel = get_group_id(0) / rsplit;
+    uint part = get_group_id(0) % rsplit, lanes = 64 / rsplit, nsub = MV_WG / lanes, per_chunk = UNR / rsplit;
     uint nt = min((uint)TOKB, n_tok - tb);
     uint col_tiles = (cols + 31) / 32;
 
@@ -57,12 +65,12 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
         else panel -= p1, off = off2, rows = rows2, y = y2, ld = ld2;
     }
 
-    uint j = l & 63, sub = l >> 6, c0 = (j & 3) * 8;
+    uint jl = l % lanes, j = part * lanes + jl, sub = l / lanes, c0 = (j & 3) * 8;
     __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
     uint4 wb[UNR];
     for (uint u = 0; u < UNR; u++) {
-        uint c = sub + 4 * u;
-        wb[u] = c < col_tiles ? P[(ulong)c * 64] : (uint4)(0);
+        uint c = sub + nsub * u;
+        wb[u] = u < per_chunk && c < col_tiles ? P[(ulong)c * 64] : (uint4)(0);
     }
 
     __global const ushort *g = (__global const ushort *)W + norm_off;
@@ -97,6 +105,17 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
                     v = x[row_off + col];
                     if (xmode == XMODE_NORM) v = (v * inv[t]) * bf16(g[col]);
                     else if (xmode == XMODE_SILU) v = v / (1.0f + exp(-v)) * x2[row_off + col];
+                    else if (xmode == XMODE_ATTN) {
+                        uint h = col / HEAD_DIM, nh = cols / HEAD_DIM;
+                        float mx = -INFINITY, num = 0.0f, den = 0.0f;
+                        for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[(sp * nh + h) * 2]);
+                        for (uint sp = 0; sp < nsplit; sp++) {
+                            float w = exp(x2[(sp * nh + h) * 2] - mx);
+                            num += w * x[(ulong)sp * cols + col];
+                            den += w * x2[(sp * nh + h) * 2 + 1];
+                        }
+                        v = num / den;
+                    }
                 }
                 xl[i] = v;
             }
@@ -106,11 +125,12 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
         for (uint u = 0; u < UNR; u++) cur[u] = wb[u];
         if (ch + 1 < n_chunks)
             for (uint u = 0; u < UNR; u++) {
-                uint c = (ch + 1) * (XCH / 32) + sub + 4 * u;
-                wb[u] = c < col_tiles ? P[(ulong)c * 64] : (uint4)(0);
+                uint c = (ch + 1) * (XCH / 32) + sub + nsub * u;
+                wb[u] = u < per_chunk && c < col_tiles ? P[(ulong)c * 64] : (uint4)(0);
             }
         for (uint u = 0; u < UNR; u++) {
-            uint xi = (sub + 4 * u) * 8 + (c0 >> 2);
+            if (u >= per_chunk) break;
+            uint xi = (sub + nsub * u) * 8 + (c0 >> 2);
             for (uint t = 0; t < TOKB; t++)
                 if (t < nt) acc[t] += dot8(cur[u], xs[t][xi], xs[t][xi + 1]);
         }
@@ -118,12 +138,13 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint t = 0; t < TOKB; t++) red[t][l] = acc[t];
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (l < 16 * TOKB) {
-        uint t = l >> 4, r = l & 15, row = panel * 16 + r;
+    uint prows = 16 / rsplit; /* rows of this part */
+    if (l < prows * TOKB) {
+        uint t = l / prows, r = l % prows, row = panel * 16 + part * prows + r;
         if (t < nt && row < rows) {
             float s = 0.0f;
-            for (uint q = 0; q < 4; q++)
-                for (uint k = 0; k < 4; k++) s += red[t][q * 64 + r * 4 + k];
+            for (uint q = 0; q < nsub; q++)
+                for (uint k = 0; k < 4; k++) s += red[t][q * lanes + r * 4 + k];
             __global float *dst = y + (ulong)(tb + t) * ld + row;
             *dst = ymode == MODE_ADD ? *dst + s : s;
         }
@@ -268,9 +289,6 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
 }
 
 #define ATT_WG 128
-#ifndef HEAD_DIM
-#define HEAD_DIM 128 /* the host builds with -DHEAD_DIM=<config head_dim> */
-#endif
 #define D4 (HEAD_DIM / 4)
 #define ATT_GROUPS (ATT_WG / D4)
 
@@ -302,15 +320,22 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention(__global const float *q, __global float *kcache, __global float *vcache, __global float *out,
                uint nq, uint nkv, __global const int *stage, uint fuse, __global const float *k_new,
                __global const float *v_new, __global const ushort *W, ulong qn_off, ulong kn_off,
-               __global const float *cos_t, __global const float *sin_t, float eps)
+               __global const float *cos_t, __global const float *sin_t, float eps, uint nsplit,
+               __global float *part_ml)
 {
     __local float red[ATT_WG];
     __local float ps[ATT_WG];
     __local float4 qs[D4];
     __local float4 part[ATT_WG];
-    uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0);
+    /* nsplit > 1 (one token): work-group (h, sp) takes positions lo..hi-1, a
+     * 1/nsplit share, and leaves its unnormalised output with its (max, sum)
+     * for o_proj to combine (XMODE_ATTN). */
+    uint h = get_group_id(0), l = get_local_id(0);
+    uint t = nsplit > 1 ? 0 : get_group_id(1), sp = nsplit > 1 ? get_group_id(1) : 0;
     uint pos = (uint)stage[0];
     uint g = h / (nq / nkv), last = pos + t;
+    uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);
+    int has_last = lo <= last && last < hi;
     uint grp = l / D4, d4 = l % D4;
     __global const float *qh = q + ((ulong)t * nq + h) * HEAD_DIM;
     __local float *qf = (__local float *)qs;
@@ -319,7 +344,7 @@ void attention(__global const float *q, __global float *kcache, __global float *
         __global const float *cs = cos_t + (ulong)last * half_d, *sn = sin_t + (ulong)last * half_d;
         float sq = att_inv_rms(qh, red, l, eps);
         __global const float *kh = k_new + ((ulong)t * nkv + g) * HEAD_DIM;
-        float sk = att_inv_rms(kh, red, l, eps);
+        float sk = has_last ? att_inv_rms(kh, red, l, eps) : 0.0f;
         __global float *kc = kcache + ((ulong)last * nkv + g) * HEAD_DIM;
         __global float *vc = vcache + ((ulong)last * nkv + g) * HEAD_DIM;
         for (uint i = l; i < half_d; i += ATT_WG) {
@@ -327,11 +352,13 @@ void attention(__global const float *q, __global float *kcache, __global float *
             float a = bf16(W[qn_off + i]) * (qh[i] * sq), b = bf16(W[qn_off + i + half_d]) * (qh[i + half_d] * sq);
             qf[i] = a * c - b * s;
             qf[i + half_d] = b * c + a * s;
+            if (!has_last) continue; /* only the work-group that reads position last writes it */
             a = bf16(W[kn_off + i]) * (kh[i] * sk), b = bf16(W[kn_off + i + half_d]) * (kh[i + half_d] * sk);
             kc[i] = a * c - b * s;
             kc[i + half_d] = b * c + a * s;
         }
-        for (uint i = l; i < HEAD_DIM; i += ATT_WG) vc[i] = v_new[((ulong)t * nkv + g) * HEAD_DIM + i];
+        if (has_last)
+            for (uint i = l; i < HEAD_DIM; i += ATT_WG) vc[i] = v_new[((ulong)t * nkv + g) * HEAD_DIM + i];
         barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     } else {
         for (uint i = l; i < D4; i += ATT_WG) qs[i] = vload4(i, qh);
@@ -340,10 +367,10 @@ void attention(__global const float *q, __global float *kcache, __global float *
     const float scale = 1.0f / sqrt((float)HEAD_DIM);
     float m_run = -INFINITY, l_sum = 0.0f;
     float4 acc = (float4)(0.0f);
-    for (uint base = 0; base <= last; base += ATT_WG) {
+    for (uint base = lo; base < hi; base += ATT_WG) {
         uint jj = base + l;
         float s = -INFINITY;
-        if (jj <= last) {
+        if (jj < hi) {
             __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)jj * nkv + g) * HEAD_DIM);
             float4 s0 = (float4)(0.0f), s1 = (float4)(0.0f);
 #pragma unroll
@@ -362,13 +389,13 @@ void attention(__global const float *q, __global float *kcache, __global float *
         }
         float m_new = fmax(m_run, red[0]);
         float corr = exp(m_run - m_new); /* 0 on the first block (m_run = -inf) */
-        float p = jj <= last ? exp(s - m_new) : 0.0f;
+        float p = jj < hi ? exp(s - m_new) : 0.0f;
         ps[l] = p;
         l_sum = l_sum * corr + p;
         acc *= corr;
         m_run = m_new;
         barrier(CLK_LOCAL_MEM_FENCE);
-        uint n = min((uint)ATT_WG, last - base + 1);
+        uint n = min((uint)ATT_WG, hi - base);
         __global const float *vb = vcache + ((ulong)base * nkv + g) * HEAD_DIM;
         float4 a1 = (float4)(0.0f), a2 = (float4)(0.0f), a3 = (float4)(0.0f);
         uint k = grp;
@@ -391,7 +418,12 @@ void attention(__global const float *q, __global float *kcache, __global float *
     if (l < D4) {
         float4 s4 = (float4)(0.0f);
         for (uint k = 0; k < ATT_GROUPS; k++) s4 += part[k * D4 + l];
-        vstore4(s4 / red[0], l, out + ((ulong)t * nq + h) * HEAD_DIM);
+        if (nsplit > 1) {
+            vstore4(s4, l, out + ((ulong)sp * nq + h) * HEAD_DIM);
+            if (l == 0) part_ml[(sp * nq + h) * 2] = m_run, part_ml[(sp * nq + h) * 2 + 1] = red[0];
+        } else {
+            vstore4(s4 / red[0], l, out + ((ulong)t * nq + h) * HEAD_DIM);
+        }
     }
 }
 

@@ -27,6 +27,8 @@
 #define XMODE_PLAIN 0
 #define XMODE_NORM 1
 #define XMODE_SILU 2
+#define XMODE_ATTN 3
+#define ATT_SPLIT 8 /* decode attention: work-groups per head */
 
 enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_SILU, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm",
@@ -61,7 +63,7 @@ typedef struct {
     cl_kernel k[K_COUNT];
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
-    cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, rope_cos, rope_sin;
+    cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
     cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
     uint64_t q_dim, kv_dim;
     cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
@@ -236,7 +238,7 @@ typedef struct {
  * cols). xmode: XMODE_NORM normalises x with norm first, XMODE_SILU takes
  * silu(x) * x2; ymode: MODE_STORE or MODE_ADD. */
 static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
-                    const q3_tensor *norm, cl_uint n_tok, cl_uint ymode, q3_err *err)
+                    const q3_tensor *norm, cl_uint n_tok, cl_uint ymode, cl_uint nsplit, q3_err *err)
 {
     cl_kernel k = kern(m, K_MM_SMALL);
     cl_uint cols = (cl_uint)segs[0].t->shape[1];
@@ -250,13 +252,17 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
         const mm_seg *sg = &segs[i < n_segs ? i : 0];
         cl_ulong off = woff(m, sg->t, 16);
         cl_uint rows = i < n_segs ? (cl_uint)sg->t->shape[0] : 0;
-        rc |= ARG(k, 10 + 4 * i, off) | ARG(k, 11 + 4 * i, rows) | ARG(k, 12 + 4 * i, sg->y) |
-              ARG(k, 13 + 4 * i, sg->ld);
+        rc |= ARG(k, 12 + 4 * i, off) | ARG(k, 13 + 4 * i, rows) | ARG(k, 14 + 4 * i, sg->y) |
+              ARG(k, 15 + 4 * i, sg->ld);
         panels += (rows + 15) / 16;
         rows_all += rows;
     }
+    /* Few panels (o_proj, down_proj): 2 or 4 work-groups per panel, so that at
+     * least 256 are in flight. */
+    cl_uint rsplit = panels >= 256 ? 1 : panels >= 128 ? 2 : 4;
+    rc |= ARG(k, 10, rsplit) | ARG(k, 11, nsplit);
     CHECK(rc, "setting matmul_small arguments");
-    size_t global[2] = {panels * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
+    size_t global[2] = {panels * rsplit * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
     return launch(m, k, K_MM_SMALL, 2, global, local, rows_all, cols, err);
 }
 
@@ -281,7 +287,7 @@ static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem 
 {
     if (n_tok <= SMALL_MAX) {
         mm_seg sg = {t, y, ldy};
-        return mm_small(m, &sg, 1, x, x, ldx, XMODE_PLAIN, NULL, n_tok, add ? MODE_ADD : MODE_STORE, err);
+        return mm_small(m, &sg, 1, x, x, ldx, XMODE_PLAIN, NULL, n_tok, add ? MODE_ADD : MODE_STORE, 1, err);
     }
     return mm_gemm(m, t, x, ldx, y, ldy, n_tok, add, err);
 }
@@ -311,15 +317,16 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     int small = n_tok <= SMALL_MAX;
     if (small) {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
-        if (mm_small(m, qkv, 3, m->x, m->x, H, XMODE_NORM, L->input_norm, n_tok, MODE_STORE, err)) return -1;
+        if (mm_small(m, qkv, 3, m->x, m->x, H, XMODE_NORM, L->input_norm, n_tok, MODE_STORE, 1, err)) return -1;
     } else if (run_norm(m, m->x, L->input_norm, m->xn, n_tok, err) ||
                mm_gemm(m, L->wq, m->xn, H, m->q, qd, n_tok, 0, err) ||
                mm_gemm(m, L->wk, m->xn, H, m->kk, kvd, n_tok, 0, err) ||
                mm_gemm(m, L->wv, m->xn, H, m->v, kvd, n_tok, 0, err)) {
         return -1;
     }
-    /* One token: q/k norm and RoPE happen inside the attention launch. */
-    cl_uint fuse = n_tok == 1;
+    /* One token: q/k norm and RoPE happen inside the attention launch, and the
+     * positions are split over ATT_SPLIT work-groups per head, combined by o_proj. */
+    cl_uint fuse = n_tok == 1, nsplit = fuse ? ATT_SPLIT : 1;
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
     cl_kernel k;
     cl_int rc;
@@ -337,16 +344,21 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
          ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, fuse) | ARG(k, 8, m->kk) | ARG(k, 9, m->v) |
          ARG(k, 10, m->weights) | ARG(k, 11, qn) | ARG(k, 12, kn) | ARG(k, 13, m->rope_cos) | ARG(k, 14, m->rope_sin) |
-         ARG(k, 15, eps);
+         ARG(k, 15, eps) | ARG(k, 16, nsplit) | ARG(k, 17, m->att_ml);
     CHECK(rc, "setting attention arguments");
-    size_t ga[2] = {(size_t)nq * ATT_WG, n_tok}, la[2] = {ATT_WG, 1};
+    size_t ga[2] = {(size_t)nq * ATT_WG, fuse ? nsplit : n_tok}, la[2] = {ATT_WG, 1};
     if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
-    if (mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err)) return -1;
+    if (fuse) {
+        mm_seg o = {L->wo, m->x, H};
+        if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
+    } else if (mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err)) {
+        return -1;
+    }
     if (small) {
         mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}};
-        return mm_small(m, gu, 2, m->x, m->x, H, XMODE_NORM, L->post_norm, n_tok, MODE_STORE, err) ||
+        return mm_small(m, gu, 2, m->x, m->x, H, XMODE_NORM, L->post_norm, n_tok, MODE_STORE, 1, err) ||
                mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
-                        err);
+                        1, err);
     }
     if (run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
         mm_gemm(m, L->w_gate, m->xn, H, m->gate, I, n_tok, 0, err) ||
@@ -384,7 +396,7 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
         last = m->tmp;
     }
     mm_seg sg = {m->w.lm_head, m->logits, V};
-    return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, err);
+    return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, 1, err);
 }
 
 static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
@@ -443,7 +455,7 @@ static void ocl_destroy(q3_backend *b)
         prof_print(m);
     }
     cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
-                     m->logits, m->rope_cos, m->rope_sin};
+                     m->logits, m->att_ml, m->rope_cos, m->rope_sin};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
     for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
@@ -516,7 +528,8 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     m->xn = dev_alloc(m, B * H * 4, &rc);
     m->tmp = dev_alloc(m, B * H * 4, &rc);
     m->q = dev_alloc(m, B * m->q_dim * 4, &rc);
-    m->att = dev_alloc(m, B * m->q_dim * 4, &rc);
+    m->att = dev_alloc(m, B * m->q_dim * 4, &rc); /* also ATT_SPLIT partial outputs (B >= ATT_SPLIT) */
+    m->att_ml = dev_alloc(m, (uint64_t)ATT_SPLIT * c->num_heads * 2 * 4, &rc);
     m->kk = dev_alloc(m, B * m->kv_dim * 4, &rc);
     m->v = dev_alloc(m, B * m->kv_dim * 4, &rc);
     m->gate = dev_alloc(m, B * I * 4, &rc);
