@@ -30,6 +30,7 @@ inline float dot8(uint4 w, float4 a, float4 b)
 #define XMODE_NORM 1 /* x is RMS-normalised with the weight at norm_off (the layer's norm fused in) */
 #define XMODE_SILU 2 /* x = silu(x) * x2 (gate and up, fused into down_proj) */
 #define XMODE_ATTN 3 /* x = the nsplit partial attention outputs in x, their (max, sum) in x2, combined */
+#define ATT_COMBINE_MAX 1024 /* nsplit x heads */
 
 /* Matrix times a few tokens (decode, short prompts). One work-group per 16-row
  * panel and block of TOKB tokens; up to three matrices that share x run in one
@@ -90,6 +91,19 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
         }
     }
 
+    /* XMODE_ATTN: each split's weight per head, exp(max_s - max) / sum, once. */
+    __local float attw[ATT_COMBINE_MAX];
+    if (xmode == XMODE_ATTN) {
+        uint nh = cols / HEAD_DIM;
+        for (uint h = l; h < nh; h += MV_WG) {
+            float mx = -INFINITY, den = 0.0f;
+            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[(sp * nh + h) * 2]);
+            for (uint sp = 0; sp < nsplit; sp++) den += exp(x2[(sp * nh + h) * 2] - mx) * x2[(sp * nh + h) * 2 + 1];
+            for (uint sp = 0; sp < nsplit; sp++) attw[sp * nh + h] = exp(x2[(sp * nh + h) * 2] - mx) / den;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
     float acc[TOKB];
     for (uint t = 0; t < TOKB; t++) acc[t] = 0.0f;
     uint n_chunks = (cols + XCH - 1) / XCH;
@@ -107,14 +121,8 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
                     else if (xmode == XMODE_SILU) v = v / (1.0f + exp(-v)) * x2[row_off + col];
                     else if (xmode == XMODE_ATTN) {
                         uint h = col / HEAD_DIM, nh = cols / HEAD_DIM;
-                        float mx = -INFINITY, num = 0.0f, den = 0.0f;
-                        for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[(sp * nh + h) * 2]);
-                        for (uint sp = 0; sp < nsplit; sp++) {
-                            float w = exp(x2[(sp * nh + h) * 2] - mx);
-                            num += w * x[(ulong)sp * cols + col];
-                            den += w * x2[(sp * nh + h) * 2 + 1];
-                        }
-                        v = num / den;
+                        v = 0.0f;
+                        for (uint sp = 0; sp < nsplit; sp++) v += attw[sp * nh + h] * x[(ulong)sp * cols + col];
                     }
                 }
                 xl[i] = v;
@@ -424,6 +432,95 @@ void attention(__global const float *q, __global float *kcache, __global float *
         } else {
             vstore4(s4 / red[0], l, out + ((ulong)t * nq + h) * HEAD_DIM);
         }
+    }
+}
+
+#define QB 4 /* query tokens per attention_prefill work-group */
+
+inline float hsum4(float4 v) { return (v.x + v.y) + (v.z + v.w); }
+
+/* Causal attention for a prompt: one work-group per (head, block of QB
+ * consecutive tokens), so each K and V row read serves QB queries. Online
+ * softmax as in attention, with the running max, sum and output per query. */
+__kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+void attention_prefill(__global const float *q, __global const float *kcache, __global const float *vcache,
+                       __global float *out, uint nq, uint nkv, uint n_tok, __global const int *stage)
+{
+    __local float4 red4[ATT_WG];
+    __local float4 ps4[ATT_WG];
+    __local float4 qs[QB][D4];
+    __local float4 part[ATT_WG];
+    uint h = get_group_id(0), t0 = get_group_id(1) * QB, l = get_local_id(0);
+    uint pos = (uint)stage[0], g = h / (nq / nkv);
+    uint nt = min((uint)QB, n_tok - t0), first = pos + t0, last = first + nt - 1;
+    uint grp = l / D4, d4 = l % D4;
+    for (uint i = l; i < QB * D4; i += ATT_WG) {
+        uint qi = i / D4, c = i % D4, tq = t0 + min(qi, nt - 1);
+        qs[qi][c] = vload4(c, q + ((ulong)tq * nq + h) * HEAD_DIM);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const float scale = 1.0f / sqrt((float)HEAD_DIM);
+    float4 m_run = (float4)(-INFINITY), l_sum = (float4)(0.0f);
+    float4 acc0 = (float4)(0.0f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    for (uint base = 0; base <= last; base += ATT_WG) {
+        uint jj = base + l;
+        float4 s = (float4)(-INFINITY);
+        if (jj <= last) {
+            __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)jj * nkv + g) * HEAD_DIM);
+            float4 d0 = (float4)(0.0f), d1 = d0, d2 = d0, d3 = d0;
+#pragma unroll
+            for (uint i = 0; i < D4; i++) {
+                float4 k = kj[i];
+                d0 += qs[0][i] * k;
+                d1 += qs[1][i] * k;
+                d2 += qs[2][i] * k;
+                d3 += qs[3][i] * k;
+            }
+            /* query i (token t0 + i) sees positions up to first + i */
+            s.x = jj <= first ? hsum4(d0) * scale : -INFINITY;
+            s.y = jj <= first + 1 ? hsum4(d1) * scale : -INFINITY;
+            s.z = jj <= first + 2 ? hsum4(d2) * scale : -INFINITY;
+            s.w = jj <= first + 3 ? hsum4(d3) * scale : -INFINITY;
+        }
+        red4[l] = s;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
+            if (l < st) red4[l] = fmax(red4[l], red4[l + st]);
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        /* The first block holds position 0, which every query sees: m_new is finite. */
+        float4 m_new = fmax(m_run, red4[0]);
+        float4 corr = exp(m_run - m_new);
+        float4 p = exp(s - m_new);
+        ps4[l] = p;
+        l_sum = l_sum * corr + p;
+        acc0 *= corr.x, acc1 *= corr.y, acc2 *= corr.z, acc3 *= corr.w;
+        m_run = m_new;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        uint n = min((uint)ATT_WG, last - base + 1);
+        __global const float *vb = vcache + ((ulong)base * nkv + g) * HEAD_DIM;
+        for (uint k = grp; k < n; k += ATT_GROUPS) {
+            float4 v = vload4(d4, vb + (ulong)k * nkv * HEAD_DIM), pk = ps4[k];
+            acc0 += pk.x * v, acc1 += pk.y * v, acc2 += pk.z * v, acc3 += pk.w * v;
+        }
+    }
+    red4[l] = l_sum;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
+        if (l < st) red4[l] += red4[l + st];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float4 tot = red4[0];
+    for (uint qi = 0; qi < QB; qi++) {
+        part[l] = qi == 0 ? acc0 : qi == 1 ? acc1 : qi == 2 ? acc2 : acc3;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < D4 && qi < nt) {
+            float4 s4 = (float4)(0.0f);
+            for (uint k = 0; k < ATT_GROUPS; k++) s4 += part[k * D4 + l];
+            float den = qi == 0 ? tot.x : qi == 1 ? tot.y : qi == 2 ? tot.z : tot.w;
+            vstore4(s4 / den, l, out + ((ulong)(t0 + qi) * nq + h) * HEAD_DIM);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
 

@@ -29,10 +29,11 @@
 #define XMODE_SILU 2
 #define XMODE_ATTN 3
 #define ATT_SPLIT 8 /* decode attention: work-groups per head */
+#define QB 4        /* attention_prefill: query tokens per work-group */
 
-enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_SILU, K_COUNT };
-static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm",
-                                                  "qk_norm_rope", "attention", "silu_mul"};
+enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_COUNT };
+static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
+                                                  "attention", "attention_prefill", "silu_mul"};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -340,14 +341,23 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
         if (launch(m, k, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
     }
-    k = kern(m, K_ATTN);
-    rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
-         ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, fuse) | ARG(k, 8, m->kk) | ARG(k, 9, m->v) |
-         ARG(k, 10, m->weights) | ARG(k, 11, qn) | ARG(k, 12, kn) | ARG(k, 13, m->rope_cos) | ARG(k, 14, m->rope_sin) |
-         ARG(k, 15, eps) | ARG(k, 16, nsplit) | ARG(k, 17, m->att_ml);
-    CHECK(rc, "setting attention arguments");
-    size_t ga[2] = {(size_t)nq * ATT_WG, fuse ? nsplit : n_tok}, la[2] = {ATT_WG, 1};
-    if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
+    if (fuse) {
+        k = kern(m, K_ATTN);
+        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
+             ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, fuse) | ARG(k, 8, m->kk) | ARG(k, 9, m->v) |
+             ARG(k, 10, m->weights) | ARG(k, 11, qn) | ARG(k, 12, kn) | ARG(k, 13, m->rope_cos) |
+             ARG(k, 14, m->rope_sin) | ARG(k, 15, eps) | ARG(k, 16, nsplit) | ARG(k, 17, m->att_ml);
+        CHECK(rc, "setting attention arguments");
+        size_t ga[2] = {(size_t)nq * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
+        if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
+    } else {
+        k = kern(m, K_ATTN_PF);
+        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
+             ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens);
+        CHECK(rc, "setting attention_prefill arguments");
+        size_t ga[2] = {(size_t)nq * ATT_WG, (n_tok + QB - 1) / QB}, la[2] = {ATT_WG, 1};
+        if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err)) return -1;
+    }
     if (fuse) {
         mm_seg o = {L->wo, m->x, H};
         if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
@@ -611,6 +621,11 @@ q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o,
         return NULL;
     }
     m->base.n_ctx = n_ctx;
+    if ((uint64_t)ATT_SPLIT * c->num_heads > 1024) { /* ATT_COMBINE_MAX of qwen3.cl */
+        q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads, 1024 / ATT_SPLIT);
+        ocl_destroy(&m->base);
+        return NULL;
+    }
     /* attention reads K and V as float4 and splits a head over ATT_WG / (D / 4) lanes */
     uint32_t D = c->head_dim;
     if (D % 4 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
