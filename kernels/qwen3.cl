@@ -161,26 +161,66 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
 
 /* Matrix times many tokens (prefill): 64 rows x 64 tokens per work-group, 32
  * columns (one tile per panel) at a time through local memory; each thread
- * computes 4 rows x 4 tokens. y = W x, or y += W x with add. */
+ * computes 4 rows x 4 tokens, and loads the next tile into registers while it
+ * multiplies this one. Up to three matrices that share x run in one launch
+ * (q, k, v; gate, up), their 64-row blocks numbered one after another.
+ * xmode XMODE_SILU takes x = silu(x) * x2. y = W x, or y += W x with add. */
 #define GM_R 64
 #define GM_T 64
+inline float4 gemm_x4(__global const float *x, __global const float *x2, uint ldx, uint xmode, uint tok, uint n_tok,
+                      uint col, uint cols)
+{
+    float4 v = (float4)(0.0f), u = (float4)(1.0f);
+    if (tok >= n_tok) return v;
+    ulong o = (ulong)tok * ldx + col;
+    if (col + 4 <= cols) {
+        v = vload4(0, x + o);
+        if (xmode == XMODE_SILU) u = vload4(0, x2 + o);
+    } else {
+        v = (float4)(col < cols ? x[o] : 0.0f, col + 1 < cols ? x[o + 1] : 0.0f, col + 2 < cols ? x[o + 2] : 0.0f,
+                     col + 3 < cols ? x[o + 3] : 0.0f);
+        if (xmode == XMODE_SILU)
+            u = (float4)(col < cols ? x2[o] : 0.0f, col + 1 < cols ? x2[o + 1] : 0.0f,
+                         col + 2 < cols ? x2[o + 2] : 0.0f, col + 3 < cols ? x2[o + 3] : 0.0f);
+    }
+    if (xmode == XMODE_SILU) v = v / (1.0f + exp(-v)) * u;
+    return v;
+}
+
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
-void matmul_gemm(__global const uint4 *W, ulong off, uint rows, uint cols, __global const float *x, uint ldx,
-                 __global float *y, uint ldy, uint n_tok, uint add)
+void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, __global const float *x2, uint ldx,
+                 uint xmode, uint n_tok, uint add,
+                 ulong off0, uint rows0, __global float *y0, uint ld0,
+                 ulong off1, uint rows1, __global float *y1, uint ld1,
+                 ulong off2, uint rows2, __global float *y2, uint ld2)
 {
     __local float Ws[32][GM_R];
     __local float Xs[32][GM_T];
     uint l = get_local_id(0), tx = l & 15, ty = l >> 4;
-    uint rb = get_group_id(0) * GM_R, tb = get_group_id(1) * GM_T;
+    uint blk = get_group_id(0), tb = get_group_id(1) * GM_T;
+    ulong off = off0;
+    uint rows = rows0, ld = ld0;
+    __global float *y = y0;
+    uint b0 = (rows0 + GM_R - 1) / GM_R, b1 = (rows1 + GM_R - 1) / GM_R;
+    if (blk >= b0) {
+        blk -= b0;
+        if (blk < b1) off = off1, rows = rows1, y = y1, ld = ld1;
+        else blk -= b1, off = off2, rows = rows2, y = y2, ld = ld2;
+    }
+    uint rb = blk * GM_R;
     uint col_tiles = (cols + 31) / 32, n_panels = (rows + 15) / 16;
     uint q = l >> 6, j = l & 63, wr = q * 16 + (j >> 2), wc = (j & 3) * 8;
     uint panel = rb / 16 + q;
+    int has_panel = panel < n_panels;
     __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
+    uint xt0 = l >> 3, xt1 = (l + 256) >> 3, xk = (l & 7) * 4; /* the two float4 of x this thread stages */
     float acc[4][4];
     for (uint a = 0; a < 4; a++)
         for (uint b = 0; b < 4; b++) acc[a][b] = 0.0f;
+    uint4 w = has_panel ? P[0] : (uint4)(0);
+    float4 xa = gemm_x4(x, x2, ldx, xmode, tb + xt0, n_tok, xk, cols);
+    float4 xb = gemm_x4(x, x2, ldx, xmode, tb + xt1, n_tok, xk, cols);
     for (uint c = 0; c < col_tiles; c++) {
-        uint4 w = panel < n_panels ? P[(ulong)c * 64] : (uint4)(0);
         Ws[wc + 0][wr] = bf16_lo(w.x);
         Ws[wc + 1][wr] = bf16_hi(w.x);
         Ws[wc + 2][wr] = bf16_lo(w.y);
@@ -189,22 +229,14 @@ void matmul_gemm(__global const uint4 *W, ulong off, uint rows, uint cols, __glo
         Ws[wc + 5][wr] = bf16_hi(w.z);
         Ws[wc + 6][wr] = bf16_lo(w.w);
         Ws[wc + 7][wr] = bf16_hi(w.w);
-        for (uint h = 0; h < 2; h++) {
-            uint idx = l + h * 256, t = idx >> 3, k4 = (idx & 7) * 4, col = c * 32 + k4;
-            float4 v = (float4)(0.0f);
-            if (tb + t < n_tok) {
-                __global const float *xt = x + (ulong)(tb + t) * ldx;
-                if (col + 4 <= cols) v = vload4(0, xt + col);
-                else
-                    v = (float4)(col < cols ? xt[col] : 0.0f, col + 1 < cols ? xt[col + 1] : 0.0f,
-                                 col + 2 < cols ? xt[col + 2] : 0.0f, col + 3 < cols ? xt[col + 3] : 0.0f);
-            }
-            Xs[k4 + 0][t] = v.x;
-            Xs[k4 + 1][t] = v.y;
-            Xs[k4 + 2][t] = v.z;
-            Xs[k4 + 3][t] = v.w;
-        }
+        Xs[xk + 0][xt0] = xa.x, Xs[xk + 1][xt0] = xa.y, Xs[xk + 2][xt0] = xa.z, Xs[xk + 3][xt0] = xa.w;
+        Xs[xk + 0][xt1] = xb.x, Xs[xk + 1][xt1] = xb.y, Xs[xk + 2][xt1] = xb.z, Xs[xk + 3][xt1] = xb.w;
         barrier(CLK_LOCAL_MEM_FENCE);
+        if (c + 1 < col_tiles) { /* the next tile, in flight while this one is multiplied */
+            w = has_panel ? P[(ulong)(c + 1) * 64] : (uint4)(0);
+            xa = gemm_x4(x, x2, ldx, xmode, tb + xt0, n_tok, (c + 1) * 32 + xk, cols);
+            xb = gemm_x4(x, x2, ldx, xmode, tb + xt1, n_tok, (c + 1) * 32 + xk, cols);
+        }
         for (uint k = 0; k < 32; k++) {
             float4 a = vload4(0, &Ws[k][ty * 4]), b = vload4(0, &Xs[k][tx * 4]);
             acc[0][0] += a.x * b.x, acc[0][1] += a.x * b.y, acc[0][2] += a.x * b.z, acc[0][3] += a.x * b.w;
@@ -220,7 +252,7 @@ void matmul_gemm(__global const uint4 *W, ulong off, uint rows, uint cols, __glo
         for (uint b = 0; b < 4; b++) {
             uint t = tb + tx * 4 + b;
             if (t >= n_tok) break;
-            __global float *dst = y + (ulong)t * ldy + row;
+            __global float *dst = y + (ulong)t * ld + row;
             *dst = add ? *dst + acc[a][b] : acc[a][b];
         }
     }
@@ -522,12 +554,4 @@ void attention_prefill(__global const float *q, __global const float *kcache, __
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-}
-
-/* gate = silu(gate) * up */
-__kernel void silu_mul(__global float *gate, __global const float *up)
-{
-    size_t i = get_global_id(0);
-    float g = gate[i];
-    gate[i] = g / (1.0f + exp(-g)) * up[i];
 }

@@ -31,9 +31,9 @@
 #define ATT_SPLIT 8 /* decode attention: work-groups per head */
 #define QB 4        /* attention_prefill: query tokens per work-group */
 
-enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_COUNT };
+enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
-                                                  "attention", "attention_prefill", "silu_mul"};
+                                                  "attention", "attention_prefill"};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -267,19 +267,28 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     return launch(m, k, K_MM_SMALL, 2, global, local, rows_all, cols, err);
 }
 
-/* y (+)= W x for many tokens through matmul_gemm. */
-static int mm_gemm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem y, cl_uint ldy, cl_uint n_tok,
-                   cl_uint add, q3_err *err)
+/* y (+)= W x for many tokens through matmul_gemm: up to three matrices sharing x
+ * (and cols); xmode XMODE_SILU takes silu(x) * x2. */
+static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
+                   cl_uint n_tok, cl_uint add, q3_err *err)
 {
     cl_kernel k = kern(m, K_MM_GEMM);
-    cl_ulong off = woff(m, t, 16);
-    cl_uint rows = (cl_uint)t->shape[0], cols = (cl_uint)t->shape[1];
-    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, off) | ARG(k, 2, rows) | ARG(k, 3, cols) | ARG(k, 4, x) |
-                ARG(k, 5, ldx) | ARG(k, 6, y) | ARG(k, 7, ldy) | ARG(k, 8, n_tok) | ARG(k, 9, add);
+    cl_uint cols = (cl_uint)segs[0].t->shape[1];
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, x2) | ARG(k, 4, ldx) |
+                ARG(k, 5, xmode) | ARG(k, 6, n_tok) | ARG(k, 7, add);
+    size_t blocks = 0;
+    cl_uint rows_all = 0;
+    for (int i = 0; i < 3; i++) {
+        const mm_seg *sg = &segs[i < n_segs ? i : 0];
+        cl_ulong off = woff(m, sg->t, 16);
+        cl_uint rows = i < n_segs ? (cl_uint)sg->t->shape[0] : 0;
+        rc |= ARG(k, 8 + 4 * i, off) | ARG(k, 9 + 4 * i, rows) | ARG(k, 10 + 4 * i, sg->y) | ARG(k, 11 + 4 * i, sg->ld);
+        blocks += (rows + GM_R - 1) / GM_R;
+        rows_all += rows;
+    }
     CHECK(rc, "setting matmul_gemm arguments");
-    size_t global[2] = {(size_t)((rows + GM_R - 1) / GM_R) * 256, (size_t)((n_tok + GM_T - 1) / GM_T)};
-    size_t local[2] = {256, 1};
-    return launch(m, k, K_MM_GEMM, 2, global, local, rows, cols, err);
+    size_t global[2] = {blocks * 256, (size_t)((n_tok + GM_T - 1) / GM_T)}, local[2] = {256, 1};
+    return launch(m, k, K_MM_GEMM, 2, global, local, rows_all, cols, err);
 }
 
 /* W x: matmul_small for a few tokens, matmul_gemm for a prompt. */
@@ -290,7 +299,8 @@ static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem 
         mm_seg sg = {t, y, ldy};
         return mm_small(m, &sg, 1, x, x, ldx, XMODE_PLAIN, NULL, n_tok, add ? MODE_ADD : MODE_STORE, 1, err);
     }
-    return mm_gemm(m, t, x, ldx, y, ldy, n_tok, add, err);
+    mm_seg sg = {t, y, ldy};
+    return mm_gemm(m, &sg, 1, x, x, ldx, XMODE_PLAIN, n_tok, add, err);
 }
 
 static int run_norm(ocl_backend *m, cl_mem x, const q3_tensor *w, cl_mem out, cl_uint n_tok, q3_err *err)
@@ -319,11 +329,11 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     if (small) {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
         if (mm_small(m, qkv, 3, m->x, m->x, H, XMODE_NORM, L->input_norm, n_tok, MODE_STORE, 1, err)) return -1;
-    } else if (run_norm(m, m->x, L->input_norm, m->xn, n_tok, err) ||
-               mm_gemm(m, L->wq, m->xn, H, m->q, qd, n_tok, 0, err) ||
-               mm_gemm(m, L->wk, m->xn, H, m->kk, kvd, n_tok, 0, err) ||
-               mm_gemm(m, L->wv, m->xn, H, m->v, kvd, n_tok, 0, err)) {
-        return -1;
+    } else {
+        mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
+        if (run_norm(m, m->x, L->input_norm, m->xn, n_tok, err) ||
+            mm_gemm(m, qkv, 3, m->xn, m->xn, H, XMODE_PLAIN, n_tok, 0, err))
+            return -1;
     }
     /* One token: q/k norm and RoPE happen inside the attention launch, and the
      * positions are split over ATT_SPLIT work-groups per head, combined by o_proj. */
@@ -370,15 +380,10 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
                mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
                         1, err);
     }
-    if (run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
-        mm_gemm(m, L->w_gate, m->xn, H, m->gate, I, n_tok, 0, err) ||
-        mm_gemm(m, L->w_up, m->xn, H, m->up, I, n_tok, 0, err))
-        return -1;
-    k = kern(m, K_SILU);
-    CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu arguments");
-    size_t gs = (size_t)n_tok * I;
-    if (launch(m, k, K_SILU, 1, &gs, NULL, 0, 0, err)) return -1;
-    return mm_gemm(m, L->w_down, m->gate, I, m->x, H, n_tok, 1, err);
+    mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}}, down = {L->w_down, m->x, H};
+    return run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
+           mm_gemm(m, gu, 2, m->xn, m->xn, H, XMODE_PLAIN, n_tok, 0, err) ||
+           mm_gemm(m, &down, 1, m->gate, m->up, I, XMODE_SILU, n_tok, 1, err);
 }
 
 /* Embedding, the layers and the logits for nb tokens at the staged position.
