@@ -34,10 +34,16 @@ static void widen(const q3_tensor *t, float *dst)
 
 static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps)
 {
+    /* 8 partial sums: the compiler can keep them in one vector register */
+    float part[8] = {0};
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) part[k] += x[i + k] * x[i + k];
     float ss = 0.0f;
-    for (uint64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    for (; i < n; i++) ss += x[i] * x[i];
+    for (int k = 0; k < 8; k++) ss += part[k];
     float scale = 1.0f / sqrtf(ss / (float)n + eps);
-    for (uint64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
+    for (i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
 }
 
 /* Rotate-half RoPE on one head at one position. */
