@@ -221,14 +221,17 @@ void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, __
     float4 xa = gemm_x4(x, x2, ldx, xmode, tb + xt0, n_tok, xk, cols);
     float4 xb = gemm_x4(x, x2, ldx, xmode, tb + xt1, n_tok, xk, cols);
     for (uint c = 0; c < col_tiles; c++) {
-        Ws[wc + 0][wr] = bf16_lo(w.x);
-        Ws[wc + 1][wr] = bf16_hi(w.x);
-        Ws[wc + 2][wr] = bf16_lo(w.y);
-        Ws[wc + 3][wr] = bf16_hi(w.y);
-        Ws[wc + 4][wr] = bf16_lo(w.z);
-        Ws[wc + 5][wr] = bf16_hi(w.z);
-        Ws[wc + 6][wr] = bf16_lo(w.w);
-        Ws[wc + 7][wr] = bf16_hi(w.w);
+        /* Row wr of column k lives in float4 group (wr / 4) ^ (k / 8): the four
+         * threads that store one row's columns 0, 8, 16, 24 hit four banks. */
+        uint ws = (((wr >> 2) ^ (wc >> 3)) << 2) | (wr & 3);
+        Ws[wc + 0][ws] = bf16_lo(w.x);
+        Ws[wc + 1][ws] = bf16_hi(w.x);
+        Ws[wc + 2][ws] = bf16_lo(w.y);
+        Ws[wc + 3][ws] = bf16_hi(w.y);
+        Ws[wc + 4][ws] = bf16_lo(w.z);
+        Ws[wc + 5][ws] = bf16_hi(w.z);
+        Ws[wc + 6][ws] = bf16_lo(w.w);
+        Ws[wc + 7][ws] = bf16_hi(w.w);
         Xs[xk + 0][xt0] = xa.x, Xs[xk + 1][xt0] = xa.y, Xs[xk + 2][xt0] = xa.z, Xs[xk + 3][xt0] = xa.w;
         Xs[xk + 0][xt1] = xb.x, Xs[xk + 1][xt1] = xb.y, Xs[xk + 2][xt1] = xb.z, Xs[xk + 3][xt1] = xb.w;
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -238,7 +241,7 @@ void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, __
             xb = gemm_x4(x, x2, ldx, xmode, tb + xt1, n_tok, (c + 1) * 32 + xk, cols);
         }
         for (uint k = 0; k < 32; k++) {
-            float4 a = vload4(0, &Ws[k][ty * 4]), b = vload4(0, &Xs[k][tx * 4]);
+            float4 a = vload4(0, &Ws[k][(ty ^ (k >> 3)) * 4]), b = vload4(0, &Xs[k][tx * 4]);
             acc[0][0] += a.x * b.x, acc[0][1] += a.x * b.y, acc[0][2] += a.x * b.z, acc[0][3] += a.x * b.w;
             acc[1][0] += a.y * b.x, acc[1][1] += a.y * b.y, acc[1][2] += a.y * b.z, acc[1][3] += a.y * b.w;
             acc[2][0] += a.z * b.x, acc[2][1] += a.z * b.y, acc[2][2] += a.z * b.z, acc[2][3] += a.z * b.w;
