@@ -228,5 +228,18 @@ check "q3run --ctx abc: exit 2, names the option" '[ $rc -eq 2 ] && grep -qF -- 
 "$BUILD/q3run" "$MODEL" hi -n 2 --temp -1 >"$T/out" 2>"$T/err"; rc=$?
 check "q3run --temp -1: exit 2" '[ $rc -eq 2 ]'
 
+# OpenCL faults: no platform at all, a device index past the last, a prompt past --ctx.
+mkdir -p "$T/no_icd"
+OCL_ICD_VENDORS="$T/no_icd" "$BUILD/q3run" --backend opencl "$MODEL" hi -n 2 >"$T/out" 2>"$T/err"; rc=$?
+check "q3run --backend opencl, no OpenCL platform: exit 1, one line" \
+    '[ $rc -eq 1 ] && one_line "$T/err" "$MODEL: OpenCL: no platform found" && [ ! -s "$T/out" ]'
+OCL_ICD_VENDORS="$T/no_icd" "$BUILD/q3run" --list-devices >"$T/out" 2>"$T/err"; rc=$?
+check "q3run --list-devices, no OpenCL platform: exit 1, one line" '[ $rc -eq 1 ] && one_line "$T/err" "no OpenCL device"'
+"$BUILD/q3run" --backend opencl --device 99 "$MODEL" hi -n 2 >"$T/out" 2>"$T/err"; rc=$?
+check "q3run --device 99: exit 1, one line naming the device" \
+    '[ $rc -eq 1 ] && one_line "$T/err" "$MODEL: OpenCL: device 99 requested"'
+"$BUILD/q3run" --backend opencl --ctx 4 "$MODEL" "hello there my friend how are you" -n 2 >"$T/out" 2>"$T/err"; rc=$?
+check "q3run --backend opencl, prompt past --ctx: exit 1, one line" '[ $rc -eq 1 ] && one_line "$T/err" "--ctx 4"'
+
 echo "e2e_badinput: $fails failed"
 [ $fails -eq 0 ]
