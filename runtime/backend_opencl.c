@@ -34,6 +34,8 @@
 enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
                                                   "attention", "attention_prefill"};
+/* The work-group size each is launched with (embed: the runtime's choice, 1). */
+static const unsigned kernel_group_size[K_COUNT] = {MV_WG, 256, 1, NORM_WG, 64, ATT_WG, ATT_WG};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -122,6 +124,21 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
         if (rc != CL_SUCCESS) {
             q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", m->base.file->path,
                        kernel_names[i], q3_cl_err_name(rc));
+            return -1;
+        }
+        /* What this device allows this kernel (registers, local memory), not what
+         * OpenCL 1.2 promises in general: the launches use fixed group sizes. */
+        size_t max_wg = 0;
+        cl_ulong local_used = 0, local_have = 0;
+        clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
+        clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_used, &local_used, NULL);
+        clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
+        if (max_wg < kernel_group_size[i] || (local_have && local_used > local_have)) {
+            q3_set_err(err,
+                       "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
+                       "allows %zu and has %llu",
+                       m->base.file->path, kernel_names[i], kernel_group_size[i], (unsigned long long)local_used,
+                       max_wg, (unsigned long long)local_have);
             return -1;
         }
     }
