@@ -7,20 +7,22 @@
 #include "cpu_avx512_util.h"
 #include "cpu_panel.h"
 
-/* Software prefetch distance in tiles (1 KiB each); 0 = hardware prefetcher only.
- * 2 measured best (docs/kernels.md): a few % over none, 4 and 8 no better. Past the
- * panel's end it prefetches the next panel, which this thread reads next; a
- * prefetch never faults. */
-#ifndef GEMV_PREFETCH
+/* Software prefetch distance in tiles (1 KiB each) of the _prefetch variant. On
+ * the Sapphire-Rapids-class Xeon 2 measured best (docs/kernels.md): a few % over
+ * none, 4 and 8 no better. On Zen 4 any software prefetch is slower (decode 1
+ * thread: none 18.4-19.1 tok/s, 2 tiles 16.7-17.0, 4 tiles 15.5-16.5, 8 tiles
+ * 14.9-15.5), so cpu_dispatch.c picks the variant by vendor. Past the panel's
+ * end it prefetches the next panel, which this thread reads next; a prefetch
+ * never faults. */
 #define GEMV_PREFETCH 2
-#endif
 
 /* A tile row is 16 32-bit words, each holding BF16 elements 2i (low half) and
  * 2i+1 (high half). A BF16 value is the top half of the f32 it stands for, so
  * word << 16 is element 2i and word & 0xffff0000 is element 2i+1, exactly:
  * two cheap ALU ops instead of two cross-lane widenings. x is split into its
  * even and odd columns once per tile to match. */
-void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *panel, uint64_t cols, const float *x,
+                                                              float y[16], int prefetch)
 {
     const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -44,10 +46,10 @@ void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, 
         }
         __m512 xe = _mm512_permutex2var_ps(x0, even_idx, x1);
         __m512 xo = _mm512_permutex2var_ps(x0, odd_idx, x1);
-#if GEMV_PREFETCH
-        _Pragma("GCC unroll 16")
-        for (int r = 0; r < 16; r++) _mm_prefetch((const char *)(tile + GEMV_PREFETCH * 512 + r * 32), _MM_HINT_T0);
-#endif
+        if (prefetch) {
+            _Pragma("GCC unroll 16")
+            for (int r = 0; r < 16; r++) _mm_prefetch((const char *)(tile + GEMV_PREFETCH * 512 + r * 32), _MM_HINT_T0);
+        }
         _Pragma("GCC unroll 16")
         for (int r = 0; r < 16; r++) {
             __m512i w = _mm512_loadu_si512((const void *)(tile + r * 32));
@@ -57,6 +59,16 @@ void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, 
     }
     _Pragma("GCC unroll 16")
     for (int r = 0; r < 16; r++) y[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+{
+    gemv_panel(panel, cols, x, y, 0);
+}
+
+void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+{
+    gemv_panel(panel, cols, x, y, 1);
 }
 
 /* 4 rows x 4 tokens of dot products per step: 16 accumulators, each weight row

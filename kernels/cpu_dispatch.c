@@ -199,13 +199,27 @@ size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok)
     return (size_t)(amx > f32 ? amx : f32);
 }
 
+int q3_gemv_prefetch_wanted(void)
+{
+    static int wanted = -1; /* decided once; a race writes the same value */
+    if (wanted < 0) {
+        const char *env = getenv("Q3_GEMV_PREFETCH");
+        unsigned a, b, c, d;
+        if (env && (env[0] == '0' || env[0] == '1') && env[1] == 0)
+            wanted = env[0] == '1';
+        else /* vendor string "GenuineIntel" is ebx, edx, ecx of leaf 0 */
+            wanted = __get_cpuid(0, &a, &b, &c, &d) && b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;
+    }
+    return wanted;
+}
+
 void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
 {
     q3_simd level = q3_simd_active();
     matmul_job j;
     memset(&j, 0, sizeof j);
     j.ops = ops, j.n_ops = n_ops, j.x = x, j.n_tok = n_tok, j.mode = MODE_GEMV;
-    j.gemv = level >= Q3_SIMD_AVX512BF16 ? q3_gemv_panel_avx512
+    j.gemv = level >= Q3_SIMD_AVX512BF16 ? (q3_gemv_prefetch_wanted() ? q3_gemv_panel_avx512_prefetch : q3_gemv_panel_avx512)
              : level == Q3_SIMD_AVX2     ? q3_gemv_panel_avx2
                                          : q3_gemv_panel_scalar;
     for (int o = 0; o < n_ops; o++) j.total_panels += panels_of(&ops[o]);

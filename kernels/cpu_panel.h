@@ -16,6 +16,10 @@ typedef void (*q3_gemm_panel_fn)(const uint16_t *panel, uint64_t cols, const uin
 void q3_gemv_panel_scalar(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+/* The same, with software prefetch 2 tiles ahead (faster on Intel, slower on Zen 4). */
+void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+/* 1 when the AVX-512 GEMV should prefetch: GenuineIntel, unless Q3_GEMV_PREFETCH=0|1 says otherwise. */
+int q3_gemv_prefetch_wanted(void);
 /* Same with f32 activations: xf rows of xf_stride floats, zero padded to whole tiles. */
 void q3_gemm_panel_avx2(const uint16_t *panel, uint64_t cols, const float *xf, uint64_t xf_stride, int n_tok, float *y,
                         uint64_t ldy, int n_rows);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include "../format/q3_format.h"
 #include "../kernels/cpu_kernels.h"
+#include "../kernels/cpu_panel.h"
 
 static uint32_t rng = 12345u;
 static float frand(void)
@@ -294,6 +295,38 @@ static void test_simd_names(void **state)
     assert_int_equal(q3_simd_active(), best);
 }
 
+/* The AVX-512 GEMV with and without software prefetch (chosen by CPU vendor) give
+ * the same bits: prefetching changes no arithmetic. */
+static void test_gemv_prefetch_variants(void **state)
+{
+    (void)state;
+    if (q3_simd_detect() < Q3_SIMD_AVX512BF16) {
+        fprintf(stderr, "test_gemv_prefetch_variants: no AVX-512 BF16 here, nothing to compare\n");
+        return;
+    }
+    uint64_t rows = 48, cols[] = {32, 1000, 1024, 3072};
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
+        uint64_t n = cols[i];
+        uint16_t *w = malloc(rows * n * 2), *tiled = malloc(q3_layout_elems(Q3_LAYOUT_R16C32, rows, n) * 2);
+        float *x = malloc(n * sizeof *x), a[16], b[16];
+        assert_non_null(w);
+        assert_non_null(tiled);
+        assert_non_null(x);
+        for (uint64_t k = 0; k < rows * n; k++) w[k] = q3_f32_to_bf16(frand());
+        for (uint64_t k = 0; k < n; k++) x[k] = frand();
+        q3_tile_pack(Q3_LAYOUT_R16C32, w, rows, n, tiled);
+        uint64_t panel_elems = (n + 31) / 32 * 512;
+        for (uint64_t p = 0; p < rows / 16; p++) {
+            q3_gemv_panel_avx512(tiled + p * panel_elems, n, x, a);
+            q3_gemv_panel_avx512_prefetch(tiled + p * panel_elems, n, x, b);
+            assert_memory_equal(a, b, sizeof a);
+        }
+        free(w);
+        free(tiled);
+        free(x);
+    }
+}
+
 int main(void)
 {
     printf("best SIMD level on this CPU: %s\n", q3_simd_name(q3_simd_detect()));
@@ -305,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_simd_names),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_rows),
+        cmocka_unit_test(test_gemv_prefetch_variants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
