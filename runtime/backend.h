@@ -25,6 +25,15 @@ typedef struct q3_backend {
     void (*destroy)(struct q3_backend *b);
 } q3_backend;
 
+/* Shared by the backends (backend.c). The context a backend is created with:
+ * o->n_ctx, or min(max_position_embeddings, 4096); more than the model's
+ * maximum is an error. */
+int q3_backend_n_ctx(const q3_file *f, const q3_backend_opts *o, int *n_ctx, q3_err *err);
+/* A forward call's positions fit the context and its ids the vocabulary. */
+int q3_backend_check_call(const q3_backend *b, const int32_t *tokens, int n_tokens, int pos, q3_err *err);
+/* RoPE cos/sin for positions 0..n_ctx-1, [pos][head_dim / 2] each. */
+void q3_rope_tables(const q3_config *c, int n_ctx, float *cos_t, float *sin_t);
+
 q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3_err *err);
 /* Returns NULL with a clear err when no OpenCL platform/device is usable. */
 q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o, q3_err *err);

@@ -437,16 +437,7 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
     ocl_backend *m = (ocl_backend *)b;
     const q3_config *c = &m->cfg;
     cl_uint V = c->vocab_size;
-    if (n_tokens <= 0 || pos < 0 || pos + n_tokens > b->n_ctx) {
-        q3_set_err(err, "%s: %d tokens at position %d do not fit the context of %d positions (--ctx)", b->file->path,
-                   n_tokens, pos, b->n_ctx);
-        return -1;
-    }
-    for (int i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->vocab_size) {
-            q3_set_err(err, "%s: token id %d is outside the vocabulary (%u)", b->file->path, tokens[i], c->vocab_size);
-            return -1;
-        }
+    if (q3_backend_check_call(b, tokens, n_tokens, pos, err)) return -1;
     for (int done = 0; done < n_tokens; done += MAX_BATCH) {
         cl_uint nb = (cl_uint)(n_tokens - done < MAX_BATCH ? n_tokens - done : MAX_BATCH);
         /* The pass's first position, then its ids, in one write; kernels read
@@ -580,7 +571,7 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     }
     CHECK(rc, "allocating activations and the KV cache (try a smaller --ctx)");
 
-    /* RoPE tables as the CPU backend builds them (f32 angle, as HF). */
+    /* RoPE tables, the same as the CPU backend's. */
     uint64_t half = D / 2;
     float *cs = malloc(n_ctx * half * sizeof *cs), *sn = malloc(n_ctx * half * sizeof *sn);
     if (!cs || !sn) {
@@ -589,14 +580,7 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
         q3_set_err(err, "%s: out of memory for RoPE tables", f->path);
         return -1;
     }
-    for (uint64_t i = 0; i < half; i++) {
-        float inv_freq = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / (double)D));
-        for (uint64_t p = 0; p < n_ctx; p++) {
-            float angle = (float)p * inv_freq;
-            cs[p * half + i] = (float)cos((double)angle);
-            sn[p * half + i] = (float)sin((double)angle);
-        }
-    }
+    q3_rope_tables(c, (int)n_ctx, cs, sn);
     m->rope_cos = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n_ctx * half * 4, cs, &rc);
     if (rc == CL_SUCCESS)
         m->rope_sin = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n_ctx * half * 4, sn, &rc);
@@ -635,10 +619,8 @@ q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o,
         free(m);
         return NULL;
     }
-    int n_ctx = o && o->n_ctx > 0 ? o->n_ctx : (int)(c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
-    if ((uint32_t)n_ctx > c->max_position_embeddings) {
-        q3_set_err(err, "%s: --ctx %d exceeds the model's max_position_embeddings %u", f->path, n_ctx,
-                   c->max_position_embeddings);
+    int n_ctx;
+    if (q3_backend_n_ctx(f, o, &n_ctx, err)) {
         ocl_destroy(&m->base);
         return NULL;
     }

@@ -210,16 +210,7 @@ static int cpu_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
     cpu_backend *m = (cpu_backend *)b;
     const q3_config *c = &m->cfg;
     uint64_t H = c->hidden_size, V = c->vocab_size;
-    if (n_tokens <= 0 || pos < 0 || pos + n_tokens > b->n_ctx) {
-        q3_set_err(err, "%s: %d tokens at position %d do not fit the context of %d positions (--ctx)",
-                   b->file->path, n_tokens, pos, b->n_ctx);
-        return -1;
-    }
-    for (int i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0 || (uint32_t)tokens[i] >= c->vocab_size) {
-            q3_set_err(err, "%s: token id %d is outside the vocabulary (%u)", b->file->path, tokens[i], c->vocab_size);
-            return -1;
-        }
+    if (q3_backend_check_call(b, tokens, n_tokens, pos, err)) return -1;
     uint16_t *row = (uint16_t *)m->tmp; /* H bf16 fit in the H-float buffer */
     for (int done = 0; done < n_tokens; done += m->batch) {
         int nb = n_tokens - done < m->batch ? n_tokens - done : m->batch;
@@ -260,19 +251,6 @@ static float *alloc_f32(uint64_t n, int *failed)
     return p;
 }
 
-/* HF computes inv_freq and the angle in f32; do the same so long contexts agree. */
-static void build_rope(cpu_backend *m)
-{
-    uint64_t half = m->cfg.head_dim / 2;
-    for (uint64_t i = 0; i < half; i++) {
-        float inv_freq = (float)(1.0 / pow(m->cfg.rope_theta, (double)(2 * i) / (double)m->cfg.head_dim));
-        for (int p = 0; p < m->base.n_ctx; p++) {
-            float angle = (float)p * inv_freq;
-            m->rope_cos[(uint64_t)p * half + i] = (float)cos((double)angle);
-            m->rope_sin[(uint64_t)p * half + i] = (float)sin((double)angle);
-        }
-    }
-}
 
 q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3_err *err)
 {
@@ -291,10 +269,8 @@ q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3
         free(m);
         return NULL;
     }
-    int n_ctx = o && o->n_ctx > 0 ? o->n_ctx : (int)(c->max_position_embeddings < 4096 ? c->max_position_embeddings : 4096);
-    if ((uint32_t)n_ctx > c->max_position_embeddings) {
-        q3_set_err(err, "%s: --ctx %d exceeds the model's max_position_embeddings %u", f->path, n_ctx,
-                   c->max_position_embeddings);
+    int n_ctx;
+    if (q3_backend_n_ctx(f, o, &n_ctx, err)) {
         cpu_destroy(&m->base);
         return NULL;
     }
@@ -339,7 +315,7 @@ q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3
         widen(L->k_norm, m->k_norm + (uint64_t)l * D);
     }
     widen(m->w.norm, m->final_norm);
-    build_rope(m);
+    q3_rope_tables(&m->cfg, m->base.n_ctx, m->rope_cos, m->rope_sin);
     /* Reserve the matmul scratch for the widest product of a full batch now, so
      * no forward call allocates. */
     uint64_t widest = H > I ? H : I;
