@@ -352,16 +352,18 @@ inline float att_inv_rms(__global const float *vec, __local float *red, uint l, 
     return r;
 }
 
-/* Causal attention for one (head, token) over positions 0..pos+t, ATT_WG keys
- * at a time with a running max and sum (online softmax), so no scores leave
- * the work-group. The query sits in local memory; K and V are read as float4,
- * the V sum split over ATT_GROUPS groups of positions. kcache/vcache are one
- * layer's. With fuse (a single token), this work-group also does
- * qk_norm_rope's job for its head and its KV head: the heads of one KV group
- * write the same K and V values to the cache. */
+/* Attention of the one token of a decode step, at position pos, over positions
+ * 0..pos. Work-group (h, sp) takes a 1/nsplit share of the positions, ATT_WG
+ * keys at a time with a running max and sum (online softmax), and leaves its
+ * unnormalised output with its (max, sum) for o_proj to combine (XMODE_ATTN).
+ * It also does qk_norm_rope's job for its head, and the work-group whose share
+ * holds position pos writes the new K and V to the cache (the heads of one KV
+ * group write the same values). The query sits in local memory; K and V are
+ * read as float4, the V sum split over ATT_GROUPS groups of positions.
+ * kcache/vcache are one layer's. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention(__global const float *q, __global float *kcache, __global float *vcache, __global float *out,
-               uint nq, uint nkv, __global const int *stage, uint fuse, __global const float *k_new,
+               uint nq, uint nkv, __global const int *stage, __global const float *k_new,
                __global const float *v_new, __global const ushort *W, ulong qn_off, ulong kn_off,
                __global const float *cos_t, __global const float *sin_t, float eps, uint nsplit,
                __global float *part_ml)
@@ -370,43 +372,33 @@ void attention(__global const float *q, __global float *kcache, __global float *
     __local float ps[ATT_WG];
     __local float4 qs[D4];
     __local float4 part[ATT_WG];
-    /* nsplit > 1 (one token): work-group (h, sp) takes positions lo..hi-1, a
-     * 1/nsplit share, and leaves its unnormalised output with its (max, sum)
-     * for o_proj to combine (XMODE_ATTN). */
-    uint h = get_group_id(0), l = get_local_id(0);
-    uint t = nsplit > 1 ? 0 : get_group_id(1), sp = nsplit > 1 ? get_group_id(1) : 0;
-    uint pos = (uint)stage[0];
-    uint g = h / (nq / nkv), last = pos + t;
+    uint h = get_group_id(0), sp = get_group_id(1), l = get_local_id(0);
+    uint last = (uint)stage[0], g = h / (nq / nkv);
     uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);
     int has_last = lo <= last && last < hi;
     uint grp = l / D4, d4 = l % D4;
-    __global const float *qh = q + ((ulong)t * nq + h) * HEAD_DIM;
+    __global const float *qh = q + (ulong)h * HEAD_DIM;
     __local float *qf = (__local float *)qs;
-    if (fuse) {
-        const uint half_d = HEAD_DIM / 2;
-        __global const float *cs = cos_t + (ulong)last * half_d, *sn = sin_t + (ulong)last * half_d;
-        float sq = att_inv_rms(qh, red, l, eps);
-        __global const float *kh = k_new + ((ulong)t * nkv + g) * HEAD_DIM;
-        float sk = has_last ? att_inv_rms(kh, red, l, eps) : 0.0f;
-        __global float *kc = kcache + ((ulong)last * nkv + g) * HEAD_DIM;
-        __global float *vc = vcache + ((ulong)last * nkv + g) * HEAD_DIM;
-        for (uint i = l; i < half_d; i += ATT_WG) {
-            float c = cs[i], s = sn[i];
-            float a = bf16(W[qn_off + i]) * (qh[i] * sq), b = bf16(W[qn_off + i + half_d]) * (qh[i + half_d] * sq);
-            qf[i] = a * c - b * s;
-            qf[i + half_d] = b * c + a * s;
-            if (!has_last) continue; /* only the work-group that reads position last writes it */
-            a = bf16(W[kn_off + i]) * (kh[i] * sk), b = bf16(W[kn_off + i + half_d]) * (kh[i + half_d] * sk);
-            kc[i] = a * c - b * s;
-            kc[i + half_d] = b * c + a * s;
-        }
-        if (has_last)
-            for (uint i = l; i < HEAD_DIM; i += ATT_WG) vc[i] = v_new[((ulong)t * nkv + g) * HEAD_DIM + i];
-        barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
-    } else {
-        for (uint i = l; i < D4; i += ATT_WG) qs[i] = vload4(i, qh);
-        barrier(CLK_LOCAL_MEM_FENCE);
+    const uint half_d = HEAD_DIM / 2;
+    __global const float *cs = cos_t + (ulong)last * half_d, *sn = sin_t + (ulong)last * half_d;
+    float sq = att_inv_rms(qh, red, l, eps);
+    __global const float *kh = k_new + (ulong)g * HEAD_DIM;
+    float sk = has_last ? att_inv_rms(kh, red, l, eps) : 0.0f;
+    __global float *kc = kcache + ((ulong)last * nkv + g) * HEAD_DIM;
+    __global float *vc = vcache + ((ulong)last * nkv + g) * HEAD_DIM;
+    for (uint i = l; i < half_d; i += ATT_WG) {
+        float c = cs[i], s = sn[i];
+        float a = bf16(W[qn_off + i]) * (qh[i] * sq), b = bf16(W[qn_off + i + half_d]) * (qh[i + half_d] * sq);
+        qf[i] = a * c - b * s;
+        qf[i + half_d] = b * c + a * s;
+        if (!has_last) continue; /* only the work-group that reads position last writes it */
+        a = bf16(W[kn_off + i]) * (kh[i] * sk), b = bf16(W[kn_off + i + half_d]) * (kh[i + half_d] * sk);
+        kc[i] = a * c - b * s;
+        kc[i + half_d] = b * c + a * s;
     }
+    if (has_last)
+        for (uint i = l; i < HEAD_DIM; i += ATT_WG) vc[i] = v_new[(ulong)g * HEAD_DIM + i];
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     const float scale = 1.0f / sqrt((float)HEAD_DIM);
     float m_run = -INFINITY, l_sum = 0.0f;
     float4 acc = (float4)(0.0f);
@@ -461,12 +453,8 @@ void attention(__global const float *q, __global float *kcache, __global float *
     if (l < D4) {
         float4 s4 = (float4)(0.0f);
         for (uint k = 0; k < ATT_GROUPS; k++) s4 += part[k * D4 + l];
-        if (nsplit > 1) {
-            vstore4(s4, l, out + ((ulong)sp * nq + h) * HEAD_DIM);
-            if (l == 0) part_ml[(sp * nq + h) * 2] = m_run, part_ml[(sp * nq + h) * 2 + 1] = red[0];
-        } else {
-            vstore4(s4 / red[0], l, out + ((ulong)t * nq + h) * HEAD_DIM);
-        }
+        vstore4(s4, l, out + ((ulong)sp * nq + h) * HEAD_DIM);
+        if (l == 0) part_ml[(sp * nq + h) * 2] = m_run, part_ml[(sp * nq + h) * 2 + 1] = red[0];
     }
 }
 

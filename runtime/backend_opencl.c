@@ -2,7 +2,6 @@
  * The weights section is uploaded once as one buffer, in the file's tiled
  * layout; activations and the KV cache live on the device. Per forward call the
  * host sends the token ids and reads back only the logits it asked for. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,13 +351,25 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
             mm_gemm(m, qkv, 3, m->xn, m->xn, H, XMODE_PLAIN, n_tok, 0, err))
             return -1;
     }
-    /* One token: q/k norm and RoPE happen inside the attention launch, and the
-     * positions are split over ATT_SPLIT work-groups per head, combined by o_proj. */
-    cl_uint fuse = n_tok == 1, nsplit = fuse ? ATT_SPLIT : 1;
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
     cl_kernel k;
     cl_int rc;
-    if (!fuse) {
+    if (n_tok == 1) {
+        /* q/k norm and RoPE happen inside the attention launch, the positions are
+         * split over ATT_SPLIT work-groups per head, and o_proj combines them. */
+        cl_uint nsplit = ATT_SPLIT;
+        k = kern(m, K_ATTN);
+        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
+             ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, m->kk) | ARG(k, 8, m->v) | ARG(k, 9, m->weights) |
+             ARG(k, 10, qn) | ARG(k, 11, kn) | ARG(k, 12, m->rope_cos) | ARG(k, 13, m->rope_sin) | ARG(k, 14, eps) |
+             ARG(k, 15, nsplit) | ARG(k, 16, m->att_ml);
+        CHECK(rc, "setting attention arguments");
+        size_t ga[2] = {(size_t)nq * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
+        mm_seg o = {L->wo, m->x, H};
+        if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err) ||
+            mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err))
+            return -1;
+    } else {
         k = kern(m, K_QKROPE);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
              ARG(k, 5, kn) | ARG(k, 6, m->rope_cos) | ARG(k, 7, m->rope_sin) | ARG(k, 8, m->kcache[l]) |
@@ -367,29 +378,13 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         CHECK(rc, "setting qk_norm_rope arguments");
         size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
         if (launch(m, k, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
-    }
-    if (fuse) {
-        k = kern(m, K_ATTN);
-        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
-             ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, fuse) | ARG(k, 8, m->kk) | ARG(k, 9, m->v) |
-             ARG(k, 10, m->weights) | ARG(k, 11, qn) | ARG(k, 12, kn) | ARG(k, 13, m->rope_cos) |
-             ARG(k, 14, m->rope_sin) | ARG(k, 15, eps) | ARG(k, 16, nsplit) | ARG(k, 17, m->att_ml);
-        CHECK(rc, "setting attention arguments");
-        size_t ga[2] = {(size_t)nq * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
-        if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
-    } else {
         k = kern(m, K_ATTN_PF);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
              ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens);
         CHECK(rc, "setting attention_prefill arguments");
         size_t ga[2] = {(size_t)nq * ATT_WG, (n_tok + QB - 1) / QB}, la[2] = {ATT_WG, 1};
-        if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err)) return -1;
-    }
-    if (fuse) {
-        mm_seg o = {L->wo, m->x, H};
-        if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
-    } else if (mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err)) {
-        return -1;
+        if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err) || mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err))
+            return -1;
     }
     if (small) {
         mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}};

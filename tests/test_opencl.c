@@ -236,8 +236,8 @@ static void run_model(const char *name)
 }
 
 /* The decode path (one token at a time) and the prefill path (one chunk) must agree:
- * feed a prompt both ways and compare every position's logits. Crosses the decode
- * attention's 64-position splits. */
+ * feed a prompt both ways and compare every position's logits. Crosses the attention
+ * kernels' 128-key blocks, with positions spread over all 8 decode splits. */
 static void test_decode_matches_prefill(void **s)
 {
     (void)s;
