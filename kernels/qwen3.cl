@@ -159,6 +159,157 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
     }
 }
 
+/* Matrix times one token (decode). The tile walk of matmul_small, but x is
+ * staged whole (cols <= MVX) and transformed once per work-group: loaded as
+ * float4 into registers for the norm (one trip to memory, not two), the
+ * attention splits combined with their weights computed in parallel. A
+ * work-group then takes (panel, part) items get_num_groups(0) apart, the
+ * next item's first tile loads issued before this item's last products, so
+ * a grid of about the resident work-groups streams the whole matrix without
+ * waves and stages x once. The host keeps that stride a multiple of rsplit. */
+#define MVX 4096
+inline uint mv_seg(uint *panel, uint p0, uint p1)
+{
+    if (*panel < p0) return 0;
+    *panel -= p0;
+    if (*panel < p1) return 1;
+    *panel -= p1;
+    return 2;
+}
+
+__kernel __attribute__((reqd_work_group_size(256, 1, 1)))
+void matvec(__global const uint4 *W, uint cols, __global const float *x,
+            __global const float *x2, uint ldx, uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode,
+            uint rsplit, uint nsplit,
+            ulong off0, uint rows0, __global float *y0, uint ld0,
+            ulong off1, uint rows1, __global float *y1, uint ld1,
+            ulong off2, uint rows2, __global float *y2, uint ld2)
+{
+    __local float4 xs[MVX / 4];
+    __local float red[256];
+    __local float attw[256];
+    uint l = get_local_id(0), item = get_group_id(0), stride = get_num_groups(0);
+    uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16, p2 = (rows2 + 15) / 16;
+    uint n_items = (p0 + p1 + p2) * rsplit;
+    uint part = item % rsplit, lanes = 64 / rsplit, nsub = 256 / lanes;
+    uint col_tiles = cols / 32;
+    uint jl = l % lanes, j = part * lanes + jl, sub = l / lanes, c0 = (j & 3) * 8;
+    uint ntile = (col_tiles - sub + nsub - 1) / nsub; /* tiles this thread reads per item */
+    ulong tile_stride = (ulong)nsub * 64;
+
+    uint panel = item / rsplit, seg = mv_seg(&panel, p0, p1);
+    __global const uint4 *P = W + (seg == 0 ? off0 : seg == 1 ? off1 : off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
+    uint4 wb[8];
+#pragma unroll
+    for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
+
+    uint c4 = cols / 4;
+    __global const float4 *x4 = (__global const float4 *)x;
+    __global const float4 *x24 = (__global const float4 *)x2;
+    if (xmode == XMODE_NORM) {
+        float4 v[MVX / 1024];
+        float ss = 0.0f;
+#pragma unroll
+        for (uint i = 0; i < MVX / 1024; i++) {
+            uint k = l + 256 * i;
+            v[i] = k < c4 ? x4[k] : (float4)(0.0f);
+            ss += dot(v[i], v[i]);
+        }
+        red[l] = ss;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < 32) {
+            float s = 0.0f;
+            for (uint i = 0; i < 8; i++) s += red[l * 8 + i];
+            attw[l] = s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float tot = 0.0f;
+        for (uint i = 0; i < 32; i++) tot += attw[i];
+        float inv = 1.0f / sqrt(tot / (float)cols + eps);
+        __global const ushort *g = (__global const ushort *)W + norm_off;
+#pragma unroll
+        for (uint i = 0; i < MVX / 1024; i++) {
+            uint k = l + 256 * i;
+            if (k < c4) {
+                float4 gg = (float4)(bf16(g[4 * k]), bf16(g[4 * k + 1]), bf16(g[4 * k + 2]), bf16(g[4 * k + 3]));
+                xs[k] = (v[i] * inv) * gg;
+            }
+        }
+    } else if (xmode == XMODE_SILU) {
+        for (uint k = l; k < c4; k += 256) {
+            float4 a = x4[k], b = x24[k];
+            xs[k] = a / (1.0f + exp(-a)) * b;
+        }
+    } else if (xmode == XMODE_ATTN) {
+        uint nh = cols / HEAD_DIM, n = nh * nsplit; /* (max, sum) of split sp, head h at sp * nh + h */
+        float m = -INFINITY, s = 0.0f, e = 0.0f, den = 0.0f;
+        uint h = l % nh;
+        if (l < n) m = x2[2 * l], s = x2[2 * l + 1];
+        red[l] = m;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < n) {
+            float mx = -INFINITY;
+            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, red[sp * nh + h]);
+            e = exp(m - mx);
+            attw[l] = e * s; /* this split's share of the denominator */
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < n)
+            for (uint sp = 0; sp < nsplit; sp++) den += attw[sp * nh + h];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < n) attw[l] = e / den;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = l; k < c4; k += 256) {
+            uint hk = k / (HEAD_DIM / 4);
+            float4 a = (float4)(0.0f);
+            for (uint sp = 0; sp < nsplit; sp++) a += attw[sp * nh + hk] * x4[(ulong)sp * c4 + k];
+            xs[k] = a;
+        }
+    } else {
+        for (uint k = l; k < c4; k += 256) xs[k] = x4[k];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    uint prows = 16 / rsplit; /* rows of one part */
+    for (; item < n_items; item += stride) {
+        __global float *y = seg == 0 ? y0 : seg == 1 ? y1 : y2;
+        uint rows = seg == 0 ? rows0 : seg == 1 ? rows1 : rows2, row0 = panel * 16 + part * prows;
+        uint next_panel = (item + stride) / rsplit, next_seg = mv_seg(&next_panel, p0, p1);
+        __global const uint4 *Pn = W + (next_seg == 0 ? off0 : next_seg == 1 ? off1 : off2) +
+                                   (ulong)next_panel * col_tiles * 64 + sub * 64 + j;
+        int more = item + stride < n_items;
+        float acc = 0.0f;
+        for (uint u0 = 0; u0 < ntile; u0 += 8) {
+            uint4 cur[8];
+#pragma unroll
+            for (uint u = 0; u < 8; u++) cur[u] = wb[u];
+            if (u0 + 8 < ntile) {
+#pragma unroll
+                for (uint u = 0; u < 8; u++) wb[u] = u0 + 8 + u < ntile ? P[(u0 + 8 + u) * tile_stride] : (uint4)(0);
+            } else {
+#pragma unroll
+                for (uint u = 0; u < 8; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
+            }
+#pragma unroll
+            for (uint u = 0; u < 8; u++) {
+                uint xi = (sub + nsub * (u0 + u)) * 8 + (c0 >> 2);
+                if (u0 + u < ntile) acc += dot8(cur[u], xs[xi], xs[xi + 1]);
+            }
+        }
+        red[l] = acc;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < prows && row0 + l < rows) {
+            float s = 0.0f;
+            for (uint q = 0; q < nsub; q++)
+                for (uint k = 0; k < 4; k++) s += red[q * lanes + l * 4 + k];
+            __global float *dst = y + row0 + l;
+            *dst = ymode == MODE_ADD ? *dst + s : s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        P = Pn, panel = next_panel, seg = next_seg;
+    }
+}
+
 /* Matrix times many tokens (prefill): 64 rows x 64 tokens per work-group, 32
  * columns (one tile per panel) at a time through local memory; each thread
  * computes 4 rows x 4 tokens, and loads the next tile into registers while it
@@ -292,16 +443,28 @@ void rmsnorm(__global const float *x, __global const ushort *W, ulong w_off, __g
     for (uint i = l; i < n; i += NORM_WG) out[(ulong)t * n + i] = (xt[i] * scale) * bf16(W[w_off + i]);
 }
 
+inline float hsum4(float4 v) { return (v.x + v.y) + (v.z + v.w); }
+
+/* The K cache of a layer is [kv head][HEAD_DIM / 4][n_ctx] float4: the
+ * threads of an attention work-group, one key position each, read
+ * consecutive positions of one float4 column at a time (coalesced). V stays
+ * [n_ctx][kv head][HEAD_DIM]: there a group of threads reads one row. */
+inline ulong kt_index(uint g, uint i, uint n_ctx, uint p) /* float index of element i of K[p][g] */
+{
+    return (((ulong)g * (HEAD_DIM / 4) + i / 4) * n_ctx + p) * 4 + i % 4;
+}
+
 /* Per head: q_norm / k_norm, rotate-half RoPE, and K, V into the cache.
  * Work-group (64) per (head, token); heads 0..nq-1 are queries, then KV heads. */
 __kernel __attribute__((reqd_work_group_size(64, 1, 1)))
 void qk_norm_rope(__global float *q, __global float *k, __global const float *v, __global const ushort *W,
                   ulong qn_off, ulong kn_off, __global const float *cos_t, __global const float *sin_t,
-                  __global float *kcache, __global float *vcache, uint nq, uint nkv, uint D, __global const int *stage,
-                  float eps)
+                  __global float *kcache, __global float *vcache, uint nq, uint nkv, uint n_ctx,
+                  __global const int *stage, float eps)
 {
     __local float red[64];
-    uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0), half_d = D / 2, p = (uint)stage[0] + t;
+    const uint D = HEAD_DIM, half_d = HEAD_DIM / 2;
+    uint h = get_group_id(0), t = get_group_id(1), l = get_local_id(0), p = (uint)stage[0] + t;
     int is_q = h < nq;
     uint hh = is_q ? h : h - nq;
     __global float *vec = is_q ? q + ((ulong)t * nq + hh) * D : k + ((ulong)t * nkv + hh) * D;
@@ -325,7 +488,7 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
         barrier(CLK_GLOBAL_MEM_FENCE);
         ulong dst = ((ulong)p * nkv + hh) * D, src = ((ulong)t * nkv + hh) * D;
         for (uint i = l; i < D; i += 64) {
-            kcache[dst + i] = vec[i];
+            kcache[kt_index(hh, i, n_ctx, p)] = vec[i];
             vcache[dst + i] = v[src + i];
         }
     }
@@ -334,41 +497,61 @@ void qk_norm_rope(__global float *q, __global float *k, __global const float *v,
 #define ATT_WG 128
 #define D4 (HEAD_DIM / 4)
 #define ATT_GROUPS (ATT_WG / D4)
+#define ATT_RED 16                                  /* two-level reductions: ATT_RED partials */
+#define ATT_PER ((HEAD_DIM + ATT_WG - 1) / ATT_WG) /* head elements per thread */
 
-/* rmsnorm(vec) * w, then rotate-half RoPE at position p, into dst (local or
- * private copy); the same arithmetic as qk_norm_rope. */
-inline float att_inv_rms(__global const float *vec, __local float *red, uint l, float eps)
+/* Reductions over an ATT_WG work-group in three barriers, not log2(ATT_WG):
+ * ATT_RED threads fold ATT_WG / ATT_RED values each, then every thread folds
+ * those. red holds ATT_WG + ATT_RED entries. */
+inline float4 att_sum4(float4 v, __local float4 *red, uint l)
 {
-    float ss = 0.0f;
-    for (uint i = l; i < HEAD_DIM; i += ATT_WG) ss += vec[i] * vec[i];
-    red[l] = ss;
+    red[l] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = ATT_WG / 2; s > 0; s >>= 1) {
-        if (l < s) red[l] += red[l + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < ATT_RED) {
+        float4 s = (float4)(0.0f);
+        for (uint k = 0; k < ATT_WG / ATT_RED; k++) s += red[l * (ATT_WG / ATT_RED) + k];
+        red[ATT_WG + l] = s;
     }
-    float r = 1.0f / sqrt(red[0] / (float)HEAD_DIM + eps);
     barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
+    float4 t = (float4)(0.0f);
+    for (uint k = 0; k < ATT_RED; k++) t += red[ATT_WG + k];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return t;
+}
+
+inline float4 att_max4(float4 v, __local float4 *red, uint l)
+{
+    red[l] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < ATT_RED) {
+        float4 s = (float4)(-INFINITY);
+        for (uint k = 0; k < ATT_WG / ATT_RED; k++) s = fmax(s, red[l * (ATT_WG / ATT_RED) + k]);
+        red[ATT_WG + l] = s;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float4 t = (float4)(-INFINITY);
+    for (uint k = 0; k < ATT_RED; k++) t = fmax(t, red[ATT_WG + k]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return t;
 }
 
 /* Attention of the one token of a decode step, at position pos, over positions
  * 0..pos. Work-group (h, sp) takes a 1/nsplit share of the positions, ATT_WG
  * keys at a time with a running max and sum (online softmax), and leaves its
  * unnormalised output with its (max, sum) for o_proj to combine (XMODE_ATTN).
- * It also does qk_norm_rope's job for its head, and the work-group whose share
- * holds position pos writes the new K and V to the cache (the heads of one KV
- * group write the same values). The query sits in local memory; K and V are
- * read as float4, the V sum split over ATT_GROUPS groups of positions.
- * kcache/vcache are one layer's. */
+ * It also does qk_norm_rope's job for its head: every input of the norms and
+ * RoPE is loaded at once, one trip to memory; the work-group whose share holds
+ * position pos writes the new K and V to the cache (the heads of one KV group
+ * write the same values). kcache/vcache are one layer's. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention(__global const float *q, __global float *kcache, __global float *vcache, __global float *out,
                uint nq, uint nkv, __global const int *stage, __global const float *k_new,
                __global const float *v_new, __global const ushort *W, ulong qn_off, ulong kn_off,
                __global const float *cos_t, __global const float *sin_t, float eps, uint nsplit,
-               __global float *part_ml)
+               __global float *part_ml, uint n_ctx)
 {
-    __local float red[ATT_WG];
+    __local float4 red[ATT_WG + ATT_RED];
+    __local float qa[HEAD_DIM], ka[HEAD_DIM];
     __local float ps[ATT_WG];
     __local float4 qs[D4];
     __local float4 part[ATT_WG];
@@ -377,52 +560,62 @@ void attention(__global const float *q, __global float *kcache, __global float *
     uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);
     int has_last = lo <= last && last < hi;
     uint grp = l / D4, d4 = l % D4;
-    __global const float *qh = q + (ulong)h * HEAD_DIM;
-    __local float *qf = (__local float *)qs;
     const uint half_d = HEAD_DIM / 2;
-    __global const float *cs = cos_t + (ulong)last * half_d, *sn = sin_t + (ulong)last * half_d;
-    float sq = att_inv_rms(qh, red, l, eps);
-    __global const float *kh = k_new + (ulong)g * HEAD_DIM;
-    float sk = has_last ? att_inv_rms(kh, red, l, eps) : 0.0f;
-    __global float *kc = kcache + ((ulong)last * nkv + g) * HEAD_DIM;
-    __global float *vc = vcache + ((ulong)last * nkv + g) * HEAD_DIM;
-    for (uint i = l; i < half_d; i += ATT_WG) {
-        float c = cs[i], s = sn[i];
-        float a = bf16(W[qn_off + i]) * (qh[i] * sq), b = bf16(W[qn_off + i + half_d]) * (qh[i + half_d] * sq);
-        qf[i] = a * c - b * s;
-        qf[i + half_d] = b * c + a * s;
-        if (!has_last) continue; /* only the work-group that reads position last writes it */
-        a = bf16(W[kn_off + i]) * (kh[i] * sk), b = bf16(W[kn_off + i + half_d]) * (kh[i + half_d] * sk);
-        kc[i] = a * c - b * s;
-        kc[i + half_d] = b * c + a * s;
+
+    float qv[ATT_PER], kv[ATT_PER], vv[ATT_PER], wq[ATT_PER], wk[ATT_PER], cs[ATT_PER], sn[ATT_PER];
+    float4 ss = (float4)(0.0f);
+    for (uint u = 0; u < ATT_PER; u++) {
+        uint i = l + u * ATT_WG, ic = i % half_d;
+        int in = i < HEAD_DIM;
+        qv[u] = in ? q[(ulong)h * HEAD_DIM + i] : 0.0f;
+        kv[u] = in ? k_new[(ulong)g * HEAD_DIM + i] : 0.0f;
+        vv[u] = in ? v_new[(ulong)g * HEAD_DIM + i] : 0.0f;
+        wq[u] = in ? bf16(W[qn_off + i]) : 0.0f;
+        wk[u] = in ? bf16(W[kn_off + i]) : 0.0f;
+        cs[u] = in ? cos_t[(ulong)last * half_d + ic] : 0.0f;
+        sn[u] = in ? sin_t[(ulong)last * half_d + ic] : 0.0f;
+        ss.x += qv[u] * qv[u];
+        ss.y += kv[u] * kv[u];
     }
-    if (has_last)
-        for (uint i = l; i < HEAD_DIM; i += ATT_WG) vc[i] = v_new[(ulong)g * HEAD_DIM + i];
+    float4 tot = att_sum4(ss, red, l);
+    float sq = 1.0f / sqrt(tot.x / (float)HEAD_DIM + eps), sk = 1.0f / sqrt(tot.y / (float)HEAD_DIM + eps);
+    for (uint u = 0; u < ATT_PER; u++) {
+        uint i = l + u * ATT_WG;
+        if (i < HEAD_DIM) qa[i] = wq[u] * (qv[u] * sq), ka[i] = wk[u] * (kv[u] * sk);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __local float *qf = (__local float *)qs;
+    for (uint u = 0; u < ATT_PER; u++) {
+        uint i = l + u * ATT_WG;
+        if (i >= HEAD_DIM) break;
+        /* rotate-half: x[i] c - x[i + half] s below half, x[i] c + x[i - half] s above */
+        float bq = i < half_d ? -qa[i + half_d] : qa[i - half_d];
+        qf[i] = qa[i] * cs[u] + bq * sn[u];
+        if (has_last) { /* only the work-group that reads position last writes it */
+            float bk = i < half_d ? -ka[i + half_d] : ka[i - half_d];
+            kcache[kt_index(g, i, n_ctx, last)] = ka[i] * cs[u] + bk * sn[u];
+            vcache[((ulong)last * nkv + g) * HEAD_DIM + i] = vv[u];
+        }
+    }
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
     const float scale = 1.0f / sqrt((float)HEAD_DIM);
     float m_run = -INFINITY, l_sum = 0.0f;
     float4 acc = (float4)(0.0f);
+    __global const float4 *kt = (__global const float4 *)kcache + (ulong)g * D4 * n_ctx;
     for (uint base = lo; base < hi; base += ATT_WG) {
         uint jj = base + l;
         float s = -INFINITY;
         if (jj < hi) {
-            __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)jj * nkv + g) * HEAD_DIM);
             float4 s0 = (float4)(0.0f), s1 = (float4)(0.0f);
 #pragma unroll
             for (uint i = 0; i < D4; i += 2) {
-                s0 += qs[i] * kj[i];
-                s1 += qs[i + 1] * kj[i + 1];
+                s0 += qs[i] * kt[(ulong)i * n_ctx + jj];
+                s1 += qs[i + 1] * kt[(ulong)(i + 1) * n_ctx + jj];
             }
             s0 += s1;
             s = (s0.x + s0.y + s0.z + s0.w) * scale;
         }
-        red[l] = s;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
-            if (l < st) red[l] = fmax(red[l], red[l + st]);
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
-        float m_new = fmax(m_run, red[0]);
+        float m_new = fmax(m_run, att_max4((float4)(s), red, l).x);
         float corr = exp(m_run - m_new); /* 0 on the first block (m_run = -inf) */
         float p = jj < hi ? exp(s - m_new) : 0.0f;
         ps[l] = p;
@@ -443,33 +636,27 @@ void attention(__global const float *q, __global float *kcache, __global float *
         for (; k < n; k += ATT_GROUPS) acc += ps[k] * vload4(d4, vb + (ulong)k * nkv * HEAD_DIM);
         acc += (a1 + a2) + a3;
     }
-    red[l] = l_sum;
+    float sum = att_sum4((float4)(l_sum, 0.0f, 0.0f, 0.0f), red, l).x;
     part[l] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
-        if (l < st) red[l] += red[l + st];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
     if (l < D4) {
         float4 s4 = (float4)(0.0f);
         for (uint k = 0; k < ATT_GROUPS; k++) s4 += part[k * D4 + l];
         vstore4(s4, l, out + ((ulong)sp * nq + h) * HEAD_DIM);
-        if (l == 0) part_ml[(sp * nq + h) * 2] = m_run, part_ml[(sp * nq + h) * 2 + 1] = red[0];
+        if (l == 0) part_ml[(sp * nq + h) * 2] = m_run, part_ml[(sp * nq + h) * 2 + 1] = sum;
     }
 }
 
 #define QB 4 /* query tokens per attention_prefill work-group */
-
-inline float hsum4(float4 v) { return (v.x + v.y) + (v.z + v.w); }
 
 /* Causal attention for a prompt: one work-group per (head, block of QB
  * consecutive tokens), so each K and V row read serves QB queries. Online
  * softmax as in attention, with the running max, sum and output per query. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention_prefill(__global const float *q, __global const float *kcache, __global const float *vcache,
-                       __global float *out, uint nq, uint nkv, uint n_tok, __global const int *stage)
+                       __global float *out, uint nq, uint nkv, uint n_tok, __global const int *stage, uint n_ctx)
 {
-    __local float4 red4[ATT_WG];
+    __local float4 red4[ATT_WG + ATT_RED];
     __local float4 ps4[ATT_WG];
     __local float4 qs[QB][D4];
     __local float4 part[ATT_WG];
@@ -485,15 +672,15 @@ void attention_prefill(__global const float *q, __global const float *kcache, __
     const float scale = 1.0f / sqrt((float)HEAD_DIM);
     float4 m_run = (float4)(-INFINITY), l_sum = (float4)(0.0f);
     float4 acc0 = (float4)(0.0f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    __global const float4 *kt = (__global const float4 *)kcache + (ulong)g * D4 * n_ctx;
     for (uint base = 0; base <= last; base += ATT_WG) {
         uint jj = base + l;
         float4 s = (float4)(-INFINITY);
         if (jj <= last) {
-            __global const float4 *kj = (__global const float4 *)(kcache + ((ulong)jj * nkv + g) * HEAD_DIM);
             float4 d0 = (float4)(0.0f), d1 = d0, d2 = d0, d3 = d0;
 #pragma unroll
             for (uint i = 0; i < D4; i++) {
-                float4 k = kj[i];
+                float4 k = kt[(ulong)i * n_ctx + jj];
                 d0 += qs[0][i] * k;
                 d1 += qs[1][i] * k;
                 d2 += qs[2][i] * k;
@@ -505,14 +692,8 @@ void attention_prefill(__global const float *q, __global const float *kcache, __
             s.z = jj <= first + 2 ? hsum4(d2) * scale : -INFINITY;
             s.w = jj <= first + 3 ? hsum4(d3) * scale : -INFINITY;
         }
-        red4[l] = s;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
-            if (l < st) red4[l] = fmax(red4[l], red4[l + st]);
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
         /* The first block holds position 0, which every query sees: m_new is finite. */
-        float4 m_new = fmax(m_run, red4[0]);
+        float4 m_new = fmax(m_run, att_max4(s, red4, l));
         float4 corr = exp(m_run - m_new);
         float4 p = exp(s - m_new);
         ps4[l] = p;
@@ -527,13 +708,7 @@ void attention_prefill(__global const float *q, __global const float *kcache, __
             acc0 += pk.x * v, acc1 += pk.y * v, acc2 += pk.z * v, acc3 += pk.w * v;
         }
     }
-    red4[l] = l_sum;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint st = ATT_WG / 2; st > 0; st >>= 1) {
-        if (l < st) red4[l] += red4[l + st];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float4 tot = red4[0];
+    float4 tot = att_sum4(l_sum, red4, l);
     for (uint qi = 0; qi < QB; qi++) {
         part[l] = qi == 0 ? acc0 : qi == 1 ? acc1 : qi == 2 ? acc2 : acc3;
         barrier(CLK_LOCAL_MEM_FENCE);

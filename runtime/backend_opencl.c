@@ -29,12 +29,14 @@
 #define XMODE_ATTN 3
 #define ATT_SPLIT 8 /* decode attention: work-groups per head */
 #define QB 4        /* attention_prefill: query tokens per work-group */
+#define MVX 4096    /* matvec: the most columns it stages */
+#define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
 
-enum { K_MM_SMALL, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_COUNT };
-static const char *const kernel_names[K_COUNT] = {"matmul_small", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
+enum { K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_COUNT };
+static const char *const kernel_names[K_COUNT] = {"matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
                                                   "attention", "attention_prefill"};
 /* The work-group size each is launched with (embed: the runtime's choice, 1). */
-static const unsigned kernel_group_size[K_COUNT] = {MV_WG, 256, 1, NORM_WG, 64, ATT_WG, ATT_WG};
+static const unsigned kernel_group_size[K_COUNT] = {MV_WG, MV_WG, 256, 1, NORM_WG, 64, ATT_WG, ATT_WG};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -74,6 +76,7 @@ typedef struct {
     plan_entry plan[PLAN_MAX];   /* the single-token pass, arguments set once */
     int n_plan;
     int profile;
+    size_t mv_groups; /* matvec grid: about the work-groups resident at once */
     double host_enqueue_ms, host_read_ms; /* profile: host time enqueueing, and waiting in the logits read */
     prof_entry prof[PROF_SLOTS];
     int n_prof, n_pending;
@@ -257,8 +260,11 @@ typedef struct {
 static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
                     const q3_tensor *norm, cl_uint n_tok, cl_uint ymode, cl_uint nsplit, q3_err *err)
 {
-    cl_kernel k = kern(m, K_MM_SMALL);
     cl_uint cols = (cl_uint)segs[0].t->shape[1];
+    /* One token: matvec, where x fits its stage and the attention weights its 256 threads. */
+    int vec = n_tok == 1 && cols <= MVX && cols % 32 == 0 &&
+              (xmode != XMODE_ATTN || (uint64_t)nsplit * (cols / m->cfg.head_dim) <= MV_WG);
+    cl_kernel k = kern(m, vec ? K_MATVEC : K_MM_SMALL);
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
     cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, x2) | ARG(k, 4, ldx) |
@@ -279,8 +285,11 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     cl_uint rsplit = panels >= 256 ? 1 : panels >= 128 ? 2 : 4;
     rc |= ARG(k, 10, rsplit) | ARG(k, 11, nsplit);
     CHECK(rc, "setting matmul_small arguments");
-    size_t global[2] = {panels * rsplit * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
-    return launch(m, k, K_MM_SMALL, 2, global, local, rows_all, cols, err);
+    size_t groups = panels * rsplit;
+    size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
+    if (vec && groups > cap) groups = cap;
+    size_t global[2] = {groups * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
+    return launch(m, k, vec ? K_MATVEC : K_MM_SMALL, 2, global, local, rows_all, cols, err);
 }
 
 /* y (+)= W x for many tokens through matmul_gemm: up to three matrices sharing x
@@ -338,7 +347,7 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
 {
     const q3_layer_weights *L = &m->w.layers[l];
     const q3_config *c = &m->cfg;
-    cl_uint nq = c->num_heads, nkv = c->num_kv_heads, D = c->head_dim;
+    cl_uint nq = c->num_heads, nkv = c->num_kv_heads, n_ctx = (cl_uint)m->base.n_ctx;
     cl_uint qd = (cl_uint)m->q_dim, kvd = (cl_uint)m->kv_dim, H = c->hidden_size, I = c->intermediate_size;
     cl_float eps = (cl_float)c->rms_norm_eps;
     int small = n_tok <= SMALL_MAX;
@@ -362,7 +371,7 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
              ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, m->kk) | ARG(k, 8, m->v) | ARG(k, 9, m->weights) |
              ARG(k, 10, qn) | ARG(k, 11, kn) | ARG(k, 12, m->rope_cos) | ARG(k, 13, m->rope_sin) | ARG(k, 14, eps) |
-             ARG(k, 15, nsplit) | ARG(k, 16, m->att_ml);
+             ARG(k, 15, nsplit) | ARG(k, 16, m->att_ml) | ARG(k, 17, n_ctx);
         CHECK(rc, "setting attention arguments");
         size_t ga[2] = {(size_t)nq * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
         mm_seg o = {L->wo, m->x, H};
@@ -373,14 +382,14 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         k = kern(m, K_QKROPE);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
              ARG(k, 5, kn) | ARG(k, 6, m->rope_cos) | ARG(k, 7, m->rope_sin) | ARG(k, 8, m->kcache[l]) |
-             ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, D) | ARG(k, 13, m->tokens) |
+             ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, n_ctx) | ARG(k, 13, m->tokens) |
              ARG(k, 14, eps);
         CHECK(rc, "setting qk_norm_rope arguments");
         size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
         if (launch(m, k, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
         k = kern(m, K_ATTN_PF);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
-             ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens);
+             ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens) | ARG(k, 8, n_ctx);
         CHECK(rc, "setting attention_prefill arguments");
         size_t ga[2] = {(size_t)nq * ATT_WG, (n_tok + QB - 1) / QB}, la[2] = {ATT_WG, 1};
         if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err) || mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err))
@@ -515,6 +524,7 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     CHECK(rc, "clCreateContext");
     const char *prof = getenv("Q3_OPENCL_PROFILE");
     m->profile = prof && *prof && strcmp(prof, "0") != 0;
+    m->mv_groups = (size_t)d.compute_units * MV_PER_CU;
     m->queue = clCreateCommandQueue(m->ctx, dev, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     CHECK(rc, "clCreateCommandQueue");
     if (build_program(m, dev, err)) return -1;
