@@ -315,32 +315,42 @@ void matvec(__global const uint4 *W, uint cols, __global const float *x,
  * computes 4 rows x 4 tokens, and loads the next tile into registers while it
  * multiplies this one. Up to three matrices that share x run in one launch
  * (q, k, v; gate, up), their 64-row blocks numbered one after another.
- * xmode XMODE_SILU takes x = silu(x) * x2. y = W x, or y += W x with add. */
+ * y = W x, or y += W x with add. */
 #define GM_R 64
 #define GM_T 64
-inline float4 gemm_x4(__global const float *x, __global const float *x2, uint ldx, uint xmode, uint tok, uint n_tok,
-                      uint col, uint cols)
+inline float4 gemm_x4(__global const float *x, uint ldx, uint tok, uint n_tok, uint col, uint cols)
 {
-    float4 v = (float4)(0.0f), u = (float4)(1.0f);
-    if (tok >= n_tok) return v;
+    if (tok >= n_tok) return (float4)(0.0f);
     ulong o = (ulong)tok * ldx + col;
-    if (col + 4 <= cols) {
-        v = vload4(0, x + o);
-        if (xmode == XMODE_SILU) u = vload4(0, x2 + o);
-    } else {
-        v = (float4)(col < cols ? x[o] : 0.0f, col + 1 < cols ? x[o + 1] : 0.0f, col + 2 < cols ? x[o + 2] : 0.0f,
-                     col + 3 < cols ? x[o + 3] : 0.0f);
-        if (xmode == XMODE_SILU)
-            u = (float4)(col < cols ? x2[o] : 0.0f, col + 1 < cols ? x2[o + 1] : 0.0f,
-                         col + 2 < cols ? x2[o + 2] : 0.0f, col + 3 < cols ? x2[o + 3] : 0.0f);
-    }
-    if (xmode == XMODE_SILU) v = v / (1.0f + exp(-v)) * u;
-    return v;
+    if (col + 4 <= cols) return vload4(0, x + o);
+    return (float4)(col < cols ? x[o] : 0.0f, col + 1 < cols ? x[o + 1] : 0.0f, col + 2 < cols ? x[o + 2] : 0.0f,
+                    col + 3 < cols ? x[o + 3] : 0.0f);
+}
+
+/* gate = silu(gate) * up for a prompt's tokens, once, before down_proj's GEMM
+ * (inside the GEMM every 64-row block would redo it). Global size n. */
+__kernel void silu_mul(__global float *gate, __global const float *up)
+{
+    size_t i = get_global_id(0);
+    float a = gate[i];
+    gate[i] = a / (1.0f + exp(-a)) * up[i];
+}
+
+/* y (+)= the sum of nparts partial products (split-K GEMM), in a fixed order:
+ * part p of token t, row r at parts[p * stride + t * rows + r]. Global (rows, n_tok). */
+__kernel void add_parts(__global const float *parts, uint nparts, uint stride, __global float *y, uint ld, uint rows,
+                        uint add)
+{
+    uint r = get_global_id(0), t = get_global_id(1);
+    if (r >= rows) return;
+    float s = 0.0f;
+    for (uint p = 0; p < nparts; p++) s += parts[(ulong)p * stride + (ulong)t * rows + r];
+    __global float *dst = y + (ulong)t * ld + r;
+    *dst = add ? *dst + s : s;
 }
 
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
-void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, __global const float *x2, uint ldx,
-                 uint xmode, uint n_tok, uint add,
+void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, uint ldx, uint n_tok, uint add,
                  ulong off0, uint rows0, __global float *y0, uint ld0,
                  ulong off1, uint rows1, __global float *y1, uint ld1,
                  ulong off2, uint rows2, __global float *y2, uint ld2)
@@ -369,8 +379,8 @@ void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, __
     for (uint a = 0; a < 4; a++)
         for (uint b = 0; b < 4; b++) acc[a][b] = 0.0f;
     uint4 w = has_panel ? P[0] : (uint4)(0);
-    float4 xa = gemm_x4(x, x2, ldx, xmode, tb + xt0, n_tok, xk, cols);
-    float4 xb = gemm_x4(x, x2, ldx, xmode, tb + xt1, n_tok, xk, cols);
+    float4 xa = gemm_x4(x, ldx, tb + xt0, n_tok, xk, cols);
+    float4 xb = gemm_x4(x, ldx, tb + xt1, n_tok, xk, cols);
     for (uint c = 0; c < col_tiles; c++) {
         /* Row wr of column k lives in float4 group (wr / 4) ^ (k / 8): the four
          * threads that store one row's columns 0, 8, 16, 24 hit four banks. */
@@ -388,8 +398,8 @@ void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, __
         barrier(CLK_LOCAL_MEM_FENCE);
         if (c + 1 < col_tiles) { /* the next tile, in flight while this one is multiplied */
             w = has_panel ? P[(ulong)(c + 1) * 64] : (uint4)(0);
-            xa = gemm_x4(x, x2, ldx, xmode, tb + xt0, n_tok, (c + 1) * 32 + xk, cols);
-            xb = gemm_x4(x, x2, ldx, xmode, tb + xt1, n_tok, (c + 1) * 32 + xk, cols);
+            xa = gemm_x4(x, ldx, tb + xt0, n_tok, (c + 1) * 32 + xk, cols);
+            xb = gemm_x4(x, ldx, tb + xt1, n_tok, (c + 1) * 32 + xk, cols);
         }
         for (uint k = 0; k < 32; k++) {
             float4 a = vload4(0, &Ws[k][(ty ^ (k >> 3)) * 4]), b = vload4(0, &Xs[k][tx * 4]);
@@ -411,6 +421,126 @@ void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, __
         }
     }
 }
+
+#ifdef Q3_NV_MMA
+/* Prompts on NVIDIA tensor cores: the host defines Q3_NV_MMA on NVIDIA's
+ * platform (and builds without it if the compiler refuses), and the kernel
+ * issues PTX mma.sync m16n8k16 BF16 products with f32 accumulation. x is
+ * rounded to BF16 (to nearest even, as the CPU backend rounds a prompt's
+ * activations) while it is staged. A work-group of 4 warps takes 64 rows x
+ * 64 tokens, 32 columns (one tile per panel) per step; each warp 32 rows x
+ * 32 tokens: 2 x 4 fragments. Rows of the staged tiles are padded to MM_LD
+ * words so that a fragment's 32 loads hit 32 banks. A grid of depth nz > 1
+ * splits the columns (see add_parts). */
+#define MM_R 64
+#define MM_T 64
+#define MM_LD 20
+
+inline uint bf16_pack(float a, float b) /* a in the low half */
+{
+    uint ua = as_uint(a), ub = as_uint(b);
+    ua = (ua & 0x7fffffffu) > 0x7f800000u ? (ua | 0x400000u) : ua + 0x7fffu + ((ua >> 16) & 1u);
+    ub = (ub & 0x7fffffffu) > 0x7f800000u ? (ub | 0x400000u) : ub + 0x7fffu + ((ub >> 16) & 1u);
+    return (ua >> 16) | (ub & 0xffff0000u);
+}
+
+inline void mma_bf16(float4 *d, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+{
+    float d0 = d->x, d1 = d->y, d2 = d->z, d3 = d->w;
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    *d = (float4)(d0, d1, d2, d3);
+}
+
+__kernel __attribute__((reqd_work_group_size(128, 1, 1)))
+void matmul_mma(__global const uint4 *W, uint cols, __global const float *x, uint ldx, uint n_tok, uint add,
+                uint part_stride,
+                ulong off0, uint rows0, __global float *y0, uint ld0,
+                ulong off1, uint rows1, __global float *y1, uint ld1,
+                ulong off2, uint rows2, __global float *y2, uint ld2)
+{
+    __local uint Ws[MM_R * MM_LD];
+    __local uint Xs[MM_T * MM_LD];
+    uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
+    uint blk = get_group_id(0), tb = get_group_id(1) * MM_T;
+    ulong off = off0;
+    uint rows = rows0, ld = ld0;
+    __global float *y = y0;
+    uint b0 = (rows0 + MM_R - 1) / MM_R, b1 = (rows1 + MM_R - 1) / MM_R;
+    if (blk >= b0) {
+        blk -= b0;
+        if (blk < b1) off = off1, rows = rows1, y = y1, ld = ld1;
+        else blk -= b1, off = off2, rows = rows2, y = y2, ld = ld2;
+    }
+    uint rb = blk * MM_R;
+    uint col_tiles = (cols + 31) / 32, n_panels = (rows + 15) / 16;
+    /* Split-K: work-group z of nz takes its share of the column tiles and
+     * stores its partial product part_stride floats further on (add_parts sums). */
+    uint nz = get_num_groups(2), per = (col_tiles + nz - 1) / nz, c_lo = get_group_id(2) * per;
+    uint c_hi = min(col_tiles, c_lo + per);
+    y += (ulong)get_group_id(2) * part_stride;
+    /* Staging: uint4 j of the tiles of panels pa and pa + 2 (16 rows each), and
+     * four float4 of x: tokens xt + 16 i, columns xk..xk+3. */
+    uint j = l & 63, pa = l >> 6, wr = pa * 16 + (j >> 2), wq = (j & 3) * 4;
+    uint pA = rb / 16 + pa, pB = pA + 2;
+    int hasA = pA < n_panels, hasB = pB < n_panels;
+    __global const uint4 *PA = W + off + (ulong)pA * col_tiles * 64 + j;
+    __global const uint4 *PB = W + off + (ulong)pB * col_tiles * 64 + j;
+    uint xt = l >> 3, xk = (l & 7) * 4;
+    uint4 wa = (uint4)(0), wb = (uint4)(0);
+    float4 xv[4];
+    if (c_lo < c_hi) {
+        wa = hasA ? PA[(ulong)c_lo * 64] : (uint4)(0), wb = hasB ? PB[(ulong)c_lo * 64] : (uint4)(0);
+        for (uint i = 0; i < 4; i++) xv[i] = gemm_x4(x, ldx, tb + xt + 16 * i, n_tok, c_lo * 32 + xk, cols);
+    }
+    float4 acc[2][4];
+    for (uint a = 0; a < 2; a++)
+        for (uint b = 0; b < 4; b++) acc[a][b] = (float4)(0.0f);
+    uint wrow = (warp & 1) * 32, wtok = (warp >> 1) * 32;
+    for (uint c = c_lo; c < c_hi; c++) {
+        *(__local uint4 *)&Ws[wr * MM_LD + wq] = wa;
+        *(__local uint4 *)&Ws[(wr + 32) * MM_LD + wq] = wb;
+        for (uint i = 0; i < 4; i++)
+            *(__local uint2 *)&Xs[(xt + 16 * i) * MM_LD + xk / 2] =
+                (uint2)(bf16_pack(xv[i].x, xv[i].y), bf16_pack(xv[i].z, xv[i].w));
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (c + 1 < c_hi) { /* the next step's loads, in flight during the products */
+            wa = hasA ? PA[(ulong)(c + 1) * 64] : (uint4)(0);
+            wb = hasB ? PB[(ulong)(c + 1) * 64] : (uint4)(0);
+            for (uint i = 0; i < 4; i++) xv[i] = gemm_x4(x, ldx, tb + xt + 16 * i, n_tok, (c + 1) * 32 + xk, cols);
+        }
+        for (uint ks = 0; ks < 16; ks += 8) {
+            uint af[2][4], bfr[4][2];
+            for (uint a = 0; a < 2; a++) {
+                __local const uint *r0 = Ws + (wrow + a * 16 + g) * MM_LD + ks + tig, *r1 = r0 + 8 * MM_LD;
+                af[a][0] = r0[0], af[a][1] = r1[0], af[a][2] = r0[4], af[a][3] = r1[4];
+            }
+            for (uint b = 0; b < 4; b++) {
+                __local const uint *t0 = Xs + (wtok + b * 8 + g) * MM_LD + ks + tig;
+                bfr[b][0] = t0[0], bfr[b][1] = t0[4];
+            }
+            for (uint a = 0; a < 2; a++)
+                for (uint b = 0; b < 4; b++)
+                    mma_bf16(&acc[a][b], af[a][0], af[a][1], af[a][2], af[a][3], bfr[b][0], bfr[b][1]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (uint a = 0; a < 2; a++)
+        for (uint b = 0; b < 4; b++) {
+            uint r = rb + wrow + a * 16 + g, t = tb + wtok + b * 8 + tig * 2;
+            float v[4] = {acc[a][b].x, acc[a][b].y, acc[a][b].z, acc[a][b].w};
+            for (uint e = 0; e < 4; e++) {
+                uint re = r + (e >> 1) * 8, te = t + (e & 1);
+                if (re < rows && te < n_tok) {
+                    __global float *dst = y + (ulong)te * ld + re;
+                    *dst = add ? *dst + v[e] : v[e];
+                }
+            }
+        }
+}
+#endif
 
 /* x[t][c] = embedding row of token t; global size (hidden, n_tok). stage holds
  * the pass's first position, then its token ids. */

@@ -30,13 +30,14 @@
 #define ATT_SPLIT 8 /* decode attention: work-groups per head */
 #define QB 4        /* attention_prefill: query tokens per work-group */
 #define MVX 4096    /* matvec: the most columns it stages */
+#define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
 
-enum { K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_COUNT };
+enum { K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
-                                                  "attention", "attention_prefill"};
-/* The work-group size each is launched with (embed: the runtime's choice, 1). */
-static const unsigned kernel_group_size[K_COUNT] = {MV_WG, MV_WG, 256, 1, NORM_WG, 64, ATT_WG, ATT_WG};
+                                                  "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma"};
+/* The work-group size each is launched with (1: the runtime's choice). */
+static const unsigned kernel_group_size[K_COUNT] = {MV_WG, MV_WG, 256, 1, NORM_WG, 64, ATT_WG, ATT_WG, 1, 1, 128};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -52,7 +53,7 @@ typedef struct {
     cl_kernel k;
     int kind;
     cl_uint dims;
-    size_t global[2], local[2];
+    size_t global[3], local[3];
     int has_local;
     cl_uint rows, cols;
 } plan_entry;
@@ -65,9 +66,11 @@ typedef struct {
     cl_command_queue queue;
     cl_program program;
     cl_kernel k[K_COUNT];
+    int mma; /* matmul_mma (NVIDIA tensor cores) for prompts instead of matmul_gemm */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
+    cl_mem parts; /* split-K partial products: KSPLIT x MAX_BATCH x hidden */
     cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
     uint64_t q_dim, kv_dim;
     cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
@@ -110,7 +113,7 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
     m->program = clCreateProgramWithSource(m->ctx, n, srcs, NULL, &rc);
     CHECK(rc, "clCreateProgramWithSource");
     char opts[128];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u", m->cfg.head_dim);
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u%s", m->cfg.head_dim, m->mma ? " -DQ3_NV_MMA" : "");
     rc = clBuildProgram(m->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
@@ -122,6 +125,7 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
         return -1;
     }
     for (int i = 0; i < K_COUNT; i++) {
+        if (i == K_MM_MMA && !m->mma) continue;
         m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
             q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", m->base.file->path,
@@ -222,8 +226,11 @@ static int launch(ocl_backend *m, cl_kernel k, int kind, cl_uint dims, const siz
             return 0;
         }
         plan_entry *e = &m->plan[m->n_plan++];
-        *e = (plan_entry){k, kind, dims, {global[0], dims > 1 ? global[1] : 1}, {0, 0}, local != NULL, rows, cols};
-        if (local) e->local[0] = local[0], e->local[1] = dims > 1 ? local[1] : 1;
+        *e = (plan_entry){k, kind, dims, {1, 1, 1}, {1, 1, 1}, local != NULL, rows, cols};
+        for (cl_uint d = 0; d < dims && d < 3; d++) {
+            e->global[d] = global[d];
+            if (local) e->local[d] = local[d];
+        }
         return 0;
     }
     cl_event ev = NULL, *evp = m->profile ? &ev : NULL;
@@ -292,28 +299,51 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     return launch(m, k, vec ? K_MATVEC : K_MM_SMALL, 2, global, local, rows_all, cols, err);
 }
 
-/* y (+)= W x for many tokens through matmul_gemm: up to three matrices sharing x
- * (and cols); xmode XMODE_SILU takes silu(x) * x2. */
-static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
-                   cl_uint n_tok, cl_uint add, q3_err *err)
+/* y (+)= W x for many tokens: matmul_mma on tensor cores, else matmul_gemm; up
+ * to three matrices sharing x (and cols). A lone matrix of few row blocks
+ * (o_proj, down_proj) on tensor cores is split over the columns into up to
+ * KSPLIT partial products that add_parts sums, so that enough work-groups run. */
+static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_uint ldx, cl_uint n_tok, cl_uint add,
+                   q3_err *err)
 {
-    cl_kernel k = kern(m, K_MM_GEMM);
-    cl_uint cols = (cl_uint)segs[0].t->shape[1];
-    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, x2) | ARG(k, 4, ldx) |
-                ARG(k, 5, xmode) | ARG(k, 6, n_tok) | ARG(k, 7, add);
-    size_t blocks = 0;
+    int kind = m->mma ? K_MM_MMA : K_MM_GEMM; /* both: blocks of GM_R rows x GM_T tokens */
+    cl_kernel k = kern(m, kind);
+    cl_uint cols = (cl_uint)segs[0].t->shape[1], rows0 = (cl_uint)segs[0].t->shape[0];
+    size_t blocks = 0, tblocks = (n_tok + GM_T - 1) / GM_T, ksplit = 1;
+    for (int i = 0; i < n_segs; i++) blocks += (segs[i].t->shape[0] + GM_R - 1) / GM_R;
+    if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size)
+        while (ksplit < KSPLIT && blocks * tblocks * ksplit < m->mv_groups * 2 && (cols + 31) / 32 / (ksplit * 2) >= 8)
+            ksplit *= 2;
+    cl_mem y0 = ksplit > 1 ? m->parts : segs[0].y;
+    cl_uint ld0 = ksplit > 1 ? rows0 : segs[0].ld, part_stride = n_tok * rows0;
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, ldx) | ARG(k, 4, n_tok);
+    cl_uint add_here = ksplit > 1 ? 0 : add;
+    rc |= ARG(k, 5, add_here);
+    int a0 = 6;
+    if (m->mma) rc |= ARG(k, 6, part_stride), a0 = 7;
     cl_uint rows_all = 0;
     for (int i = 0; i < 3; i++) {
         const mm_seg *sg = &segs[i < n_segs ? i : 0];
         cl_ulong off = woff(m, sg->t, 16);
         cl_uint rows = i < n_segs ? (cl_uint)sg->t->shape[0] : 0;
-        rc |= ARG(k, 8 + 4 * i, off) | ARG(k, 9 + 4 * i, rows) | ARG(k, 10 + 4 * i, sg->y) | ARG(k, 11 + 4 * i, sg->ld);
-        blocks += (rows + GM_R - 1) / GM_R;
+        cl_mem y = i == 0 ? y0 : sg->y;
+        cl_uint ld = i == 0 ? ld0 : sg->ld;
+        rc |= ARG(k, a0 + 4 * i, off) | ARG(k, a0 + 1 + 4 * i, rows) | ARG(k, a0 + 2 + 4 * i, y) |
+              ARG(k, a0 + 3 + 4 * i, ld);
         rows_all += rows;
     }
-    CHECK(rc, "setting matmul_gemm arguments");
-    size_t global[2] = {blocks * 256, (size_t)((n_tok + GM_T - 1) / GM_T)}, local[2] = {256, 1};
-    return launch(m, k, K_MM_GEMM, 2, global, local, rows_all, cols, err);
+    CHECK(rc, "setting matmul arguments");
+    size_t wg = kernel_group_size[kind];
+    size_t global[3] = {blocks * wg, tblocks, ksplit}, local[3] = {wg, 1, 1};
+    if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
+    if (ksplit == 1) return 0;
+    k = kern(m, K_ADD_PARTS);
+    cl_uint np = (cl_uint)ksplit;
+    rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, part_stride) | ARG(k, 3, segs[0].y) | ARG(k, 4, segs[0].ld) |
+         ARG(k, 5, rows0) | ARG(k, 6, add);
+    CHECK(rc, "setting add_parts arguments");
+    size_t ga[2] = {rows0, n_tok};
+    return launch(m, k, K_ADD_PARTS, 2, ga, NULL, rows0, cols, err);
 }
 
 /* W x: matmul_small for a few tokens, matmul_gemm for a prompt. */
@@ -325,7 +355,7 @@ static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem 
         return mm_small(m, &sg, 1, x, x, ldx, XMODE_PLAIN, NULL, n_tok, add ? MODE_ADD : MODE_STORE, 1, err);
     }
     mm_seg sg = {t, y, ldy};
-    return mm_gemm(m, &sg, 1, x, x, ldx, XMODE_PLAIN, n_tok, add, err);
+    return mm_gemm(m, &sg, 1, x, ldx, n_tok, add, err);
 }
 
 static int run_norm(ocl_backend *m, cl_mem x, const q3_tensor *w, cl_mem out, cl_uint n_tok, q3_err *err)
@@ -338,6 +368,14 @@ static int run_norm(ocl_backend *m, cl_mem x, const q3_tensor *w, cl_mem out, cl
     CHECK(rc, "setting rmsnorm arguments");
     size_t global = (size_t)n_tok * NORM_WG, local = NORM_WG;
     return launch(m, k, K_NORM, 1, &global, &local, n, 0, err);
+}
+
+/* gate = silu(gate) * up over n values (a prompt's down_proj input). */
+static int silu_mul(ocl_backend *m, size_t n, q3_err *err)
+{
+    cl_kernel k = kern(m, K_SILU);
+    CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu_mul arguments");
+    return launch(m, k, K_SILU, 1, &n, NULL, 0, 0, err);
 }
 
 /* One layer on m->x (the residual stream, updated in place). A few tokens: six
@@ -357,7 +395,7 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     } else {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
         if (run_norm(m, m->x, L->input_norm, m->xn, n_tok, err) ||
-            mm_gemm(m, qkv, 3, m->xn, m->xn, H, XMODE_PLAIN, n_tok, 0, err))
+            mm_gemm(m, qkv, 3, m->xn, H, n_tok, 0, err))
             return -1;
     }
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
@@ -403,8 +441,8 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     }
     mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}}, down = {L->w_down, m->x, H};
     return run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
-           mm_gemm(m, gu, 2, m->xn, m->xn, H, XMODE_PLAIN, n_tok, 0, err) ||
-           mm_gemm(m, &down, 1, m->gate, m->up, I, XMODE_SILU, n_tok, 1, err);
+           mm_gemm(m, gu, 2, m->xn, H, n_tok, 0, err) || silu_mul(m, n_tok * I, err) ||
+           mm_gemm(m, &down, 1, m->gate, I, n_tok, 1, err);
 }
 
 /* Embedding, the layers and the logits for nb tokens at the staged position.
@@ -482,7 +520,7 @@ static void ocl_destroy(q3_backend *b)
         prof_print(m);
     }
     cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
-                     m->logits, m->att_ml, m->rope_cos, m->rope_sin};
+                     m->logits, m->att_ml, m->rope_cos, m->rope_sin, m->parts};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
     for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
@@ -527,7 +565,22 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     m->mv_groups = (size_t)d.compute_units * MV_PER_CU;
     m->queue = clCreateCommandQueue(m->ctx, dev, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     CHECK(rc, "clCreateCommandQueue");
-    if (build_program(m, dev, err)) return -1;
+    /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
+     * refuses that, the portable GEMM. Q3_OPENCL_MMA=0 asks for the portable one,
+     * =1 tries tensor cores on any platform (a test of the fallback elsewhere). */
+    const char *mma_env = getenv("Q3_OPENCL_MMA");
+    m->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d.platform_name, "NVIDIA") != NULL;
+    if (build_program(m, dev, err)) {
+        if (!m->mma) return -1;
+        if (o && o->verbose) fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
+        for (int i = 0; i < K_COUNT; i++)
+            if (m->k[i]) clReleaseKernel(m->k[i]), m->k[i] = NULL;
+        clReleaseProgram(m->program);
+        m->program = NULL;
+        m->mma = 0;
+        if (build_program(m, dev, err)) return -1;
+    }
+    if (o && o->verbose && m->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
 
     const q3_section *ws = q3_get_section(f, Q3_SEC_WEIGHTS);
     cl_ulong max_alloc = 0;
@@ -563,6 +616,7 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     m->gate = dev_alloc(m, B * I * 4, &rc);
     m->up = dev_alloc(m, B * I * 4, &rc);
     m->tokens = dev_alloc(m, (B + 1) * 4, &rc);
+    m->parts = dev_alloc(m, (uint64_t)KSPLIT * B * H * 4, &rc);
     m->logits = dev_alloc(m, B * V * 4, &rc);
     m->kcache = calloc(c->num_layers, sizeof *m->kcache);
     m->vcache = calloc(c->num_layers, sizeof *m->vcache);
