@@ -1,8 +1,10 @@
-/* cpu_attention.c - one query head's softmax attention over a KV cache, and the
- * f32 dot product, dispatched to the SIMD level in use (scalar versions here).
+/* cpu_attention.c - one query head's softmax attention over an F16 KV cache, the
+ * cache store and the f32 dot product, dispatched to the SIMD level in use
+ * (scalar versions here).
  * Scores and the weighted sum of V are the per-level kernels; the softmax is
  * shared (expf over n_pos values costs little next to 2 * n_pos * head_dim FMAs). */
 #include <math.h>
+#include "cpu_half.h"
 #include "cpu_kernels.h"
 #include "cpu_panel.h"
 
@@ -13,16 +15,31 @@ float q3_dot_scalar(const float *a, const float *b, uint64_t n)
     return s;
 }
 
-void q3_attn_scores_scalar(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores)
+void q3_attn_scores_scalar(const float *q, const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
+                           float *scores)
 {
-    for (int j = 0; j < n_pos; j++) scores[j] = q3_dot_scalar(q, k + (uint64_t)j * stride, (uint64_t)d) * scale;
+    for (int j = 0; j < n_pos; j++) {
+        const uint16_t *kj = k + (uint64_t)j * stride;
+        float s = 0.0f;
+        for (int i = 0; i < d; i++) s += q[i] * q3_half_to_float(kj[i]);
+        scores[j] = s * scale;
+    }
 }
 
-void q3_attn_pv_scalar(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out)
+void q3_attn_pv_scalar(const float *p, const uint16_t *v, uint64_t stride, int n_pos, int d, float *out)
 {
     for (int i = 0; i < d; i++) out[i] = 0.0f;
     for (int j = 0; j < n_pos; j++)
-        for (int i = 0; i < d; i++) out[i] += p[j] * v[(uint64_t)j * stride + i];
+        for (int i = 0; i < d; i++) out[i] += p[j] * q3_half_to_float(v[(uint64_t)j * stride + i]);
+}
+
+void q3_f16_store(uint16_t *dst, const float *src, uint64_t n)
+{
+    q3_simd level = q3_simd_active();
+    if (level >= Q3_SIMD_AVX512BF16) q3_f16_store_avx512(dst, src, n);
+    else if (level == Q3_SIMD_AVX2) q3_f16_store_avx2(dst, src, n);
+    else
+        for (uint64_t i = 0; i < n; i++) dst[i] = q3_half_from_float(src[i]);
 }
 
 float q3_dot(const float *a, const float *b, uint64_t n)
@@ -51,7 +68,8 @@ static void softmax_masked(float *scores, int n, int n_zero)
 /* AVX-512: queries i..i+3 (those past n_q repeat the last one: same result,
  * stored twice) in one pass over K and V. Rows a query may not see get weight 0;
  * they lie within what the last query sees. */
-static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int pos_step, const float *k, const float *v,
+static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int pos_step, const uint16_t *k,
+                         const uint16_t *v,
                          uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                          uint64_t out_stride)
 {
@@ -71,7 +89,7 @@ static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int 
 }
 
 /* AVX-512: queries i, i+1 (a GQA pair) in one pass over K and V. */
-static void rows2_avx512(const float *q, uint64_t q_stride, int i, int pos_step, const float *k, const float *v,
+static void rows2_avx512(const float *q, uint64_t q_stride, int i, int pos_step, const uint16_t *k, const uint16_t *v,
                          uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                          uint64_t out_stride)
 {
@@ -84,7 +102,7 @@ static void rows2_avx512(const float *q, uint64_t q_stride, int i, int pos_step,
     q3_attn_pv2_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
 }
 
-void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const float *k, const float *v,
+void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const uint16_t *k, const uint16_t *v,
                     uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                     uint64_t out_stride)
 {
@@ -105,7 +123,7 @@ void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, co
     }
 }
 
-void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_stride, int n_pos, int head_dim,
+void q3_attend_head(const float *q, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, int n_pos, int head_dim,
                     float scale, float *scores, float *out)
 {
     q3_simd level = q3_simd_active();

@@ -1,13 +1,39 @@
-/* cpu_avx512_attention.c - AVX-512 attention kernels. Scores: 4 keys at a time
+/* cpu_avx512_attention.c - AVX-512 attention kernels over an F16 KV cache
+ * (vcvtph2ps widens 16 halves per instruction). Scores: 4 keys at a time
  * (4 independent sums hide the FMA and reduction latency). Weighted sum of V:
  * 128 output columns held in 8 registers while every position streams by.
  * Tails (head_dim not a multiple of 16) are masked: nothing is read past a row. */
 #include <immintrin.h>
 #include <math.h>
 #include "cpu_avx512_util.h"
+#include "cpu_half.h"
 #include "cpu_panel.h"
 
 static inline __mmask16 tail_mask(int left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1); }
+
+/* 16 halves (those outside m read as 0, nothing past them touched) as f32. */
+static inline __m512 load_h(__mmask16 m, const uint16_t *p) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+
+/* vcvtps2ph rounds to nearest even, as q3_half_from_float does. */
+void q3_f16_store_avx512(uint16_t *dst, const float *src, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask((int)(n - i < 16 ? n - i : 16));
+        __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_mask_storeu_epi16(dst + i, m, h);
+    }
+}
+
+/* dot(q, k) over d values, k in F16. */
+static float dot_h(const float *q, const uint16_t *k, int d)
+{
+    __m512 s0 = _mm512_setzero_ps();
+    for (int i = 0; i < d; i += 16) {
+        __mmask16 m = tail_mask(d - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), load_h(m, k + i), s0);
+    }
+    return _mm512_reduce_add_ps(s0);
+}
 
 float q3_dot_avx512(const float *a, const float *b, uint64_t n)
 {
@@ -24,29 +50,29 @@ float q3_dot_avx512(const float *a, const float *b, uint64_t n)
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-void q3_attn_scores_avx512(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores)
+void q3_attn_scores_avx512(const float *q, const uint16_t *k, uint64_t stride, int n_pos, int d, float scale, float *scores)
 {
     int j = 0;
     for (; j + 4 <= n_pos; j += 4) {
-        const float *k0 = k + (uint64_t)j * stride;
+        const uint16_t *k0 = k + (uint64_t)j * stride;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int i = 0; i < d; i += 16) {
             __mmask16 m = tail_mask(d - i);
             __m512 qv = _mm512_maskz_loadu_ps(m, q + i);
-            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, k0 + i), qv, a0);
-            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, k0 + stride + i), qv, a1);
-            a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, k0 + 2 * stride + i), qv, a2);
-            a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, k0 + 3 * stride + i), qv, a3);
+            a0 = _mm512_fmadd_ps(load_h(m, k0 + i), qv, a0);
+            a1 = _mm512_fmadd_ps(load_h(m, k0 + stride + i), qv, a1);
+            a2 = _mm512_fmadd_ps(load_h(m, k0 + 2 * stride + i), qv, a2);
+            a3 = _mm512_fmadd_ps(load_h(m, k0 + 3 * stride + i), qv, a3);
         }
         scores[j] = _mm512_reduce_add_ps(a0) * scale;
         scores[j + 1] = _mm512_reduce_add_ps(a1) * scale;
         scores[j + 2] = _mm512_reduce_add_ps(a2) * scale;
         scores[j + 3] = _mm512_reduce_add_ps(a3) * scale;
     }
-    for (; j < n_pos; j++) scores[j] = q3_dot_avx512(q, k + (uint64_t)j * stride, (uint64_t)d) * scale;
+    for (; j < n_pos; j++) scores[j] = dot_h(q, k + (uint64_t)j * stride, d) * scale;
 }
 
-void q3_attn_pv_avx512(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out)
+void q3_attn_pv_avx512(const float *p, const uint16_t *v, uint64_t stride, int n_pos, int d, float *out)
 {
     for (int i0 = 0; i0 < d; i0 += 128) {
         __m512 acc[8];
@@ -57,24 +83,24 @@ void q3_attn_pv_avx512(const float *p, const float *v, uint64_t stride, int n_po
             m[c] = left <= 0 ? 0 : tail_mask(left);
         }
         for (int j = 0; j < n_pos; j++) {
-            const float *vj = v + (uint64_t)j * stride + i0;
+            const uint16_t *vj = v + (uint64_t)j * stride + i0;
             __m512 pj = _mm512_set1_ps(p[j]);
             _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++)
-                acc[c] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(m[c], vj + c * 16), acc[c]);
+                acc[c] = _mm512_fmadd_ps(pj, load_h(m[c], vj + c * 16), acc[c]);
         }
         _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) _mm512_mask_storeu_ps(out + i0 + c * 16, m[c], acc[c]);
     }
 }
 
 /* 4 queries x 4 keys: scores[qi * ld + j + r] = scale * dot(q_qi, k_{j+r}) for j..j+3. */
-void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t stride, int n_pos, int d, float scale,
+void q3_attn_scores4_avx512(const float *const q[4], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
                             float *scores, uint64_t ld)
 {
     const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
     __m512 sc = _mm512_set1_ps(scale);
     int j = 0;
     for (; j + 4 <= n_pos; j += 4) {
-        const float *k0 = k + (uint64_t)j * stride;
+        const uint16_t *k0 = k + (uint64_t)j * stride;
         __m512 acc[16];
         _Pragma("GCC unroll 16") for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
         for (int i = 0; i < d; i += 16) {
@@ -82,7 +108,7 @@ void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t st
             __m512 qv[4] = {_mm512_maskz_loadu_ps(m, q0 + i), _mm512_maskz_loadu_ps(m, q1 + i),
                             _mm512_maskz_loadu_ps(m, q2 + i), _mm512_maskz_loadu_ps(m, q3 + i)};
             _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-                __m512 kv = _mm512_maskz_loadu_ps(m, k0 + r * stride + i);
+                __m512 kv = load_h(m, k0 + r * stride + i);
                 _Pragma("GCC unroll 4") for (int qi = 0; qi < 4; qi++)
                     acc[qi * 4 + r] = _mm512_fmadd_ps(qv[qi], kv, acc[qi * 4 + r]);
             }
@@ -94,18 +120,18 @@ void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t st
         _mm_storeu_ps(scores + 3 * ld + j, _mm512_extractf32x4_ps(s, 3));
     }
     for (; j < n_pos; j++) {
-        const float *kj = k + (uint64_t)j * stride;
-        scores[j] = q3_dot_avx512(q0, kj, (uint64_t)d) * scale;
-        scores[ld + j] = q3_dot_avx512(q1, kj, (uint64_t)d) * scale;
-        scores[2 * ld + j] = q3_dot_avx512(q2, kj, (uint64_t)d) * scale;
-        scores[3 * ld + j] = q3_dot_avx512(q3, kj, (uint64_t)d) * scale;
+        const uint16_t *kj = k + (uint64_t)j * stride;
+        scores[j] = dot_h(q0, kj, d) * scale;
+        scores[ld + j] = dot_h(q1, kj, d) * scale;
+        scores[2 * ld + j] = dot_h(q2, kj, d) * scale;
+        scores[3 * ld + j] = dot_h(q3, kj, d) * scale;
     }
 }
 
 /* 4 queries: out_qi = sum_j p[qi * ld + j] * v_j over n_pos rows, 64 columns (4
  * registers per query, 16 accumulators) per pass over V. Two out pointers may be
  * equal when their queries are (the same values are stored twice). */
-void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+void q3_attn_pv4_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
                         float *const out[4])
 {
     for (int i0 = 0; i0 < d; i0 += 64) {
@@ -117,9 +143,9 @@ void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t st
             _Pragma("GCC unroll 4") for (int qi = 0; qi < 4; qi++) acc[qi][c] = _mm512_setzero_ps();
         }
         for (int j = 0; j < n_pos; j++) {
-            const float *vj = v + (uint64_t)j * stride + i0;
+            const uint16_t *vj = v + (uint64_t)j * stride + i0;
             __m512 vv[4];
-            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) vv[c] = _mm512_maskz_loadu_ps(m[c], vj + c * 16);
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) vv[c] = load_h(m[c], vj + c * 16);
             _Pragma("GCC unroll 4") for (int qi = 0; qi < 4; qi++) {
                 __m512 pj = _mm512_set1_ps(p[qi * ld + j]);
                 _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[qi][c] = _mm512_fmadd_ps(pj, vv[c], acc[qi][c]);
@@ -173,20 +199,20 @@ void q3_softmax_avx512(float *s, int n)
 }
 
 /* 2 queries x 8 keys (a GQA pair): scores[qi * ld + j + r] for j..j+7. */
-void q3_attn_scores2_avx512(const float *const q[2], const float *k, uint64_t stride, int n_pos, int d, float scale,
+void q3_attn_scores2_avx512(const float *const q[2], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
                             float *scores, uint64_t ld)
 {
     __m512 sc = _mm512_set1_ps(scale);
     int j = 0;
     for (; j + 8 <= n_pos; j += 8) {
-        const float *k0 = k + (uint64_t)j * stride;
+        const uint16_t *k0 = k + (uint64_t)j * stride;
         __m512 acc[16];
         _Pragma("GCC unroll 16") for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
         for (int i = 0; i < d; i += 16) {
             __mmask16 m = tail_mask(d - i);
             __m512 q0 = _mm512_maskz_loadu_ps(m, q[0] + i), q1 = _mm512_maskz_loadu_ps(m, q[1] + i);
             _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) {
-                __m512 kv = _mm512_maskz_loadu_ps(m, k0 + r * stride + i);
+                __m512 kv = load_h(m, k0 + r * stride + i);
                 acc[r] = _mm512_fmadd_ps(q0, kv, acc[r]);
                 acc[8 + r] = _mm512_fmadd_ps(q1, kv, acc[8 + r]);
             }
@@ -196,15 +222,15 @@ void q3_attn_scores2_avx512(const float *const q[2], const float *k, uint64_t st
         _mm256_storeu_ps(scores + ld + j, _mm512_extractf32x8_ps(s, 1));
     }
     for (; j < n_pos; j++) {
-        const float *kj = k + (uint64_t)j * stride;
-        scores[j] = q3_dot_avx512(q[0], kj, (uint64_t)d) * scale;
-        scores[ld + j] = q3_dot_avx512(q[1], kj, (uint64_t)d) * scale;
+        const uint16_t *kj = k + (uint64_t)j * stride;
+        scores[j] = dot_h(q[0], kj, d) * scale;
+        scores[ld + j] = dot_h(q[1], kj, d) * scale;
     }
 }
 
 /* 2 queries: out[qi] = sum_j p[qi * ld + j] * v_j, 128 columns (8 registers per
  * query) per pass over V. */
-void q3_attn_pv2_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+void q3_attn_pv2_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
                         float *const out[2])
 {
     for (int i0 = 0; i0 < d; i0 += 128) {
@@ -216,10 +242,10 @@ void q3_attn_pv2_avx512(const float *p, uint64_t ld, const float *v, uint64_t st
             a0[c] = a1[c] = _mm512_setzero_ps();
         }
         for (int j = 0; j < n_pos; j++) {
-            const float *vj = v + (uint64_t)j * stride + i0;
+            const uint16_t *vj = v + (uint64_t)j * stride + i0;
             __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[ld + j]);
             _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) {
-                __m512 vv = _mm512_maskz_loadu_ps(m[c], vj + c * 16);
+                __m512 vv = load_h(m[c], vj + c * 16);
                 a0[c] = _mm512_fmadd_ps(p0, vv, a0[c]);
                 a1[c] = _mm512_fmadd_ps(p1, vv, a1[c]);
             }

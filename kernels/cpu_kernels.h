@@ -46,11 +46,17 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
  * reserve it once with q3_pool_scratch at start-up so no call allocates. */
 size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok);
 
-/* Attention of one query head over positions 0..n_pos-1 of one KV head, in f32:
- * out[0..head_dim) = sum_j softmax_j(scale * dot(q, k_j)) * v_j, where row j of K
- * is k + j * kv_stride and of V is v + j * kv_stride. scores: n_pos floats of
- * scratch (left holding the softmax numerators). n_pos = 0 gives zeros. */
-void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_stride, int n_pos, int head_dim,
+/* The KV cache is IEEE half (F16): half the memory and reads of f32, 11 significant
+ * bits (BF16 has 8). dst[i] = src[i] rounded to nearest even (beyond 65504: inf), at
+ * the SIMD level in use; every level gives the same bits (F16C or plain C). */
+void q3_f16_store(uint16_t *dst, const float *src, uint64_t n);
+
+/* Attention of one query head over positions 0..n_pos-1 of one KV head, K and V in
+ * F16, arithmetic in f32: out[0..head_dim) = sum_j softmax_j(scale * dot(q, k_j)) * v_j,
+ * where row j of K is k + j * kv_stride and of V is v + j * kv_stride (in halves).
+ * scores: n_pos floats of scratch (left holding the softmax numerators). n_pos = 0
+ * gives zeros. */
+void q3_attend_head(const float *q, const uint16_t *k, const uint16_t *v, uint64_t kv_stride, int n_pos, int head_dim,
                     float scale, float *scores, float *out);
 /* The same for n_q queries of one KV head at once: query i is at q + i * q_stride,
  * sees positions 0 .. n_pos + i * pos_step - 1 and writes out + i * out_stride.
@@ -59,7 +65,7 @@ void q3_attend_head(const float *q, const float *k, const float *v, uint64_t kv_
  * query's last position must hold finite values. scores: 4 * (n_pos + (n_q - 1) *
  * pos_step) floats; pos_step >= 0. With AVX-512, 4 queries (or a pair) share each pass
  * over K and V. */
-void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const float *k, const float *v,
+void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const uint16_t *k, const uint16_t *v,
                     uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                     uint64_t out_stride);
 /* dot(a, b) over n floats at the SIMD level in use. */

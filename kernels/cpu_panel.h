@@ -27,28 +27,33 @@ void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16
                               int n_tok, float *y, uint64_t ldy, int n_rows);
 
 /* Attention per level: dot(a, b) over n floats; scores[j] = scale * dot(q, k_j);
- * out = sum_j p[j] * v_j (overwritten). Row j of K or V is at k/v + j * stride. */
+ * out = sum_j p[j] * v_j (overwritten). K and V are F16; row j is at k/v + j * stride. */
 float q3_dot_scalar(const float *a, const float *b, uint64_t n);
 float q3_dot_avx2(const float *a, const float *b, uint64_t n);
 float q3_dot_avx512(const float *a, const float *b, uint64_t n);
-void q3_attn_scores_scalar(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores);
-void q3_attn_scores_avx2(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores);
-void q3_attn_scores_avx512(const float *q, const float *k, uint64_t stride, int n_pos, int d, float scale, float *scores);
-void q3_attn_pv_scalar(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
-void q3_attn_pv_avx2(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
-void q3_attn_pv_avx512(const float *p, const float *v, uint64_t stride, int n_pos, int d, float *out);
+void q3_f16_store_avx2(uint16_t *dst, const float *src, uint64_t n);
+void q3_f16_store_avx512(uint16_t *dst, const float *src, uint64_t n);
+void q3_attn_scores_scalar(const float *q, const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
+                           float *scores);
+void q3_attn_scores_avx2(const float *q, const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
+                         float *scores);
+void q3_attn_scores_avx512(const float *q, const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
+                           float *scores);
+void q3_attn_pv_scalar(const float *p, const uint16_t *v, uint64_t stride, int n_pos, int d, float *out);
+void q3_attn_pv_avx2(const float *p, const uint16_t *v, uint64_t stride, int n_pos, int d, float *out);
+void q3_attn_pv_avx512(const float *p, const uint16_t *v, uint64_t stride, int n_pos, int d, float *out);
 
 /* 4 queries at once: scores[qi * ld + j] for j < n_pos, and
  * out[qi] = sum_j p[qi * ld + j] * v_j. */
-void q3_attn_scores4_avx512(const float *const q[4], const float *k, uint64_t stride, int n_pos, int d, float scale,
+void q3_attn_scores4_avx512(const float *const q[4], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
                             float *scores, uint64_t ld);
-void q3_attn_pv4_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+void q3_attn_pv4_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
                         float *const out[4]);
 
 /* The same for 2 queries (scores 2 x 8 keys at a time, V 128 columns per pass). */
-void q3_attn_scores2_avx512(const float *const q[2], const float *k, uint64_t stride, int n_pos, int d, float scale,
+void q3_attn_scores2_avx512(const float *const q[2], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
                             float *scores, uint64_t ld);
-void q3_attn_pv2_avx512(const float *p, uint64_t ld, const float *v, uint64_t stride, int n_pos, int d,
+void q3_attn_pv2_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
                         float *const out[2]);
 /* s[0..n) <- softmax(s[0..n)) with a vectorized exp. */
 void q3_softmax_avx512(float *s, int n);

@@ -1,9 +1,8 @@
 /* model_cpu.c - the Qwen3 graph on the CPU (spec.md 4): weights straight from
- * the mmap, f32 activations and KV cache, every buffer allocated at create. */
+ * the mmap, f32 activations, an F16 KV cache, every buffer allocated at create. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include "../kernels/cpu_kernels.h"
 #include "backend.h"
 #include "weights.h"
@@ -21,7 +20,10 @@ typedef struct {
     uint64_t q_dim, kv_dim;
     /* activations, batch rows each */
     float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
-    float *key_cache, *val_cache; /* [layer][n_ctx][kv_dim] */
+    /* F16, [layer][kv_head][n_ctx][head_dim]: one head's rows are contiguous, so a
+     * pass over them is one stream that stays in L2 (rows kv_dim apart all fell in the
+     * same cache sets) */
+    uint16_t *key_cache, *val_cache;
     float *rope_cos, *rope_sin;   /* [n_ctx][head_dim / 2] */
     float *scores;                /* [threads][SCORES_PER_THREAD(n_ctx)] */
     /* norm weights widened once to f32 */
@@ -71,22 +73,23 @@ typedef struct {
 static void attend(cpu_backend *m, int layer, int item, int n_tok, int pos, float *scores)
 {
     const q3_config *c = &m->cfg;
-    uint64_t D = c->head_dim, kv_dim = m->kv_dim;
+    uint64_t D = c->head_dim;
     uint32_t group = c->num_heads / c->num_kv_heads;
     float scale = 1.0f / sqrtf((float)D);
-    const float *kc = m->key_cache + (uint64_t)layer * m->base.n_ctx * kv_dim;
-    const float *vc = m->val_cache + (uint64_t)layer * m->base.n_ctx * kv_dim;
+    uint64_t head_elems = (uint64_t)m->base.n_ctx * D;
+    const uint16_t *kc = m->key_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
+    const uint16_t *vc = m->val_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
     if (n_tok == 1) {
         uint32_t g = (uint32_t)item, h0 = g * group;
-        q3_attend_rows(m->q + h0 * D, D, (int)group, 0, kc + g * D, vc + g * D, kv_dim, pos + 1, (int)D, scale, scores,
-                       m->att + h0 * D, D);
+        q3_attend_rows(m->q + h0 * D, D, (int)group, 0, kc + g * head_elems, vc + g * head_elems, D, pos + 1, (int)D,
+                       scale, scores, m->att + h0 * D, D);
         return;
     }
     int blocks = (n_tok + 3) / 4;
     uint32_t h = (uint32_t)(item / blocks), g = h / group;
     int t0 = (item % blocks) * 4, n_q = n_tok - t0 < 4 ? n_tok - t0 : 4;
-    q3_attend_rows(m->q + (uint64_t)t0 * m->q_dim + h * D, m->q_dim, n_q, 1, kc + g * D, vc + g * D, kv_dim,
-                   pos + t0 + 1, (int)D, scale, scores, m->att + (uint64_t)t0 * m->q_dim + h * D, m->q_dim);
+    q3_attend_rows(m->q + (uint64_t)t0 * m->q_dim + h * D, m->q_dim, n_q, 1, kc + g * head_elems, vc + g * head_elems,
+                   D, pos + t0 + 1, (int)D, scale, scores, m->att + (uint64_t)t0 * m->q_dim + h * D, m->q_dim);
 }
 
 static void attn_worker(void *ctx, int ith, int nth)
@@ -100,7 +103,7 @@ static void attn_worker(void *ctx, int ith, int nth)
     for (int it = ith; it < items; it += nth) attend(m, j->layer, items - 1 - it, j->n_tok, j->pos, scores);
 }
 
-/* q/k norms, RoPE and the KV cache store for token t (at position pos + t). */
+/* q/k norms, RoPE and the KV cache store (rounded to F16) for token t (at position pos + t). */
 static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
 {
     const q3_config *c = &m->cfg;
@@ -114,15 +117,14 @@ static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
         rmsnorm(qh, qh, qn, D, eps);
         rope(qh, cs, sn, half);
     }
-    float *kdst = m->key_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
-    float *vdst = m->val_cache + ((uint64_t)layer * m->base.n_ctx + p) * kv_dim;
     for (uint32_t h = 0; h < c->num_kv_heads; h++) {
         float *kh = m->k + (uint64_t)t * kv_dim + h * D;
         rmsnorm(kh, kh, kn, D, eps);
         rope(kh, cs, sn, half);
+        uint64_t row = (((uint64_t)layer * c->num_kv_heads + h) * m->base.n_ctx + p) * D;
+        q3_f16_store(m->key_cache + row, kh, D);
+        q3_f16_store(m->val_cache + row, m->v + (uint64_t)t * kv_dim + h * D, D);
     }
-    memcpy(kdst, m->k + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
-    memcpy(vdst, m->v + (uint64_t)t * kv_dim, kv_dim * sizeof(float));
 }
 
 /* The element-wise steps of a layer, one token at a time; tokens are spread
@@ -237,8 +239,9 @@ static void cpu_destroy(q3_backend *b)
     if (!m) return;
     q3_pool_destroy(m->pool);
     q3_weights_free(&m->w);
-    float *bufs[] = {m->x, m->xn, m->q, m->k, m->v, m->att, m->tmp, m->gate, m->up, m->key_cache, m->val_cache,
-                     m->rope_cos, m->rope_sin, m->scores, m->input_norm, m->post_norm, m->q_norm, m->k_norm,
+    free(m->key_cache);
+    free(m->val_cache);
+    float *bufs[] = {m->x, m->xn, m->q, m->k, m->v, m->att, m->tmp, m->gate, m->up, m->rope_cos, m->rope_sin, m->scores, m->input_norm, m->post_norm, m->q_norm, m->k_norm,
                      m->final_norm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(m);
@@ -291,8 +294,10 @@ q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3
     m->tmp = alloc_f32(B * H, &failed);
     m->gate = alloc_f32(B * I, &failed);
     m->up = alloc_f32(B * I, &failed);
-    m->key_cache = alloc_f32((uint64_t)c->num_layers * n_ctx * m->kv_dim, &failed);
-    m->val_cache = alloc_f32((uint64_t)c->num_layers * n_ctx * m->kv_dim, &failed);
+    uint64_t cache_elems = (uint64_t)c->num_layers * n_ctx * m->kv_dim;
+    m->key_cache = calloc(cache_elems ? cache_elems : 1, sizeof(uint16_t));
+    m->val_cache = calloc(cache_elems ? cache_elems : 1, sizeof(uint16_t));
+    if (!m->key_cache || !m->val_cache) failed = 1;
     m->rope_cos = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
     m->rope_sin = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
     m->scores = alloc_f32((uint64_t)q3_pool_size(m->pool) * SCORES_PER_THREAD(n_ctx), &failed);

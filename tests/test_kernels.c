@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include "../format/q3_format.h"
+#include "../kernels/cpu_half.h"
 #include "../kernels/cpu_kernels.h"
 #include "../kernels/cpu_panel.h"
 
@@ -152,20 +153,87 @@ static void test_pool_runs_every_thread(void **state)
     q3_pool_destroy(pool);
 }
 
+/* F16 conversions: q3_half_to_float against the format library's converter for all
+ * 65536 halves; q3_half_from_float gives back every finite half and rounds each
+ * midpoint between neighbours to the even one; q3_f16_store gives the same bits at
+ * every level (F16C's vcvtps2ph on AVX2 and AVX-512) on random and edge values. */
+static void test_f16(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = q3_half_to_float((uint16_t)h), g = q3_f16_to_f32((uint16_t)h);
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) {
+            assert_true(isnan(f) && isnan(g));
+            continue;
+        }
+        assert_memory_equal(&f, &g, sizeof f);
+        assert_int_equal(q3_half_from_float(f), h);
+        if ((h & 0x7fffu) < 0x7bffu) { /* midpoint to the next larger magnitude */
+            float mid = (float)(((double)f + (double)q3_half_to_float((uint16_t)(h + 1))) / 2);
+            uint16_t want = (h & 1u) ? (uint16_t)(h + 1) : (uint16_t)h;
+            assert_int_equal(q3_half_from_float(mid), want);
+            assert_int_equal(q3_half_from_float(nextafterf(mid, 0.0f)), h);
+        }
+    }
+    assert_int_equal(q3_half_from_float(65519.0f), 0x7bff);
+    assert_int_equal(q3_half_from_float(65520.0f), 0x7c00);
+    assert_int_equal(q3_half_from_float(-1e30f), 0xfc00);
+    assert_int_equal(q3_half_from_float(1e-30f), 0);
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof *x);
+    uint16_t *want = malloc(N * sizeof *want), *got = malloc((N + 1) * sizeof *got);
+    assert_true(x && want && got);
+    static const float edges[] = {0.0f, -0.0f, 65504.0f, 65519.99f, 65520.0f, 1e9f, -1e9f, 6.1e-5f, 5.96e-8f,
+                                  2.98e-8f, 2.99e-8f, 1e-40f, INFINITY, -INFINITY, 1.0f / 3, 0.1f};
+    for (int i = 0; i < N; i++) {
+        union { uint32_t u; float f; } r;
+        rng = rng * 1664525u + 1013904223u;
+        r.u = (rng & 0x807fffffu) | (((rng >> 3) % 40u + 100u) << 23); /* exponents 2^-27 .. 2^12 */
+        x[i] = i < (int)(sizeof edges / sizeof edges[0]) ? edges[i] : r.f;
+        want[i] = q3_half_from_float(x[i]);
+    }
+    q3_simd best = q3_simd_detect();
+    for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
+        q3_simd_set((q3_simd)level);
+        for (int n = N; n >= N - 17; n--) { /* every tail length */
+            got[n] = 0x1234;
+            q3_f16_store(got, x, (uint64_t)n);
+            assert_memory_equal(got, want, (size_t)n * sizeof *got);
+            assert_int_equal(got[n], 0x1234);
+        }
+    }
+    q3_simd_set(best);
+    free(x);
+    free(want);
+    free(got);
+}
+
+/* Random F16 K or V values in [-1, 1]; ref holds them as floats (exact). */
+static void fill_f16(uint16_t *h, float *ref, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        h[i] = q3_half_from_float(frand());
+        ref[i] = q3_f16_to_f32(h[i]);
+    }
+}
+
 /* Softmax attention of one head against a double-precision reference, at every level.
- * Tolerance 1e-4 absolute on outputs in [-1, 1]: scores are f32 dot products
- * (error ~ head_dim * 2^-24 * |score| ~ 1e-5 for |score| ~ 10) and a softmax weight
- * moves by that relative amount; expf adds ~1e-7. */
+ * K and V are F16; the reference reads the same halves exactly, so the error is the
+ * f32 arithmetic's. Tolerance 1e-4 absolute on outputs in [-1, 1]: scores are f32 dot
+ * products (error ~ head_dim * 2^-24 * |score| ~ 1e-5 for |score| ~ 10) and a softmax
+ * weight moves by that relative amount; expf adds ~1e-7. */
 static void test_attention(void **state)
 {
     (void)state;
     static const int dims[] = {128, 37, 16};
     static const int positions[] = {0, 1, 5, 300};
     const uint64_t stride = 200;
-    float *k = malloc(300 * stride * sizeof(float)), *v = malloc(300 * stride * sizeof(float));
+    uint16_t *k = malloc(300 * stride * 2), *v = malloc(300 * stride * 2);
+    float *kf = malloc(300 * stride * sizeof(float)), *vf = malloc(300 * stride * sizeof(float));
     float q[128], out[129], scores[300];
-    assert_true(k && v);
-    for (uint64_t i = 0; i < 300 * stride; i++) k[i] = frand(), v[i] = frand();
+    assert_true(k && v && kf && vf);
+    fill_f16(k, kf, 300 * stride);
+    fill_f16(v, vf, 300 * stride);
     for (int i = 0; i < 128; i++) q[i] = frand() * 3.0f;
     q3_simd best = q3_simd_detect();
     for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
@@ -180,14 +248,14 @@ static void test_attention(void **state)
                 double sc[300], maxv = -INFINITY, sum = 0;
                 for (int j = 0; j < n; j++) {
                     double s = 0;
-                    for (int i = 0; i < d; i++) s += (double)q[i] * k[(uint64_t)j * stride + i];
+                    for (int i = 0; i < d; i++) s += (double)q[i] * kf[(uint64_t)j * stride + i];
                     sc[j] = s * scale;
                     if (sc[j] > maxv) maxv = sc[j];
                 }
                 for (int j = 0; j < n; j++) sum += (sc[j] = exp(sc[j] - maxv));
                 for (int i = 0; i < d; i++) {
                     double ref = 0;
-                    for (int j = 0; j < n; j++) ref += sc[j] / sum * v[(uint64_t)j * stride + i];
+                    for (int j = 0; j < n; j++) ref += sc[j] / sum * vf[(uint64_t)j * stride + i];
                     if (!(fabs(out[i] - ref) <= 1e-4))
                         fail_msg("%s attention d %d n_pos %d out[%d]: got %g want %g", q3_simd_name((q3_simd)level), d,
                                  n, i, out[i], ref);
@@ -195,13 +263,15 @@ static void test_attention(void **state)
                 if (d < 128) assert_true(out[d] == 7.0f);
                 /* q3_dot: f32 sums, bound n * 2^-24 * sum |a b| */
                 double ref = 0, mag = 0;
-                for (int i = 0; i < d; i++) ref += (double)q[i] * k[i], mag += fabs((double)q[i] * k[i]);
-                assert_true(fabs(q3_dot(q, k, (uint64_t)d) - ref) <= d * mag / 16777216.0 + 1e-7);
+                for (int i = 0; i < d; i++) ref += (double)q[i] * kf[i], mag += fabs((double)q[i] * kf[i]);
+                assert_true(fabs(q3_dot(q, kf, (uint64_t)d) - ref) <= d * mag / 16777216.0 + 1e-7);
             }
     }
     q3_simd_set(best);
     free(k);
     free(v);
+    free(kf);
+    free(vf);
 }
 
 /* Several queries against one KV head: causal consecutive tokens (pos_step 1) and
@@ -213,10 +283,12 @@ static void test_attention_rows(void **state)
     static const int dims[] = {128, 37};
     static const int n_qs[] = {1, 2, 4, 6, 7, 9};
     static const int n_poss[] = {1, 5, 31};
-    float *k = malloc(NPOS * STRIDE * sizeof(float)), *v = malloc(NPOS * STRIDE * sizeof(float));
+    uint16_t *k = malloc(NPOS * STRIDE * 2), *v = malloc(NPOS * STRIDE * 2);
+    float *kf = malloc(NPOS * STRIDE * sizeof(float)), *vf = malloc(NPOS * STRIDE * sizeof(float));
     float q[MAXQ * 130], out[MAXQ * 131], scores[4 * NPOS];
-    assert_true(k && v);
-    for (int i = 0; i < NPOS * STRIDE; i++) k[i] = frand(), v[i] = frand();
+    assert_true(k && v && kf && vf);
+    fill_f16(k, kf, NPOS * STRIDE);
+    fill_f16(v, vf, NPOS * STRIDE);
     for (int i = 0; i < MAXQ * 130; i++) q[i] = frand() * 3.0f;
     q3_simd best = q3_simd_detect();
     for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
@@ -234,14 +306,14 @@ static void test_attention_rows(void **state)
                             double sc[NPOS + MAXQ], maxv = -INFINITY, sum = 0;
                             for (int j = 0; j < np; j++) {
                                 double t = 0;
-                                for (int i = 0; i < d; i++) t += (double)q[r * 130 + i] * k[j * STRIDE + i];
+                                for (int i = 0; i < d; i++) t += (double)q[r * 130 + i] * kf[j * STRIDE + i];
                                 sc[j] = t * scale;
                                 if (sc[j] > maxv) maxv = sc[j];
                             }
                             for (int j = 0; j < np; j++) sum += (sc[j] = exp(sc[j] - maxv));
                             for (int i = 0; i < d; i++) {
                                 double ref = 0;
-                                for (int j = 0; j < np; j++) ref += sc[j] / sum * v[j * STRIDE + i];
+                                for (int j = 0; j < np; j++) ref += sc[j] / sum * vf[j * STRIDE + i];
                                 if (!(fabs(out[r * 131 + i] - ref) <= 1e-4))
                                     fail_msg("%s rows d %d n_q %d step %d n_pos %d q %d out[%d]: got %g want %g",
                                              q3_simd_name((q3_simd)level), d, n_q, step, n_pos, r, i, out[r * 131 + i], ref);
@@ -253,6 +325,8 @@ static void test_attention_rows(void **state)
     q3_simd_set(best);
     free(k);
     free(v);
+    free(kf);
+    free(vf);
 }
 
 /* Thread 1 sleeps past the spin window, so the caller must sleep on its futex and
@@ -336,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_pool_runs_every_thread),
         cmocka_unit_test(test_pool_sleeps_and_wakes),
         cmocka_unit_test(test_simd_names),
+        cmocka_unit_test(test_f16),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_rows),
         cmocka_unit_test(test_gemv_prefetch_variants),

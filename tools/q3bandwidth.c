@@ -321,14 +321,18 @@ static int run_attention(int n_pos, int runs, int json)
     enum { D = 128, NQ = 16 };
     static const uint64_t strides[2] = {128, 1024};
     uint64_t rows = (uint64_t)n_pos + NQ;
-    float *k = malloc(rows * 1024 * sizeof *k), *v = malloc(rows * 1024 * sizeof *v);
+    uint16_t *k = malloc(rows * 1024 * sizeof *k), *v = malloc(rows * 1024 * sizeof *v);
     float *q = malloc(NQ * D * sizeof *q), *out = malloc(NQ * D * sizeof *out);
     float *scores = malloc(4 * rows * sizeof *scores);
     if (!k || !v || !q || !out || !scores) {
         fprintf(stderr, "q3bandwidth: out of memory\n");
         return 1;
     }
-    for (uint64_t i = 0; i < rows * 1024; i++) k[i] = (float)(i % 7) * 0.1f, v[i] = (float)(i % 5) * 0.1f;
+    for (uint64_t i = 0; i < rows * 1024; i++) {
+        float kf = (float)(i % 7) * 0.1f, vf = (float)(i % 5) * 0.1f;
+        q3_f16_store(k + i, &kf, 1);
+        q3_f16_store(v + i, &vf, 1);
+    }
     for (int i = 0; i < NQ * D; i++) q[i] = (float)(i % 128) * 0.01f;
     float scale = 0.08838834764831845f; /* 1 / sqrt(128) */
     const char *simd = q3_simd_name(q3_simd_active());
