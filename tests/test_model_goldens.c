@@ -21,60 +21,7 @@
 #include "../format/q3_format.h"
 #include "../kernels/cpu_kernels.h"
 #include "../runtime/backend.h"
-
-#define LOGIT_TOL_ABS 0.08
-#define LOGIT_TOL_REL 0.01
-#define CLEAR_MARGIN 0.1
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
-
-static int argmax(const float *v, uint32_t n)
-{
-    int best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (v[i] > v[best]) best = (int)i;
-    return best;
-}
-
-static const char *build_dir(void)
-{
-    const char *b = getenv("BUILD");
-    return b && *b ? b : "build";
-}
-
-/* Check one position's logits against a golden {top_ids, top_logits}; returns
- * 1 when the golden's margin was clear. */
-static void check_position(const char *where, const float *logits, uint32_t vocab, const cJSON *pos,
-                           double *max_err)
-{
-    const cJSON *ids = cJSON_GetObjectItem(pos, "top_ids"), *vals = cJSON_GetObjectItem(pos, "top_logits");
-    int n = cJSON_GetArraySize(ids);
-    assert_true(n >= 2);
-    for (int i = 0; i < n; i++) {
-        int id = cJSON_GetArrayItem(ids, i)->valueint;
-        double want = cJSON_GetArrayItem(vals, i)->valuedouble, got = logits[id];
-        double err = fabs(got - want);
-        if (err > *max_err) *max_err = err;
-        if (err > LOGIT_TOL_ABS + LOGIT_TOL_REL * fabs(want))
-            fail_msg("%s: logit of token %d is %f, golden %f", where, id, got, want);
-    }
-    double margin = cJSON_GetArrayItem(vals, 0)->valuedouble - cJSON_GetArrayItem(vals, 1)->valuedouble;
-    int top = cJSON_GetArrayItem(ids, 0)->valueint;
-    if (margin > CLEAR_MARGIN && argmax(logits, vocab) != top)
-        fail_msg("%s: top-1 is %d, golden %d (margin %f)", where, argmax(logits, vocab), top, margin);
-}
+#include "golden_check.h"
 
 static void run_model(const char *name, int threads, int full)
 {

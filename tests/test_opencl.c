@@ -11,9 +11,10 @@
  *  - greedy decoding (decode path, our own tokens fed back): equal to the golden's
  *    greedy_ids for as long as the golden's margins stay clear;
  *  - the CPU backend's greedy tokens equal ours for as long as the CPU's margins are clear.
- * Tolerance: both paths compute in f32 on BF16 weights (HF: f32 on the same weights);
- * only summation order differs, so errors are ~1e-4 relative; 0.08 + 1% is the CPU golden
- * test's bound, kept so both backends answer to one standard. */
+ * Tolerance: the CPU golden test's 0.08 + 1% (golden_check.h), so both backends answer to
+ * one standard. On PoCL every path is f32 on BF16 weights and errors are ~1e-4; NVIDIA's
+ * tensor cores round a prompt's activations to BF16 as the CPU's GEMM does, and come as
+ * close to the bound as the CPU does (docs/opencl.md). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,31 +30,9 @@
 #include "../format/q3_format.h"
 #include "../runtime/backend.h"
 #include "../runtime/ocl_device.h"
+#include "golden_check.h"
 
-#define LOGIT_TOL_ABS 0.08
-#define LOGIT_TOL_REL 0.01
-#define CLEAR_MARGIN 0.1
 #define N_CTX 1024
-
-static const char *build_dir(void)
-{
-    const char *b = getenv("BUILD");
-    return b && *b ? b : "build";
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (!s || fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
 
 static int exists(const char *p)
 {
@@ -91,14 +70,6 @@ static int model_path(const char *name, char *path, size_t cap)
     return run(cmd);
 }
 
-static int argmax(const float *v, uint32_t n)
-{
-    int best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (v[i] > v[best]) best = (int)i;
-    return best;
-}
-
 /* top-1 minus top-2 */
 static double margin_of(const float *v, uint32_t n)
 {
@@ -107,25 +78,6 @@ static double margin_of(const float *v, uint32_t n)
     for (uint32_t i = 0; i < n; i++)
         if ((int)i != best && v[i] > second) second = v[i];
     return (double)v[best] - second;
-}
-
-static void check_position(const char *where, const float *logits, uint32_t vocab, const cJSON *pos, double *max_err)
-{
-    const cJSON *ids = cJSON_GetObjectItem(pos, "top_ids"), *vals = cJSON_GetObjectItem(pos, "top_logits");
-    int n = cJSON_GetArraySize(ids);
-    assert_true(n >= 2);
-    for (int i = 0; i < n; i++) {
-        int id = cJSON_GetArrayItem(ids, i)->valueint;
-        double want = cJSON_GetArrayItem(vals, i)->valuedouble, got = logits[id];
-        double e = fabs(got - want);
-        if (e > *max_err) *max_err = e;
-        if (e > LOGIT_TOL_ABS + LOGIT_TOL_REL * fabs(want))
-            fail_msg("%s: logit of token %d is %f, golden %f", where, id, got, want);
-    }
-    double margin = cJSON_GetArrayItem(vals, 0)->valuedouble - cJSON_GetArrayItem(vals, 1)->valuedouble;
-    int top = cJSON_GetArrayItem(ids, 0)->valueint;
-    if (margin > CLEAR_MARGIN && argmax(logits, vocab) != top)
-        fail_msg("%s: top-1 is %d, golden %d (margin %f)", where, argmax(logits, vocab), top, margin);
 }
 
 static q3_backend *make_opencl(const q3_file *f)
