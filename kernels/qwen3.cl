@@ -198,7 +198,8 @@ void matvec(__global const uint4 *W, uint cols, __global const float *x,
     ulong tile_stride = (ulong)nsub * 64;
 
     uint panel = item / rsplit, seg = mv_seg(&panel, p0, p1);
-    __global const uint4 *P = W + (seg == 0 ? off0 : seg == 1 ? off1 : off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
+    __global const uint4 *P =
+        W + (seg == 0 ? off0 : seg == 1 ? off1 : off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
     uint4 wb[8];
 #pragma unroll
     for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);

@@ -33,9 +33,14 @@
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
 
-enum { K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA, K_COUNT };
-static const char *const kernel_names[K_COUNT] = {"matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
-                                                  "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma"};
+enum {
+    K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
+    K_COUNT
+};
+static const char *const kernel_names[K_COUNT] = {
+    "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
+    "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma",
+};
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG, MV_WG, 256, 1, NORM_WG, 64, ATT_WG, ATT_WG, 1, 1, 128};
 
@@ -572,7 +577,8 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     m->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d.platform_name, "NVIDIA") != NULL;
     if (build_program(m, dev, err)) {
         if (!m->mma) return -1;
-        if (o && o->verbose) fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
+        if (o && o->verbose)
+            fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
         for (int i = 0; i < K_COUNT; i++)
             if (m->k[i]) clReleaseKernel(m->k[i]), m->k[i] = NULL;
         clReleaseProgram(m->program);
