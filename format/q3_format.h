@@ -170,7 +170,8 @@ void q3_tokdata_free(q3_tokdata *td);
 enum q3_open_flags {
     Q3_OPEN_VERIFY_META = 1u << 0,    /* check header, table, config, dir, tokenizer checksums */
     Q3_OPEN_VERIFY_WEIGHTS = 1u << 1, /* also hash every tensor (reads the whole file) */
-    Q3_OPEN_NO_SECTION_CHECKS = 1u << 2 /* q3check: structure only, report checksums itself */
+    Q3_OPEN_NO_SECTION_CHECKS = 1u << 2, /* q3check: structure only, report checksums itself */
+    Q3_OPEN_LOAD = 1u << 3               /* read the file into anonymous memory (huge pages), not mmap it */
 };
 
 typedef struct {
@@ -178,6 +179,7 @@ typedef struct {
     const uint8_t *map;   /* whole file, read-only */
     uint64_t size;
     int owns_map;         /* 1: munmap on close */
+    int loaded;           /* 1: map is an anonymous copy (Q3_OPEN_LOAD), not the file's pages */
     uint32_t version;
     uint64_t file_checksum;
     uint64_t header_checksum;
@@ -193,6 +195,11 @@ typedef struct {
 
 /* Map a whole regular file read-only; an empty file gives map NULL, size 0. */
 int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err);
+/* The same, but the bytes are read into anonymous memory marked for transparent
+ * huge pages: a decode thread streaming 1 GB of weights then takes few TLB
+ * misses and its prefetcher is not stopped at every 4 KiB page of the page
+ * cache (docs/perf.md: +13 % decode on one core). Released by q3_unmap_file. */
+int q3_load_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err);
 void q3_unmap_file(const uint8_t *map, uint64_t size);
 /* mmap and validate a file. Every offset, size, count and shape is checked
  * against the file size before use; the first problem is reported in err. */

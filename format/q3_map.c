@@ -1,4 +1,5 @@
-/* q3_map.c - map a whole regular file read-only (shared by the .q3 and safetensors readers). */
+/* q3_map.c - map a whole regular file read-only (shared by the .q3 and safetensors readers),
+ * or load it into anonymous memory. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -34,6 +35,52 @@ int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *e
     }
     *map = m;
     *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+int q3_load_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err)
+{
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        q3_set_err(err, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        q3_set_err(err, "%s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return 0;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+        q3_set_err(err, "%s: cannot allocate %zu bytes to load it: %s", path, n, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    (void)madvise(m, n, MADV_HUGEPAGE); /* a request: without THP the copy still works */
+    for (size_t done = 0; done < n;) {
+        ssize_t r = pread(fd, m + done, n - done < (1u << 30) ? n - done : (1u << 30), (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            q3_set_err(err, "%s: read failed at offset %zu of %zu: %s", path, done, n,
+                       r < 0 ? strerror(errno) : "the file shrank");
+            munmap(m, n);
+            close(fd);
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    close(fd);
+    (void)mprotect(m, n, PROT_READ); /* as read-only as the mapping it replaces */
+    *map = m;
+    *size = (uint64_t)n;
     return 0;
 }
 

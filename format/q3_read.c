@@ -278,8 +278,9 @@ int q3_open(q3_file *f, const char *path, unsigned flags, q3_err *err)
 {
     memset(f, 0, sizeof *f);
     set_path(f, path);
-    if (q3_map_file(path, &f->map, &f->size, err)) return -1;
+    if ((flags & Q3_OPEN_LOAD ? q3_load_file : q3_map_file)(path, &f->map, &f->size, err)) return -1;
     f->owns_map = 1;
+    f->loaded = (flags & Q3_OPEN_LOAD) != 0;
     if (f->size < Q3_HEADER_SIZE) {
         q3_set_err(err, "%s: file is %llu bytes, too short for the %u-byte header", path,
                    (unsigned long long)f->size, Q3_HEADER_SIZE);

@@ -18,7 +18,7 @@
 typedef struct {
     const char *model, *prompt, *system, *backend;
     int n_predict, n_threads, n_ctx, device;
-    int chat, think, interactive, print_ids, tokenize, pieces, verify, verbose;
+    int chat, think, interactive, print_ids, tokenize, pieces, verify, verbose, no_mmap;
     int have_temp, have_top_k, have_top_p, have_min_p, have_penalty;
     q3_sampler_params sp;
 } options;
@@ -45,6 +45,8 @@ static void usage(FILE *f)
             "  --device N           OpenCL device (default: the first GPU, else device 0)\n"
             "  --list-devices       print the OpenCL devices and exit\n"
             "  --verify             hash every tensor before running (q3check does the same)\n"
+            "  --no-mmap            read the weights into memory (huge pages) instead of mapping the\n"
+            "                       file: slower to load, faster to decode on few cores\n"
             "  -v                   print backend details\n"
             "exit status: 0 ok, 1 error (bad model, prompt too long, ...), 2 usage\n");
 }
@@ -130,6 +132,7 @@ static int parse_args(int argc, char **argv, options *o)
             else if (!strcmp(a, "--tokenize")) o->tokenize = 1;
             else if (!strcmp(a, "--pieces")) o->pieces = o->tokenize = 1;
             else if (!strcmp(a, "--verify")) o->verify = 1;
+            else if (!strcmp(a, "--no-mmap")) o->no_mmap = 1;
             else if (!strcmp(a, "-v")) o->verbose = 1;
             else if (!strcmp(a, "--list-devices")) exit(list_devices());
             else if (a[0] == '-' && a[1] != 0) {
@@ -333,7 +336,8 @@ int main(int argc, char **argv)
     size_t n_ids = 0;
 
     double t0 = now_ms();
-    if (q3_open(&s.file, o.model, Q3_OPEN_VERIFY_META | (o.verify ? Q3_OPEN_VERIFY_WEIGHTS : 0), &err) ||
+    if (q3_open(&s.file, o.model,
+                Q3_OPEN_VERIFY_META | (o.verify ? Q3_OPEN_VERIFY_WEIGHTS : 0) | (o.no_mmap ? Q3_OPEN_LOAD : 0), &err) ||
         q3_read_tokenizer(&s.file, &td, &err) || !(s.tk = q3_tokenizer_create(&td, &err)))
         goto fail;
 

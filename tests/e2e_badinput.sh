@@ -94,6 +94,9 @@ check "q3run without --verify runs a file with a flipped weight bit" '[ $rc -eq 
 "$BUILD/q3run" --verify "$T/flipw.q3" "Hello" -n 2 --temp 0 >"$T/out" 2>"$T/err"; rc=$?
 check "q3run --verify refuses it: one line, the file, the checksum" \
     '[ $rc -eq 1 ] && one_line "$T/err" "$T/flipw.q3:" && grep -q "weights.*checksum" "$T/err" && [ ! -s "$T/out" ]'
+"$BUILD/q3run" --verify --no-mmap "$T/flipw.q3" "Hello" -n 2 --temp 0 >"$T/out" 2>"$T/err"; rc=$?
+check "q3run --verify --no-mmap refuses it too (the copy is what is hashed)" \
+    '[ $rc -eq 1 ] && one_line "$T/err" "$T/flipw.q3:" && grep -q "weights.*checksum" "$T/err" && [ ! -s "$T/out" ]'
 "$BUILD/q3check" "$T/flipw.q3" >"$T/out" 2>"$T/err"; rc=$?
 check "q3check names the tensor" '[ $rc -eq 1 ] && grep -qF "model.layers.1.mlp.down_proj.weight" "$T/out"'
 

@@ -45,6 +45,11 @@ hashes=$(grep "^| cpu" "$T/out" | grep -oE "\| [0-9a-f]{16} \|$" | sort -u | wc 
 check "every row carries the same 16-hex token checksum" '[ "$rows" -eq 2 ] && [ "$hashes" -eq 1 ]'
 table_hash=$(grep "^| cpu" "$T/out" | head -1 | grep -oE "[0-9a-f]{16} \|$" | cut -c1-16)
 
+# ---- --no-mmap: the weights read into memory, the same tokens ----
+"$B" "$MODEL" "${SMALL[@]}" -t 2 --no-mmap >"$T/out" 2>"$T/err"; rc=$?
+check "--no-mmap: exit 0, verified, the same token checksum" \
+    '[ $rc -eq 0 ] && grep -q "^verified: 53 checksums" "$T/out" && grep -q "| $table_hash |$" "$T/out"'
+
 # ---- CPU, JSON ----
 "$B" "$MODEL" "${SMALL[@]}" -t 2 --json >"$T/cpu.json" 2>"$T/err"; rc=$?; cp "$T/cpu.json" "$T/out"
 check "cpu --json: exit 0 and the JSON parses with every field" \

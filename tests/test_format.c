@@ -285,6 +285,26 @@ static void test_missing_file(void **state)
     q3_err err;
     assert_int_equal(q3_open(&f, "/nonexistent/x.q3", 0, &err), -1);
     assert_non_null(strstr(err.msg, "/nonexistent/x.q3"));
+    assert_int_equal(q3_open(&f, "/nonexistent/x.q3", Q3_OPEN_LOAD, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/x.q3"));
+}
+
+/* Q3_OPEN_LOAD: the same bytes as the mapping, in memory of its own, every checksum right. */
+static void test_load_into_memory(void **state)
+{
+    (void)state;
+    q3_file a, b;
+    q3_err err;
+    assert_int_equal(q3_open(&a, model_path, Q3_OPEN_VERIFY_META, &err), 0);
+    assert_int_equal(q3_open(&b, model_path, Q3_OPEN_VERIFY_META | Q3_OPEN_VERIFY_WEIGHTS | Q3_OPEN_LOAD, &err), 0);
+    assert_int_equal(a.loaded, 0);
+    assert_int_equal(b.loaded, 1);
+    assert_int_equal(a.size, b.size);
+    assert_true(a.map != b.map);
+    assert_memory_equal(a.map, b.map, a.size);
+    assert_int_equal(b.n_tensors, N_TENSORS);
+    q3_close(&a);
+    q3_close(&b);
 }
 
 static void test_unwritable_directory_leaves_nothing(void **state)
@@ -306,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_bad_magic_version),
         cmocka_unit_test(test_forged_tensor_entries),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_load_into_memory),
         cmocka_unit_test(test_unwritable_directory_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -28,6 +28,7 @@ typedef struct {
     const char *path;
     int backends; /* BENCH_* bits */
     int p, n, r, threads, device, json, verbose;
+    int no_mmap;           /* weights read into anonymous memory (q3_load_file) */
     double bandwidth_gbps; /* 0: not given */
 } bench_opts;
 
@@ -161,11 +162,11 @@ static void cpu_model(char *out, size_t size)
 
 /* ---- verification: every checksum, each failure named on its own line (as q3check) ---- */
 
-static int verify_file(q3_file *f, const char *path, double *ms, unsigned *n_checked)
+static int verify_file(q3_file *f, const char *path, int load, double *ms, unsigned *n_checked)
 {
     q3_err err = {{0}};
     double t0 = now_s();
-    if (q3_open(f, path, Q3_OPEN_NO_SECTION_CHECKS, &err)) {
+    if (q3_open(f, path, Q3_OPEN_NO_SECTION_CHECKS | (load ? Q3_OPEN_LOAD : 0), &err)) {
         fprintf(stderr, "%s\n%s: FAILED (cannot be opened or its structure is invalid; nothing was timed)\n", err.msg, path);
         return -1;
     }
@@ -277,8 +278,9 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
     }
 
     /* Verification read the whole mapping; drop those pages (the page cache keeps them) so that the
-     * peak RSS below is the backend's. A failure only leaves the figure larger. */
-    if (f->size) (void)madvise((void *)f->map, (size_t)f->size, MADV_DONTNEED);
+     * peak RSS below is the backend's. A failure only leaves the figure larger. A loaded copy
+     * (--no-mmap) is the weights themselves: dropping it would zero them. */
+    if (f->size && !f->loaded) (void)madvise((void *)f->map, (size_t)f->size, MADV_DONTNEED);
     int hwm_ok = rss_reset() == 0 && vm_hwm_kib() >= 0;
     res->rss_method = hwm_ok ? "VmHWM since load" : "ru_maxrss (whole process)";
 
@@ -547,11 +549,12 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: q3bench MODEL.q3 [--backend cpu|opencl|both] [-p 512] [-n 128] [-r 5] [-t THREADS]\n"
-            "               [--device N] [--bandwidth GBPS] [--json] [-v]\n"
+            "               [--device N] [--bandwidth GBPS] [--no-mmap] [--json] [-v]\n"
             "  verifies every checksum, then times a P-token prefill and N greedy decode steps, R times\n"
             "  after a warm-up; every repetition (and with --backend both, every backend) must generate\n"
             "  the same token ids. --bandwidth: memory read bandwidth in GB/s (1e9 bytes/s) for the\n"
-            "  decode floor. Exit 0 ok, 1 error, 2 usage, 3 generated tokens differ.\n");
+            "  decode floor. --no-mmap: read the weights into memory (huge pages) instead of mapping\n"
+            "  the file. Exit 0 ok, 1 error, 2 usage, 3 generated tokens differ.\n");
 }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
@@ -579,6 +582,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->json = 1, takes = 0;
         } else if (!strcmp(a, "-v")) {
             o->verbose = 1, takes = 0;
+        } else if (!strcmp(a, "--no-mmap")) {
+            o->no_mmap = 1, takes = 0;
         } else if (!strcmp(a, "--backend")) {
             if (v && !strcmp(v, "cpu")) o->backends = BENCH_CPU;
             else if (v && !strcmp(v, "opencl")) o->backends = BENCH_OPENCL;
@@ -627,7 +632,7 @@ int main(int argc, char **argv)
     bench_info in;
     memset(&in, 0, sizeof in);
     q3_file f;
-    if (verify_file(&f, o.path, &in.verify_ms, &in.n_checked)) return 1;
+    if (verify_file(&f, o.path, o.no_mmap, &in.verify_ms, &in.n_checked)) return 1;
     const q3_config *cfg = &f.config;
     in.file_bytes = f.size;
     for (uint32_t i = 0; i < f.n_tensors; i++) in.params += f.tensors[i].shape[0] * f.tensors[i].shape[1];
