@@ -32,6 +32,20 @@ inline float dot8(uint4 w, float4 a, float4 b)
 #define XMODE_ATTN 3 /* x = the nsplit partial attention outputs in x, their (max, sum) in x2, combined */
 #define ATT_COMBINE_MAX 1024 /* nsplit x heads */
 
+/* Launches of up to three matrices that share x number their panels (or row
+ * blocks) one matrix after another: seg_of says which matrix unit *u (of n0
+ * in the first, n1 in the second) belongs to and makes *u relative to it;
+ * PICK3 takes that matrix's argument. */
+inline uint seg_of(uint *u, uint n0, uint n1)
+{
+    if (*u < n0) return 0;
+    *u -= n0;
+    if (*u < n1) return 1;
+    *u -= n1;
+    return 2;
+}
+#define PICK3(s, a, b, c) ((s) == 0 ? (a) : (s) == 1 ? (b) : (c))
+
 /* Matrix times a few tokens (decode, short prompts). One work-group per 16-row
  * panel and block of TOKB tokens; up to three matrices that share x run in one
  * launch (q, k, v; gate, up), their panels numbered one after another. Each
@@ -56,15 +70,10 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
     uint col_tiles = (cols + 31) / 32;
 
     /* Which matrix this panel belongs to. */
-    ulong off = off0;
-    uint rows = rows0, ld = ld0;
-    __global float *y = y0;
-    uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16;
-    if (panel >= p0) {
-        panel -= p0;
-        if (panel < p1) off = off1, rows = rows1, y = y1, ld = ld1;
-        else panel -= p1, off = off2, rows = rows2, y = y2, ld = ld2;
-    }
+    uint seg = seg_of(&panel, (rows0 + 15) / 16, (rows1 + 15) / 16);
+    ulong off = PICK3(seg, off0, off1, off2);
+    uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
+    __global float *y = PICK3(seg, y0, y1, y2);
 
     uint jl = l % lanes, j = part * lanes + jl, sub = l / lanes, c0 = (j & 3) * 8;
     __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
@@ -168,15 +177,6 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
  * a grid of about the resident work-groups streams the whole matrix without
  * waves and stages x once. The host keeps that stride a multiple of rsplit. */
 #define MVX 4096
-inline uint mv_seg(uint *panel, uint p0, uint p1)
-{
-    if (*panel < p0) return 0;
-    *panel -= p0;
-    if (*panel < p1) return 1;
-    *panel -= p1;
-    return 2;
-}
-
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
 void matvec(__global const uint4 *W, uint cols, __global const float *x,
             __global const float *x2, uint ldx, uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode,
@@ -197,9 +197,9 @@ void matvec(__global const uint4 *W, uint cols, __global const float *x,
     uint ntile = (col_tiles - sub + nsub - 1) / nsub; /* tiles this thread reads per item */
     ulong tile_stride = (ulong)nsub * 64;
 
-    uint panel = item / rsplit, seg = mv_seg(&panel, p0, p1);
+    uint panel = item / rsplit, seg = seg_of(&panel, p0, p1);
     __global const uint4 *P =
-        W + (seg == 0 ? off0 : seg == 1 ? off1 : off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
+        W + PICK3(seg, off0, off1, off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
     uint4 wb[8];
 #pragma unroll
     for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
@@ -273,10 +273,10 @@ void matvec(__global const uint4 *W, uint cols, __global const float *x,
 
     uint prows = 16 / rsplit; /* rows of one part */
     for (; item < n_items; item += stride) {
-        __global float *y = seg == 0 ? y0 : seg == 1 ? y1 : y2;
-        uint rows = seg == 0 ? rows0 : seg == 1 ? rows1 : rows2, row0 = panel * 16 + part * prows;
-        uint next_panel = (item + stride) / rsplit, next_seg = mv_seg(&next_panel, p0, p1);
-        __global const uint4 *Pn = W + (next_seg == 0 ? off0 : next_seg == 1 ? off1 : off2) +
+        __global float *y = PICK3(seg, y0, y1, y2);
+        uint rows = PICK3(seg, rows0, rows1, rows2), row0 = panel * 16 + part * prows;
+        uint next_panel = (item + stride) / rsplit, next_seg = seg_of(&next_panel, p0, p1);
+        __global const uint4 *Pn = W + PICK3(next_seg, off0, off1, off2) +
                                    (ulong)next_panel * col_tiles * 64 + sub * 64 + j;
         int more = item + stride < n_items;
         float acc = 0.0f;
@@ -360,15 +360,10 @@ void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, ui
     __local float Xs[32][GM_T];
     uint l = get_local_id(0), tx = l & 15, ty = l >> 4;
     uint blk = get_group_id(0), tb = get_group_id(1) * GM_T;
-    ulong off = off0;
-    uint rows = rows0, ld = ld0;
-    __global float *y = y0;
-    uint b0 = (rows0 + GM_R - 1) / GM_R, b1 = (rows1 + GM_R - 1) / GM_R;
-    if (blk >= b0) {
-        blk -= b0;
-        if (blk < b1) off = off1, rows = rows1, y = y1, ld = ld1;
-        else blk -= b1, off = off2, rows = rows2, y = y2, ld = ld2;
-    }
+    uint seg = seg_of(&blk, (rows0 + GM_R - 1) / GM_R, (rows1 + GM_R - 1) / GM_R);
+    ulong off = PICK3(seg, off0, off1, off2);
+    uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
+    __global float *y = PICK3(seg, y0, y1, y2);
     uint rb = blk * GM_R;
     uint col_tiles = (cols + 31) / 32, n_panels = (rows + 15) / 16;
     uint q = l >> 6, j = l & 63, wr = q * 16 + (j >> 2), wc = (j & 3) * 8;
@@ -466,15 +461,10 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const float *x, uin
     __local uint Xs[MM_T * MM_LD];
     uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
     uint blk = get_group_id(0), tb = get_group_id(1) * MM_T;
-    ulong off = off0;
-    uint rows = rows0, ld = ld0;
-    __global float *y = y0;
-    uint b0 = (rows0 + MM_R - 1) / MM_R, b1 = (rows1 + MM_R - 1) / MM_R;
-    if (blk >= b0) {
-        blk -= b0;
-        if (blk < b1) off = off1, rows = rows1, y = y1, ld = ld1;
-        else blk -= b1, off = off2, rows = rows2, y = y2, ld = ld2;
-    }
+    uint seg = seg_of(&blk, (rows0 + MM_R - 1) / MM_R, (rows1 + MM_R - 1) / MM_R);
+    ulong off = PICK3(seg, off0, off1, off2);
+    uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
+    __global float *y = PICK3(seg, y0, y1, y2);
     uint rb = blk * MM_R;
     uint col_tiles = (cols + 31) / 32, n_panels = (rows + 15) / 16;
     /* Split-K: work-group z of nz takes its share of the column tiles and
