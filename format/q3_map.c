@@ -8,10 +8,10 @@
 #include <unistd.h>
 #include "q3_format.h"
 
-int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err)
+/* Open path for reading and take its size; a path that is not a regular file
+ * is refused. Returns the descriptor, or -1 with err. */
+static int open_regular(const char *path, size_t *size, q3_err *err)
 {
-    *map = NULL;
-    *size = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         q3_set_err(err, "%s: cannot open: %s", path, strerror(errno));
@@ -23,18 +23,29 @@ int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *e
         close(fd);
         return -1;
     }
-    if (st.st_size == 0) { /* mmap refuses length 0; an empty file maps to nothing */
+    *size = (size_t)st.st_size;
+    return fd;
+}
+
+int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err)
+{
+    *map = NULL;
+    *size = 0;
+    size_t n;
+    int fd = open_regular(path, &n, err);
+    if (fd < 0) return -1;
+    if (n == 0) { /* mmap refuses length 0; an empty file maps to nothing */
         close(fd);
         return 0;
     }
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (m == MAP_FAILED) {
-        q3_set_err(err, "%s: mmap of %lld bytes failed: %s", path, (long long)st.st_size, strerror(errno));
+        q3_set_err(err, "%s: mmap of %lld bytes failed: %s", path, (long long)n, strerror(errno));
         return -1;
     }
     *map = m;
-    *size = (uint64_t)st.st_size;
+    *size = (uint64_t)n;
     return 0;
 }
 
@@ -42,22 +53,13 @@ int q3_load_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *
 {
     *map = NULL;
     *size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        q3_set_err(err, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        q3_set_err(err, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if (st.st_size == 0) {
+    size_t n;
+    int fd = open_regular(path, &n, err);
+    if (fd < 0) return -1;
+    if (n == 0) {
         close(fd);
         return 0;
     }
-    size_t n = (size_t)st.st_size;
     uint8_t *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
         q3_set_err(err, "%s: cannot allocate %zu bytes to load it: %s", path, n, strerror(errno));
