@@ -83,7 +83,10 @@ typedef struct {
     cl_int record_failed;
     plan_entry plan[PLAN_MAX];   /* the single-token pass, arguments set once */
     int n_plan;
-    int profile;
+    int profile;    /* Q3_OPENCL_PROFILE=1: events per launch (device time per kernel) */
+    int host_timing; /* =1 or =host: the host's time per pass (no events: the pace stays as it is) */
+    long n_decode;   /* single-token passes timed */
+    double dec_enqueue_ms, dec_read_ms;
     size_t mv_groups; /* matvec grid: about the work-groups resident at once */
     double host_enqueue_ms, host_read_ms; /* profile: host time enqueueing, and waiting in the logits read */
     prof_entry prof[PROF_SLOTS];
@@ -491,7 +494,7 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
          * the position from there, so the decode plan's arguments never change.
          * Non-blocking for a single pass: the forward ends with a blocking read
          * before the staging array is touched again. */
-        double t_pass = m->profile ? now_ms() : 0;
+        double t_pass = m->host_timing ? now_ms() : 0;
         m->stage[0] = pos + done;
         memcpy(m->stage + 1, tokens + done, nb * sizeof(cl_int));
         CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, n_tokens > MAX_BATCH ? CL_TRUE : CL_FALSE, 0,
@@ -506,11 +509,18 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
          * the KV cache carries context, so earlier passes need no logits. */
         if (!all_logits && !last_chunk) continue;
         size_t n_rows = all_logits ? nb : 1;
-        double t_read = m->profile ? now_ms() : 0;
-        if (m->profile) m->host_enqueue_ms += t_read - t_pass;
+        double t_read = m->host_timing ? now_ms() : 0;
+        if (m->host_timing) {
+            m->host_enqueue_ms += t_read - t_pass;
+            if (nb == 1) m->dec_enqueue_ms += t_read - t_pass, m->n_decode++;
+        }
         CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, n_rows * V * sizeof(float),
                                   logits + (all_logits ? (uint64_t)done * V : 0), 0, NULL, NULL), "reading logits");
-        if (m->profile) m->host_read_ms += now_ms() - t_read;
+        if (m->host_timing) {
+            double dt = now_ms() - t_read;
+            m->host_read_ms += dt;
+            if (nb == 1) m->dec_read_ms += dt;
+        }
     }
     return 0;
 }
@@ -524,6 +534,9 @@ static void ocl_destroy(q3_backend *b)
         prof_collect(m);
         prof_print(m);
     }
+    if (m->host_timing && m->n_decode)
+        fprintf(stderr, "q3 opencl host: %ld single-token passes, %.1f us enqueueing and %.1f us waiting for the logits each\n",
+                m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
     cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
                      m->logits, m->att_ml, m->rope_cos, m->rope_sin, m->parts};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -566,7 +579,8 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     m->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
     CHECK(rc, "clCreateContext");
     const char *prof = getenv("Q3_OPENCL_PROFILE");
-    m->profile = prof && *prof && strcmp(prof, "0") != 0;
+    m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
+    m->profile = m->host_timing && strcmp(prof, "host") != 0;
     m->mv_groups = (size_t)d.compute_units * MV_PER_CU;
     m->queue = clCreateCommandQueue(m->ctx, dev, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     CHECK(rc, "clCreateCommandQueue");
