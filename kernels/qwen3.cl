@@ -736,6 +736,16 @@ void attention(__global const float *q, __global float *kcache, __global float *
             s0 += s1;
             s = (s0.x + s0.y + s0.z + s0.w) * scale;
         }
+        /* Every V row of the block is requested now, before the first product
+         * and ahead of the softmax's barriers: one trip, its latency hidden. */
+        uint n = min((uint)ATT_WG, hi - base);
+        __global const float *vb = vcache + ((ulong)base * nkv + g) * HEAD_DIM;
+        float4 vr[ATT_WG / ATT_GROUPS];
+#pragma unroll
+        for (uint i = 0; i < ATT_WG / ATT_GROUPS; i++) {
+            uint k = grp + i * ATT_GROUPS;
+            vr[i] = k < n ? vload4(d4, vb + (ulong)k * nkv * HEAD_DIM) : (float4)(0.0f);
+        }
         float m_new = fmax(m_run, att_max4((float4)(s), red, l).x);
         float corr = exp(m_run - m_new); /* 0 on the first block (m_run = -inf) */
         float p = jj < hi ? exp(s - m_new) : 0.0f;
@@ -744,27 +754,33 @@ void attention(__global const float *q, __global float *kcache, __global float *
         acc *= corr;
         m_run = m_new;
         barrier(CLK_LOCAL_MEM_FENCE);
-        uint n = min((uint)ATT_WG, hi - base);
-        __global const float *vb = vcache + ((ulong)base * nkv + g) * HEAD_DIM;
-        float4 a1 = (float4)(0.0f), a2 = (float4)(0.0f), a3 = (float4)(0.0f);
-        uint k = grp;
-        for (; k + 3 * ATT_GROUPS < n; k += 4 * ATT_GROUPS) {
-            acc += ps[k] * vload4(d4, vb + (ulong)k * nkv * HEAD_DIM);
-            a1 += ps[k + ATT_GROUPS] * vload4(d4, vb + (ulong)(k + ATT_GROUPS) * nkv * HEAD_DIM);
-            a2 += ps[k + 2 * ATT_GROUPS] * vload4(d4, vb + (ulong)(k + 2 * ATT_GROUPS) * nkv * HEAD_DIM);
-            a3 += ps[k + 3 * ATT_GROUPS] * vload4(d4, vb + (ulong)(k + 3 * ATT_GROUPS) * nkv * HEAD_DIM);
+#pragma unroll
+        for (uint i = 0; i < ATT_WG / ATT_GROUPS; i++) {
+            uint k = grp + i * ATT_GROUPS;
+            if (k < n) acc += ps[k] * vr[i];
         }
-        for (; k < n; k += ATT_GROUPS) acc += ps[k] * vload4(d4, vb + (ulong)k * nkv * HEAD_DIM);
-        acc += (a1 + a2) + a3;
     }
-    float sum = att_sum4((float4)(l_sum, 0.0f, 0.0f, 0.0f), red, l).x;
+    /* The sum of the weights and the output over the thread groups, reduced
+     * side by side: two barriers. */
+    red[l] = (float4)(l_sum, 0.0f, 0.0f, 0.0f);
     part[l] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (l < D4) {
-        float4 s4 = (float4)(0.0f);
+    if (l < ATT_RED) {
+        float s = 0.0f;
+        for (uint k = 0; k < ATT_WG / ATT_RED; k++) s += red[l * (ATT_WG / ATT_RED) + k].x;
+        red[ATT_WG + l].x = s;
+    }
+    float4 s4 = (float4)(0.0f);
+    if (l < D4)
         for (uint k = 0; k < ATT_GROUPS; k++) s4 += part[k * D4 + l];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (l < D4) {
         vstore4(s4, l, out + ((ulong)sp * nq + h) * HEAD_DIM);
-        if (l == 0) part_ml[(sp * nq + h) * 2] = m_run, part_ml[(sp * nq + h) * 2 + 1] = sum;
+        if (l == 0) {
+            float sum = 0.0f;
+            for (uint k = 0; k < ATT_RED; k++) sum += red[ATT_WG + k].x;
+            part_ml[(sp * nq + h) * 2] = m_run, part_ml[(sp * nq + h) * 2 + 1] = sum;
+        }
     }
 }
 
