@@ -52,13 +52,13 @@ inline uint seg_of(uint *u, uint n0, uint n1)
  * thread keeps UNR tile loads in flight (the next chunk's are issued before
  * this chunk's products); x is staged, transformed per xmode, in local memory. */
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
-                  __global const float *x2, uint ldx, uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode,
-                  uint rsplit, uint nsplit,
-                  ulong off0, uint rows0, __global float *y0, uint ld0,
-                  ulong off1, uint rows1, __global float *y1, uint ld1,
-                  ulong off2, uint rows2, __global float *y2, uint ld2)
+void matmul_small(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, uint ldx,
+                  uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode, uint rsplit, uint nsplit,
+                  ulong off0, uint rows0, ulong y0, uint ld0,
+                  ulong off1, uint rows1, ulong y1, uint ld1,
+                  ulong off2, uint rows2, ulong y2, uint ld2)
 {
+    __global const float *x = act + x_off, *x2 = act + x2_off;
     __local float4 xs[TOKB][XCH / 4];
     __local float red[TOKB][MV_WG];
     __local float inv[TOKB];
@@ -73,7 +73,7 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
     uint seg = seg_of(&panel, (rows0 + 15) / 16, (rows1 + 15) / 16);
     ulong off = PICK3(seg, off0, off1, off2);
     uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
-    __global float *y = PICK3(seg, y0, y1, y2);
+    __global float *y = act + PICK3(seg, y0, y1, y2);
 
     uint jl = l % lanes, j = part * lanes + jl, sub = l / lanes, c0 = (j & 3) * 8;
     __global const uint4 *P = W + off + (ulong)panel * col_tiles * 64 + j;
@@ -178,13 +178,13 @@ void matmul_small(__global const uint4 *W, uint cols, __global const float *x,
  * waves and stages x once. The host keeps that stride a multiple of rsplit. */
 #define MVX 4096
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
-void matvec(__global const uint4 *W, uint cols, __global const float *x,
-            __global const float *x2, uint ldx, uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode,
-            uint rsplit, uint nsplit,
-            ulong off0, uint rows0, __global float *y0, uint ld0,
-            ulong off1, uint rows1, __global float *y1, uint ld1,
-            ulong off2, uint rows2, __global float *y2, uint ld2)
+void matvec(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, uint ldx,
+            uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode, uint rsplit, uint nsplit,
+            ulong off0, uint rows0, ulong y0, uint ld0,
+            ulong off1, uint rows1, ulong y1, uint ld1,
+            ulong off2, uint rows2, ulong y2, uint ld2)
 {
+    __global const float *x = act + x_off, *x2 = act + x2_off;
     __local float4 xs[MVX / 4];
     __local float red[256];
     __local float attw[256];
@@ -273,7 +273,7 @@ void matvec(__global const uint4 *W, uint cols, __global const float *x,
 
     uint prows = 16 / rsplit; /* rows of one part */
     for (; item < n_items; item += stride) {
-        __global float *y = PICK3(seg, y0, y1, y2);
+        __global float *y = act + PICK3(seg, y0, y1, y2);
         uint rows = PICK3(seg, rows0, rows1, rows2), row0 = panel * 16 + part * prows;
         uint next_panel = (item + stride) / rsplit, next_seg = seg_of(&next_panel, p0, p1);
         __global const uint4 *Pn = W + PICK3(next_seg, off0, off1, off2) +
@@ -665,12 +665,16 @@ inline float4 att_max4(float4 v, __local float4 *red, uint l)
  * position pos writes the new K and V to the cache (the heads of one KV group
  * write the same values). kcache/vcache are one layer's. */
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attention(__global const float *q, __global float *kcache, __global float *vcache, __global float *out,
-               uint nq, uint nkv, __global const int *stage, __global const float *k_new,
-               __global const float *v_new, __global const ushort *W, ulong qn_off, ulong kn_off,
-               __global const float *cos_t, __global const float *sin_t, float eps, uint nsplit,
-               __global float *part_ml, uint n_ctx)
+void attention(__global float *act, __global float *kcache, __global float *vcache, __global const ushort *W,
+               uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx,
+               ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off, ulong v_new_off, ulong cos_off,
+               ulong sin_off, ulong ml_off)
 {
+    /* the activations are regions of one buffer (fewer arguments to enqueue) */
+    __global const float *q = act + q_off, *k_new = act + k_new_off, *v_new = act + v_new_off;
+    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
+    __global const int *stage = (__global const int *)(act + stage_off);
+    __global float *out = act + out_off, *part_ml = act + ml_off;
     __local float4 red[ATT_WG + ATT_RED];
     __local float qa[HEAD_DIM], ka[HEAD_DIM];
     __local float ps[ATT_WG];

@@ -32,6 +32,7 @@
 #define MVX 4096    /* matvec: the most columns it stages */
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
+#define ACT_REGIONS 16
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
@@ -76,6 +77,16 @@ typedef struct {
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
     cl_mem parts; /* split-K partial products: KSPLIT x MAX_BATCH x hidden */
+    /* The buffers above are regions (sub-buffers) of one buffer, act: the decode
+     * kernels take act and float offsets instead, since NVIDIA's enqueue costs
+     * ~0.3 us of host time per buffer argument, and it runs beside the device. */
+    cl_mem act;
+    struct {
+        cl_mem *buf;
+        uint64_t off, bytes;
+    } regions[ACT_REGIONS];
+    int n_regions;
+    uint64_t act_bytes, act_align;
     cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
     uint64_t q_dim, kv_dim;
     cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
@@ -110,6 +121,35 @@ static cl_mem dev_alloc(ocl_backend *m, uint64_t bytes, cl_int *rc)
 {
     if (*rc != CL_SUCCESS) return NULL;
     return clCreateBuffer(m->ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, rc);
+}
+
+/* Reserves a region of act for *buf, made by act_create. */
+static void act_reserve(ocl_backend *m, cl_mem *buf, uint64_t bytes)
+{
+    uint64_t off = (m->act_bytes + m->act_align - 1) / m->act_align * m->act_align;
+    m->regions[m->n_regions].buf = buf;
+    m->regions[m->n_regions].off = off;
+    m->regions[m->n_regions++].bytes = bytes ? bytes : 4;
+    m->act_bytes = off + (bytes ? bytes : 4);
+}
+
+static cl_int act_create(ocl_backend *m)
+{
+    cl_int rc;
+    m->act = clCreateBuffer(m->ctx, CL_MEM_READ_WRITE, m->act_bytes, NULL, &rc);
+    for (int i = 0; i < m->n_regions && rc == CL_SUCCESS; i++) {
+        cl_buffer_region r = {m->regions[i].off, m->regions[i].bytes};
+        *m->regions[i].buf = clCreateSubBuffer(m->act, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r, &rc);
+    }
+    return rc;
+}
+
+/* Where a region starts in act, in floats (regions are 4-byte aligned at least). */
+static cl_ulong aoff(const ocl_backend *m, cl_mem buf)
+{
+    for (int i = 0; i < m->n_regions; i++)
+        if (*m->regions[i].buf == buf) return (cl_ulong)(m->regions[i].off / 4);
+    return 0; /* every buffer the decode kernels take is a region */
 }
 
 static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
@@ -282,23 +322,26 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     cl_kernel k = kern(m, vec ? K_MATVEC : K_MM_SMALL);
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
-    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, x2) | ARG(k, 4, ldx) |
-                ARG(k, 5, xmode) | ARG(k, 6, norm_off) | ARG(k, 7, eps) | ARG(k, 8, n_tok) | ARG(k, 9, ymode);
+    cl_ulong x_off = aoff(m, x), x2_off = aoff(m, x2);
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, m->act) | ARG(k, 3, x_off) | ARG(k, 4, x2_off) |
+                ARG(k, 5, ldx) | ARG(k, 6, xmode) | ARG(k, 7, norm_off) | ARG(k, 8, eps) | ARG(k, 9, n_tok) |
+                ARG(k, 10, ymode);
     size_t panels = 0;
     cl_uint rows_all = 0;
     for (int i = 0; i < 3; i++) {
         const mm_seg *sg = &segs[i < n_segs ? i : 0];
         cl_ulong off = woff(m, sg->t, 16);
         cl_uint rows = i < n_segs ? (cl_uint)sg->t->shape[0] : 0;
-        rc |= ARG(k, 12 + 4 * i, off) | ARG(k, 13 + 4 * i, rows) | ARG(k, 14 + 4 * i, sg->y) |
-              ARG(k, 15 + 4 * i, sg->ld);
+        cl_ulong y_off = aoff(m, sg->y);
+        rc |= ARG(k, 13 + 4 * i, off) | ARG(k, 14 + 4 * i, rows) | ARG(k, 15 + 4 * i, y_off) |
+              ARG(k, 16 + 4 * i, sg->ld);
         panels += (rows + 15) / 16;
         rows_all += rows;
     }
     /* Few panels (o_proj, down_proj): 2 or 4 work-groups per panel, so that at
      * least 256 are in flight. */
     cl_uint rsplit = panels >= 256 ? 1 : panels >= 128 ? 2 : 4;
-    rc |= ARG(k, 10, rsplit) | ARG(k, 11, nsplit);
+    rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit);
     CHECK(rc, "setting matmul_small arguments");
     size_t groups = panels * rsplit;
     size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
@@ -414,10 +457,12 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
          * split over ATT_SPLIT work-groups per head, and o_proj combines them. */
         cl_uint nsplit = ATT_SPLIT;
         k = kern(m, K_ATTN);
-        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
-             ARG(k, 5, nkv) | ARG(k, 6, m->tokens) | ARG(k, 7, m->kk) | ARG(k, 8, m->v) | ARG(k, 9, m->weights) |
-             ARG(k, 10, qn) | ARG(k, 11, kn) | ARG(k, 12, m->rope_cos) | ARG(k, 13, m->rope_sin) | ARG(k, 14, eps) |
-             ARG(k, 15, nsplit) | ARG(k, 16, m->att_ml) | ARG(k, 17, n_ctx);
+        cl_ulong a_off[8] = {aoff(m, m->q),        aoff(m, m->att),      aoff(m, m->tokens),   aoff(m, m->kk),
+                             aoff(m, m->v),        aoff(m, m->rope_cos), aoff(m, m->rope_sin), aoff(m, m->att_ml)};
+        rc = ARG(k, 0, m->act) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->weights) |
+             ARG(k, 4, nq) | ARG(k, 5, nkv) | ARG(k, 6, qn) | ARG(k, 7, kn) | ARG(k, 8, eps) | ARG(k, 9, nsplit) |
+             ARG(k, 10, n_ctx);
+        for (int i = 0; i < 8; i++) rc |= ARG(k, 11 + i, a_off[i]);
         CHECK(rc, "setting attention arguments");
         size_t ga[2] = {(size_t)nq * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
         mm_seg o = {L->wo, m->x, H};
@@ -538,7 +583,7 @@ static void ocl_destroy(q3_backend *b)
         fprintf(stderr, "q3 opencl host: %ld single-token passes, %.1f us enqueueing and %.1f us waiting for the logits each\n",
                 m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
     cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
-                     m->logits, m->att_ml, m->rope_cos, m->rope_sin, m->parts};
+                     m->logits, m->att_ml, m->rope_cos, m->rope_sin, m->parts, m->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
     for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
@@ -624,20 +669,26 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
 
     uint64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, B = MAX_BATCH, V = c->vocab_size;
     uint64_t n_ctx = (uint64_t)m->base.n_ctx;
-    rc = CL_SUCCESS;
-    m->x = dev_alloc(m, B * H * 4, &rc);
-    m->xn = dev_alloc(m, B * H * 4, &rc);
-    m->tmp = dev_alloc(m, B * H * 4, &rc);
-    m->q = dev_alloc(m, B * m->q_dim * 4, &rc);
-    m->att = dev_alloc(m, B * m->q_dim * 4, &rc); /* also ATT_SPLIT partial outputs (B >= ATT_SPLIT) */
-    m->att_ml = dev_alloc(m, (uint64_t)ATT_SPLIT * c->num_heads * 2 * 4, &rc);
-    m->kk = dev_alloc(m, B * m->kv_dim * 4, &rc);
-    m->v = dev_alloc(m, B * m->kv_dim * 4, &rc);
-    m->gate = dev_alloc(m, B * I * 4, &rc);
-    m->up = dev_alloc(m, B * I * 4, &rc);
-    m->tokens = dev_alloc(m, (B + 1) * 4, &rc);
-    m->parts = dev_alloc(m, (uint64_t)KSPLIT * B * H * 4, &rc);
-    m->logits = dev_alloc(m, B * V * 4, &rc);
+    cl_uint align_bits = 0; /* sub-buffer origins must be multiples of this */
+    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    m->act_align = align_bits / 8 > 256 ? align_bits / 8 : 256;
+    uint64_t half = D / 2;
+    act_reserve(m, &m->x, B * H * 4);
+    act_reserve(m, &m->xn, B * H * 4);
+    act_reserve(m, &m->tmp, B * H * 4);
+    act_reserve(m, &m->q, B * m->q_dim * 4);
+    act_reserve(m, &m->att, B * m->q_dim * 4); /* also ATT_SPLIT partial outputs (B >= ATT_SPLIT) */
+    act_reserve(m, &m->att_ml, (uint64_t)ATT_SPLIT * c->num_heads * 2 * 4);
+    act_reserve(m, &m->kk, B * m->kv_dim * 4);
+    act_reserve(m, &m->v, B * m->kv_dim * 4);
+    act_reserve(m, &m->gate, B * I * 4);
+    act_reserve(m, &m->up, B * I * 4);
+    act_reserve(m, &m->tokens, (B + 1) * 4);
+    act_reserve(m, &m->parts, (uint64_t)KSPLIT * B * H * 4);
+    act_reserve(m, &m->logits, B * V * 4);
+    act_reserve(m, &m->rope_cos, n_ctx * half * 4);
+    act_reserve(m, &m->rope_sin, n_ctx * half * 4);
+    rc = act_create(m);
     m->kcache = calloc(c->num_layers, sizeof *m->kcache);
     m->vcache = calloc(c->num_layers, sizeof *m->vcache);
     if (!m->kcache || !m->vcache) {
@@ -651,7 +702,6 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     CHECK(rc, "allocating activations and the KV cache (try a smaller --ctx)");
 
     /* RoPE tables, the same as the CPU backend's. */
-    uint64_t half = D / 2;
     float *cs = malloc(n_ctx * half * sizeof *cs), *sn = malloc(n_ctx * half * sizeof *sn);
     if (!cs || !sn) {
         free(cs);
@@ -660,9 +710,8 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
         return -1;
     }
     q3_rope_tables(c, (int)n_ctx, cs, sn);
-    m->rope_cos = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n_ctx * half * 4, cs, &rc);
-    if (rc == CL_SUCCESS)
-        m->rope_sin = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n_ctx * half * 4, sn, &rc);
+    rc = clEnqueueWriteBuffer(m->queue, m->rope_cos, CL_TRUE, 0, n_ctx * half * 4, cs, 0, NULL, NULL);
+    if (rc == CL_SUCCESS) rc = clEnqueueWriteBuffer(m->queue, m->rope_sin, CL_TRUE, 0, n_ctx * half * 4, sn, 0, NULL, NULL);
     free(cs);
     free(sn);
     CHECK(rc, "uploading RoPE tables");
