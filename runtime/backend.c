@@ -1,5 +1,6 @@
 /* backend.c - what every backend does the same way: the context size, the
- * checks on a forward call, the RoPE tables. */
+ * checks on a forward call, the RoPE tables, the caller's logits memory. */
+#include <stdlib.h>
 #include "backend.h"
 #include <math.h>
 
@@ -43,4 +44,11 @@ void q3_rope_tables(const q3_config *c, int n_ctx, float *cos_t, float *sin_t)
             sin_t[(uint64_t)p * half + i] = (float)sin((double)angle);
         }
     }
+}
+
+float *q3_backend_logits(q3_backend *b, size_t n_floats, int *owned)
+{
+    float *p = b->logits_buffer ? b->logits_buffer(b, n_floats) : NULL;
+    *owned = p == NULL;
+    return p ? p : malloc(n_floats * sizeof *p);
 }

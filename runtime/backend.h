@@ -23,7 +23,16 @@ typedef struct q3_backend {
     int (*forward)(struct q3_backend *b, const int32_t *tokens, int n_tokens, int pos,
                    float *logits, int all_logits, q3_err *err);
     void (*destroy)(struct q3_backend *b);
+    /* Optional (NULL when the backend has none): room for n_floats logits that
+     * forward() delivers into fastest, owned by the backend until destroy. OpenCL:
+     * pinned host memory (NVIDIA reads 608 KB of logits into it in 18 us, into
+     * malloc'd memory in 65). NULL from the call: use memory of your own. */
+    float *(*logits_buffer)(struct q3_backend *b, size_t n_floats);
 } q3_backend;
+
+/* b's logits_buffer if it has one, else *owned = 1 and malloc'd memory for the
+ * caller to free. NULL: out of memory. */
+float *q3_backend_logits(q3_backend *b, size_t n_floats, int *owned);
 
 /* Shared by the backends (backend.c). The context a backend is created with:
  * o->n_ctx, or min(max_position_embeddings, 4096); more than the model's

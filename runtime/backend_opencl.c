@@ -81,6 +81,9 @@ typedef struct {
      * kernels take act and float offsets instead, since NVIDIA's enqueue costs
      * ~0.3 us of host time per buffer argument, and it runs beside the device. */
     cl_mem act;
+    cl_mem pinned;       /* host memory for the logits, mapped until destroy (logits_buffer) */
+    float *pinned_map;
+    size_t pinned_floats;
     struct {
         cl_mem *buf;
         uint64_t off, bytes;
@@ -570,10 +573,34 @@ static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
     return 0;
 }
 
+/* Pinned host memory: an ALLOC_HOST_PTR buffer, mapped once. One per backend. */
+static float *ocl_logits_buffer(q3_backend *b, size_t n_floats)
+{
+    ocl_backend *m = (ocl_backend *)b;
+    if (m->pinned) return n_floats <= m->pinned_floats ? m->pinned_map : NULL;
+    cl_int rc;
+    m->pinned = clCreateBuffer(m->ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, n_floats * sizeof(float), NULL, &rc);
+    if (rc != CL_SUCCESS) return m->pinned = NULL, NULL;
+    m->pinned_map = clEnqueueMapBuffer(m->queue, m->pinned, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0,
+                                       n_floats * sizeof(float), 0, NULL, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        clReleaseMemObject(m->pinned);
+        m->pinned = NULL;
+        return NULL;
+    }
+    m->pinned_floats = n_floats;
+    return m->pinned_map;
+}
+
 static void ocl_destroy(q3_backend *b)
 {
     ocl_backend *m = (ocl_backend *)b;
     if (!m) return;
+    if (m->pinned) {
+        clEnqueueUnmapMemObject(m->queue, m->pinned, m->pinned_map, 0, NULL, NULL);
+        clFinish(m->queue);
+        clReleaseMemObject(m->pinned);
+    }
     if (m->profile && m->queue) {
         clFinish(m->queue);
         prof_collect(m);
@@ -741,6 +768,7 @@ q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o,
     m->base.file = f;
     m->base.forward = ocl_forward;
     m->base.destroy = ocl_destroy;
+    m->base.logits_buffer = ocl_logits_buffer;
     m->cfg = f->config;
     const q3_config *c = &m->cfg;
     if (q3_weights_bind(&m->w, f, err)) {

@@ -200,6 +200,7 @@ typedef struct {
     q3_backend *be;
     q3_sampler sampler;
     float *logits;
+    int logits_owned; /* malloc'd here, not the backend's */
     int pos;
     const q3_generation *gen;
     double prefill_ms, decode_ms;
@@ -381,7 +382,7 @@ int main(int argc, char **argv)
     if (o.have_top_p) sp.top_p = o.sp.top_p;
     if (o.have_min_p) sp.min_p = o.sp.min_p;
     if (o.have_penalty) sp.repetition_penalty = o.sp.repetition_penalty;
-    s.logits = malloc((size_t)s.file.config.vocab_size * sizeof *s.logits);
+    s.logits = q3_backend_logits(s.be, s.file.config.vocab_size, &s.logits_owned);
     if (!s.logits || q3_sampler_init(&s.sampler, &sp, s.file.config.vocab_size)) {
         q3_set_err(&err, "q3run: out of memory");
         goto fail;
@@ -424,7 +425,7 @@ fail:
 done:
     free(ids);
     free(prompt);
-    free(s.logits);
+    if (s.logits_owned) free(s.logits);
     q3_sampler_free(&s.sampler);
     if (s.be) s.be->destroy(s.be);
     q3_tokenizer_free(s.tk);

@@ -228,6 +228,17 @@ static void test_decode_matches_prefill(void **s)
     for (uint32_t v = 0; v < V; v++)
         if (fabs((double)one[v] - all[(size_t)(N - 1) * V + v]) > 1e-3 + 1e-3 * fabs(all[(size_t)(N - 1) * V + v]))
             fail_msg("two-chunk prefill: token %u %f, one chunk %f", v, one[v], all[(size_t)(N - 1) * V + v]);
+    /* The backend's own (pinned) logits memory receives the same values, and a
+     * second request larger than the first is refused rather than reallocated. */
+    int owned = 1;
+    float *pinned = q3_backend_logits(b, V, &owned);
+    assert_non_null(pinned);
+    assert_int_equal(owned, 0);
+    if (b->forward(b, &tok[N - 1], 1, N - 1, pinned, 0, &err) || b->forward(b, &tok[N - 1], 1, N - 1, one, 0, &err))
+        fail_msg("%s", err.msg);
+    assert_memory_equal(pinned, one, (size_t)V * sizeof *one);
+    assert_ptr_equal(b->logits_buffer(b, V), pinned);
+    assert_null(b->logits_buffer(b, (size_t)V + 1));
     /* Errors: out of the context, bad token. */
     int32_t bad = (int32_t)V;
     assert_int_not_equal(b->forward(b, &bad, 1, 0, one, 0, &err), 0);

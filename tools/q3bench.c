@@ -268,7 +268,7 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
     res->ids = calloc((size_t)n + 1, sizeof *res->ids);
     int32_t *ids = calloc((size_t)n + 1, sizeof *ids);
     int32_t *warm = calloc((size_t)n_warm + 1, sizeof *warm);
-    float *logits = malloc((size_t)vocab * sizeof *logits);
+    float *logits = malloc((size_t)vocab * sizeof *logits), *logits_use = logits;
     if (!res->prefill_s || !res->decode_s || !res->tok_s || !res->ids || !ids || !warm || !logits) {
         q3_set_err(err, "%s: out of memory for %u logits and %lld token timings", name, vocab, (long long)r * n);
         free(ids);
@@ -300,12 +300,16 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
         res->threads = o->threads > 0 ? o->threads : (int)(cores > 0 ? cores : 1);
         res->simd = q3_simd_name(q3_simd_active());
     }
+    /* the backend's own logits memory where it has one (OpenCL: pinned, a faster read) */
+    float *fast = b->logits_buffer ? b->logits_buffer(b, vocab) : NULL;
+    if (fast) logits_use = fast;
     progress(o, "loaded in %d ms; warm-up (prefill %d)", name, (int)res->load_ms, o->p);
-    if (run_once(b, prompt, o->p, n_warm, logits, vocab, warm, NULL, NULL, err)) goto out;
+    if (run_once(b, prompt, o->p, n_warm, logits_use, vocab, warm, NULL, NULL, err)) goto out;
     for (int k = 0; k < r; k++) {
         progress(o, "repetition %d of %d", name, k + 1, r);
         int32_t *dst = k == 0 ? res->ids : ids;
-        if (run_once(b, prompt, o->p, n, logits, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n, err))
+        if (run_once(b, prompt, o->p, n, logits_use, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n,
+                     err))
             goto out;
         for (int i = 0; i < n; i++) res->decode_s[k] += res->tok_s[(size_t)k * n + i];
         /* Every repetition, and the warm-up as far as it went, must generate the same ids. */
