@@ -119,7 +119,7 @@ $(patsubst %,$(MODELS)/%.q3,$(SYN_MODELS)): $(MODELS)/%.q3: $(BUILD)/q3convert $
 models: $(TEST_MODELS)
 
 test: all $(DEMO) $(TEST_MODELS)
-	BUILD=$(BUILD) tests/run_tests.sh
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp BUILD=$(BUILD) tests/run_tests.sh
 
 clean:
 	rm -rf build build-san
