@@ -32,7 +32,7 @@
 #define MVX 4096    /* matvec: the most columns it stages */
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
-#define ACT_REGIONS 16
+#define ACT_REGIONS 16 /* the most regions of the activation buffer (15 used) */
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
@@ -81,15 +81,15 @@ typedef struct {
      * kernels take act and float offsets instead, since NVIDIA's enqueue costs
      * ~0.3 us of host time per buffer argument, and it runs beside the device. */
     cl_mem act;
-    cl_mem pinned;       /* host memory for the logits, mapped until destroy (logits_buffer) */
-    float *pinned_map;
-    size_t pinned_floats;
     struct {
         cl_mem *buf;
         uint64_t off, bytes;
     } regions[ACT_REGIONS];
     int n_regions;
     uint64_t act_bytes, act_align;
+    cl_mem pinned; /* host memory for the logits, mapped until destroy (logits_buffer) */
+    float *pinned_map;
+    size_t pinned_floats;
     cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
     uint64_t q_dim, kv_dim;
     cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
@@ -715,6 +715,12 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     act_reserve(m, &m->logits, B * V * 4);
     act_reserve(m, &m->rope_cos, n_ctx * half * 4);
     act_reserve(m, &m->rope_sin, n_ctx * half * 4);
+    if (m->act_bytes > max_alloc) {
+        q3_set_err(err, "%s: OpenCL: the activations (%llu bytes in one buffer) exceed the device's largest buffer "
+                   "(%llu bytes) on %s (try a smaller --ctx)", f->path, (unsigned long long)m->act_bytes,
+                   (unsigned long long)max_alloc, name);
+        return -1;
+    }
     rc = act_create(m);
     m->kcache = calloc(c->num_layers, sizeof *m->kcache);
     m->vcache = calloc(c->num_layers, sizeof *m->vcache);
