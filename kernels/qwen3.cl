@@ -50,7 +50,9 @@ inline uint seg_of(uint *u, uint n0, uint n1)
  * panel and block of TOKB tokens; up to three matrices that share x run in one
  * launch (q, k, v; gate, up), their panels numbered one after another. Each
  * thread keeps UNR tile loads in flight (the next chunk's are issued before
- * this chunk's products); x is staged, transformed per xmode, in local memory. */
+ * this chunk's products); x is staged, transformed per xmode, in local memory.
+ * x, x2 and the outputs y0..y2 are regions of act, given as float offsets:
+ * one buffer argument, not six (NVIDIA's enqueue costs the host per buffer). */
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matmul_small(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, uint ldx,
                   uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode, uint rsplit, uint nsplit,
