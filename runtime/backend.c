@@ -1,8 +1,8 @@
 /* backend.c - what every backend does the same way: the context size, the
  * checks on a forward call, the RoPE tables, the caller's logits memory. */
-#include <stdlib.h>
 #include "backend.h"
 #include <math.h>
+#include <stdlib.h>
 
 int q3_backend_n_ctx(const q3_file *f, const q3_backend_opts *o, int *n_ctx, q3_err *err)
 {

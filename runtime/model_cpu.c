@@ -241,8 +241,8 @@ static void cpu_destroy(q3_backend *b)
     q3_weights_free(&m->w);
     free(m->key_cache);
     free(m->val_cache);
-    float *bufs[] = {m->x, m->xn, m->q, m->k, m->v, m->att, m->tmp, m->gate, m->up, m->rope_cos, m->rope_sin, m->scores, m->input_norm, m->post_norm, m->q_norm, m->k_norm,
-                     m->final_norm};
+    float *bufs[] = {m->x, m->xn, m->q, m->k, m->v, m->att, m->tmp, m->gate, m->up, m->rope_cos, m->rope_sin,
+                     m->scores, m->input_norm, m->post_norm, m->q_norm, m->k_norm, m->final_norm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(m);
 }

@@ -268,12 +268,10 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
     res->ids = calloc((size_t)n + 1, sizeof *res->ids);
     int32_t *ids = calloc((size_t)n + 1, sizeof *ids);
     int32_t *warm = calloc((size_t)n_warm + 1, sizeof *warm);
-    float *logits = malloc((size_t)vocab * sizeof *logits), *logits_use = logits;
-    if (!res->prefill_s || !res->decode_s || !res->tok_s || !res->ids || !ids || !warm || !logits) {
-        q3_set_err(err, "%s: out of memory for %u logits and %lld token timings", name, vocab, (long long)r * n);
+    if (!res->prefill_s || !res->decode_s || !res->tok_s || !res->ids || !ids || !warm) {
+        q3_set_err(err, "%s: out of memory for %lld token timings", name, (long long)r * n);
         free(ids);
         free(warm);
-        free(logits);
         return 1;
     }
 
@@ -286,8 +284,9 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
 
     q3_backend_opts bo = {.n_threads = o->threads, .n_ctx = o->p + o->n, .device = o->device, .verbose = o->verbose};
     q3_err e = {{0}};
-    int rc = 1;
+    int rc = 1, logits_owned = 0;
     q3_backend *b = NULL;
+    float *logits = NULL;
     double t0 = now_s();
     b = which == BENCH_CPU ? q3_backend_cpu_create(f, &bo, &e) : q3_backend_opencl_create(f, &bo, &e);
     res->load_ms = (now_s() - t0) * 1e3;
@@ -301,14 +300,17 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
         res->simd = q3_simd_name(q3_simd_active());
     }
     /* the backend's own logits memory where it has one (OpenCL: pinned, a faster read) */
-    float *fast = b->logits_buffer ? b->logits_buffer(b, vocab) : NULL;
-    if (fast) logits_use = fast;
+    logits = q3_backend_logits(b, vocab, &logits_owned);
+    if (!logits) {
+        q3_set_err(err, "%s: out of memory for %u logits", name, vocab);
+        goto out;
+    }
     progress(o, "loaded in %d ms; warm-up (prefill %d)", name, (int)res->load_ms, o->p);
-    if (run_once(b, prompt, o->p, n_warm, logits_use, vocab, warm, NULL, NULL, err)) goto out;
+    if (run_once(b, prompt, o->p, n_warm, logits, vocab, warm, NULL, NULL, err)) goto out;
     for (int k = 0; k < r; k++) {
         progress(o, "repetition %d of %d", name, k + 1, r);
         int32_t *dst = k == 0 ? res->ids : ids;
-        if (run_once(b, prompt, o->p, n, logits_use, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n,
+        if (run_once(b, prompt, o->p, n, logits, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n,
                      err))
             goto out;
         for (int i = 0; i < n; i++) res->decode_s[k] += res->tok_s[(size_t)k * n + i];
@@ -332,10 +334,10 @@ out:
         res->peak_rss_kib = hwm_ok ? vm_hwm_kib() : maxrss_kib();
         res->ids_hash = ids_xxh64(res->ids, (size_t)n + 1);
     }
+    if (logits_owned) free(logits);
     if (b) b->destroy(b);
     free(ids);
     free(warm);
-    free(logits);
     return rc;
 }
 
