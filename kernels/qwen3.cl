@@ -50,15 +50,21 @@ inline uint seg_of(uint *u, uint n0, uint n1)
  * panel and block of TOKB tokens; up to three matrices that share x run in one
  * launch (q, k, v; gate, up), their panels numbered one after another. Each
  * thread keeps UNR tile loads in flight (the next chunk's are issued before
- * this chunk's products); x is staged, transformed per xmode, in local memory.
- * x, x2 and the outputs y0..y2 are regions of act, given as float offsets:
- * one buffer argument, not six (NVIDIA's enqueue costs the host per buffer). */
+ * this chunk's products); x is staged, transformed per xmode, in local memory. */
+
+/* matmul_small and matvec take the same arguments, set once by mm_small
+ * (backend_opencl.c) for either. x, x2 and the outputs y0..y2 are regions of
+ * act, given as float offsets: one buffer argument, not six (NVIDIA's enqueue
+ * costs the host per buffer). off0..off2: each matrix's tiles, in uint4s. */
+#define MM_SMALL_ARGS                                                                                                 \
+    __global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, uint ldx, uint xmode,        \
+        ulong norm_off, float eps, uint n_tok, uint ymode, uint rsplit, uint nsplit,                                  \
+        ulong off0, uint rows0, ulong y0, uint ld0,                                                                    \
+        ulong off1, uint rows1, ulong y1, uint ld1,                                                                    \
+        ulong off2, uint rows2, ulong y2, uint ld2
+
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matmul_small(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, uint ldx,
-                  uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode, uint rsplit, uint nsplit,
-                  ulong off0, uint rows0, ulong y0, uint ld0,
-                  ulong off1, uint rows1, ulong y1, uint ld1,
-                  ulong off2, uint rows2, ulong y2, uint ld2)
+void matmul_small(MM_SMALL_ARGS)
 {
     __global const float *x = act + x_off, *x2 = act + x2_off;
     __local float4 xs[TOKB][XCH / 4];
@@ -180,11 +186,7 @@ void matmul_small(__global const uint4 *W, uint cols, __global float *act, ulong
  * waves and stages x once. The host keeps that stride a multiple of rsplit. */
 #define MVX 4096
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
-void matvec(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, uint ldx,
-            uint xmode, ulong norm_off, float eps, uint n_tok, uint ymode, uint rsplit, uint nsplit,
-            ulong off0, uint rows0, ulong y0, uint ld0,
-            ulong off1, uint rows1, ulong y1, uint ld1,
-            ulong off2, uint rows2, ulong y2, uint ld2)
+void matvec(MM_SMALL_ARGS)
 {
     __global const float *x = act + x_off, *x2 = act + x2_off;
     __local float4 xs[MVX / 4];
