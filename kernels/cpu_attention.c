@@ -69,9 +69,8 @@ static void softmax_masked(float *scores, int n, int n_zero)
  * stored twice) in one pass over K and V. Rows a query may not see get weight 0;
  * they lie within what the last query sees. */
 static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int pos_step, const uint16_t *k,
-                         const uint16_t *v,
-                         uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
-                         uint64_t out_stride)
+                         const uint16_t *v, uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores,
+                         float *out, uint64_t out_stride)
 {
     const float *qp[4];
     float *op[4];
