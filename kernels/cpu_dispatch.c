@@ -96,7 +96,7 @@ typedef struct {
     int n_tok;
     matmul_mode mode;
     const uint16_t *xb; /* AVX-512 GEMM: BF16 activations, rows of xb_stride; AMX: packed B tiles */
-    const float *xf;    /* AVX2 GEMM: f32 activations, rows of xb_stride, zero padded */
+    float *xf;          /* AVX2 GEMM: f32 activations packed by q3_avx2_pack_x */
     uint64_t xb_stride;
     uint64_t total_panels, pack_units;
     uint64_t chunk, n_chunks;   /* panels per work unit, and how many units */
@@ -119,7 +119,7 @@ static void run_panels(const matmul_job *j, const q3_matmul_op *op, uint64_t lo,
         int n_rows = op->rows - p * 16 < 16 ? (int)(op->rows - p * 16) : 16;
         float *y = op->y + p * 16;
         if (j->mode == MODE_AVX2_GEMM) {
-            q3_gemm_panel_avx2(panel, op->cols, j->xf, j->xb_stride, j->n_tok, y, op->ldy, n_rows);
+            q3_gemm_panel_avx2(panel, op->cols, j->xf, j->n_tok, y, op->ldy, n_rows);
             continue;
         }
         if (j->mode == MODE_AVX512_GEMM) {
@@ -191,11 +191,21 @@ static void bf16_worker(void *ctx, int ith, int nth)
     to_bf16_padded(j->x, t0, t1, j->ops[0].cols, (uint16_t *)j->xb, j->xb_stride);
 }
 
+/* AVX2: the token groups are packed by all threads, each its share. */
+static void avx2_pack_worker(void *ctx, int ith, int nth)
+{
+    const matmul_job *j = ctx;
+    int groups = (j->n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
+    q3_avx2_pack_x(j->x, j->ops[0].cols, j->n_tok, j->xf, (int)((int64_t)groups * ith / nth),
+                   (int)((int64_t)groups * (ith + 1) / nth));
+}
+
 size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok)
 {
     uint64_t col_tiles = (cols + 31) / 32, groups = ((uint64_t)n_tok + 15) / 16;
-    /* AMX: packed BF16 B tiles; AVX2: padded f32 rows (the larger of the others) */
-    uint64_t amx = groups * col_tiles * 512 * 2, f32 = (uint64_t)n_tok * col_tiles * 32 * 4;
+    /* AMX: packed BF16 B tiles; AVX2: packed f32 token groups (the larger of the others) */
+    uint64_t avx2_groups = ((uint64_t)n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
+    uint64_t amx = groups * col_tiles * 512 * 2, f32 = avx2_groups * Q3_AVX2_NR * col_tiles * 32 * 4;
     return (size_t)(amx > f32 ? amx : f32);
 }
 
@@ -256,16 +266,12 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
         }
     }
     if (level == Q3_SIMD_AVX2 && n_tok >= GEMM_MIN_TOKENS && p) {
-        uint64_t stride = col_tiles * 32;
-        float *xf = q3_pool_scratch(p, (size_t)n_tok * stride * sizeof *xf);
+        uint64_t groups = ((uint64_t)n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
+        float *xf = q3_pool_scratch(p, (size_t)(groups * Q3_AVX2_NR * col_tiles * 32) * sizeof *xf);
         if (xf) {
-            for (int t = 0; t < n_tok; t++) {
-                memcpy(xf + (uint64_t)t * stride, x + (uint64_t)t * ops[0].cols, ops[0].cols * sizeof *xf);
-                memset(xf + (uint64_t)t * stride + ops[0].cols, 0, (stride - ops[0].cols) * sizeof *xf);
-            }
             j.mode = MODE_AVX2_GEMM;
             j.xf = xf;
-            j.xb_stride = stride;
+            q3_pool_run(p, avx2_pack_worker, &j);
         }
     }
     q3_pool_run(p, matmul_worker, &j);

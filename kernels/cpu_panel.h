@@ -20,9 +20,14 @@ void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, 
 void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 /* 1 when the AVX-512 GEMV should prefetch: GenuineIntel, unless Q3_GEMV_PREFETCH=0|1 says otherwise. */
 int q3_gemv_prefetch_wanted(void);
-/* Same with f32 activations: xf rows of xf_stride floats, zero padded to whole tiles. */
-void q3_gemm_panel_avx2(const uint16_t *panel, uint64_t cols, const float *xf, uint64_t xf_stride, int n_tok, float *y,
-                        uint64_t ldy, int n_rows);
+/* AVX2 GEMM (cpu_avx2_gemm.c): tokens in groups of Q3_AVX2_NR, activations packed once
+ * per call as xpk[256-column block][group][column][Q3_AVX2_NR] f32 (columns zero padded to whole tiles,
+ * missing tokens of the last group zero). q3_avx2_pack_x packs groups [g_lo, g_hi). */
+#define Q3_AVX2_NR 6
+void q3_avx2_pack_x(const float *x, uint64_t cols, int n_tok, float *xpk, int g_lo, int g_hi);
+/* y[t * ldy + r] = dot(row r, x_t) for t < n_tok, r < n_rows, from the packed xpk. */
+void q3_gemm_panel_avx2(const uint16_t *panel, uint64_t cols, const float *xpk, int n_tok, float *y, uint64_t ldy,
+                        int n_rows);
 void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
                               int n_tok, float *y, uint64_t ldy, int n_rows);
 

@@ -65,7 +65,8 @@ static void check_shape(q3_pool *pool, uint64_t rows, uint64_t cols, int n_tok)
 static void test_all_levels(void **state)
 {
     (void)state;
-    static const uint64_t shapes[][2] = {{16, 32}, {1, 1}, {37, 45}, {64, 1024}, {100, 70}, {33, 96}};
+    /* 20 x 300: the AVX2 GEMM's 256-column weight blocks, a whole one and a short one */
+    static const uint64_t shapes[][2] = {{16, 32}, {1, 1}, {37, 45}, {64, 1024}, {100, 70}, {33, 96}, {20, 300}};
     static const int toks[] = {1, 2, 5, 13, 37};
     q3_simd best = q3_simd_detect();
     for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
