@@ -1,45 +1,59 @@
 /* cpu_avx2_matmul.c - AVX2+FMA GEMV panel kernel (decode): BF16 widened to f32, f32
  * accumulation. The prefill GEMM is in cpu_avx2_gemm.c. */
 #include <immintrin.h>
-#include <string.h>
 #include "cpu_panel.h"
 
-static inline __m256 bf16x8_to_f32(const uint16_t *p)
+/* Software prefetch distance in tiles (1 KiB each) of the _prefetch variant; the
+ * choice between the two follows the AVX-512 GEMV's (q3_gemv_prefetch_wanted:
+ * on Intel only; docs/kernels.md). */
+#define GEMV_PREFETCH 2
+
+/* x[0..16) split into its even and odd columns, in order: shuffle_ps picks them per
+ * 128-bit lane ([0 2 8 10 | 4 6 12 14]), the 64-bit permute puts the lanes right. */
+static inline void split_even_odd(const float *x, __m256 *even, __m256 *odd)
 {
-    __m128i h = _mm_loadu_si128((const __m128i *)p);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    __m256 a = _mm256_loadu_ps(x), b = _mm256_loadu_ps(x + 8);
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
 }
 
-void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+/* As the AVX-512 GEMV: a 32-bit word of a tile row holds BF16 columns 2i (low half)
+ * and 2i+1 (high half), so word << 16 and word & 0xffff0000 are the two f32 values
+ * exactly. One 32-byte load, two ALU ops and two FMAs per 16 weights; the earlier
+ * vpmovzxwd widening took a shuffle-port uop per 8 weights and a shift besides. */
+static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *panel, uint64_t cols, const float *x,
+                                                              float y[16], int prefetch)
 {
+    const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
     __m256 acc[16];
     _Pragma("GCC unroll 16")
     for (int r = 0; r < 16; r++) acc[r] = _mm256_setzero_ps();
-    uint64_t full = cols / 32;
-    for (uint64_t t = 0; t < full; t++) {
+    uint64_t col_tiles = (cols + 31) / 32;
+    for (uint64_t t = 0; t < col_tiles; t++) {
         const uint16_t *tile = panel + t * 512;
+        uint64_t left = cols - t * 32;
+        float xpad[32];
         const float *xt = x + t * 32;
-        __m256 x0 = _mm256_loadu_ps(xt), x1 = _mm256_loadu_ps(xt + 8);
-        __m256 x2 = _mm256_loadu_ps(xt + 16), x3 = _mm256_loadu_ps(xt + 24);
+        if (left < 32) { /* last tile: x past cols is not ours to read (the weights there are zero) */
+            for (int c = 0; c < 32; c++) xpad[c] = (uint64_t)c < left ? xt[c] : 0.0f;
+            xt = xpad;
+        }
+        __m256 xe0, xo0, xe1, xo1;
+        split_even_odd(xt, &xe0, &xo0);
+        split_even_odd(xt + 16, &xe1, &xo1);
+        if (prefetch) {
+            _Pragma("GCC unroll 16")
+            for (int r = 0; r < 16; r++) _mm_prefetch((const char *)(tile + GEMV_PREFETCH * 512 + r * 32), _MM_HINT_T0);
+        }
         _Pragma("GCC unroll 16")
         for (int r = 0; r < 16; r++) {
-            const uint16_t *w = tile + r * 32;
-            acc[r] = _mm256_fmadd_ps(bf16x8_to_f32(w), x0, acc[r]);
-            acc[r] = _mm256_fmadd_ps(bf16x8_to_f32(w + 8), x1, acc[r]);
-            acc[r] = _mm256_fmadd_ps(bf16x8_to_f32(w + 16), x2, acc[r]);
-            acc[r] = _mm256_fmadd_ps(bf16x8_to_f32(w + 24), x3, acc[r]);
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)(tile + r * 32));
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)(tile + r * 32 + 16));
+            acc[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), xe0, acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w0, hi_mask)), xo0, acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(w1, 16)), xe1, acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(w1, hi_mask)), xo1, acc[r]);
         }
-    }
-    if (cols % 32) {
-        /* Last, partial tile: pad x with zeros (the weights are zero there too,
-         * but x beyond cols is not ours to read). */
-        float xt[32] = {0};
-        memcpy(xt, x + full * 32, (cols % 32) * sizeof(float));
-        const uint16_t *tile = panel + full * 512;
-        _Pragma("GCC unroll 16")
-        for (int r = 0; r < 16; r++)
-            for (int k = 0; k < 32; k += 8)
-                acc[r] = _mm256_fmadd_ps(bf16x8_to_f32(tile + r * 32 + k), _mm256_loadu_ps(xt + k), acc[r]);
     }
     _Pragma("GCC unroll 16")
     for (int r = 0; r < 16; r++) {
@@ -48,4 +62,14 @@ void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, fl
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         y[r] = _mm_cvtss_f32(s);
     }
+}
+
+void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+{
+    gemv_panel(panel, cols, x, y, 0);
+}
+
+void q3_gemv_panel_avx2_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+{
+    gemv_panel(panel, cols, x, y, 1);
 }

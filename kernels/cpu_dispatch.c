@@ -230,7 +230,7 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
     memset(&j, 0, sizeof j);
     j.ops = ops, j.n_ops = n_ops, j.x = x, j.n_tok = n_tok, j.mode = MODE_GEMV;
     j.gemv = level >= Q3_SIMD_AVX512BF16 ? (q3_gemv_prefetch_wanted() ? q3_gemv_panel_avx512_prefetch : q3_gemv_panel_avx512)
-             : level == Q3_SIMD_AVX2     ? q3_gemv_panel_avx2
+             : level == Q3_SIMD_AVX2     ? (q3_gemv_prefetch_wanted() ? q3_gemv_panel_avx2_prefetch : q3_gemv_panel_avx2)
                                          : q3_gemv_panel_scalar;
     for (int o = 0; o < n_ops; o++) j.total_panels += panels_of(&ops[o]);
     if (n_ops <= 0 || j.total_panels == 0) return;

@@ -15,10 +15,11 @@ typedef void (*q3_gemm_panel_fn)(const uint16_t *panel, uint64_t cols, const uin
 
 void q3_gemv_panel_scalar(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+void q3_gemv_panel_avx2_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
 /* The same, with software prefetch 2 tiles ahead (faster on Intel, slower on Zen 4). */
 void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
-/* 1 when the AVX-512 GEMV should prefetch: GenuineIntel, unless Q3_GEMV_PREFETCH=0|1 says otherwise. */
+/* 1 when the GEMV (AVX-512 and AVX2) should prefetch: GenuineIntel, unless Q3_GEMV_PREFETCH=0|1 says otherwise. */
 int q3_gemv_prefetch_wanted(void);
 /* AVX2 GEMM (cpu_avx2_gemm.c): tokens in groups of Q3_AVX2_NR, activations packed once
  * per call as xpk[256-column block][group][column][Q3_AVX2_NR] f32 (columns zero padded to whole tiles,
