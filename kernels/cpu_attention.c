@@ -1,8 +1,8 @@
 /* cpu_attention.c - one query head's softmax attention over an F16 KV cache, the
  * cache store and the f32 dot product, dispatched to the SIMD level in use
  * (scalar versions here).
- * Scores and the weighted sum of V are the per-level kernels; the softmax is
- * shared (expf over n_pos values costs little next to 2 * n_pos * head_dim FMAs). */
+ * Scores and the weighted sum of V are the per-level kernels; so is the softmax at
+ * AVX2 and AVX-512 (a vector exp), the scalar level uses expf. */
 #include <math.h>
 #include "cpu_half.h"
 #include "cpu_kernels.h"
@@ -54,8 +54,13 @@ float q3_dot(const float *a, const float *b, uint64_t n)
 static void softmax_masked(float *scores, int n, int n_zero)
 {
     for (int j = n; j < n_zero; j++) scores[j] = 0.0f;
-    if (q3_simd_active() >= Q3_SIMD_AVX512BF16) {
+    q3_simd level = q3_simd_active();
+    if (level >= Q3_SIMD_AVX512BF16) {
         q3_softmax_avx512(scores, n);
+        return;
+    }
+    if (level == Q3_SIMD_AVX2) {
+        q3_softmax_avx2(scores, n);
         return;
     }
     float maxv = -INFINITY, sum = 0.0f;
@@ -87,32 +92,35 @@ static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int 
     q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
 }
 
-/* AVX-512: queries i, i+1 (a GQA pair) in one pass over K and V. */
-static void rows2_avx512(const float *q, uint64_t q_stride, int i, int pos_step, const uint16_t *k, const uint16_t *v,
-                         uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
-                         uint64_t out_stride)
+/* AVX-512 or AVX2: queries i, i+1 (a GQA pair, or two prompt tokens) in one pass over K and V. */
+static void rows2(int avx512, const float *q, uint64_t q_stride, int i, int pos_step, const uint16_t *k,
+                  const uint16_t *v, uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
+                  uint64_t out_stride)
 {
     const float *qp[2] = {q + (uint64_t)i * q_stride, q + (uint64_t)(i + 1) * q_stride};
     float *op[2] = {out + (uint64_t)i * out_stride, out + (uint64_t)(i + 1) * out_stride};
     int np0 = n_pos + i * pos_step, last = n_pos + (i + 1) * pos_step;
-    q3_attn_scores2_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
+    if (avx512) q3_attn_scores2_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
+    else q3_attn_scores2_avx2(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
     softmax_masked(scores, np0, last);
     softmax_masked(scores + last, last, last);
-    q3_attn_pv2_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
+    if (avx512) q3_attn_pv2_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
+    else q3_attn_pv2_avx2(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
 }
 
 void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const uint16_t *k, const uint16_t *v,
                     uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                     uint64_t out_stride)
 {
-    int avx512 = q3_simd_active() >= Q3_SIMD_AVX512BF16;
+    q3_simd level = q3_simd_active();
+    int avx512 = level >= Q3_SIMD_AVX512BF16, avx2 = level == Q3_SIMD_AVX2;
     for (int i = 0; i < n_q;) {
         int left = n_q - i;
         if (avx512 && left >= 3) {
             rows4_avx512(q, q_stride, n_q, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);
             i += 4;
-        } else if (avx512 && left == 2) {
-            rows2_avx512(q, q_stride, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);
+        } else if ((avx512 && left == 2) || (avx2 && left >= 2)) {
+            rows2(avx512, q, q_stride, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);
             i += 2;
         } else {
             q3_attend_head(q + (uint64_t)i * q_stride, k, v, kv_stride, n_pos + i * pos_step, head_dim, scale, scores,

@@ -1,7 +1,9 @@
 /* cpu_avx2_attention.c - AVX2+FMA attention kernels over an F16 KV cache (F16C
  * widens 8 halves per instruction): scores 4 keys at a time, the weighted sum of V
- * 64 columns (8 registers) at a time; tails in scalar code. */
+ * 64 columns (8 registers) at a time, the same for 2 queries sharing one pass over
+ * K and V, and a vectorized softmax; tails in scalar code. */
 #include <immintrin.h>
+#include <math.h>
 #include "cpu_half.h"
 #include "cpu_panel.h"
 
@@ -92,5 +94,137 @@ void q3_attn_pv_avx2(const float *p, const uint16_t *v, uint64_t stride, int n_p
         for (int j = 0; j < n_pos; j++)
             for (int c = 0; c < n; c++) acc[c] += p[j] * q3_half_to_float(v[(uint64_t)j * stride + i0 + c]);
         for (int c = 0; c < n; c++) out[i0 + c] = acc[c];
+    }
+}
+
+/* exp(x) for x <= 0, as the AVX-512 version (cpu_avx512_attention.c): 2^n * e^r,
+ * n = round(x / ln 2), e^r by its degree-6 Taylor polynomial; 2^n is built in the
+ * exponent field (n >= -126 after the clamp, so it is a normal float). */
+static inline __m256 exp_nonpos(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.5f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x); /* ln2 split in two for exactness */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline float hmax(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* expf per position was ~1.8 M calls a token at 4096 positions (0.6B): a vector exp
+ * keeps the softmax small next to the reads of K and V. */
+void q3_softmax_avx2(float *s, int n)
+{
+    if (n <= 0) return;
+    int n8 = n / 8 * 8;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < n8; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+    float maxf = hmax(mv);
+    for (int j = n8; j < n; j++) maxf = s[j] > maxf ? s[j] : maxf;
+    __m256 maxv = _mm256_set1_ps(maxf), sum = _mm256_setzero_ps();
+    for (int j = 0; j < n8; j += 8) {
+        __m256 e = exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(s + j), maxv));
+        sum = _mm256_add_ps(sum, e);
+        _mm256_storeu_ps(s + j, e);
+    }
+    float tail[8] = {0};
+    for (int j = n8; j < n; j++) tail[j - n8] = s[j] - maxf;
+    __m256 e = exp_nonpos(_mm256_loadu_ps(tail));
+    _mm256_storeu_ps(tail, e);
+    float total = hsum(sum);
+    for (int j = n8; j < n; j++) total += s[j] = tail[j - n8];
+    __m256 inv = _mm256_set1_ps(1.0f / total);
+    for (int j = 0; j < n8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+    for (int j = n8; j < n; j++) s[j] *= 1.0f / total;
+}
+
+/* 2 queries x 4 keys (a GQA pair, or two prompt tokens of one head) share each pass
+ * over K: scores[qi * ld + j]. Before, each query read all of K and V on its own:
+ * at 4096 positions a head's K and V are 1 MiB each, so the second query read them
+ * again from L3 or memory. The 8 dot products are finished by one hadd tree. */
+void q3_attn_scores2_avx2(const float *const q[2], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
+                          float *scores, uint64_t ld)
+{
+    int j = 0, d8 = d / 8 * 8;
+    __m256 sc = _mm256_set1_ps(scale);
+    for (; j + 4 <= n_pos; j += 4) {
+        const uint16_t *k0 = k + (uint64_t)j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int i = 0; i < d8; i += 8) {
+            __m256 q0 = _mm256_loadu_ps(q[0] + i), q1 = _mm256_loadu_ps(q[1] + i), kv;
+            kv = load_h8(k0 + i), a0 = _mm256_fmadd_ps(kv, q0, a0), b0 = _mm256_fmadd_ps(kv, q1, b0);
+            kv = load_h8(k1 + i), a1 = _mm256_fmadd_ps(kv, q0, a1), b1 = _mm256_fmadd_ps(kv, q1, b1);
+            kv = load_h8(k2 + i), a2 = _mm256_fmadd_ps(kv, q0, a2), b2 = _mm256_fmadd_ps(kv, q1, b2);
+            kv = load_h8(k3 + i), a3 = _mm256_fmadd_ps(kv, q0, a3), b3 = _mm256_fmadd_ps(kv, q1, b3);
+        }
+        /* hadd pairs within 128-bit lanes; the last step adds the two lanes:
+         * lanes 0-3 = query 0 x keys 0-3, lanes 4-7 = query 1 x keys 0-3. */
+        __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+        __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(b0, b1), _mm256_hadd_ps(b2, b3));
+        __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+        float out[8];
+        _mm256_storeu_ps(out, s);
+        for (int i = d8; i < d; i++) /* head_dim not a multiple of 8 */
+            for (int r = 0; r < 4; r++) {
+                float kf = q3_half_to_float(k[(uint64_t)(j + r) * stride + i]);
+                out[r] += q[0][i] * kf, out[4 + r] += q[1][i] * kf;
+            }
+        s = _mm256_mul_ps(_mm256_loadu_ps(out), sc);
+        _mm_storeu_ps(scores + j, _mm256_castps256_ps128(s));
+        _mm_storeu_ps(scores + ld + j, _mm256_extractf128_ps(s, 1));
+    }
+    for (; j < n_pos; j++) {
+        const uint16_t *kj = k + (uint64_t)j * stride;
+        scores[j] = dot_h(q[0], kj, d) * scale;
+        scores[ld + j] = dot_h(q[1], kj, d) * scale;
+    }
+}
+
+/* 2 queries: out[qi] = sum_j p[qi * ld + j] * v_j, 32 columns (4 registers per
+ * query) per pass over V; each pass reads other cache lines of the same rows, so V
+ * comes from memory once. */
+void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
+                      float *const out[2])
+{
+    int i0 = 0;
+    for (; i0 + 32 <= d; i0 += 32) {
+        __m256 a[4], b[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) a[c] = b[c] = _mm256_setzero_ps();
+        for (int j = 0; j < n_pos; j++) {
+            const uint16_t *vj = v + (uint64_t)j * stride + i0;
+            __m256 p0 = _mm256_broadcast_ss(p + j), p1 = _mm256_broadcast_ss(p + ld + j);
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+                __m256 vv = load_h8(vj + c * 8);
+                a[c] = _mm256_fmadd_ps(p0, vv, a[c]);
+                b[c] = _mm256_fmadd_ps(p1, vv, b[c]);
+            }
+        }
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
+            _mm256_storeu_ps(out[0] + i0 + c * 8, a[c]);
+            _mm256_storeu_ps(out[1] + i0 + c * 8, b[c]);
+        }
+    }
+    for (; i0 < d; i0++) { /* last columns (head_dim not a multiple of 32) */
+        float s0 = 0.0f, s1 = 0.0f;
+        for (int j = 0; j < n_pos; j++) {
+            float vf = q3_half_to_float(v[(uint64_t)j * stride + i0]);
+            s0 += p[j] * vf, s1 += p[ld + j] * vf;
+        }
+        out[0][i0] = s0, out[1][i0] = s1;
     }
 }

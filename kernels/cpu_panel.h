@@ -63,6 +63,12 @@ void q3_attn_pv2_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t
                         float *const out[2]);
 /* s[0..n) <- softmax(s[0..n)) with a vectorized exp. */
 void q3_softmax_avx512(float *s, int n);
+/* The same with AVX2: 2 queries x 4 keys, V 32 columns per pass; the softmax. */
+void q3_attn_scores2_avx2(const float *const q[2], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
+                          float *scores, uint64_t ld);
+void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
+                      float *const out[2]);
+void q3_softmax_avx2(float *s, int n);
 
 /* AMX (cpu_avx512_amx.c). q3_amx_enable asks Linux for the tile state; 1 when granted. */
 int q3_amx_enable(void);

@@ -407,6 +407,34 @@ static void test_gemv_prefetch_variants(void **state)
     }
 }
 
+/* The vectorized softmaxes (AVX2, AVX-512) against a double-precision one: relative
+ * error <= 1e-6 per weight (their exp is within ~2.6e-7) plus what rounding x - max
+ * to f32 costs (|x - max| * 2^-24, relative, as with expf); values far below the
+ * maximum (clamped at -87.5) may differ only by ~1e-38. Lengths cover the tails. */
+static void test_softmax_levels(void **state)
+{
+    (void)state;
+    static const int lens[] = {1, 7, 8, 37, 1000};
+    q3_simd best = q3_simd_detect();
+    float s[1000], in[1000];
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        int n = lens[li];
+        for (int j = 0; j < n; j++) in[j] = j % 11 == 3 ? -300.0f + frand() : frand() * 40.0f;
+        double maxv = -INFINITY, sum = 0, ref[1000];
+        for (int j = 0; j < n; j++) maxv = in[j] > maxv ? in[j] : maxv;
+        for (int j = 0; j < n; j++) sum += ref[j] = exp((double)in[j] - maxv);
+        for (int level = Q3_SIMD_AVX2; level <= (int)best && level <= Q3_SIMD_AVX512BF16; level++) {
+            for (int j = 0; j < n; j++) s[j] = in[j];
+            if (level == Q3_SIMD_AVX2) q3_softmax_avx2(s, n);
+            else q3_softmax_avx512(s, n);
+            for (int j = 0; j < n; j++)
+                if (!(fabs(s[j] - ref[j] / sum) <= (1e-6 + fabs(in[j] - maxv) * 0x1p-24) * ref[j] / sum + 1e-30))
+                    fail_msg("%s softmax n %d [%d]: got %.9g want %.9g", q3_simd_name((q3_simd)level), n, j, s[j],
+                             ref[j] / sum);
+        }
+    }
+}
+
 int main(void)
 {
     printf("best SIMD level on this CPU: %s\n", q3_simd_name(q3_simd_detect()));
@@ -420,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_rows),
         cmocka_unit_test(test_gemv_prefetch_variants),
+        cmocka_unit_test(test_softmax_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
