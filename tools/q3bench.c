@@ -44,6 +44,8 @@ typedef struct {
     double *prefill_s;   /* r: seconds of each prefill call */
     double *decode_s;    /* r: seconds of all decode calls of a repetition */
     double *tok_s;       /* r * n: seconds of each decode call */
+    double *prefill_cpu; /* r: CPU seconds of the whole process (all threads) of each prefill */
+    double *decode_cpu;  /* r: the same for all decode calls of a repetition */
     int32_t *ids;        /* n + 1 generated ids: argmax after the prefill, then after each decode step */
     uint64_t ids_hash;   /* XXH64 of ids as little-endian int32 */
     long peak_rss_kib;
@@ -54,6 +56,15 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds of the whole process, all threads: on a machine shared with other
+ * work, tokens per (CPU second / threads) says what the code does while it runs. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -79,6 +90,17 @@ static stats rate_stats(const double *sec, size_t n, double count)
     for (size_t i = 0; i < n; i++) v[i] = count / sec[i];
     stats s = stats_of(v, n);
     free(v);
+    return s;
+}
+
+/* Items per CPU second of each thread (count / (cpu / threads)), as stats. */
+static stats rate_stats_cpu(const double *cpu, size_t n, double count, int threads)
+{
+    double *per_thread = malloc(n * sizeof *per_thread);
+    if (!per_thread) return (stats){NAN, NAN, NAN};
+    for (size_t i = 0; i < n; i++) per_thread[i] = cpu[i] / (threads > 0 ? threads : 1);
+    stats s = rate_stats(per_thread, n, count);
+    free(per_thread);
     return s;
 }
 
@@ -212,11 +234,12 @@ static int argmax(const float *logits, uint32_t vocab, int32_t *out, const char 
     return 0;
 }
 
-/* ids gets n + 1 entries. prefill_s / tok_s may be NULL (warm-up). */
+/* ids gets n + 1 entries. prefill_s / tok_s / cpu (2: prefill, decode) may be NULL (warm-up). */
 static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *logits, uint32_t vocab,
-                    int32_t *ids, double *prefill_s, double *tok_s, q3_err *err)
+                    int32_t *ids, double *prefill_s, double *tok_s, double *cpu, q3_err *err)
 {
     q3_err e = {{0}};
+    double c0 = cpu_s();
     double t0 = now_s();
     if (b->forward(b, prompt, p, 0, logits, 0, &e)) {
         q3_set_err(err, "%s: prefill of %d tokens failed: %s", b->name, p, e.msg);
@@ -224,7 +247,9 @@ static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *l
     }
     double t1 = now_s();
     if (prefill_s) *prefill_s = t1 - t0;
+    if (cpu) cpu[0] = cpu_s() - c0;
     if (argmax(logits, vocab, &ids[0], b->name, "prefill of", p, err)) return -1;
+    double c1 = cpu_s(), c_argmax = 0;
     for (int i = 0; i < n; i++) {
         t0 = now_s();
         if (b->forward(b, &ids[i], 1, p + i, logits, 0, &e)) {
@@ -233,8 +258,11 @@ static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *l
         }
         t1 = now_s();
         if (tok_s) tok_s[i] = t1 - t0;
+        double ca = cpu_s();
         if (argmax(logits, vocab, &ids[i + 1], b->name, "decode step", i, err)) return -1;
+        c_argmax += cpu_s() - ca;
     }
+    if (cpu) cpu[1] = cpu_s() - c1 - c_argmax;
     return 0;
 }
 
@@ -265,10 +293,13 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
     res->prefill_s = calloc((size_t)r, sizeof *res->prefill_s);
     res->decode_s = calloc((size_t)r, sizeof *res->decode_s);
     res->tok_s = calloc((size_t)r * (size_t)(n > 0 ? n : 1), sizeof *res->tok_s);
+    res->prefill_cpu = calloc((size_t)r, sizeof *res->prefill_cpu);
+    res->decode_cpu = calloc((size_t)r, sizeof *res->decode_cpu);
     res->ids = calloc((size_t)n + 1, sizeof *res->ids);
     int32_t *ids = calloc((size_t)n + 1, sizeof *ids);
     int32_t *warm = calloc((size_t)n_warm + 1, sizeof *warm);
-    if (!res->prefill_s || !res->decode_s || !res->tok_s || !res->ids || !ids || !warm) {
+    if (!res->prefill_s || !res->decode_s || !res->tok_s || !res->prefill_cpu || !res->decode_cpu || !res->ids || !ids ||
+        !warm) {
         q3_set_err(err, "%s: out of memory for %lld token timings", name, (long long)r * n);
         free(ids);
         free(warm);
@@ -306,13 +337,15 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
         goto out;
     }
     progress(o, "loaded in %d ms; warm-up (prefill %d)", name, (int)res->load_ms, o->p);
-    if (run_once(b, prompt, o->p, n_warm, logits, vocab, warm, NULL, NULL, err)) goto out;
+    if (run_once(b, prompt, o->p, n_warm, logits, vocab, warm, NULL, NULL, NULL, err)) goto out;
     for (int k = 0; k < r; k++) {
         progress(o, "repetition %d of %d", name, k + 1, r);
         int32_t *dst = k == 0 ? res->ids : ids;
-        if (run_once(b, prompt, o->p, n, logits, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n,
+        double cpu[2];
+        if (run_once(b, prompt, o->p, n, logits, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n, cpu,
                      err))
             goto out;
+        res->prefill_cpu[k] = cpu[0], res->decode_cpu[k] = cpu[1];
         for (int i = 0; i < n; i++) res->decode_s[k] += res->tok_s[(size_t)k * n + i];
         /* Every repetition, and the warm-up as far as it went, must generate the same ids. */
         int d = k == 0 ? first_diff(warm, res->ids, n_warm + 1) : first_diff(res->ids, ids, n + 1);
@@ -527,12 +560,15 @@ static int print_json(const bench_opts *o, const bench_info *in, const bench_res
         cJSON *pp = j_put(e, "prefill", cJSON_CreateObject());
         j_stats(pp, "tok_s", rate_stats(r->prefill_s, (size_t)o->r, o->p));
         j_stats(pp, "ms", ms_stats(r->prefill_s, (size_t)o->r, 1));
+        if (r->simd) j_stats(pp, "tok_per_thread_cpu_s", rate_stats_cpu(r->prefill_cpu, (size_t)o->r, o->p, r->threads));
         if (o->n > 0) {
             cJSON *tg = j_put(e, "decode", cJSON_CreateObject());
             stats s = rate_stats(r->decode_s, (size_t)o->r, o->n);
             j_stats(tg, "tok_s", s);
             j_stats(tg, "ms_per_token", ms_stats(r->tok_s, (size_t)o->r * (size_t)o->n, 1));
             if (in->floor_tok_s > 0) j_num(tg, "pct_of_floor", 100.0 * s.med / in->floor_tok_s);
+            if (r->simd)
+                j_stats(tg, "tok_per_thread_cpu_s", rate_stats_cpu(r->decode_cpu, (size_t)o->r, o->n, r->threads));
         }
         j_num(e, "peak_rss_kib", (double)r->peak_rss_kib);
         j_str(e, "peak_rss_method", r->rss_method);
@@ -720,6 +756,8 @@ done:
         free(res[i].prefill_s);
         free(res[i].decode_s);
         free(res[i].tok_s);
+        free(res[i].prefill_cpu);
+        free(res[i].decode_cpu);
         free(res[i].ids);
     }
     free(prompt);
