@@ -19,7 +19,9 @@ MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
 RUNTIME_SRC = $(filter-out $(MAINS),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
-CL_SRC = $(sort $(wildcard kernels/*.cl))
+# The shared constants first (kernels/qwen3_shared.h, also a C header), then qwen3.cl
+# (the helpers the others use), then the rest in name order.
+CL_SRC = kernels/qwen3_shared.h kernels/qwen3.cl $(filter-out kernels/qwen3.cl,$(sort $(wildcard kernels/*.cl)))
 TEST_SRC = $(wildcard tests/test_*.c)
 TOOL_BINS = $(patsubst %.c,$(BUILD)/%,$(notdir $(filter $(MAINS),$(wildcard $(MAINS)))))
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
