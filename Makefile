@@ -69,6 +69,11 @@ $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/q3run: $(call obj,runtime/q3run.c) $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+# q3bench's pure helpers (list parsing, top-2, messages) are linked into it and into their test.
+BENCH_FMT = $(call obj,tools/bench_fmt.c)
+$(BUILD)/q3bench: $(call obj,tools/q3bench.c) $(BENCH_FMT) $(ALL_LIBS)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+$(BUILD)/tests/test_bench: $(BENCH_FMT)
 # The conversion-side tools need only the format and convert libraries.
 CONVERT_TOOLS = $(BUILD)/q3check $(BUILD)/q3info $(BUILD)/q3synth
 $(CONVERT_TOOLS): $(BUILD)/%: $(BUILD)/obj/tools/%.o $(LIB_CONVERT) $(LIB_FORMAT)
