@@ -24,6 +24,7 @@
 #define QB 4    /* attention_prefill: query tokens per work-group */
 #define FA_Q 64 /* attention_mma: query tokens per work-group */
 #define FA_K 64 /* attention_mma: key positions per step */
+#define FA_MAX_D 128 /* attention_mma: the largest head_dim (its K and V tiles fill 32 KiB of local memory) */
 
 /* matmul_small / matvec: how y is written, and how x is transformed while staged. */
 #define MODE_STORE 0

@@ -21,15 +21,15 @@
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
-    K_COUNT
+    K_ATTN_MMA, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
-    "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma",
+    "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma", "attention_mma",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
-                                                   ATT_WG, ATT_WG, 1,     1, MM_WG};
+                                                   ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -176,10 +176,13 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
     cl_int rc;
     m->program = clCreateProgramWithSource(m->ctx, n, srcs, NULL, &rc);
     CHECK(rc, "clCreateProgramWithSource");
-    char opts[192];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u%s", m->cfg.head_dim,
-             m->att_hg, m->mvx, matvec_norm_cols(m),
-             m->mma ? (m->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "");
+    /* Q3_OPENCL_BUILD_OPTS: more options for the OpenCL compiler (tuning and
+     * bisection, e.g. -DMM_STAGES=3 or -DQ3_EMU_CP; docs/opencl.md) */
+    const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
+    char opts[512];
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u%s %s",
+             m->cfg.head_dim, m->att_hg, m->mvx, matvec_norm_cols(m),
+             m->mma ? (m->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", extra ? extra : "");
     rc = clBuildProgram(m->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
@@ -190,7 +193,7 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
         return -1;
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if (i == K_MM_MMA && !m->mma) continue;
+        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !m->mma) continue; /* tensor-core kernels */
         m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
             q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", m->base.file->path,
@@ -511,12 +514,17 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         int gemm = n_tok > SMALL_MAX;
         cl_mem att_out = gemm ? gemm_in(m, m->att) : m->att;
         cl_uint bf = att_out == m->xb;
-        k = kern(m, K_ATTN_PF);
+        /* on tensor cores (attention_mma, FA_Q queries a work-group) where the
+         * device has them, else attention_prefill (QB queries) */
+        int fa = m->mma && m->cfg.head_dim <= FA_MAX_D;
+        int kind = fa ? K_ATTN_MMA : K_ATTN_PF;
+        k = kern(m, kind);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, att_out) | ARG(k, 4, nq) |
              ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens) | ARG(k, 8, n_ctx) | ARG(k, 9, bf);
-        CHECK(rc, "setting attention_prefill arguments");
-        size_t ga[2] = {(size_t)nq * ATT_WG, (n_tok + QB - 1) / QB}, la[2] = {ATT_WG, 1};
-        if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err) || mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
+        CHECK(rc, "setting the prompt attention's arguments");
+        size_t wg = fa ? FA_WG : ATT_WG, per = fa ? FA_Q : QB;
+        size_t ga[2] = {(size_t)nq * wg, (n_tok + per - 1) / per}, la[2] = {wg, 1};
+        if (launch(m, k, kind, 2, ga, la, 0, 0, err) || mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
             return -1;
     }
     if (small) {
@@ -833,6 +841,8 @@ q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o,
      * ATT_COMBINE_MAX (split, head) pairs. */
     uint32_t group = c->num_heads / c->num_kv_heads;
     m->att_hg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
+    const char *hg_env = getenv("Q3_OPENCL_ATT_HG"); /* tuning: 1 or 2 instead */
+    if (hg_env && (atoi(hg_env) == 1 || (atoi(hg_env) == 2 && group % 2 == 0))) m->att_hg = (cl_uint)atoi(hg_env);
     const char *split_env = getenv("Q3_OPENCL_ATT_SPLIT");
     m->att_split = split_env && atoi(split_env) > 0 ? (cl_uint)atoi(split_env) : ATT_SPLIT;
     while (m->att_split > 1 && (uint64_t)m->att_split * c->num_heads > ATT_COMBINE_MAX) m->att_split /= 2;
