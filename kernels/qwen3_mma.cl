@@ -22,8 +22,11 @@
 #define Q3_EMU_SHFL
 #endif
 
-#define MM_BK 32     /* columns per pipeline step: one tile of each 16-row panel */
-#define MM_ROWB 64   /* bytes of a staged row: MM_BK BF16, four 16-byte chunks */
+#ifndef MM_BK
+#define MM_BK 32     /* columns per pipeline step: a tile (or half, 16) of each 16-row panel */
+#endif
+#define MM_CPR (MM_BK / 8)  /* 16-byte chunks of a staged row */
+#define MM_ROWB (MM_BK * 2) /* bytes of a staged row (BF16) */
 #ifndef MM_STAGES
 #define MM_STAGES 2  /* pipeline steps in local memory (3 need 1 byte more than NVIDIA's 48 KiB) */
 #endif
@@ -34,9 +37,13 @@
 #define MM_FM (MM_WR / 16) /* m16 fragments per warp */
 #define MM_FN (MM_WT / 8)  /* n8 fragments per warp */
 
-/* Chunk c of staged row r is stored at chunk c ^ ((r >> 1) & 3): the 8 rows an
- * ldmatrix reads at once then hit 8 distinct groups of 4 banks. Byte offset: */
-inline uint mm_swz(uint r, uint c) { return r * MM_ROWB + ((c ^ ((r >> 1) & 3u)) << 4); }
+/* Chunk c of staged row r is stored at chunk c ^ ((r >> 1) & 3) (4 chunks a row;
+ * 2: c ^ ((r >> 2) & 1)): the 8 rows an ldmatrix reads at once then hit 8
+ * distinct groups of 4 banks. Byte offset: */
+inline uint mm_swz(uint r, uint c)
+{
+    return r * MM_ROWB + ((MM_CPR == 4 ? c ^ ((r >> 1) & 3u) : c ^ ((r >> 2) & 1u)) << 4);
+}
 
 inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 
@@ -252,28 +259,32 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
     __global float *y = PICK3(seg, y0, y1, y2);
     uint rb = blk * MM_BR;
-    uint col_tiles = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;
-    uint nz = get_num_groups(2), per = (col_tiles + nz - 1) / nz, c_lo = get_group_id(2) * per;
-    uint c_hi = min(col_tiles, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
+    uint col_tiles = (cols + 31) / 32, n_steps = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;
+    uint nz = get_num_groups(2), per = (n_steps + nz - 1) / nz, c_lo = get_group_id(2) * per;
+    uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
     y += (ulong)get_group_id(2) * part_stride;
 
-    /* One step's copies: MM_BR rows and MM_BT tokens of four 16-byte chunks,
-     * (MM_BR + MM_BT) * 4 / MM_WG of them a thread. Chunk q of the rows: panel
-     * q / 64, uint4 q % 64 of its tile (row (q % 64) / 4, chunk q % 4). */
+    /* One step's copies: MM_BR rows and MM_BT tokens of MM_CPR 16-byte chunks,
+     * (MM_BR + MM_BT) * MM_CPR / MM_WG of them a thread. Chunk q of the rows: panel
+     * q / (16 MM_CPR), its row w / MM_CPR and chunk w % MM_CPR (w = q % (16
+     * MM_CPR)), at uint4 4 row + the step's chunk offset in the tile + chunk. */
 #define MM_LOAD_STEP(buf, c)                                                                                     \
     do {                                                                                                         \
         __local uchar *st_ = smem + (buf) * MM_STAGE_BYTES;                                                      \
-        for (uint i_ = 0; i_ < MM_BR * 4 / MM_WG; i_++) {                                                        \
-            uint q_ = l + i_ * MM_WG, p_ = rb / 16 + q_ / 64, w_ = q_ % 64;                                       \
+        uint tile_ = (c) * MM_BK / 32, sub_ = (c) * MM_BK % 32 / 8;                                              \
+        for (uint i_ = 0; i_ < MM_BR * MM_CPR / MM_WG; i_++) {                                                   \
+            uint q_ = l + i_ * MM_WG, p_ = rb / 16 + q_ / (16 * MM_CPR), w_ = q_ % (16 * MM_CPR);                 \
+            uint row_ = w_ / MM_CPR, ch_ = w_ % MM_CPR;                                                           \
             int ok_ = p_ < n_panels;                                                                             \
-            __global const uint4 *src_ = W + off + (ok_ ? ((ulong)p_ * col_tiles + (c)) * 64 + w_ : 0);         \
-            CP_ASYNC16(st_, mm_swz(q_ / 64 * 16 + w_ / 4, w_ % 4), src_, ok_);                                    \
+            __global const uint4 *src_ =                                                                         \
+                W + off + (ok_ ? ((ulong)p_ * col_tiles + tile_) * 64 + row_ * 4 + sub_ + ch_ : 0);              \
+            CP_ASYNC16(st_, mm_swz(q_ / (16 * MM_CPR) * 16 + row_, ch_), src_, ok_);                              \
         }                                                                                                        \
-        for (uint i_ = 0; i_ < MM_BT * 4 / MM_WG; i_++) {                                                        \
-            uint q_ = l + i_ * MM_WG, t_ = q_ / 4, k_ = (c) * MM_BK + (q_ % 4) * 8;                               \
+        for (uint i_ = 0; i_ < MM_BT * MM_CPR / MM_WG; i_++) {                                                   \
+            uint q_ = l + i_ * MM_WG, t_ = q_ / MM_CPR, k_ = (c) * MM_BK + (q_ % MM_CPR) * 8;                     \
             int ok_ = tb + t_ < n_tok && k_ < cols;                                                               \
             __global const ushort *src_ = xb + (ok_ ? (ulong)(tb + t_) * ldx + k_ : 0);                           \
-            CP_ASYNC16(st_ + MM_BR * MM_ROWB, mm_swz(t_, q_ % 4), src_, ok_);                                     \
+            CP_ASYNC16(st_ + MM_BR * MM_ROWB, mm_swz(t_, q_ % MM_CPR), src_, ok_);                                \
         }                                                                                                        \
     } while (0)
 

@@ -20,7 +20,9 @@
 #define GM_R 64 /* matmul_gemm: rows of a work-group's block */
 #define GM_T 64 /* ... and tokens */
 #define MM_BR 128 /* matmul_mma: rows of a work-group's block */
-#define MM_BT 128 /* ... and tokens */
+#ifndef MM_BT
+#define MM_BT 128 /* ... and tokens (64 or 128; Q3_OPENCL_MM_BT, a tuning knob, passes -DMM_BT) */
+#endif
 #define QB 4    /* attention_prefill: query tokens per work-group */
 #define FA_Q 64 /* attention_mma: query tokens per work-group */
 #define FA_K 64 /* attention_mma: key positions per step */
