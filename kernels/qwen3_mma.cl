@@ -32,8 +32,8 @@
 #endif
 #define MM_STAGE_BYTES ((MM_BR + MM_BT) * MM_ROWB)
 #define MM_WARPS (MM_WG / 32)
-#define MM_WR (MM_BR / 2) /* a warp's rows: the 4 warps are 2 x 2 */
-#define MM_WT (MM_BT / 2) /* ... and tokens */
+#define MM_WR (MM_BR / 2) /* a warp's rows: the warps are 2 x (MM_WARPS / 2) */
+#define MM_WT (MM_BT / (MM_WARPS / 2)) /* ... and tokens */
 #define MM_FM (MM_WR / 16) /* m16 fragments per warp */
 #define MM_FN (MM_WT / 8)  /* n8 fragments per warp */
 
@@ -72,7 +72,7 @@ inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 #endif
 
 #if defined(Q3_EMU_LDSM) || defined(Q3_EMU_MMA) || defined(Q3_EMU_SHFL)
-#define MM_EMU_DECL __local uint mm_scr[MM_WG * 6]; /* 6 words a lane (MM_WG = FA_WG) */
+#define MM_EMU_DECL __local uint mm_scr[(MM_WG > FA_WG ? MM_WG : FA_WG) * 6]; /* 6 words a lane */
 #else
 #define MM_EMU_DECL
 #endif
