@@ -736,7 +736,7 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     /* the tensor-core GEMM copies x in 16-byte chunks of BF16 rows */
     if (c->hidden_size % 8 || c->intermediate_size % 8 || (c->num_heads * c->head_dim) % 8) m->mma = 0;
     if (build_program(m, dev, err)) {
-        if (!m->mma) return -1;
+        if (!m->mma || m->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
         if (o && o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
         for (int i = 0; i < K_COUNT; i++)
