@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "ocl_device.h"
 #include "chat_template.h"
+#include "model_check.h"
 #include "sampler.h"
 #include "tokenizer.h"
 
@@ -266,7 +267,7 @@ static int generate(session *s, q3_err *err)
 
 static int encode(session *s, const char *text, size_t len, int32_t **ids, size_t *n, q3_err *err)
 {
-    return q3_tokenize(s->tk, text, len, ids, n, err);
+    return q3_tokenize(s->tk, text, len, ids, n, err) ? q3_err_name_file(err, s->o->model) : 0;
 }
 
 static int render_and_encode(session *s, const q3_chat_message *msgs, size_t n_msgs, int32_t **ids, size_t *n,
@@ -339,7 +340,7 @@ int main(int argc, char **argv)
     double t0 = now_ms();
     if (q3_open(&s.file, o.model,
                 Q3_OPEN_VERIFY_META | (o.verify ? Q3_OPEN_VERIFY_WEIGHTS : 0) | (o.no_mmap ? Q3_OPEN_LOAD : 0), &err) ||
-        q3_read_tokenizer(&s.file, &td, &err) || !(s.tk = q3_tokenizer_create(&td, &err)))
+        q3_model_check(&s.file, &td, &s.tk, &err))
         goto fail;
 
     if (o.prompt && strcmp(o.prompt, "-") != 0) {
