@@ -67,6 +67,7 @@ typedef struct {
     double *prefill_s; /* r: seconds of each prefill call */
     double *decode_s;  /* r: seconds of all decode calls of a repetition */
     double *step_s;    /* r * n: seconds of each decode call */
+    double *cpu_s;     /* 2 r: process CPU seconds (all threads) of each prefill, then of each decode */
     int32_t *ids;      /* n + 1 ids of repetition 1: argmax after the prefill, then after each step */
     bench_top2 *top;   /* n + 1: the top-2 behind each id, to tell a near-tie from a bug */
     uint64_t ids_hash; /* XXH64 of ids as little-endian int32 */
@@ -296,12 +297,23 @@ static int argmax(const float *logits, uint32_t vocab, int32_t *out, bench_top2 
     return 0;
 }
 
-/* ids and top get n + 1 entries. prefill_s / step_s may be NULL (warm-up, untimed parts). With
+/* CPU seconds of the whole process, all threads: on a machine shared with other work,
+ * tokens per (CPU second / threads) says what the code does while it runs. */
+static double process_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ids and top get n + 1 entries. prefill_s / step_s / cpu may be NULL (warm-up, untimed parts);
+ * cpu[0] gets the prefill's CPU seconds, cpu[1] the decode's (without the argmax). With
  * p == 0 there is no prefill: ids[0] is prompt[0], fed to the first decode step at position 0. */
 static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *logits, uint32_t vocab,
-                    int32_t *ids, bench_top2 *top, double *prefill_s, double *step_s, q3_err *err)
+                    int32_t *ids, bench_top2 *top, double *prefill_s, double *step_s, double cpu[2], q3_err *err)
 {
     q3_err e = {{0}};
+    double c0 = process_cpu_s();
     double t0 = now_s();
     if (p == 0) {
         ids[0] = prompt[0];
@@ -312,7 +324,9 @@ static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *l
     }
     double t1 = now_s();
     if (prefill_s) *prefill_s = t1 - t0;
+    if (cpu) cpu[0] = process_cpu_s() - c0;
     if (p > 0 && argmax(logits, vocab, &ids[0], &top[0], b->name, "prefill of", p, err)) return -1;
+    double c1 = process_cpu_s(), c_argmax = 0;
     for (int i = 0; i < n; i++) {
         t0 = now_s();
         if (b->forward(b, &ids[i], 1, p + i, logits, 0, &e)) {
@@ -321,8 +335,11 @@ static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *l
         }
         t1 = now_s();
         if (step_s) step_s[i] = t1 - t0;
+        double ca = process_cpu_s();
         if (argmax(logits, vocab, &ids[i + 1], &top[i + 1], b->name, "decode step", i, err)) return -1;
+        c_argmax += process_cpu_s() - ca;
     }
+    if (cpu) cpu[1] = process_cpu_s() - c1 - c_argmax;
     return 0;
 }
 
@@ -346,6 +363,7 @@ static void job_result_free(job_result *jr)
     free(jr->prefill_s);
     free(jr->decode_s);
     free(jr->step_s);
+    free(jr->cpu_s);
     free(jr->ids);
     free(jr->top);
 }
@@ -356,9 +374,10 @@ static int job_result_alloc(job_result *jr, int r, int n)
     jr->prefill_s = calloc((size_t)r, sizeof *jr->prefill_s);
     jr->decode_s = calloc((size_t)r, sizeof *jr->decode_s);
     jr->step_s = calloc((size_t)r * (size_t)(n > 0 ? n : 1), sizeof *jr->step_s);
+    jr->cpu_s = calloc(2 * (size_t)r, sizeof *jr->cpu_s);
     jr->ids = calloc((size_t)n + 1, sizeof *jr->ids);
     jr->top = calloc((size_t)n + 1, sizeof *jr->top);
-    return jr->prefill_s && jr->decode_s && jr->step_s && jr->ids && jr->top ? 0 : -1;
+    return jr->prefill_s && jr->decode_s && jr->step_s && jr->cpu_s && jr->ids && jr->top ? 0 : -1;
 }
 
 /* Scratch for the warm-up and the later repetitions, compared with repetition 1. */
@@ -395,14 +414,16 @@ static int run_job(q3_backend *b, const bench_opts *o, const bench_plan *pl, int
     char jname[128];
     job_name(jname, sizeof jname, pl, j);
     progress(o, ": warm-up (prefill %d, %d decode steps)", b->name, jname, jb->p, n_warm);
-    if (run_once(b, prompt, jb->p, n_warm, sc->logits, sc->vocab, sc->ids, sc->top, NULL, NULL, err)) return 1;
+    if (run_once(b, prompt, jb->p, n_warm, sc->logits, sc->vocab, sc->ids, sc->top, NULL, NULL, NULL, err)) return 1;
     for (int k = 0; k < o->r; k++) { /* repetition 1 into jr, the warm-up and the others into sc */
         progress(o, ": repetition %d of %d", b->name, jname, k + 1, o->r);
         int32_t *ids = k == 0 ? jr->ids : sc->ids;
         bench_top2 *top = k == 0 ? jr->top : sc->top;
+        double cpu[2];
         if (run_once(b, prompt, jb->p, n, sc->logits, sc->vocab, ids, top, &jr->prefill_s[k],
-                     jr->step_s + (size_t)k * n, err))
+                     jr->step_s + (size_t)k * n, cpu, err))
             return 1;
+        jr->cpu_s[k] = cpu[0], jr->cpu_s[o->r + k] = cpu[1];
         for (int i = 0; i < n; i++) jr->decode_s[k] += jr->step_s[(size_t)k * n + i];
         if (reps_differ(b->name, jname, jr, sc, k, k == 0 ? n_warm + 1 : n + 1, err)) return 3;
     }
@@ -515,6 +536,7 @@ static void hex64(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsi
 /* One test's figures on one backend. */
 typedef struct {
     stats tok_s, ms; /* pp: ms per prompt token; tg: ms of each decode call */
+    stats cpu_tok_s;  /* tokens per CPU second of each thread (CPU backend) */
     double pct_floor; /* tg with a bandwidth; else NAN */
     int n_ids;
     uint64_t hash;
@@ -527,6 +549,11 @@ static test_figures figures_of(const bench_opts *o, const bench_info *in, const 
     const bench_job *jb = &pl->jobs[te->job];
     const job_result *jr = &res->jobs[te->job];
     test_figures fg = {.pct_floor = NAN, .n_ids = jb->n + 1, .hash = jr->ids_hash};
+    double *per_thread = malloc((size_t)o->r * sizeof *per_thread);
+    for (int k = 0; per_thread && k < o->r; k++)
+        per_thread[k] = jr->cpu_s[(te->is_tg ? o->r : 0) + k] / (res->threads > 0 ? res->threads : 1);
+    fg.cpu_tok_s = per_thread ? rate_stats(per_thread, (size_t)o->r, te->is_tg ? jb->n : jb->p) : (stats){NAN, NAN, NAN};
+    free(per_thread);
     if (!te->is_tg) {
         fg.tok_s = rate_stats(jr->prefill_s, (size_t)o->r, jb->p);
         fg.ms = ms_stats(jr->prefill_s, (size_t)o->r, jb->p);
@@ -678,6 +705,7 @@ static void json_test(cJSON *arr, const bench_opts *o, const bench_info *in, con
     j_stats(e, "tok_s", fg.tok_s);
     j_stats(e, te->is_tg ? "ms_per_token" : "ms_per_prompt_token", fg.ms);
     if (isfinite(fg.pct_floor)) j_num(e, "pct_of_floor", fg.pct_floor);
+    if (res->simd) j_stats(e, "tok_per_thread_cpu_s", fg.cpu_tok_s);
     j_num(e, "generated_ids", fg.n_ids);
     hex64(h, fg.hash);
     j_str(e, "tokens_xxh64", h);
