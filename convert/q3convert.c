@@ -15,7 +15,9 @@ static void usage(FILE *f)
                "           optional generation_config.json and chat_template.jinja\n"
                "  -o FILE  the .q3 file to write (atomically: nothing appears there on failure)\n"
                "  -q       print nothing on success\n"
-               "  -h, --help  this text\n");
+               "  -h, --help  this text\n"
+               "environment: none read\n"
+               "exit status: 0 written, 1 bad input or conversion error, 2 usage\n");
 }
 
 int main(int argc, char **argv)
@@ -26,7 +28,7 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
-            return 0;
+            return q3_finish_stdout("q3convert", 0);
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
         } else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {

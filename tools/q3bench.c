@@ -16,6 +16,7 @@
 #include <xxhash.h>
 #include "../format/q3_format.h"
 #include "../kernels/cpu_kernels.h"
+#include "../runtime/env_help.h"
 #include "../runtime/backend.h"
 #include "../runtime/weights.h"
 
@@ -560,7 +561,10 @@ static void usage(FILE *out)
             "  after a warm-up; every repetition (and with --backend both, every backend) must generate\n"
             "  the same token ids. --bandwidth: memory read bandwidth in GB/s (1e9 bytes/s) for the\n"
             "  decode floor. --no-mmap: read the weights into memory (huge pages) instead of mapping\n"
-            "  the file. Exit 0 ok, 1 error, 2 usage, 3 generated tokens differ.\n");
+            "  the file.\n"
+            "  -h, --help  this text\n"
+            "environment:\n" Q3_ENV_HELP_CPU Q3_ENV_HELP_OPENCL
+            "exit status: 0 ok, 1 error, 2 usage, 3 generated tokens differ\n");
 }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
@@ -583,7 +587,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         int bad = 0, takes = 1;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
-            exit(0);
+            exit(q3_finish_stdout("q3bench", 0));
         } else if (!strcmp(a, "--json")) {
             o->json = 1, takes = 0;
         } else if (!strcmp(a, "-v")) {
