@@ -18,7 +18,9 @@ AVX2_FLAGS = -mavx2 -mfma -mf16c
 MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3bandwidth.c tools/q3tokbench.c
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
-RUNTIME_SRC = $(filter-out $(MAINS),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
+# q3run's own parts (runtime/q3run_*.c) make the program, not the library.
+Q3RUN_SRC = runtime/q3run.c $(wildcard runtime/q3run_*.c)
+RUNTIME_SRC = $(filter-out $(MAINS) $(Q3RUN_SRC),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
 CL_SRC = $(sort $(wildcard kernels/*.cl))
 TEST_SRC = $(wildcard tests/test_*.c)
 TOOL_BINS = $(patsubst %.c,$(BUILD)/%,$(notdir $(filter $(MAINS),$(wildcard $(MAINS)))))
@@ -65,7 +67,7 @@ $(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(LIB_CONVERT) $(LIB_FORMAT)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
-$(BUILD)/q3run: $(call obj,runtime/q3run.c) $(ALL_LIBS)
+$(BUILD)/q3run: $(call obj,$(Q3RUN_SRC)) $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 # The conversion-side tools need only the format and convert libraries.
 CONVERT_TOOLS = $(BUILD)/q3check $(BUILD)/q3info $(BUILD)/q3synth
