@@ -11,6 +11,7 @@
     "  Q3_OPENCL_DEVICE=N                   OpenCL device when --device is not given\n"         \
     "  Q3_OPENCL_MMA=0|1                    NVIDIA tensor cores for prompts (default 1 there)\n" \
     "  Q3_OPENCL_PROFILE=1|host             time per kernel (or the host's enqueue time) at exit\n" \
+    "  Q3_OPENCL_ATT_SPLIT=N                work-groups sharing a decode attention head (tuning)\n" \
     "  OCL_ICD_VENDORS=DIR                  where the OpenCL loader looks for drivers\n"
 #define Q3_ENV_HELP_NONE "environment: none read\n"
 
