@@ -20,10 +20,13 @@
 #define GM_R 64 /* matmul_gemm: rows of a work-group's block */
 #define GM_T 64 /* ... and tokens */
 #define MM_BR 128 /* matmul_mma: rows of a work-group's block */
-#define MM_BT 128 /* ... and tokens */
+#ifndef MM_BT
+#define MM_BT 128 /* ... and tokens (64 or 128; Q3_OPENCL_MM_BT, a tuning knob, passes -DMM_BT) */
+#endif
 #define QB 4    /* attention_prefill: query tokens per work-group */
 #define FA_Q 64 /* attention_mma: query tokens per work-group */
 #define FA_K 64 /* attention_mma: key positions per step */
+#define FA_MAX_D 128 /* attention_mma: the largest head_dim (its K and V tiles fill 32 KiB of local memory) */
 
 /* matmul_small / matvec: how y is written, and how x is transformed while staged. */
 #define MODE_STORE 0
