@@ -12,6 +12,9 @@
     "  Q3_OPENCL_MMA=0|1                    NVIDIA tensor cores for prompts (default 1 there)\n" \
     "  Q3_OPENCL_PROFILE=1|host             time per kernel (or the host's enqueue time) at exit\n" \
     "  Q3_OPENCL_ATT_SPLIT=N                work-groups sharing a decode attention head (tuning)\n" \
+    "  Q3_OPENCL_ATT_HG=1|2                 query heads per decode attention work-group (tuning)\n" \
+    "  Q3_OPENCL_MM_BT=64                   prompt GEMM token block (tuning)\n"                 \
+    "  Q3_OPENCL_BUILD_OPTS=OPTS            more OpenCL compiler options (tuning, bisection)\n"  \
     "  OCL_ICD_VENDORS=DIR                  where the OpenCL loader looks for drivers\n"
 #define Q3_ENV_HELP_NONE "environment: none read\n"
 

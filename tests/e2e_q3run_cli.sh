@@ -118,6 +118,8 @@ for tool in q3convert q3check q3info q3run q3bench q3synth q3bandwidth q3tokbenc
             '[ $rc -eq 0 ] && head -1 "$T/out" | grep -q "^usage: $tool" && [ ! -s "$T/err" ] && grep -q "^environment:" "$T/out"'
     done
 done
+tools/synth_models.sh --help >"$T/out" 2>"$T/err"; rc=$?
+check "synth_models.sh --help: the same" '[ $rc -eq 0 ] && grep -q "^usage: " "$T/out" && [ ! -s "$T/err" ] && grep -q "^environment:" "$T/out"'
 python3 tools/safetensors_to_gguf.py --help >"$T/out" 2>"$T/err"; rc=$?
 check "safetensors_to_gguf.py --help: the same" '[ $rc -eq 0 ] && grep -q "^usage: " "$T/out" && [ ! -s "$T/err" ] && grep -q "^environment:" "$T/out"'
 "$RUN" --help >"$T/out"
