@@ -5,11 +5,13 @@
  * system prompt stays) and what remains re-rendered and prefilled from position 0.
  * /reset starts over, /exit or EOF ends; Ctrl-C stops a reply, at the prompt it ends. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include "q3run.h"
 
 /* [system], then user, assistant, user, ..., the last always a user turn while one is sent. */
@@ -70,11 +72,33 @@ static void catch_sigint(int restart)
     sigaction(SIGINT, &sa, NULL);
 }
 
-/* 1: a line in *line (its newline removed); 0: EOF or Ctrl-C; -1: a read error. */
+/* Wait until stdin has input or Ctrl-C comes. SIGINT stays blocked until ppoll
+ * unblocks it atomically: a Ctrl-C just before a plain read() would be noted and
+ * the read would still block until the next line. 1: interrupted. */
+static int wait_for_input(void)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+    while (!q3run_interrupted && ppoll(&pfd, 1, NULL, &old) < 0 && errno == EINTR) {
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return q3run_interrupted;
+}
+
+/* 1: a line in *line (its newline removed); 0: EOF or Ctrl-C; -1: a read error.
+ * stdin is unbuffered in the chat (q3run_chat), so "stdin has input" is the fd's. */
 static int read_line(char **line, size_t *cap, size_t *len)
 {
-    fputs("> ", stderr);
     catch_sigint(0);
+    fputs("> ", stderr);
+    if (wait_for_input()) {
+        catch_sigint(1);
+        fputc('\n', stderr);
+        return 0;
+    }
     errno = 0;
     ssize_t n = getline(line, cap, stdin);
     int read_errno = errno;
@@ -239,6 +263,7 @@ int q3run_chat(q3run_session *s, q3_err *err)
     }
     h.first = h.n;
     s->feed_last_token = 1;
+    setvbuf(stdin, NULL, _IONBF, 0); /* what ppoll sees waiting is all there is */
     fprintf(stderr, "q3run: chat with %s (%d positions); /reset starts over, /exit or Ctrl-D ends, Ctrl-C stops a reply\n",
             s->o->model, s->be->n_ctx);
     char *line = NULL;
