@@ -13,7 +13,9 @@
 #define ROPE_WG 64  /* qk_norm_rope */
 #define ATT_WG 128  /* attention (decode) and attention_prefill: one key position per thread */
 #define GM_WG 256   /* matmul_gemm */
-#define MM_WG 128   /* matmul_mma: 4 warps */
+#ifndef MM_WG
+#define MM_WG 256   /* matmul_mma: 8 warps (Q3_OPENCL_MM_WG=128, a tuning knob, passes -DMM_WG: 4) */
+#endif
 #define FA_WG 128   /* attention_mma: 4 warps, 16 query rows each */
 
 #define TOKB 4 /* tokens per matmul_small work-group: each weight load serves TOKB tokens */

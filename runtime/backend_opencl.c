@@ -66,11 +66,13 @@ typedef struct {
     cl_kernel k[K_COUNT];
     int mma; /* matmul_mma (NVIDIA tensor cores) for prompts instead of matmul_gemm */
     int mma_emulate; /* Q3_OPENCL_MMA=emulate: the same kernels without PTX (tests on PoCL) */
+    int verbose;
     cl_uint att_hg;    /* query heads per decode attention work-group (ATT_HG) */
     cl_uint att_split; /* decode attention: work-groups per query-head group, of the plan being recorded */
     cl_uint att_splits[2]; /* ... of each plan: below ATT_DEEP_POS, and from there on */
     cl_uint mvx;       /* matvec takes matrices of up to mvx columns (MVX) */
     cl_uint mm_bt;     /* matmul_mma: tokens of a block (MM_BT) */
+    cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
@@ -188,8 +190,9 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
      * bisection, e.g. -DMM_STAGES=3 or -DQ3_EMU_CP; docs/opencl.md) */
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u%s %s",
-             m->cfg.head_dim, m->att_hg, m->mvx, matvec_norm_cols(m), m->mm_bt,
+    snprintf(opts, sizeof opts,
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u%s %s",
+             m->cfg.head_dim, m->att_hg, m->mvx, matvec_norm_cols(m), m->mm_bt, m->mm_wg,
              m->mma ? (m->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", extra ? extra : "");
     rc = clBuildProgram(m->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
@@ -215,13 +218,20 @@ static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
         clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
         clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_used, &local_used, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
-        if (max_wg < kernel_group_size[i] || (local_have && local_used > local_have)) {
+        unsigned want_wg = i == K_MM_MMA ? m->mm_wg : kernel_group_size[i];
+        if (max_wg < want_wg || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
                        "allows %zu and has %llu",
-                       m->base.file->path, kernel_names[i], kernel_group_size[i], (unsigned long long)local_used,
-                       max_wg, (unsigned long long)local_have);
+                       m->base.file->path, kernel_names[i], want_wg, (unsigned long long)local_used, max_wg,
+                       (unsigned long long)local_have);
             return -1;
+        }
+        if (m->verbose > 1) { /* -v -v: what each kernel takes (private memory: register spills) */
+            cl_ulong priv = 0;
+            clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
+            fprintf(stderr, "q3: kernel %-18s local %6llu B, private %5llu B, up to %zu work-items\n", kernel_names[i],
+                    (unsigned long long)local_used, (unsigned long long)priv, max_wg);
         }
     }
     return 0;
@@ -415,7 +425,7 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
         rows_all += rows;
     }
     CHECK(rc, "setting matmul arguments");
-    size_t wg = kernel_group_size[kind];
+    size_t wg = m->mma ? m->mm_wg : kernel_group_size[kind];
     size_t global[3] = {blocks * wg, tblocks, ksplit}, local[3] = {wg, 1, 1};
     if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
     if (ksplit == 1) return 0;
@@ -698,6 +708,9 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
         fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d.index, d.name,
                 d.platform_name, d.c_version, d.compute_units);
     cl_int rc;
+    m->verbose = o ? o->verbose : 0;
+    const char *kv = getenv("Q3_OPENCL_VERBOSE"); /* 2: each kernel's local and private memory */
+    if (kv && atoi(kv) > m->verbose) m->verbose = atoi(kv);
     m->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
     CHECK(rc, "clCreateContext");
     const char *prof = getenv("Q3_OPENCL_PROFILE");
@@ -707,8 +720,11 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
     m->mvx = matvec_cols(c, local_bytes);
-    const char *bt_env = getenv("Q3_OPENCL_MM_BT");
+    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
     m->mm_bt = bt_env && atoi(bt_env) == 64 ? 64 : MM_BT;
+    m->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
+    const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
+    if (pcu_env && atoi(pcu_env) > 0 && atoi(pcu_env) <= 8) m->mv_groups = (size_t)d.compute_units * atoi(pcu_env);
     m->queue = clCreateCommandQueue(m->ctx, dev, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     CHECK(rc, "clCreateCommandQueue");
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
@@ -720,7 +736,7 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     /* the tensor-core GEMM copies x in 16-byte chunks of BF16 rows */
     if (c->hidden_size % 8 || c->intermediate_size % 8 || (c->num_heads * c->head_dim) % 8) m->mma = 0;
     if (build_program(m, dev, err)) {
-        if (!m->mma) return -1;
+        if (!m->mma || m->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
         if (o && o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
         for (int i = 0; i < K_COUNT; i++)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "model_check.h"
 #include "q3run.h"
 #include "utf8.h"
 
@@ -185,7 +186,7 @@ int q3run_generate(q3run_session *s, q3run_text *reply, q3run_stop *why, q3_err 
 
 int q3run_encode(q3run_session *s, const char *text, size_t len, int32_t **ids, size_t *n, q3_err *err)
 {
-    return q3_tokenize(s->tk, text, len, ids, n, err);
+    return q3_tokenize(s->tk, text, len, ids, n, err) ? q3_err_name_file(err, s->o->model) : 0;
 }
 
 int q3run_render(q3run_session *s, const q3_chat_message *msgs, size_t n_msgs, int32_t **ids, size_t *n, q3_err *err)
@@ -295,9 +296,7 @@ static int open_model(q3run_session *s, q3_err *err)
 {
     const q3run_options *o = s->o;
     unsigned flags = Q3_OPEN_VERIFY_META | (o->verify ? Q3_OPEN_VERIFY_WEIGHTS : 0) | (o->no_mmap ? Q3_OPEN_LOAD : 0);
-    if (q3_open(&s->file, o->model, flags, err) || q3_read_tokenizer(&s->file, &s->td, err)) return -1;
-    s->tk = q3_tokenizer_create(&s->td, err);
-    return s->tk ? 0 : -1;
+    return q3_open(&s->file, o->model, flags, err) || q3_model_check(&s->file, &s->td, &s->tk, err) ? -1 : 0;
 }
 
 static int start_backend(q3run_session *s, q3_err *err)
