@@ -6,7 +6,7 @@
 #include "convert.h"
 #include "hf_config.h"
 #include "hf_tokenizer.h"
-#include "qwen3_tensors.h"
+#include "../format/q3_arch.h"
 #include "safetensors.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -118,7 +118,7 @@ int q3_convert(const char *hf_dir, const char *out_path, q3_progress_fn progress
     uint32_t n = 0;
     int rc = -1;
     if (q3_hf_config_load(hf_dir, &hc, err) || q3_hf_generation_load(hf_dir, &hc, &gen, err) ||
-        q3_qwen3_tensor_specs(&hc.config, &specs, &n, err) || q3_st_open(&st, hf_dir, err))
+        q3_arch_tensor_specs(&q3_arch_qwen3, &hc.config, &specs, &n, err) || q3_st_open(&st, hf_dir, err))
         goto out;
     src = calloc(n, sizeof *src);
     if (!src) {
