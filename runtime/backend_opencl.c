@@ -1,6 +1,7 @@
 /* backend_opencl.c - the whole Qwen3 graph on an OpenCL device (kernels/qwen3.cl).
- * The weights section is uploaded once as one buffer, in the file's tiled
- * layout; activations and the KV cache live on the device. Per forward call the
+ * The weights section is uploaded once per model and device as one buffer, in the
+ * file's tiled layout, and shared by every context there (ocl_shared); each context
+ * has its own queue, kernels, activations and KV cache on the device. Per pass the
  * host sends the token ids and reads back only the logits it asked for. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,10 +65,24 @@ typedef struct {
     cl_uint rows, cols;
 } plan_entry;
 
+/* What the contexts of one model on one device share (q3_backend_impl.shared_create). */
+typedef struct {
+    q3_cl_device d;
+    cl_context ctx;
+    cl_program program;
+    int mma;
+    cl_mem weights;
+    uint64_t w_base;
+    cl_ulong max_alloc;
+    uint64_t act_align;
+    size_t mv_groups;
+} ocl_shared;
+
 typedef struct {
     q3_backend base;
-    q3_weights w;
+    q3_weights w;   /* a copy of the model's binding (its layers array stays the model's) */
     q3_config cfg;
+    /* ctx, program, mma, weights, w_base and mv_groups are the shared ones, copied */
     cl_context ctx;
     cl_command_queue queue;
     cl_program program;
@@ -90,7 +105,9 @@ typedef struct {
     cl_mem pinned; /* host memory for the logits, mapped until destroy (logits_buffer) */
     float *pinned_map;
     size_t pinned_floats;
-    cl_mem *kcache, *vcache; /* per layer [n_ctx][kv_dim] */
+    /* per layer, f32: K as [kv head][head_dim / 4][n_ctx] float4 (qwen3.cl's kt_index),
+     * V as [n_ctx][kv_dim] */
+    cl_mem *kcache, *vcache;
     uint64_t q_dim, kv_dim;
     cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
     int recording;               /* kern() hands out fresh kernels, launch() records */
@@ -155,49 +172,67 @@ static cl_ulong aoff(const ocl_backend *m, cl_mem buf)
     return 0; /* every buffer the decode kernels take is a region */
 }
 
-static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
+/* Builds the program for the shared state and checks that this device can run
+ * every kernel at its group size (contexts then create their own kernel objects). */
+static int build_program(ocl_shared *s, const q3_file *f, const q3_config *c, q3_err *err)
 {
     const char *srcs[16];
     cl_uint n = 0;
-    for (const q3_cl_source *s = q3_cl_sources; s->name && n < 16; s++) srcs[n++] = s->text;
+    for (const q3_cl_source *src = q3_cl_sources; src->name && n < 16; src++) srcs[n++] = src->text;
     cl_int rc;
-    m->program = clCreateProgramWithSource(m->ctx, n, srcs, NULL, &rc);
-    CHECK(rc, "clCreateProgramWithSource");
+    cl_device_id dev = s->d.id;
+    s->program = clCreateProgramWithSource(s->ctx, n, srcs, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        q3_set_err(err, "%s: OpenCL: clCreateProgramWithSource failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
+        return -1;
+    }
     char opts[128];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u%s", m->cfg.head_dim, m->mma ? " -DQ3_NV_MMA" : "");
-    rc = clBuildProgram(m->program, 1, &dev, opts, NULL, NULL);
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u%s", c->head_dim, s->mma ? " -DQ3_NV_MMA" : "");
+    rc = clBuildProgram(s->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
-        clGetProgramBuildInfo(m->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+        clGetProgramBuildInfo(s->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
         for (char *p = log; *p; p++)
             if (*p == '\n') *p = ' '; /* one line */
-        q3_set_err(err, "%s: OpenCL: building kernels/%s failed: %.400s", m->base.file->path, q3_cl_sources[0].name,
-                   log);
+        q3_set_err(err, "%s: OpenCL: building kernels/%s failed: %.400s", f->path, q3_cl_sources[0].name, log);
         return -1;
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if (i == K_MM_MMA && !m->mma) continue;
-        m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
+        if (i == K_MM_MMA && !s->mma) continue;
+        cl_kernel k = clCreateKernel(s->program, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
-            q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", m->base.file->path,
-                       kernel_names[i], q3_cl_err_name(rc));
+            q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", f->path, kernel_names[i],
+                       q3_cl_err_name(rc));
             return -1;
         }
         /* What this device allows this kernel (registers, local memory), not what
          * OpenCL 1.2 promises in general: the launches use fixed group sizes. */
         size_t max_wg = 0;
         cl_ulong local_used = 0, local_have = 0;
-        clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
-        clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_used, &local_used, NULL);
+        clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
+        clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_used, &local_used, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
+        clReleaseKernel(k);
         if (max_wg < kernel_group_size[i] || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
                        "allows %zu and has %llu",
-                       m->base.file->path, kernel_names[i], kernel_group_size[i], (unsigned long long)local_used,
-                       max_wg, (unsigned long long)local_have);
+                       f->path, kernel_names[i], kernel_group_size[i], (unsigned long long)local_used, max_wg,
+                       (unsigned long long)local_have);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* This context's kernel objects (clSetKernelArg is not safe across threads on one kernel). */
+static int create_kernels(ocl_backend *m, q3_err *err)
+{
+    for (int i = 0; i < K_COUNT; i++) {
+        if (i == K_MM_MMA && !m->mma) continue;
+        cl_int rc;
+        m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
+        CHECK(rc, kernel_names[i]);
     }
     return 0;
 }
@@ -529,46 +564,38 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
     return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, 1, err);
 }
 
-static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
-                       q3_err *err)
+/* One pass of nb <= MAX_BATCH tokens at pos; logits as q3_backend_impl.pass says. */
+static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float *logits, int all_logits, q3_err *err)
 {
     ocl_backend *m = (ocl_backend *)b;
-    const q3_config *c = &m->cfg;
-    cl_uint V = c->vocab_size;
-    if (q3_backend_check_call(b, tokens, n_tokens, pos, err)) return -1;
-    for (int done = 0; done < n_tokens; done += MAX_BATCH) {
-        cl_uint nb = (cl_uint)(n_tokens - done < MAX_BATCH ? n_tokens - done : MAX_BATCH);
-        /* The pass's first position, then its ids, in one write; kernels read
-         * the position from there, so the decode plan's arguments never change.
-         * Non-blocking for a single pass: the forward ends with a blocking read
-         * before the staging array is touched again. */
-        double t_pass = m->host_timing ? now_ms() : 0;
-        m->stage[0] = pos + done;
-        memcpy(m->stage + 1, tokens + done, nb * sizeof(cl_int));
-        CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, n_tokens > MAX_BATCH ? CL_TRUE : CL_FALSE, 0,
-                                   (nb + 1) * sizeof(cl_int), m->stage, 0, NULL, NULL), "writing token ids");
-        int last_chunk = done + (int)nb == n_tokens;
-        if (nb == 1 && m->n_plan) {
-            if (run_plan(m, err)) return -1;
-        } else if (enqueue_pass(m, nb, all_logits ? 2 : last_chunk, err)) {
-            return -1;
-        }
-        /* Each pass restarts the residual stream from its embeddings; only
-         * the KV cache carries context, so earlier passes need no logits. */
-        if (!all_logits && !last_chunk) continue;
-        size_t n_rows = all_logits ? nb : 1;
-        double t_read = m->host_timing ? now_ms() : 0;
-        if (m->host_timing) {
-            m->host_enqueue_ms += t_read - t_pass;
-            if (nb == 1) m->dec_enqueue_ms += t_read - t_pass, m->n_decode++;
-        }
-        CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, n_rows * V * sizeof(float),
-                                  logits + (all_logits ? (uint64_t)done * V : 0), 0, NULL, NULL), "reading logits");
-        if (m->host_timing) {
-            double dt = now_ms() - t_read;
-            m->host_read_ms += dt;
-            if (nb == 1) m->dec_read_ms += dt;
-        }
+    cl_uint V = m->cfg.vocab_size, nb = (cl_uint)n;
+    /* The pass's first position, then its ids, in one write; kernels read the
+     * position from there, so the decode plan's arguments never change.
+     * Non-blocking when the pass ends with a blocking logits read, before the
+     * staging array is touched again. */
+    double t_pass = m->host_timing ? now_ms() : 0;
+    m->stage[0] = pos;
+    memcpy(m->stage + 1, tokens, nb * sizeof(cl_int));
+    CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, logits ? CL_FALSE : CL_TRUE, 0, (nb + 1) * sizeof(cl_int),
+                               m->stage, 0, NULL, NULL), "writing token ids");
+    if (nb == 1 && m->n_plan) {
+        if (run_plan(m, err)) return -1;
+    } else if (enqueue_pass(m, nb, !logits ? 0 : all_logits ? 2 : 1, err)) {
+        return -1;
+    }
+    if (!logits) return 0;
+    size_t n_rows = all_logits ? nb : 1;
+    double t_read = m->host_timing ? now_ms() : 0;
+    if (m->host_timing) {
+        m->host_enqueue_ms += t_read - t_pass;
+        if (nb == 1) m->dec_enqueue_ms += t_read - t_pass, m->n_decode++;
+    }
+    CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, n_rows * V * sizeof(float), logits, 0, NULL, NULL),
+          "reading logits");
+    if (m->host_timing) {
+        double dt = now_ms() - t_read;
+        m->host_read_ms += dt;
+        if (nb == 1) m->dec_read_ms += dt;
     }
     return 0;
 }
@@ -592,10 +619,9 @@ static float *ocl_logits_buffer(q3_backend *b, size_t n_floats)
     return m->pinned_map;
 }
 
-static void ocl_destroy(q3_backend *b)
+static void ocl_release(q3_backend *b)
 {
     ocl_backend *m = (ocl_backend *)b;
-    if (!m) return;
     if (m->pinned) {
         clEnqueueUnmapMemObject(m->queue, m->pinned, m->pinned_map, 0, NULL, NULL);
         clFinish(m->queue);
@@ -609,7 +635,7 @@ static void ocl_destroy(q3_backend *b)
     if (m->host_timing && m->n_decode)
         fprintf(stderr, "q3 opencl host: %ld single-token passes, %.1f us enqueueing and %.1f us waiting for the logits each\n",
                 m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
-    cl_mem bufs[] = {m->weights, m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
+    cl_mem bufs[] = {m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
                      m->logits, m->att_ml, m->rope_cos, m->rope_sin, m->parts, m->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
@@ -622,17 +648,12 @@ static void ocl_destroy(q3_backend *b)
     for (int i = 0; i < K_COUNT; i++)
         if (m->k[i]) clReleaseKernel(m->k[i]);
     for (int i = 0; i < m->n_plan; i++) clReleaseKernel(m->plan[i].k);
-    if (m->program) clReleaseProgram(m->program);
     if (m->queue) clReleaseCommandQueue(m->queue);
-    if (m->ctx) clReleaseContext(m->ctx);
-    q3_weights_free(&m->w);
-    free(m);
 }
 
-static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
+/* The device opts ask for (Q3_OPENCL_DEVICE when they name none), by its index. */
+static int ocl_resolve_device(const q3_file *f, const q3_backend_opts *o, int *device, q3_err *err)
 {
-    const q3_file *f = m->base.file;
-    const q3_config *c = &m->cfg;
     int want = o ? o->device : -1;
     const char *env = getenv("Q3_OPENCL_DEVICE");
     if (want < 0 && env && *env) want = atoi(env);
@@ -642,47 +663,75 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
         q3_set_err(err, "%s: %s", f->path, derr.msg);
         return -1;
     }
-    cl_device_id dev = d.id;
-    const char *name = d.name;
-    if (o && o->verbose)
-        fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d.index, d.name,
-                d.platform_name, d.c_version, d.compute_units);
+    *device = d.index;
+    return 0;
+}
+
+static void ocl_shared_free(void *p)
+{
+    ocl_shared *s = p;
+    if (!s) return;
+    if (s->weights) clReleaseMemObject(s->weights);
+    if (s->program) clReleaseProgram(s->program);
+    if (s->ctx) clReleaseContext(s->ctx);
+    free(s);
+}
+
+/* The device's context, the program and the weights, once per model and device. */
+static int shared_setup(ocl_shared *s, const q3_file *f, const q3_config *c, int device, const q3_backend_opts *o,
+                        q3_err *err)
+{
+    if ((uint64_t)ATT_SPLIT * c->num_heads > 1024) { /* ATT_COMBINE_MAX of qwen3.cl */
+        q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads, 1024 / ATT_SPLIT);
+        return -1;
+    }
+    /* attention reads K and V as float4 and splits a head over ATT_WG / (D / 4) lanes */
+    uint32_t D = c->head_dim;
+    if (D % 4 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
+        q3_set_err(err, "%s: OpenCL backend: head_dim %u unsupported (a multiple of 4 dividing 512, at most %d)",
+                   f->path, D, ATT_MAX_D);
+        return -1;
+    }
+    q3_err derr = {{0}};
+    if (q3_cl_pick_device(device, &s->d, &derr)) {
+        q3_set_err(err, "%s: %s", f->path, derr.msg);
+        return -1;
+    }
+    const q3_cl_device *d = &s->d;
+    if (o->verbose)
+        fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d->index, d->name,
+                d->platform_name, d->c_version, d->compute_units);
     cl_int rc;
-    m->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
-    CHECK(rc, "clCreateContext");
-    const char *prof = getenv("Q3_OPENCL_PROFILE");
-    m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
-    m->profile = m->host_timing && strcmp(prof, "host") != 0;
-    m->mv_groups = (size_t)d.compute_units * MV_PER_CU;
-    m->queue = clCreateCommandQueue(m->ctx, dev, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
-    CHECK(rc, "clCreateCommandQueue");
+    s->ctx = clCreateContext(NULL, 1, &d->id, NULL, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        q3_set_err(err, "%s: OpenCL: clCreateContext failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
+        return -1;
+    }
+    s->mv_groups = (size_t)d->compute_units * MV_PER_CU;
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
      * refuses that, the portable GEMM. Q3_OPENCL_MMA=0 asks for the portable one,
      * =1 tries tensor cores on any platform (a test of the fallback elsewhere). */
     const char *mma_env = getenv("Q3_OPENCL_MMA");
-    m->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d.platform_name, "NVIDIA") != NULL;
-    if (build_program(m, dev, err)) {
-        if (!m->mma) return -1;
-        if (o && o->verbose)
+    s->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d->platform_name, "NVIDIA") != NULL;
+    if (build_program(s, f, c, err)) {
+        if (!s->mma) return -1;
+        if (o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
-        for (int i = 0; i < K_COUNT; i++)
-            if (m->k[i]) clReleaseKernel(m->k[i]), m->k[i] = NULL;
-        clReleaseProgram(m->program);
-        m->program = NULL;
-        m->mma = 0;
-        if (build_program(m, dev, err)) return -1;
+        if (s->program) clReleaseProgram(s->program);
+        s->program = NULL;
+        s->mma = 0;
+        if (build_program(s, f, c, err)) return -1;
     }
-    if (o && o->verbose && m->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
+    if (o->verbose && s->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
 
     const q3_section *ws = q3_get_section(f, Q3_SEC_WEIGHTS);
-    cl_ulong max_alloc = 0;
-    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
-    if (ws->size > max_alloc) {
+    clGetDeviceInfo(d->id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof s->max_alloc, &s->max_alloc, NULL);
+    if (ws->size > s->max_alloc) {
         q3_set_err(err, "%s: OpenCL: the weights (%llu bytes) exceed the device's largest buffer (%llu bytes) on %s",
-                   f->path, (unsigned long long)ws->size, (unsigned long long)max_alloc, name);
+                   f->path, (unsigned long long)ws->size, (unsigned long long)s->max_alloc, d->name);
         return -1;
     }
-    m->w_base = ws->offset;
+    s->w_base = ws->offset;
     /* matmul kernels read tiles as uint4: every tensor must start 16-byte aligned */
     for (uint32_t i = 0; i < f->n_tensors; i++)
         if ((f->tensors[i].offset - ws->offset) % 16) {
@@ -690,15 +739,63 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
                        f->tensors[i].name, (unsigned long long)f->tensors[i].offset);
             return -1;
         }
-    m->weights = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
+    s->weights = clCreateBuffer(s->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
                                 (void *)(f->map + ws->offset), &rc);
-    CHECK(rc, "uploading the weights");
+    if (rc != CL_SUCCESS) {
+        q3_set_err(err, "%s: OpenCL: uploading the weights failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
+        return -1;
+    }
+    cl_uint align_bits = 0; /* sub-buffer origins must be multiples of this */
+    clGetDeviceInfo(d->id, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    s->act_align = align_bits / 8 > 256 ? align_bits / 8 : 256;
+    return 0;
+}
+
+static void *ocl_shared_create(const q3_file *f, const q3_weights *w, int device, const q3_backend_opts *o,
+                               q3_err *err)
+{
+    ocl_shared *s = calloc(1, sizeof *s);
+    if (!s) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return NULL;
+    }
+    if (shared_setup(s, f, w->cfg, device, o, err)) {
+        ocl_shared_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plan. */
+static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
+{
+    ocl_backend *m = (ocl_backend *)b;
+    const ocl_shared *sh = b->shared;
+    const q3_file *f = b->file;
+    m->cfg = f->config;
+    m->w = *b->w;
+    const q3_config *c = &m->cfg;
+    m->q_dim = (uint64_t)c->num_heads * c->head_dim;
+    m->kv_dim = (uint64_t)c->num_kv_heads * c->head_dim;
+    m->ctx = sh->ctx;
+    m->program = sh->program;
+    m->mma = sh->mma;
+    m->weights = sh->weights;
+    m->w_base = sh->w_base;
+    m->mv_groups = sh->mv_groups;
+    m->act_align = sh->act_align;
+    cl_ulong max_alloc = sh->max_alloc;
+    const char *name = sh->d.name;
+    const char *prof = getenv("Q3_OPENCL_PROFILE");
+    m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
+    m->profile = m->host_timing && strcmp(prof, "host") != 0;
+    cl_int rc;
+    m->queue = clCreateCommandQueue(m->ctx, sh->d.id, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
+    CHECK(rc, "clCreateCommandQueue");
+    if (create_kernels(m, err)) return -1;
 
     uint64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, B = MAX_BATCH, V = c->vocab_size;
     uint64_t n_ctx = (uint64_t)m->base.n_ctx;
-    cl_uint align_bits = 0; /* sub-buffer origins must be multiples of this */
-    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
-    m->act_align = align_bits / 8 > 256 ? align_bits / 8 : 256;
     uint64_t half = D / 2;
     act_reserve(m, &m->x, B * H * 4);
     act_reserve(m, &m->xn, B * H * 4);
@@ -763,48 +860,26 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     return 0;
 }
 
-q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o, q3_err *err)
+static int ocl_device_describe(int i, char *buf, size_t cap, q3_err *err)
 {
-    ocl_backend *m = calloc(1, sizeof *m);
-    if (!m) {
-        q3_set_err(err, "%s: out of memory", f->path);
-        return NULL;
-    }
-    m->base.name = "opencl";
-    m->base.file = f;
-    m->base.forward = ocl_forward;
-    m->base.destroy = ocl_destroy;
-    m->base.logits_buffer = ocl_logits_buffer;
-    m->cfg = f->config;
-    const q3_config *c = &m->cfg;
-    if (q3_weights_bind(&m->w, f, err)) {
-        free(m);
-        return NULL;
-    }
-    int n_ctx;
-    if (q3_backend_n_ctx(f, o, &n_ctx, err)) {
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    m->base.n_ctx = n_ctx;
-    if ((uint64_t)ATT_SPLIT * c->num_heads > 1024) { /* ATT_COMBINE_MAX of qwen3.cl */
-        q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads, 1024 / ATT_SPLIT);
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    /* attention reads K and V as float4 and splits a head over ATT_WG / (D / 4) lanes */
-    uint32_t D = c->head_dim;
-    if (D % 4 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
-        q3_set_err(err, "%s: OpenCL backend: head_dim %u unsupported (a multiple of 4 dividing 512, at most %d)",
-                   f->path, D, ATT_MAX_D);
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    m->q_dim = (uint64_t)c->num_heads * c->head_dim;
-    m->kv_dim = (uint64_t)c->num_kv_heads * c->head_dim;
-    if (setup(m, o, err)) {
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    return &m->base;
+    q3_cl_device d;
+    if (q3_cl_pick_device(i, &d, err)) return -1;
+    snprintf(buf, cap, "%s | %s | %s | %u compute units | %.1f GiB%s", d.name, d.platform_name, d.c_version,
+             d.compute_units, (double)d.global_mem / (1u << 30), d.is_gpu ? " | GPU" : "");
+    return 0;
 }
+
+const q3_backend_impl q3_backend_opencl = {
+    .name = "opencl",
+    .size = sizeof(ocl_backend),
+    .max_batch = MAX_BATCH,
+    .resolve_device = ocl_resolve_device,
+    .shared_create = ocl_shared_create,
+    .shared_free = ocl_shared_free,
+    .init = ocl_init,
+    .pass = ocl_pass,
+    .release = ocl_release,
+    .logits_buffer = ocl_logits_buffer,
+    .device_count = q3_cl_count_devices,
+    .device_describe = ocl_device_describe,
+};

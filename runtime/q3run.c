@@ -224,7 +224,7 @@ static int feed(session *s, const int32_t *ids, size_t n, q3_err *err)
         return -1;
     }
     double t0 = now_ms();
-    if (s->be->forward(s->be, ids, (int)n, s->pos, s->logits, 0, err)) return -1;
+    if (q3_backend_forward(s->be, ids, (int)n, s->pos, s->logits, 0, err)) return -1;
     s->prefill_ms += now_ms() - t0;
     s->n_prefill += (int)n;
     s->pos += (int)n;
@@ -253,7 +253,7 @@ static int generate(session *s, q3_err *err)
         s->n_decoded++;
         if (s->pos >= s->be->n_ctx) break;
         double t0 = now_ms();
-        if (s->be->forward(s->be, &t, 1, s->pos, s->logits, 0, err)) return -1;
+        if (q3_backend_forward(s->be, &t, 1, s->pos, s->logits, 0, err)) return -1;
         s->decode_ms += now_ms() - t0;
         s->pos++;
     }
@@ -370,8 +370,8 @@ int main(int argc, char **argv)
     }
 
     q3_backend_opts bo = {.n_threads = o.n_threads, .n_ctx = o.n_ctx, .device = o.device, .verbose = o.verbose};
-    s.be = !strcmp(o.backend, "opencl") ? q3_backend_opencl_create(&s.file, &bo, &err)
-                                         : q3_backend_cpu_create(&s.file, &bo, &err);
+    s.be = !strcmp(o.backend, "opencl") ? q3_backend_create("opencl", &s.file, &bo, &err)
+                                         : q3_backend_create("cpu", &s.file, &bo, &err);
     if (!s.be) goto fail;
     double load_ms = now_ms() - t0;
     s.gen = &s.file.generation;
@@ -427,7 +427,7 @@ done:
     free(prompt);
     if (s.logits_owned) free(s.logits);
     q3_sampler_free(&s.sampler);
-    if (s.be) s.be->destroy(s.be);
+    if (s.be) q3_backend_destroy(s.be);
     q3_tokenizer_free(s.tk);
     q3_tokdata_free(&td);
     q3_close(&s.file);
