@@ -103,10 +103,11 @@ typedef struct {
     uint64_t file_bytes;
     uint64_t n_params;        /* elements of every tensor */
     uint64_t bytes_per_token; /* weights one decoded token reads */
+    uint32_t n_sections, n_tensors;
 } q3_model_info;
 int q3_model_describe(const q3_model *model, q3_model_info *info, q3_err *err);
 
-/* Every checksum of the file (header, each section, each tensor, the whole file);
+/* Every checksum of the file (the header, each section, each tensor, the whole file);
  * report(ctx, line) for each one that does not match. Reading the weights leaves
  * the mapping's pages to the page cache, not to the process. Returns Q3_OK when all
  * match, else Q3_ERROR; *n_checked and *n_bad (may be NULL) count them. */

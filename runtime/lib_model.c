@@ -53,6 +53,8 @@ int q3_model_describe(const q3_model *m, q3_model_info *info, q3_err *err)
     memset(info, 0, sizeof *info);
     info->path = m->file.path;
     info->file_bytes = m->file.size;
+    info->n_sections = Q3_SEC_KIND_MAX;
+    info->n_tensors = m->file.n_tensors;
     for (uint32_t i = 0; i < m->file.n_tensors; i++) info->n_params += m->file.tensors[i].shape[0] * m->file.tensors[i].shape[1];
     q3_weights w;
     if (q3_weights_bind(&w, &m->file, err)) return Q3_ERROR;

@@ -4,29 +4,25 @@
  * backend, must generate the same token ids; their XXH64 is printed beside every figure.
  * Exit: 0 ok, 1 error (corrupt file, backend failure), 2 usage, 3 generated tokens differ. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack: hashing cannot fail */
 #include <xxhash.h>
-#include "../format/q3_format.h"
-#include "../kernels/cpu_kernels.h"
-#include "../runtime/backend.h"
-#include "../runtime/weights.h"
+#include "../include/q3.h"
 
-#define BENCH_CPU 1
-#define BENCH_OPENCL 2
+#define MAX_BACKENDS 8
 #define PROMPT_SEED 0x7133626e63680001ull /* fixed: the prompt is part of what the checksum means */
 #define WARMUP_DECODE 8                   /* decode steps in the warm-up (kernel JIT, first touch) */
 
 typedef struct {
     const char *path;
-    int backends; /* BENCH_* bits */
+    const char *backends[MAX_BACKENDS + 1]; /* NULL-terminated */
     int p, n, r, threads, device, json, verbose;
     int no_mmap;           /* weights read into anonymous memory (q3_load_file) */
     double bandwidth_gbps; /* 0: not given */
@@ -38,8 +34,8 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    int threads;         /* resolved CPU threads; 0 for OpenCL */
-    const char *simd;    /* CPU SIMD level; NULL for OpenCL */
+    int threads;         /* resolved CPU threads; 0 where the backend has none */
+    const char *simd;    /* the kernels in use (CPU: SIMD level); NULL where the backend names none */
     double load_ms;
     double *prefill_s;   /* r: seconds of each prefill call */
     double *decode_s;    /* r: seconds of all decode calls of a repetition */
@@ -93,13 +89,22 @@ static stats ms_stats(const double *sec, size_t n, double per)
     return s;
 }
 
+static void set_err(q3_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(q3_err *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+}
+
 static uint64_t ids_xxh64(const int32_t *ids, size_t n)
 {
     XXH64_state_t st;
     XXH64_reset(&st, 0);
     for (size_t i = 0; i < n; i++) { /* fixed byte order so the checksum is the same on every host */
-        uint8_t b[4];
-        q3_wr32(b, (uint32_t)ids[i]);
+        uint32_t v = (uint32_t)ids[i];
+        uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
         XXH64_update(&st, b, 4);
     }
     return XXH64_digest(&st);
@@ -162,32 +167,27 @@ static void cpu_model(char *out, size_t size)
 
 /* ---- verification: every checksum, each failure named on its own line (as q3check) ---- */
 
-static int verify_file(q3_file *f, const char *path, int load, double *ms, unsigned *n_checked)
+static void print_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "%s\n", line);
+}
+
+static int verify_file(q3_model **m, const char *path, int load, double *ms, unsigned *n_checked)
 {
     q3_err err = {{0}};
     double t0 = now_s();
-    if (q3_open(f, path, Q3_OPEN_NO_SECTION_CHECKS | (load ? Q3_OPEN_LOAD : 0), &err)) {
+    q3_model_params mp = {.verify = Q3_VERIFY_NONE, .no_mmap = load};
+    if (q3_model_open(path, &mp, m, &err)) {
         fprintf(stderr, "%s\n%s: FAILED (cannot be opened or its structure is invalid; nothing was timed)\n", err.msg, path);
         return -1;
     }
     unsigned bad = 0;
-#define CHECK(call)                                                                                            \
-    do {                                                                                                       \
-        if (call) {                                                                                            \
-            fprintf(stderr, "%s\n", err.msg);                                                                  \
-            bad++;                                                                                             \
-        }                                                                                                      \
-    } while (0)
-    CHECK(q3_verify_header(f, &err));
-    for (uint32_t k = 1; k <= Q3_SEC_KIND_MAX; k++) CHECK(q3_verify_section(f, k, &err));
-    for (uint32_t i = 0; i < f->n_tensors; i++) CHECK(q3_verify_tensor(f, &f->tensors[i], &err));
-    CHECK(q3_verify_file(f, &err));
-#undef CHECK
+    q3_model_check(*m, print_line, NULL, n_checked, &bad);
     *ms = (now_s() - t0) * 1e3;
-    *n_checked = f->n_tensors + Q3_SEC_KIND_MAX + 2;
     if (bad) {
         fprintf(stderr, "%s: FAILED (%u of %u checksums do not match; nothing was timed)\n", path, bad, *n_checked);
-        q3_close(f);
+        q3_model_close(*m);
         return -1;
     }
     return 0;
@@ -202,7 +202,7 @@ static int argmax(const float *logits, uint32_t vocab, int32_t *out, const char 
     uint32_t best = 0;
     for (uint32_t i = 0; i < vocab; i++) {
         if (!isfinite(logits[i])) {
-            q3_set_err(err, "%s: logits after %s %d hold %g at id %u (expected finite values)", bname, what, step,
+            set_err(err, "%s: logits after %s %d hold %g at id %u (expected finite values)", bname, what, step,
                        (double)logits[i], i);
             return -1;
         }
@@ -212,28 +212,29 @@ static int argmax(const float *logits, uint32_t vocab, int32_t *out, const char 
     return 0;
 }
 
-/* ids gets n + 1 entries. prefill_s / tok_s may be NULL (warm-up). */
-static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *logits, uint32_t vocab,
+/* ids gets n + 1 entries. prefill_s / tok_s may be NULL (warm-up). Starts from an empty cache. */
+static int run_once(q3_context *c, const char *bname, const int32_t *prompt, int p, int n, uint32_t vocab,
                     int32_t *ids, double *prefill_s, double *tok_s, q3_err *err)
 {
     q3_err e = {{0}};
+    q3_kv_truncate(c, 0, &e);
     double t0 = now_s();
-    if (b->forward(b, prompt, p, 0, logits, 0, &e)) {
-        q3_set_err(err, "%s: prefill of %d tokens failed: %s", b->name, p, e.msg);
+    if (q3_prefill(c, prompt, (size_t)p, &e)) {
+        set_err(err, "%s: prefill of %d tokens failed: %s", bname, p, e.msg);
         return -1;
     }
     double t1 = now_s();
     if (prefill_s) *prefill_s = t1 - t0;
-    if (argmax(logits, vocab, &ids[0], b->name, "prefill of", p, err)) return -1;
+    if (argmax(q3_logits(c), vocab, &ids[0], bname, "prefill of", p, err)) return -1;
     for (int i = 0; i < n; i++) {
         t0 = now_s();
-        if (b->forward(b, &ids[i], 1, p + i, logits, 0, &e)) {
-            q3_set_err(err, "%s: decode step %d (position %d) failed: %s", b->name, i, p + i, e.msg);
+        if (q3_decode(c, ids[i], &e)) {
+            set_err(err, "%s: decode step %d (position %d) failed: %s", bname, i, p + i, e.msg);
             return -1;
         }
         t1 = now_s();
         if (tok_s) tok_s[i] = t1 - t0;
-        if (argmax(logits, vocab, &ids[i + 1], b->name, "decode step", i, err)) return -1;
+        if (argmax(q3_logits(c), vocab, &ids[i + 1], bname, "decode step", i, err)) return -1;
     }
     return 0;
 }
@@ -254,11 +255,10 @@ static void progress(const bench_opts *o, const char *fmt, const char *name, int
 }
 
 /* Returns 0, 1 (error) or 3 (repetitions disagree); err holds the one-line reason. */
-static int run_backend(const q3_file *f, const bench_opts *o, int which, const int32_t *prompt, bench_result *res,
+static int run_backend(q3_model *m, const bench_opts *o, const char *name, const int32_t *prompt, bench_result *res,
                        q3_err *err)
 {
-    const char *name = which == BENCH_CPU ? "cpu" : "opencl";
-    const uint32_t vocab = f->config.vocab_size;
+    const uint32_t vocab = q3_model_config(m)->vocab_size;
     const int n = o->n, r = o->r, n_warm = o->n < WARMUP_DECODE ? o->n : WARMUP_DECODE;
     memset(res, 0, sizeof *res);
     res->name = name;
@@ -269,49 +269,38 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
     int32_t *ids = calloc((size_t)n + 1, sizeof *ids);
     int32_t *warm = calloc((size_t)n_warm + 1, sizeof *warm);
     if (!res->prefill_s || !res->decode_s || !res->tok_s || !res->ids || !ids || !warm) {
-        q3_set_err(err, "%s: out of memory for %lld token timings", name, (long long)r * n);
+        set_err(err, "%s: out of memory for %lld token timings", name, (long long)r * n);
         free(ids);
         free(warm);
         return 1;
     }
 
-    /* Verification read the whole mapping; drop those pages (the page cache keeps them) so that the
-     * peak RSS below is the backend's. A failure only leaves the figure larger. A loaded copy
-     * (--no-mmap) is the weights themselves: dropping it would zero them. */
-    if (f->size && !f->loaded) (void)madvise((void *)f->map, (size_t)f->size, MADV_DONTNEED);
+    /* Verification gave back the mapping's pages (q3_model_check), so the peak RSS below is the backend's. */
     int hwm_ok = rss_reset() == 0 && vm_hwm_kib() >= 0;
     res->rss_method = hwm_ok ? "VmHWM since load" : "ru_maxrss (whole process)";
 
-    q3_backend_opts bo = {.n_threads = o->threads, .n_ctx = o->p + o->n, .device = o->device, .verbose = o->verbose};
+    q3_context_params cp = {.backend = name, .n_ctx = o->p + o->n, .n_threads = o->threads, .device = o->device,
+                            .verbose = o->verbose};
     q3_err e = {{0}};
-    int rc = 1, logits_owned = 0;
-    q3_backend *b = NULL;
-    float *logits = NULL;
+    int rc = 1;
+    q3_context *c = NULL;
     double t0 = now_s();
-    b = which == BENCH_CPU ? q3_backend_cpu_create(f, &bo, &e) : q3_backend_opencl_create(f, &bo, &e);
+    int crc = q3_context_create(m, &cp, &c, &e);
     res->load_ms = (now_s() - t0) * 1e3;
-    if (!b) {
-        q3_set_err(err, "%s: cannot create the backend: %s", name, e.msg);
+    if (crc) {
+        set_err(err, "%s: cannot create the backend: %s", name, e.msg);
         goto out;
     }
-    if (which == BENCH_CPU) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        res->threads = o->threads > 0 ? o->threads : (int)(cores > 0 ? cores : 1);
-        res->simd = q3_simd_name(q3_simd_active());
-    }
-    /* the backend's own logits memory where it has one (OpenCL: pinned, a faster read) */
-    logits = q3_backend_logits(b, vocab, &logits_owned);
-    if (!logits) {
-        q3_set_err(err, "%s: out of memory for %u logits", name, vocab);
-        goto out;
-    }
+    q3_context_info info;
+    q3_context_describe(c, &info);
+    res->threads = info.threads;
+    res->simd = info.variant;
     progress(o, "loaded in %d ms; warm-up (prefill %d)", name, (int)res->load_ms, o->p);
-    if (run_once(b, prompt, o->p, n_warm, logits, vocab, warm, NULL, NULL, err)) goto out;
+    if (run_once(c, name, prompt, o->p, n_warm, vocab, warm, NULL, NULL, err)) goto out;
     for (int k = 0; k < r; k++) {
         progress(o, "repetition %d of %d", name, k + 1, r);
         int32_t *dst = k == 0 ? res->ids : ids;
-        if (run_once(b, prompt, o->p, n, logits, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n,
-                     err))
+        if (run_once(c, name, prompt, o->p, n, vocab, dst, &res->prefill_s[k], res->tok_s + (size_t)k * n, err))
             goto out;
         for (int i = 0; i < n; i++) res->decode_s[k] += res->tok_s[(size_t)k * n + i];
         /* Every repetition, and the warm-up as far as it went, must generate the same ids. */
@@ -322,7 +311,7 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
                 snprintf(who, sizeof who, "the warm-up");
             else
                 snprintf(who, sizeof who, "repetition %d", k + 1);
-            q3_set_err(err, "%s: %s generated id %d at token %d, repetition 1 generated %d "
+            set_err(err, "%s: %s generated id %d at token %d, repetition 1 generated %d "
                        "(the backend is not deterministic)", name, who, k == 0 ? warm[d] : ids[d], d, res->ids[d]);
             rc = 3;
             goto out;
@@ -330,12 +319,11 @@ static int run_backend(const q3_file *f, const bench_opts *o, int which, const i
     }
     rc = 0;
 out:
-    if (b && rc == 0) {
+    if (c && rc == 0) {
         res->peak_rss_kib = hwm_ok ? vm_hwm_kib() : maxrss_kib();
         res->ids_hash = ids_xxh64(res->ids, (size_t)n + 1);
     }
-    if (logits_owned) free(logits);
-    if (b) b->destroy(b);
+    q3_context_free(c);
     free(ids);
     free(warm);
     return rc;
@@ -345,7 +333,7 @@ out:
 
 typedef struct {
     uint64_t file_bytes, params, bytes_per_token;
-    unsigned n_checked;
+    unsigned n_checked, n_sections, n_tensors;
     double verify_ms;
     uint32_t prompt_range; /* prompt ids are in [0, prompt_range) */
     uint64_t prompt_hash;
@@ -357,7 +345,7 @@ typedef struct {
 static void hex64(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
 #define TCOLS 9
-#define TROWS 4
+#define TROWS (2 * MAX_BACKENDS)
 typedef struct {
     char cell[TROWS + 1][TCOLS][64]; /* row 0: header */
     int rows;
@@ -432,7 +420,7 @@ static void print_human(const bench_opts *o, const bench_info *in, const bench_r
     hex64(ph, in->prompt_hash);
     printf("model: %s: %.2f MB, %.2f M parameters\n", o->path, (double)in->file_bytes / 1e6, (double)in->params / 1e6);
     printf("verified: %u checksums (header, %u sections, %u tensors, whole file) in %.1f ms\n", in->n_checked,
-           Q3_SEC_KIND_MAX, in->n_checked - Q3_SEC_KIND_MAX - 2, in->verify_ms);
+           in->n_sections, in->n_tensors, in->verify_ms);
     printf("host: %s, %ld online cores\n", in->cpu, in->cores);
     printf("prompt: %d ids (splitmix64 seed %016llx over [0, %u), xxh64 %s); decode %d greedy; "
            "%d repetition%s after a warm-up\n", o->p, (unsigned long long)PROMPT_SEED, in->prompt_range, ph, o->n, o->r,
@@ -553,8 +541,10 @@ static int print_json(const bench_opts *o, const bench_info *in, const bench_res
 
 static void usage(FILE *out)
 {
+    fprintf(out, "usage: q3bench MODEL.q3 [--backend ");
+    for (const char *const *n = q3_backend_names(); *n; n++) fprintf(out, "%s|", *n);
     fprintf(out,
-            "usage: q3bench MODEL.q3 [--backend cpu|opencl|both] [-p 512] [-n 128] [-r 5] [-t THREADS]\n"
+            "both] [-p 512] [-n 128] [-r 5] [-t THREADS]\n"
             "               [--device N] [--bandwidth GBPS] [--no-mmap] [--json] [-v]\n"
             "  verifies every checksum, then times a P-token prefill and N greedy decode steps, R times\n"
             "  after a warm-up; every repetition (and with --backend both, every backend) must generate\n"
@@ -575,9 +565,34 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
     return 0;
 }
 
+/* --backend NAME, or "both": every backend the library has. */
+static int parse_backends(const char *v, bench_opts *o)
+{
+    const char *const *names = q3_backend_names();
+    memset(o->backends, 0, sizeof o->backends);
+    if (v && !strcmp(v, "both")) {
+        for (int i = 0; names[i] && i < MAX_BACKENDS; i++) o->backends[i] = names[i];
+        return 0;
+    }
+    for (int i = 0; v && names[i]; i++)
+        if (!strcmp(v, names[i])) return o->backends[0] = names[i], 0;
+    return -1;
+}
+
+/* "cpu, opencl or both" */
+static void backend_choices(char *buf, size_t cap)
+{
+    const char *const *names = q3_backend_names();
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; names[i] && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", names[i], names[i + 1] ? ", " : " or both");
+}
+
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){.backends = BENCH_CPU, .p = 512, .n = 128, .r = 5, .threads = 0, .device = -1};
+    *o = (bench_opts){.p = 512, .n = 128, .r = 5, .threads = 0, .device = -1};
+    o->backends[0] = q3_backend_names()[0];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0, takes = 1;
@@ -591,10 +606,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = 1, takes = 0;
         } else if (!strcmp(a, "--backend")) {
-            if (v && !strcmp(v, "cpu")) o->backends = BENCH_CPU;
-            else if (v && !strcmp(v, "opencl")) o->backends = BENCH_OPENCL;
-            else if (v && !strcmp(v, "both")) o->backends = BENCH_CPU | BENCH_OPENCL;
-            else bad = 1;
+            bad = parse_backends(v, o) != 0;
         } else if (!strcmp(a, "-p")) {
             if (parse_int(a, v, 1, 1 << 20, &o->p)) return -1;
         } else if (!strcmp(a, "-n")) {
@@ -617,8 +629,10 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             return -1;
         }
         if (bad) {
+            char choices[128];
+            backend_choices(choices, sizeof choices);
             fprintf(stderr, "q3bench: %s needs %s, got '%s'\n", a,
-                    !strcmp(a, "--backend") ? "cpu, opencl or both" : "a positive number of GB/s", v ? v : "nothing");
+                    !strcmp(a, "--backend") ? choices : "a positive number of GB/s", v ? v : "nothing");
             return -1;
         }
         i += takes;
@@ -637,26 +651,27 @@ int main(int argc, char **argv)
 
     bench_info in;
     memset(&in, 0, sizeof in);
-    q3_file f;
-    if (verify_file(&f, o.path, o.no_mmap, &in.verify_ms, &in.n_checked)) return 1;
-    const q3_config *cfg = &f.config;
-    in.file_bytes = f.size;
-    for (uint32_t i = 0; i < f.n_tensors; i++) in.params += f.tensors[i].shape[0] * f.tensors[i].shape[1];
+    q3_model *m;
+    if (verify_file(&m, o.path, o.no_mmap, &in.verify_ms, &in.n_checked)) return 1;
+    const q3_config *cfg = q3_model_config(m);
     cpu_model(in.cpu, sizeof in.cpu);
     in.cores = sysconf(_SC_NPROCESSORS_ONLN);
 
     int rc = 1;
-    bench_result res[2];
+    bench_result res[MAX_BACKENDS];
     int n_res = 0;
     int32_t *prompt = NULL;
     q3_err err = {{0}};
-    q3_weights w;
-    if (q3_weights_bind(&w, &f, &err)) {
+    q3_model_info mi;
+    if (q3_model_describe(m, &mi, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         goto done;
     }
-    in.bytes_per_token = q3_weights_bytes_per_token(&w);
-    q3_weights_free(&w);
+    in.file_bytes = mi.file_bytes;
+    in.params = mi.n_params;
+    in.bytes_per_token = mi.bytes_per_token;
+    in.n_sections = mi.n_sections;
+    in.n_tensors = mi.n_tensors;
     if (o.bandwidth_gbps > 0 && in.bytes_per_token > 0)
         in.floor_tok_s = o.bandwidth_gbps * 1e9 / (double)in.bytes_per_token;
 
@@ -667,13 +682,13 @@ int main(int argc, char **argv)
         goto done;
     }
     /* Prompt ids come from the tokenizer's ordinary vocabulary (no special tokens), fixed seed. */
-    q3_tokdata td;
-    if (q3_read_tokenizer(&f, &td, &err)) {
+    const q3_tokenizer *tk;
+    if (q3_model_tokenizer(m, &tk, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         goto done;
     }
-    in.prompt_range = td.n_vocab && td.n_vocab < cfg->vocab_size ? td.n_vocab : cfg->vocab_size;
-    q3_tokdata_free(&td);
+    uint32_t n_bpe = q3_tokenizer_bpe_size(tk);
+    in.prompt_range = n_bpe && n_bpe < cfg->vocab_size ? n_bpe : cfg->vocab_size;
     prompt = malloc((size_t)o.p * sizeof *prompt);
     if (!prompt) {
         fprintf(stderr, "q3bench: out of memory for a %d-token prompt\n", o.p);
@@ -683,9 +698,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < o.p; i++) prompt[i] = (int32_t)(splitmix64(&seed) % in.prompt_range);
     in.prompt_hash = ids_xxh64(prompt, (size_t)o.p);
 
-    for (int which = BENCH_CPU; which <= BENCH_OPENCL; which <<= 1) {
-        if (!(o.backends & which)) continue;
-        int brc = run_backend(&f, &o, which, prompt, &res[n_res], &err);
+    for (int i = 0; o.backends[i]; i++) {
+        int brc = run_backend(m, &o, o.backends[i], prompt, &res[n_res], &err);
         n_res++;
         if (brc) {
             fprintf(stderr, "q3bench: %s\n", err.msg);
@@ -693,7 +707,10 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    int agree = n_res < 2 || first_diff(res[0].ids, res[1].ids, o.n + 1) < 0;
+    int differs = 0; /* the first backend whose ids differ from the first's */
+    for (int i = 1; i < n_res && !differs; i++)
+        if (first_diff(res[0].ids, res[i].ids, o.n + 1) >= 0) differs = i;
+    int agree = !differs;
     if (o.json) {
         if (print_json(&o, &in, res, n_res, agree)) {
             fprintf(stderr, "q3bench: out of memory while writing the JSON report\n");
@@ -704,15 +721,18 @@ int main(int argc, char **argv)
         if (n_res > 1 && agree) {
             char h[17];
             hex64(h, res[0].ids_hash);
-            printf("\ntokens: cpu and opencl generated identical ids (%d ids, xxh64 %s)\n", o.n + 1, h);
+            printf("\ntokens: ");
+            for (int i = 0; i < n_res; i++) printf("%s%s", res[i].name, i + 2 < n_res ? ", " : i + 1 < n_res ? " and " : "");
+            printf(" generated identical ids (%d ids, xxh64 %s)\n", o.n + 1, h);
         }
     }
     rc = 0;
     if (!agree) {
-        int d = first_diff(res[0].ids, res[1].ids, o.n + 1);
-        fprintf(stderr, "q3bench: cpu and opencl generated different ids: token %d is %d on cpu, %d on opencl "
-                "(xxh64 %016llx vs %016llx)\n", d, res[0].ids[d], res[1].ids[d],
-                (unsigned long long)res[0].ids_hash, (unsigned long long)res[1].ids_hash);
+        const bench_result *a = &res[0], *b = &res[differs];
+        int d = first_diff(a->ids, b->ids, o.n + 1);
+        fprintf(stderr, "q3bench: %s and %s generated different ids: token %d is %d on %s, %d on %s "
+                "(xxh64 %016llx vs %016llx)\n", a->name, b->name, d, a->ids[d], a->name, b->ids[d], b->name,
+                (unsigned long long)a->ids_hash, (unsigned long long)b->ids_hash);
         rc = 3;
     }
 done:
@@ -723,6 +743,6 @@ done:
         free(res[i].ids);
     }
     free(prompt);
-    q3_close(&f);
+    q3_model_close(m);
     return rc;
 }
