@@ -22,7 +22,9 @@ MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
 RUNTIME_SRC = $(filter-out $(MAINS),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
-CL_SRC = $(sort $(wildcard kernels/*.cl))
+# The shared constants first (kernels/qwen3_shared.h, also a C header), then qwen3.cl
+# (the helpers the others use), then the rest in name order.
+CL_SRC = kernels/qwen3_shared.h kernels/qwen3.cl $(filter-out kernels/qwen3.cl,$(sort $(wildcard kernels/*.cl)))
 TEST_SRC = $(wildcard tests/test_*.c)
 TOOL_BINS = $(patsubst %.c,$(BUILD)/%,$(notdir $(filter $(MAINS),$(wildcard $(MAINS)))))
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -103,6 +105,11 @@ $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/q3run: $(call obj,runtime/q3run.c) $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+# q3bench's pure helpers (list parsing, top-2, messages) are linked into it and into their test.
+BENCH_FMT = $(call obj,tools/bench_fmt.c)
+$(BUILD)/q3bench: $(call obj,tools/q3bench.c) $(BENCH_FMT) $(ALL_LIBS)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+$(BUILD)/tests/test_bench: $(BENCH_FMT)
 # The conversion-side tools need only the format and convert libraries.
 CONVERT_TOOLS = $(BUILD)/q3check $(BUILD)/q3info $(BUILD)/q3synth
 $(CONVERT_TOOLS): $(BUILD)/%: $(BUILD)/obj/tools/%.o $(LIB_CONVERT) $(LIB_FORMAT)

@@ -8,32 +8,17 @@
 #include <string.h>
 #include <time.h>
 #include "../kernels/cl_sources.h"
+#include "../kernels/qwen3_shared.h"
 #include "backend.h"
 #include "ocl_device.h"
 #include "weights.h"
 
 #define MAX_BATCH 512 /* prompt tokens per pass */
 #define SMALL_MAX 8    /* up to this many tokens: matmul_small, else matmul_gemm */
-/* These must match qwen3.cl. */
-#define TOKB 4
-#define MV_WG 256
-#define GM_R 64
-#define GM_T 64
-#define NORM_WG 256
-#define ATT_WG 128
-#define ATT_MAX_D 256
-#define MODE_STORE 0
-#define MODE_ADD 1
-#define XMODE_PLAIN 0
-#define XMODE_NORM 1
-#define XMODE_SILU 2
-#define XMODE_ATTN 3
-#define ATT_SPLIT 8 /* decode attention: work-groups per head */
-#define QB 4        /* attention_prefill: query tokens per work-group */
-#define MVX 4096    /* matvec: the most columns it stages */
+#define ATT_SPLIT 8 /* decode attention: work-groups per query-head group (Q3_OPENCL_ATT_SPLIT) */
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
-#define ACT_REGIONS 16 /* the most regions of the activation buffer (15 used) */
+#define ACT_REGIONS 20 /* the most regions of the activation buffer (16 used) */
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
@@ -44,7 +29,8 @@ static const char *const kernel_names[K_COUNT] = {
     "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
-static const unsigned kernel_group_size[K_COUNT] = {MV_WG, MV_WG, 256, 1, NORM_WG, 64, ATT_WG, ATT_WG, 1, 1, 128};
+static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
+                                                   ATT_WG, ATT_WG, 1,     1, MM_WG};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -65,12 +51,14 @@ typedef struct {
     cl_uint rows, cols;
 } plan_entry;
 
-/* What the contexts of one model on one device share (q3_backend_impl.shared_create). */
+/* What the contexts of one model on one device share (q3_backend_impl.shared_create):
+ * the device's context, the program built for this model, the uploaded weights. */
 typedef struct {
     q3_cl_device d;
     cl_context ctx;
     cl_program program;
-    int mma;
+    int mma, mma_emulate;
+    cl_uint att_hg, att_split, mvx;
     cl_mem weights;
     uint64_t w_base;
     cl_ulong max_alloc;
@@ -82,15 +70,21 @@ typedef struct {
     q3_backend base;
     q3_weights w;   /* a copy of the model's binding (its layers array stays the model's) */
     q3_config cfg;
-    /* ctx, program, mma, weights, w_base and mv_groups are the shared ones, copied */
+    /* ctx, program, mma, mma_emulate, att_hg, att_split, mvx, weights, w_base and
+     * mv_groups are the shared ones (ocl_shared), copied */
     cl_context ctx;
     cl_command_queue queue;
     cl_program program;
     cl_kernel k[K_COUNT];
     int mma; /* matmul_mma (NVIDIA tensor cores) for prompts instead of matmul_gemm */
+    int mma_emulate; /* Q3_OPENCL_MMA=emulate: the same kernels without PTX (tests on PoCL) */
+    cl_uint att_hg;    /* query heads per decode attention work-group (ATT_HG) */
+    cl_uint att_split; /* decode attention: work-groups per query-head group */
+    cl_uint mvx;       /* matvec takes matrices of up to mvx columns (MVX) */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
+    cl_mem xb; /* a prompt GEMM's input in BF16, written by its producer (tensor-core path) */
     cl_mem parts; /* split-K partial products: KSPLIT x MAX_BATCH x hidden */
     /* The buffers above are regions (sub-buffers) of one buffer, act: the decode
      * kernels take act and float offsets instead, since NVIDIA's enqueue costs
@@ -105,9 +99,7 @@ typedef struct {
     cl_mem pinned; /* host memory for the logits, mapped until destroy (logits_buffer) */
     float *pinned_map;
     size_t pinned_floats;
-    /* per layer, f32: K as [kv head][head_dim / 4][n_ctx] float4 (qwen3.cl's kt_index),
-     * V as [n_ctx][kv_dim] */
-    cl_mem *kcache, *vcache;
+    cl_mem *kcache, *vcache; /* per layer, F16 (layouts in qwen3_attention.cl) */
     uint64_t q_dim, kv_dim;
     cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
     int recording;               /* kern() hands out fresh kernels, launch() records */
@@ -172,34 +164,60 @@ static cl_ulong aoff(const ocl_backend *m, cl_mem buf)
     return 0; /* every buffer the decode kernels take is a region */
 }
 
-/* Builds the program for the shared state and checks that this device can run
- * every kernel at its group size (contexts then create their own kernel objects). */
-static int build_program(ocl_shared *s, const q3_file *f, const q3_config *c, q3_err *err)
+static cl_uint round_up(cl_uint v, cl_uint to) { return (v + to - 1) / to * to; }
+
+/* matvec stages the whole x in local memory: its stage is sized for the widest
+ * matrix the model multiplies by one token (down_proj's intermediate size),
+ * as far as the device's local memory allows; wider ones take matmul_small. */
+static cl_uint matvec_cols(const q3_config *c, cl_ulong local_bytes)
 {
+    cl_uint widest = c->intermediate_size > c->hidden_size ? c->intermediate_size : c->hidden_size;
+    cl_uint qd = c->num_heads * c->head_dim;
+    widest = round_up(widest > qd ? widest : qd, 1024);
+    cl_ulong fits = local_bytes > MVX_LOCAL_SPARE ? (local_bytes - MVX_LOCAL_SPARE) / 4 / 1024 * 1024 : 0;
+    if (fits < 1024) fits = 1024;
+    return widest < fits ? widest : (cl_uint)fits;
+}
+
+/* The normalised x (XMODE_NORM) is the hidden state: its registers are sized for that. */
+static cl_uint norm_cols(const q3_config *c, cl_uint mvx)
+{
+    cl_uint h = round_up(c->hidden_size, 1024);
+    return h < mvx ? h : mvx;
+}
+static cl_uint matvec_norm_cols(const ocl_backend *m) { return norm_cols(&m->cfg, m->mvx); }
+
+/* Builds the shared program and checks that the device runs every kernel at its
+ * group size (each context then creates its own kernel objects). */
+static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
+{
+    const q3_config *c = &f->config;
+    cl_device_id dev = sh->d.id;
     const char *srcs[16];
     cl_uint n = 0;
-    for (const q3_cl_source *src = q3_cl_sources; src->name && n < 16; src++) srcs[n++] = src->text;
+    for (const q3_cl_source *s = q3_cl_sources; s->name && n < 16; s++) srcs[n++] = s->text;
     cl_int rc;
-    cl_device_id dev = s->d.id;
-    s->program = clCreateProgramWithSource(s->ctx, n, srcs, NULL, &rc);
+    sh->program = clCreateProgramWithSource(sh->ctx, n, srcs, NULL, &rc);
     if (rc != CL_SUCCESS) {
         q3_set_err(err, "%s: OpenCL: clCreateProgramWithSource failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
         return -1;
     }
-    char opts[128];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u%s", c->head_dim, s->mma ? " -DQ3_NV_MMA" : "");
-    rc = clBuildProgram(s->program, 1, &dev, opts, NULL, NULL);
+    char opts[192];
+    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u%s", c->head_dim,
+             sh->att_hg, sh->mvx, norm_cols(c, sh->mvx),
+             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "");
+    rc = clBuildProgram(sh->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
-        clGetProgramBuildInfo(s->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+        clGetProgramBuildInfo(sh->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
         for (char *p = log; *p; p++)
             if (*p == '\n') *p = ' '; /* one line */
-        q3_set_err(err, "%s: OpenCL: building kernels/%s failed: %.400s", f->path, q3_cl_sources[0].name, log);
+        q3_set_err(err, "%s: OpenCL: building the kernels (kernels/*.cl) failed: %.400s", f->path, log);
         return -1;
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if (i == K_MM_MMA && !s->mma) continue;
-        cl_kernel k = clCreateKernel(s->program, kernel_names[i], &rc);
+        if (i == K_MM_MMA && !sh->mma) continue;
+        cl_kernel k = clCreateKernel(sh->program, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
             q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", f->path, kernel_names[i],
                        q3_cl_err_name(rc));
@@ -355,8 +373,7 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
 {
     cl_uint cols = (cl_uint)segs[0].t->shape[1];
     /* One token: matvec, where x fits its stage and the attention weights its 256 threads. */
-    int vec = n_tok == 1 && cols <= MVX && cols % 32 == 0 &&
-              (xmode != XMODE_ATTN || (uint64_t)nsplit * (cols / m->cfg.head_dim) <= MV_WG);
+    int vec = n_tok == 1 && cols <= m->mvx && cols % 32 == 0 && (xmode != XMODE_NORM || cols <= matvec_norm_cols(m));
     cl_kernel k = kern(m, vec ? K_MATVEC : K_MM_SMALL);
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
@@ -395,13 +412,16 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
 static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_uint ldx, cl_uint n_tok, cl_uint add,
                    q3_err *err)
 {
-    int kind = m->mma ? K_MM_MMA : K_MM_GEMM; /* both: blocks of GM_R rows x GM_T tokens */
+    int kind = m->mma ? K_MM_MMA : K_MM_GEMM; /* x: BF16 (m->xb) for matmul_mma, else f32 */
+    size_t br = m->mma ? MM_BR : GM_R, bt = m->mma ? MM_BT : GM_T;
     cl_kernel k = kern(m, kind);
     cl_uint cols = (cl_uint)segs[0].t->shape[1], rows0 = (cl_uint)segs[0].t->shape[0];
-    size_t blocks = 0, tblocks = (n_tok + GM_T - 1) / GM_T, ksplit = 1;
-    for (int i = 0; i < n_segs; i++) blocks += (segs[i].t->shape[0] + GM_R - 1) / GM_R;
+    size_t blocks = 0, tblocks = (n_tok + bt - 1) / bt, ksplit = 1;
+    for (int i = 0; i < n_segs; i++) blocks += (segs[i].t->shape[0] + br - 1) / br;
+    /* a lone matrix of few row blocks (o_proj, down_proj): split over the columns
+     * until about the resident work-groups run, keeping 8 column steps each */
     if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size)
-        while (ksplit < KSPLIT && blocks * tblocks * ksplit < m->mv_groups * 2 && (cols + 31) / 32 / (ksplit * 2) >= 8)
+        while (ksplit < KSPLIT && blocks * tblocks * ksplit < m->mv_groups && (cols + 31) / 32 / (ksplit * 2) >= 8)
             ksplit *= 2;
     cl_mem y0 = ksplit > 1 ? m->parts : segs[0].y;
     cl_uint ld0 = ksplit > 1 ? rows0 : segs[0].ld, part_stride = n_tok * rows0;
@@ -447,24 +467,32 @@ static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem 
     return mm_gemm(m, &sg, 1, x, ldx, n_tok, add, err);
 }
 
+/* The input buffer of a prompt GEMM, and whether its producer writes it in BF16
+ * (the tensor-core GEMM reads BF16 through cp.async; the portable one f32). */
+static cl_mem gemm_in(const ocl_backend *m, cl_mem f32) { return m->mma ? m->xb : f32; }
+
 static int run_norm(ocl_backend *m, cl_mem x, const q3_tensor *w, cl_mem out, cl_uint n_tok, q3_err *err)
 {
     cl_kernel k = kern(m, K_NORM);
     cl_ulong off = woff(m, w, 2);
-    cl_uint n = (cl_uint)w->shape[0];
+    cl_uint n = (cl_uint)w->shape[0], bf = out == m->xb;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
-    cl_int rc = ARG(k, 0, x) | ARG(k, 1, m->weights) | ARG(k, 2, off) | ARG(k, 3, out) | ARG(k, 4, n) | ARG(k, 5, eps);
+    cl_int rc = ARG(k, 0, x) | ARG(k, 1, m->weights) | ARG(k, 2, off) | ARG(k, 3, out) | ARG(k, 4, n) | ARG(k, 5, eps) |
+                ARG(k, 6, bf);
     CHECK(rc, "setting rmsnorm arguments");
     size_t global = (size_t)n_tok * NORM_WG, local = NORM_WG;
     return launch(m, k, K_NORM, 1, &global, &local, n, 0, err);
 }
 
-/* gate = silu(gate) * up over n values (a prompt's down_proj input). */
+/* silu(gate) * up over n values (a prompt's down_proj input), into gate or, in
+ * BF16, into m->xb. */
 static int silu_mul(ocl_backend *m, size_t n, q3_err *err)
 {
     cl_kernel k = kern(m, K_SILU);
-    CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up), "setting silu_mul arguments");
-    return launch(m, k, K_SILU, 1, &n, NULL, 0, 0, err);
+    cl_uint bf = m->mma;
+    CHECK(ARG(k, 0, m->gate) | ARG(k, 1, m->up) | ARG(k, 2, m->xb) | ARG(k, 3, bf), "setting silu_mul arguments");
+    size_t pairs = n / 2;
+    return launch(m, k, K_SILU, 1, &pairs, NULL, 0, 0, err);
 }
 
 /* One layer on m->x (the residual stream, updated in place). A few tokens: six
@@ -483,8 +511,8 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         if (mm_small(m, qkv, 3, m->x, m->x, H, XMODE_NORM, L->input_norm, n_tok, MODE_STORE, 1, err)) return -1;
     } else {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
-        if (run_norm(m, m->x, L->input_norm, m->xn, n_tok, err) ||
-            mm_gemm(m, qkv, 3, m->xn, H, n_tok, 0, err))
+        if (run_norm(m, m->x, L->input_norm, gemm_in(m, m->xn), n_tok, err) ||
+            mm_gemm(m, qkv, 3, gemm_in(m, m->xn), H, n_tok, 0, err))
             return -1;
     }
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
@@ -492,8 +520,9 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     cl_int rc;
     if (n_tok == 1) {
         /* q/k norm and RoPE happen inside the attention launch, the positions are
-         * split over ATT_SPLIT work-groups per head, and o_proj combines them. */
-        cl_uint nsplit = ATT_SPLIT;
+         * split over att_split work-groups per group of att_hg heads, and o_proj
+         * combines them. */
+        cl_uint nsplit = m->att_split;
         k = kern(m, K_ATTN);
         cl_ulong a_off[8] = {aoff(m, m->q),        aoff(m, m->att),      aoff(m, m->tokens),   aoff(m, m->kk),
                              aoff(m, m->v),        aoff(m, m->rope_cos), aoff(m, m->rope_sin), aoff(m, m->att_ml)};
@@ -502,7 +531,7 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
              ARG(k, 10, n_ctx);
         for (int i = 0; i < 8; i++) rc |= ARG(k, 11 + i, a_off[i]);
         CHECK(rc, "setting attention arguments");
-        size_t ga[2] = {(size_t)nq * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
+        size_t ga[2] = {(size_t)(nq / m->att_hg) * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
         mm_seg o = {L->wo, m->x, H};
         if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err) ||
             mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err))
@@ -514,14 +543,19 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
              ARG(k, 9, m->vcache[l]) | ARG(k, 10, nq) | ARG(k, 11, nkv) | ARG(k, 12, n_ctx) | ARG(k, 13, m->tokens) |
              ARG(k, 14, eps);
         CHECK(rc, "setting qk_norm_rope arguments");
-        size_t g2[2] = {(size_t)(nq + nkv) * 64, n_tok}, l2[2] = {64, 1};
+        size_t g2[2] = {(size_t)(nq + nkv) * ROPE_WG, n_tok}, l2[2] = {ROPE_WG, 1};
         if (launch(m, k, K_QKROPE, 2, g2, l2, 0, 0, err)) return -1;
+        /* o_proj's input: BF16 in m->xb for a tensor-core GEMM (more than SMALL_MAX
+         * tokens), else f32 in m->att */
+        int gemm = n_tok > SMALL_MAX;
+        cl_mem att_out = gemm ? gemm_in(m, m->att) : m->att;
+        cl_uint bf = att_out == m->xb;
         k = kern(m, K_ATTN_PF);
-        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->att) | ARG(k, 4, nq) |
-             ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens) | ARG(k, 8, n_ctx);
+        rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, att_out) | ARG(k, 4, nq) |
+             ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens) | ARG(k, 8, n_ctx) | ARG(k, 9, bf);
         CHECK(rc, "setting attention_prefill arguments");
         size_t ga[2] = {(size_t)nq * ATT_WG, (n_tok + QB - 1) / QB}, la[2] = {ATT_WG, 1};
-        if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err) || mm(m, L->wo, m->att, qd, m->x, H, n_tok, 1, err))
+        if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err) || mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
             return -1;
     }
     if (small) {
@@ -531,9 +565,9 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
                         1, err);
     }
     mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}}, down = {L->w_down, m->x, H};
-    return run_norm(m, m->x, L->post_norm, m->xn, n_tok, err) ||
-           mm_gemm(m, gu, 2, m->xn, H, n_tok, 0, err) || silu_mul(m, n_tok * I, err) ||
-           mm_gemm(m, &down, 1, m->gate, I, n_tok, 1, err);
+    return run_norm(m, m->x, L->post_norm, gemm_in(m, m->xn), n_tok, err) ||
+           mm_gemm(m, gu, 2, gemm_in(m, m->xn), H, n_tok, 0, err) || silu_mul(m, (size_t)n_tok * I, err) ||
+           mm_gemm(m, &down, 1, gemm_in(m, m->gate), I, n_tok, 1, err);
 }
 
 /* Embedding, the layers and the logits for nb tokens at the staged position.
@@ -550,8 +584,10 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
     if (launch(m, k, K_EMBED, 2, ge, NULL, 0, 0, err)) return -1;
     for (uint32_t l = 0; l < c->num_layers; l++)
         if (run_layer(m, l, nb, err)) return -1;
-    if (logits == 2)
-        return run_norm(m, m->x, m->w.norm, m->xn, nb, err) || mm(m, m->w.lm_head, m->xn, H, m->logits, V, nb, 0, err);
+    if (logits == 2) {
+        cl_mem xn = nb > SMALL_MAX ? gemm_in(m, m->xn) : m->xn;
+        return run_norm(m, m->x, m->w.norm, xn, nb, err) || mm(m, m->w.lm_head, xn, H, m->logits, V, nb, 0, err);
+    }
     if (logits == 0) return 0;
     /* Only the last token's row: copied out, then normed inside the lm_head launch. */
     cl_mem last = m->x;
@@ -635,8 +671,9 @@ static void ocl_release(q3_backend *b)
     if (m->host_timing && m->n_decode)
         fprintf(stderr, "q3 opencl host: %ld single-token passes, %.1f us enqueueing and %.1f us waiting for the logits each\n",
                 m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
-    cl_mem bufs[] = {m->x, m->xn, m->q, m->kk, m->v, m->att, m->tmp, m->gate, m->up, m->tokens,
-                     m->logits, m->att_ml, m->rope_cos, m->rope_sin, m->parts, m->act};
+    cl_mem bufs[] = {m->x,      m->xn,     m->q,        m->kk,       m->v,     m->att,
+                     m->tmp,     m->gate,   m->up,     m->tokens,   m->logits,   m->att_ml, m->rope_cos,
+                     m->rope_sin, m->parts, m->xb,     m->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
     for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
@@ -669,69 +706,87 @@ static int ocl_resolve_device(const q3_file *f, const q3_backend_opts *o, int *d
 
 static void ocl_shared_free(void *p)
 {
-    ocl_shared *s = p;
-    if (!s) return;
-    if (s->weights) clReleaseMemObject(s->weights);
-    if (s->program) clReleaseProgram(s->program);
-    if (s->ctx) clReleaseContext(s->ctx);
-    free(s);
+    ocl_shared *sh = p;
+    if (!sh) return;
+    if (sh->weights) clReleaseMemObject(sh->weights);
+    if (sh->program) clReleaseProgram(sh->program);
+    if (sh->ctx) clReleaseContext(sh->ctx);
+    free(sh);
 }
 
-/* The device's context, the program and the weights, once per model and device. */
-static int shared_setup(ocl_shared *s, const q3_file *f, const q3_config *c, int device, const q3_backend_opts *o,
-                        q3_err *err)
+/* What the model's contexts on this device share: checks of the shapes the kernels
+ * take, the device's context, the program and the weights. */
+static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_backend_opts *o, q3_err *err)
 {
-    if ((uint64_t)ATT_SPLIT * c->num_heads > 1024) { /* ATT_COMBINE_MAX of qwen3.cl */
-        q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads, 1024 / ATT_SPLIT);
+    const q3_config *c = &f->config;
+    /* Decode attention: a work-group serves 4, 2 or 1 query heads of a KV group,
+     * and att_split work-groups share the positions; o_proj combines at most
+     * ATT_COMBINE_MAX (split, head) pairs. */
+    uint32_t group = c->num_heads / c->num_kv_heads;
+    sh->att_hg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
+    const char *split_env = getenv("Q3_OPENCL_ATT_SPLIT");
+    sh->att_split = split_env && atoi(split_env) > 0 ? (cl_uint)atoi(split_env) : ATT_SPLIT;
+    while (sh->att_split > 1 && (uint64_t)sh->att_split * c->num_heads > ATT_COMBINE_MAX) sh->att_split /= 2;
+    if (c->num_heads > ATT_COMBINE_MAX || sh->att_split > MAX_BATCH) {
+        q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads,
+                   ATT_COMBINE_MAX);
         return -1;
     }
-    /* attention reads K and V as float4 and splits a head over ATT_WG / (D / 4) lanes */
+    /* the attention kernels read K 8 halves and V 4 or 8 at a time, split a head
+     * over ATT_WG / (D / 4) lanes and its sum of squares into 16 partials */
     uint32_t D = c->head_dim;
-    if (D % 4 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
-        q3_set_err(err, "%s: OpenCL backend: head_dim %u unsupported (a multiple of 4 dividing 512, at most %d)",
+    if (D % 16 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
+        q3_set_err(err, "%s: OpenCL backend: head_dim %u unsupported (a multiple of 16 dividing 512, at most %d)",
                    f->path, D, ATT_MAX_D);
         return -1;
     }
     q3_err derr = {{0}};
-    if (q3_cl_pick_device(device, &s->d, &derr)) {
+    if (q3_cl_pick_device(device, &sh->d, &derr)) {
         q3_set_err(err, "%s: %s", f->path, derr.msg);
         return -1;
     }
-    const q3_cl_device *d = &s->d;
+    const q3_cl_device *d = &sh->d;
+    cl_device_id dev = d->id;
     if (o->verbose)
         fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d->index, d->name,
                 d->platform_name, d->c_version, d->compute_units);
     cl_int rc;
-    s->ctx = clCreateContext(NULL, 1, &d->id, NULL, NULL, &rc);
+    sh->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) {
         q3_set_err(err, "%s: OpenCL: clCreateContext failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
         return -1;
     }
-    s->mv_groups = (size_t)d->compute_units * MV_PER_CU;
+    sh->mv_groups = (size_t)d->compute_units * MV_PER_CU;
+    cl_ulong local_bytes = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
+    sh->mvx = matvec_cols(c, local_bytes);
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
      * refuses that, the portable GEMM. Q3_OPENCL_MMA=0 asks for the portable one,
      * =1 tries tensor cores on any platform (a test of the fallback elsewhere). */
     const char *mma_env = getenv("Q3_OPENCL_MMA");
-    s->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d->platform_name, "NVIDIA") != NULL;
-    if (build_program(s, f, c, err)) {
-        if (!s->mma) return -1;
+    sh->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d->platform_name, "NVIDIA") != NULL;
+    sh->mma_emulate = sh->mma && mma_env && !strcmp(mma_env, "emulate");
+    /* the tensor-core GEMM copies x in 16-byte chunks of BF16 rows */
+    if (c->hidden_size % 8 || c->intermediate_size % 8 || (c->num_heads * c->head_dim) % 8) sh->mma = 0;
+    if (build_program(sh, f, err)) {
+        if (!sh->mma) return -1;
         if (o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
-        if (s->program) clReleaseProgram(s->program);
-        s->program = NULL;
-        s->mma = 0;
-        if (build_program(s, f, c, err)) return -1;
+        if (sh->program) clReleaseProgram(sh->program);
+        sh->program = NULL;
+        sh->mma = 0;
+        if (build_program(sh, f, err)) return -1;
     }
-    if (o->verbose && s->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
+    if (o->verbose && sh->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
 
     const q3_section *ws = q3_get_section(f, Q3_SEC_WEIGHTS);
-    clGetDeviceInfo(d->id, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof s->max_alloc, &s->max_alloc, NULL);
-    if (ws->size > s->max_alloc) {
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof sh->max_alloc, &sh->max_alloc, NULL);
+    if (ws->size > sh->max_alloc) {
         q3_set_err(err, "%s: OpenCL: the weights (%llu bytes) exceed the device's largest buffer (%llu bytes) on %s",
-                   f->path, (unsigned long long)ws->size, (unsigned long long)s->max_alloc, d->name);
+                   f->path, (unsigned long long)ws->size, (unsigned long long)sh->max_alloc, d->name);
         return -1;
     }
-    s->w_base = ws->offset;
+    sh->w_base = ws->offset;
     /* matmul kernels read tiles as uint4: every tensor must start 16-byte aligned */
     for (uint32_t i = 0; i < f->n_tensors; i++)
         if ((f->tensors[i].offset - ws->offset) % 16) {
@@ -739,31 +794,31 @@ static int shared_setup(ocl_shared *s, const q3_file *f, const q3_config *c, int
                        f->tensors[i].name, (unsigned long long)f->tensors[i].offset);
             return -1;
         }
-    s->weights = clCreateBuffer(s->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
-                                (void *)(f->map + ws->offset), &rc);
+    sh->weights = clCreateBuffer(sh->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
+                                 (void *)(f->map + ws->offset), &rc);
     if (rc != CL_SUCCESS) {
         q3_set_err(err, "%s: OpenCL: uploading the weights failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
         return -1;
     }
     cl_uint align_bits = 0; /* sub-buffer origins must be multiples of this */
-    clGetDeviceInfo(d->id, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
-    s->act_align = align_bits / 8 > 256 ? align_bits / 8 : 256;
+    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    sh->act_align = align_bits / 8 > 256 ? align_bits / 8 : 256;
     return 0;
 }
 
 static void *ocl_shared_create(const q3_file *f, const q3_weights *w, int device, const q3_backend_opts *o,
                                q3_err *err)
 {
-    ocl_shared *s = calloc(1, sizeof *s);
-    if (!s) {
+    ocl_shared *sh = calloc(1, sizeof *sh);
+    if (!sh) {
         q3_set_err(err, "%s: out of memory", f->path);
         return NULL;
     }
-    if (shared_setup(s, f, w->cfg, device, o, err)) {
-        ocl_shared_free(s);
+    if (shared_setup(sh, f, device, o, err)) {
+        ocl_shared_free(sh);
         return NULL;
     }
-    return s;
+    return sh;
 }
 
 /* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plan. */
@@ -780,6 +835,10 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->ctx = sh->ctx;
     m->program = sh->program;
     m->mma = sh->mma;
+    m->mma_emulate = sh->mma_emulate;
+    m->att_hg = sh->att_hg;
+    m->att_split = sh->att_split;
+    m->mvx = sh->mvx;
     m->weights = sh->weights;
     m->w_base = sh->w_base;
     m->mv_groups = sh->mv_groups;
@@ -801,11 +860,13 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     act_reserve(m, &m->xn, B * H * 4);
     act_reserve(m, &m->tmp, B * H * 4);
     act_reserve(m, &m->q, B * m->q_dim * 4);
-    act_reserve(m, &m->att, B * m->q_dim * 4); /* also ATT_SPLIT partial outputs (B >= ATT_SPLIT) */
-    act_reserve(m, &m->att_ml, (uint64_t)ATT_SPLIT * c->num_heads * 2 * 4);
+    act_reserve(m, &m->att, B * m->q_dim * 4); /* also att_split partial outputs (B >= att_split) */
+    act_reserve(m, &m->att_ml, (uint64_t)m->att_split * c->num_heads * 2 * 4);
     act_reserve(m, &m->kk, B * m->kv_dim * 4);
     act_reserve(m, &m->v, B * m->kv_dim * 4);
     act_reserve(m, &m->gate, B * I * 4);
+    uint64_t widest = H > I ? H : I;
+    act_reserve(m, &m->xb, B * (widest > m->q_dim ? widest : m->q_dim) * 2);
     act_reserve(m, &m->up, B * I * 4);
     act_reserve(m, &m->tokens, (B + 1) * 4);
     act_reserve(m, &m->parts, (uint64_t)KSPLIT * B * H * 4);
@@ -826,8 +887,8 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
         return -1;
     }
     for (uint32_t l = 0; l < c->num_layers; l++) {
-        m->kcache[l] = dev_alloc(m, n_ctx * m->kv_dim * 4, &rc);
-        m->vcache[l] = dev_alloc(m, n_ctx * m->kv_dim * 4, &rc);
+        m->kcache[l] = dev_alloc(m, n_ctx * m->kv_dim * 2, &rc);
+        m->vcache[l] = dev_alloc(m, n_ctx * m->kv_dim * 2, &rc);
     }
     CHECK(rc, "allocating activations and the KV cache (try a smaller --ctx)");
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # e2e_bench.sh - q3bench as a user runs it, on the demo model with tiny -p/-n/-r: the report and
-# its token checksum, the JSON, refusal of a damaged file before anything is timed, and CPU and
-# OpenCL (PoCL in CI) generating the same tokens. No timing is asserted: speed is measured by
+# its token checksum, the JSON, lists of prompt lengths and depths, refusal of a damaged file
+# before anything is timed, and CPU and OpenCL (PoCL in CI) generating the same tokens. No timing is asserted: speed is measured by
 # benchmarks, never by tests.
 set -u
 BUILD=${BUILD:-build}
@@ -20,7 +20,8 @@ B="$BUILD/q3bench"
 SMALL=(-p 8 -n 4 -r 2)
 # json FILE EXPR: evaluate a Python expression over the parsed report d; exit 0 when true.
 json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' "$1" "$2"; }
-hash_of() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["tokens_xxh64"])' "$1" "$2"; }
+# hash_of FILE BACKEND [TEST]: the tokens_xxh64 of one test (default the first) of one backend.
+hash_of() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["tests"][int(sys.argv[3])]["tokens_xxh64"])' "$1" "$2" "${3:-0}"; }
 
 # ---- usage ----
 : >"$T/out"
@@ -34,12 +35,18 @@ check "-p 0: exit 2, gives the range" '[ $rc -eq 2 ] && grep -q "^q3bench: -p ne
 check "--backend gpu: exit 2" '[ $rc -eq 2 ] && grep -q "cpu, opencl or both" "$T/err"'
 "$B" "$MODEL" -p 4000 -n 1000 >/dev/null 2>"$T/err"; rc=$?
 check "more positions than max_position_embeddings: exit 2" '[ $rc -eq 2 ] && grep -q "max_position_embeddings" "$T/err"'
+"$B" "$MODEL" -p 8 --depth 4000 -n 1000 >/dev/null 2>"$T/err"; rc=$?
+check "a depth beyond max_position_embeddings: exit 2" '[ $rc -eq 2 ] && grep -q "needs 5000 positions" "$T/err"'
+for bad in "-p 8,,16" "-p 8," "-p 8,8" "--depth x" "--depth 4,-1" "--depth"; do
+    "$B" "$MODEL" $bad >/dev/null 2>"$T/err"; rc=$?
+    check "bad list '$bad': exit 2, says what a list is" '[ $rc -eq 2 ] && grep -q "needs a comma-separated list" "$T/err"'
+done
 
 # ---- CPU, readable report ----
 "$B" "$MODEL" "${SMALL[@]}" -t 2 >"$T/out" 2>"$T/err"; rc=$?
 check "cpu table: exit 0, verified every checksum, pp and tg rows" \
     '[ $rc -eq 0 ] && grep -q "^verified: 53 checksums (header, 5 sections, 46 tensors, whole file)" "$T/out" &&
-     grep -q "^| backend " "$T/out" && grep -q "^| cpu .* | pp8 " "$T/out" && grep -q "^| cpu .* | tg4 " "$T/out"'
+     grep -q "^| backend " "$T/out" && grep -q "^| cpu .* | pp8 " "$T/out" && grep -q "^| cpu .* | tg4 @ d8 " "$T/out"'
 rows=$(grep -c "^| cpu" "$T/out")
 hashes=$(grep "^| cpu" "$T/out" | grep -oE "\| [0-9a-f]{16} \|$" | sort -u | wc -l)
 check "every row carries the same 16-hex token checksum" '[ "$rows" -eq 2 ] && [ "$hashes" -eq 1 ]'
@@ -54,10 +61,14 @@ check "--no-mmap: exit 0, verified, the same token checksum" \
 "$B" "$MODEL" "${SMALL[@]}" -t 2 --json >"$T/cpu.json" 2>"$T/err"; rc=$?; cp "$T/cpu.json" "$T/out"
 check "cpu --json: exit 0 and the JSON parses with every field" \
     '[ $rc -eq 0 ] && json "$T/cpu.json" "d[\"verify\"][\"checksums\"] == 53 and d[\"prompt\"][\"tokens\"] == 8 and
+     d[\"prompt_lengths\"] == [8] and d[\"depths\"] is None and d[\"n_ctx\"] == 12 and
      d[\"decode_tokens\"] == 4 and d[\"repetitions\"] == 2 and len(d[\"results\"]) == 1 and
      d[\"results\"][0][\"backend\"] == \"cpu\" and d[\"results\"][0][\"threads\"] == 2 and
-     d[\"results\"][0][\"generated_ids\"] == 5 and d[\"results\"][0][\"load_ms\"] >= 0 and
-     all(d[\"results\"][0][s][k][m] > 0 for s, k in ((\"prefill\", \"tok_s\"), (\"decode\", \"tok_s\"), (\"decode\", \"ms_per_token\")) for m in (\"min\", \"median\", \"max\")) and
+     d[\"results\"][0][\"load_ms\"] >= 0 and
+     [(t[\"kind\"], t[\"name\"], t.get(\"p\"), t.get(\"depth\"), t.get(\"n\"), t[\"generated_ids\"]) for t in d[\"results\"][0][\"tests\"]] ==
+       [(\"pp\", \"pp8\", 8, None, None, 5), (\"tg\", \"tg4 @ d8\", None, 8, 4, 5)] and
+     all(t[k][m] > 0 for t, k in ((d[\"results\"][0][\"tests\"][0], \"tok_s\"), (d[\"results\"][0][\"tests\"][0], \"ms_per_prompt_token\"),
+         (d[\"results\"][0][\"tests\"][1], \"tok_s\"), (d[\"results\"][0][\"tests\"][1], \"ms_per_token\")) for m in (\"min\", \"median\", \"max\")) and
      d[\"results\"][0][\"peak_rss_kib\"] > 0 and d[\"floor\"][\"bytes_per_token\"] > 0 and d[\"floor\"][\"bandwidth_gbps\"] is None"'
 cpu_hash=$(hash_of "$T/cpu.json" 0)
 check "the JSON checksum equals the table's (same ids in another process)" '[ -n "$cpu_hash" ] && [ "$cpu_hash" = "$table_hash" ]'
@@ -70,14 +81,15 @@ check "-t 1 -r 1 generates the same ids as -t 2 -r 2" '[ $rc -eq 0 ] && [ "$(has
 "$B" "$MODEL" "${SMALL[@]}" --bandwidth 10 --json >"$T/bw.json" 2>"$T/err"; rc=$?; cp "$T/bw.json" "$T/out"
 check "--bandwidth 10: floor = 10e9 / bytes_per_token, % of floor reported" \
     '[ $rc -eq 0 ] && json "$T/bw.json" "abs(d[\"floor\"][\"max_tok_s\"] - 10e9 / d[\"floor\"][\"bytes_per_token\"]) < 1e-6 * d[\"floor\"][\"max_tok_s\"] and
-     abs(d[\"results\"][0][\"decode\"][\"pct_of_floor\"] - 100 * d[\"results\"][0][\"decode\"][\"tok_s\"][\"median\"] / d[\"floor\"][\"max_tok_s\"]) < 1e-6"'
+     abs(d[\"results\"][0][\"tests\"][1][\"pct_of_floor\"] - 100 * d[\"results\"][0][\"tests\"][1][\"tok_s\"][\"median\"] / d[\"floor\"][\"max_tok_s\"]) < 1e-6 and
+     \"pct_of_floor\" not in d[\"results\"][0][\"tests\"][0]"'
 "$B" "$MODEL" "${SMALL[@]}" --bandwidth 10 >"$T/out" 2>"$T/err"; rc=$?
 check "--bandwidth 10: the table shows the floor and a % for the tg row" \
     '[ $rc -eq 0 ] && grep -q "^floor: .* / 10.00 GB/s (--bandwidth)" "$T/out" && grep "| tg4 " "$T/out" | grep -qE "\| +[0-9.]+ \| +[0-9.]+ \| [0-9a-f]{16} \|$"'
 
 # ---- prefill only ----
 "$B" "$MODEL" -p 8 -n 0 -r 1 --json >"$T/n0.json" 2>"$T/err"; rc=$?; cp "$T/n0.json" "$T/out"
-check "-n 0: prefill only, one generated id" '[ $rc -eq 0 ] && json "$T/n0.json" "\"decode\" not in d[\"results\"][0] and d[\"results\"][0][\"generated_ids\"] == 1"'
+check "-n 0: prefill only, one generated id" '[ $rc -eq 0 ] && json "$T/n0.json" "[t[\"kind\"] for t in d[\"results\"][0][\"tests\"]] == [\"pp\"] and d[\"results\"][0][\"tests\"][0][\"generated_ids\"] == 1"'
 
 # ---- a damaged file is refused before anything is loaded or timed ----
 "$BUILD/q3info" "$MODEL" >"$T/info"
@@ -98,12 +110,40 @@ check "a truncated file: exit 1 with one reason, no report" '[ $rc -eq 1 ] && [ 
 "$B" "$MODEL" "${SMALL[@]}" --backend both --json >"$T/both.json" 2>"$T/err"; rc=$?; cp "$T/both.json" "$T/out"
 check "--backend both: exit 0, both backends, same checksum as the cpu run" \
     '[ $rc -eq 0 ] && json "$T/both.json" "[r[\"backend\"] for r in d[\"results\"]] == [\"cpu\", \"opencl\"] and d[\"backends_agree\"] is True and
-     d[\"results\"][0][\"tokens_xxh64\"] == d[\"results\"][1][\"tokens_xxh64\"] == \"$cpu_hash\""'
+     [t[\"tokens_xxh64\"] for r in d[\"results\"] for t in r[\"tests\"]] == [\"$cpu_hash\"] * 4"'
 "$B" "$MODEL" "${SMALL[@]}" --backend both >"$T/out" 2>"$T/err"; rc=$?
 check "--backend both table: four rows, one checksum, agreement line" \
     '[ $rc -eq 0 ] && [ "$(grep -cE "^\| (cpu|opencl)" "$T/out")" -eq 4 ] &&
      [ "$(grep -E "^\| (cpu|opencl)" "$T/out" | grep -oE "[0-9a-f]{16} \|$" | sort -u | wc -l)" -eq 1 ] &&
      grep -q "^tokens: cpu and opencl generated identical ids (5 ids, xxh64 $cpu_hash)" "$T/out"'
+
+# ---- lists of prompt lengths and depths (llama-bench's -p 512,4096 -d 512,4096) ----
+LISTS=(-p 8,16 --depth 4,12 -n 4 -r 2)
+"$B" "$MODEL" "${LISTS[@]}" >"$T/out" 2>"$T/err"; rc=$?
+check "-p 8,16 --depth 4,12: exit 0, one row per test, in order" \
+    '[ $rc -eq 0 ] && [ "$(grep "^| cpu" "$T/out" | cut -d"|" -f5 | tr -s " " | tr "\n" ,)" = " pp8 , pp16 , tg4 @ d4 , tg4 @ d12 ," ]'
+"$B" "$MODEL" "${LISTS[@]}" --json >"$T/l1.json" 2>"$T/err"; rc=$?; cp "$T/l1.json" "$T/out"
+check "lists --json: one test object per row, n_ctx the largest need, tg ids n + 1, pp ids 1" \
+    '[ $rc -eq 0 ] && json "$T/l1.json" "d[\"prompt_lengths\"] == [8, 16] and d[\"depths\"] == [4, 12] and d[\"n_ctx\"] == 16 and
+     d[\"prompt\"][\"tokens\"] == 16 and
+     [(t[\"kind\"], t.get(\"p\", t.get(\"depth\")), t[\"generated_ids\"]) for t in d[\"results\"][0][\"tests\"]] ==
+       [(\"pp\", 8, 1), (\"pp\", 16, 1), (\"tg\", 4, 5), (\"tg\", 12, 5)] and
+     all(t[\"tok_s\"][\"median\"] > 0 for t in d[\"results\"][0][\"tests\"])"'
+"$B" "$MODEL" -p 16,8 --depth 12,4 -n 4 -r 1 -t 1 --json >"$T/l2.json" 2>"$T/err"; rc=$?; cp "$T/l2.json" "$T/out"
+check "the same tests run again (other order, -r 1 -t 1) give the same checksums" \
+    '[ $rc -eq 0 ] && same=1 && for i in 0 1 2 3; do [ "$(hash_of "$T/l1.json" 0 $i)" = "$(hash_of "$T/l2.json" 0 $((i ^ 1)))" ] || same=0; done && [ $same -eq 1 ]'
+check "pp8's checksum (one id) differs from the default run's (5 ids), tg4 @ d8 of a depth list equals it" \
+    '[ "$(hash_of "$T/l1.json" 0 0)" != "$cpu_hash" ] &&
+     "$B" "$MODEL" -p 8 --depth 8 -n 4 -r 1 --json >"$T/l3.json" 2>"$T/err" && [ "$(hash_of "$T/l3.json" 0 1)" = "$cpu_hash" ]'
+"$B" "$MODEL" -p 8 --depth 0,8 -n 4 -r 1 >"$T/out" 2>"$T/err"; rc=$?
+check "--depth 0: a tg4 row from an empty context; depth 8 shares the pp8 run (same checksum)" \
+    '[ $rc -eq 0 ] && grep -q "^| cpu .* | tg4  " "$T/out" &&
+     [ "$(grep -E "\| (pp8|tg4 @ d8) " "$T/out" | grep -oE "[0-9a-f]{16} \|$" | sort -u | wc -l)" -eq 1 ]'
+"$B" "$MODEL" "${LISTS[@]}" --backend both >"$T/out" 2>"$T/err"; rc=$?
+check "lists with --backend both: eight rows, each test's checksum equal on cpu and opencl" \
+    '[ $rc -eq 0 ] && [ "$(grep -cE "^\| (cpu|opencl)" "$T/out")" -eq 8 ] &&
+     [ "$(grep -E "^\| (cpu|opencl)" "$T/out" | awk -F"|" "{print \$5 \$10}" | sort -u | wc -l)" -eq 4 ] &&
+     grep -q "^tokens: cpu and opencl generated identical ids in all 4 runs" "$T/out"'
 
 echo "e2e_bench: $fails failed"
 [ $fails -eq 0 ]

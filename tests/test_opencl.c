@@ -189,7 +189,11 @@ static void run_model(const char *name)
 
 /* The decode path (one token at a time) and the prefill path (one chunk) must agree:
  * feed a prompt both ways and compare every position's logits. Crosses the attention
- * kernels' 128-key blocks, with positions spread over all 8 decode splits. */
+ * kernels' 128-key blocks, with positions spread over all 8 decode splits. The bound:
+ * the KV cache is F16, and a K or V that decode's matvec and the prompt's GEMM compute
+ * a few f32 ulps apart can round to neighbouring halves (2.3e-3 at most seen on PoCL;
+ * an f32 cache stayed within 1e-3). */
+#define DECODE_VS_PREFILL(ref) (5e-3 + 1e-3 * fabs(ref))
 static void test_decode_matches_prefill(void **s)
 {
     (void)s;
@@ -217,7 +221,7 @@ static void test_decode_matches_prefill(void **s)
         for (uint32_t v = 0; v < V; v++) {
             double e = fabs((double)one[v] - all[(size_t)i * V + v]);
             if (e > worst) worst = e;
-            if (e > 1e-3 + 1e-3 * fabs(all[(size_t)i * V + v]))
+            if (e > DECODE_VS_PREFILL(all[(size_t)i * V + v]))
                 fail_msg("position %d token %u: decode %f, prefill %f", i, v, one[v], all[(size_t)i * V + v]);
         }
     }
@@ -226,7 +230,7 @@ static void test_decode_matches_prefill(void **s)
     if (q3_backend_forward(b, tok, 70, 0, one, 0, &err) || q3_backend_forward(b, tok + 70, N - 70, 70, one, 0, &err))
         fail_msg("%s", err.msg);
     for (uint32_t v = 0; v < V; v++)
-        if (fabs((double)one[v] - all[(size_t)(N - 1) * V + v]) > 1e-3 + 1e-3 * fabs(all[(size_t)(N - 1) * V + v]))
+        if (fabs((double)one[v] - all[(size_t)(N - 1) * V + v]) > DECODE_VS_PREFILL(all[(size_t)(N - 1) * V + v]))
             fail_msg("two-chunk prefill: token %u %f, one chunk %f", v, one[v], all[(size_t)(N - 1) * V + v]);
     /* The backend's own (pinned) logits memory receives the same values, and a
      * second request larger than the first is refused rather than reallocated. */

@@ -1,0 +1,40 @@
+/* qwen3_shared.h - the constants the OpenCL host code (runtime/backend_opencl.c) and
+ * the kernels (kernels/qwen3.cl) must agree on, defined once. The host includes this
+ * file; the build embeds it as the first source string of the OpenCL program, so the
+ * kernels see the same text. Plain #defines only: it is read as C and as OpenCL C.
+ * Per-model values (HEAD_DIM, ATT_HG, MVX, MVX_NORM) are not here: the host passes
+ * them as -D options when it builds the program for a model. */
+#ifndef Q3_QWEN3_SHARED_H
+#define Q3_QWEN3_SHARED_H
+
+/* Work-group sizes, each kernel's reqd_work_group_size. */
+#define MV_WG 256   /* matmul_small and matvec: 4 groups of 64 threads, each one uint4 of a tile */
+#define NORM_WG 256 /* rmsnorm */
+#define ROPE_WG 64  /* qk_norm_rope */
+#define ATT_WG 128  /* attention (decode) and attention_prefill: one key position per thread */
+#define GM_WG 256   /* matmul_gemm */
+#define MM_WG 128   /* matmul_mma: 4 warps */
+#define FA_WG 128   /* attention_mma: 4 warps, 16 query rows each */
+
+#define TOKB 4 /* tokens per matmul_small work-group: each weight load serves TOKB tokens */
+#define GM_R 64 /* matmul_gemm: rows of a work-group's block */
+#define GM_T 64 /* ... and tokens */
+#define MM_BR 128 /* matmul_mma: rows of a work-group's block */
+#define MM_BT 128 /* ... and tokens */
+#define QB 4    /* attention_prefill: query tokens per work-group */
+#define FA_Q 64 /* attention_mma: query tokens per work-group */
+#define FA_K 64 /* attention_mma: key positions per step */
+
+/* matmul_small / matvec: how y is written, and how x is transformed while staged. */
+#define MODE_STORE 0
+#define MODE_ADD 1    /* y += W x: the residual add of o_proj and down_proj */
+#define XMODE_PLAIN 0
+#define XMODE_NORM 1 /* x is RMS-normalised with the weight at norm_off (the layer's norm fused in) */
+#define XMODE_SILU 2 /* x = silu(x) * x2 (gate and up, fused into down_proj) */
+#define XMODE_ATTN 3 /* x = the nsplit partial attention outputs in x, their (max, sum) in x2, combined */
+#define ATT_COMBINE_MAX 1024 /* the most (split, head) pairs o_proj combines */
+
+#define ATT_MAX_D 256 /* the largest head_dim the attention kernels take */
+#define MVX_LOCAL_SPARE ((MV_WG + ATT_COMBINE_MAX) * 4) /* matvec's local bytes beside the staged x */
+
+#endif
