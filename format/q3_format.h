@@ -44,9 +44,6 @@ enum q3_layout { Q3_LAYOUT_ROWMAJOR = 0, Q3_LAYOUT_R16C32 = 1 };
  * line that names the file and the offset / section / tensor and what was expected. */
 void q3_set_err(q3_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Flush stdout at exit; a write error (full disk, closed pipe) becomes one line
- * on stderr and exit status 1. Returns the status to exit with. */
-int q3_finish_stdout(const char *prog, int rc);
 
 typedef struct {
     uint32_t kind;

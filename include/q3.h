@@ -41,6 +41,9 @@ typedef struct {
 } q3_err;
 
 void q3_free(void *p);
+/* For command-line programs: flush stdout at exit; a write error (full disk, closed
+ * pipe) becomes one line on stderr and exit status 1. Returns the status to exit with. */
+int q3_finish_stdout(const char *prog, int rc);
 
 /* ---- model ---- */
 

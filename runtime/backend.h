@@ -47,9 +47,9 @@ typedef struct {
     float *(*logits_buffer)(q3_backend *b, size_t n_floats);
     /* Optional: worker threads and the kernel variant in use (CPU: its SIMD level). */
     void (*describe)(const q3_backend *b, int *threads, const char **variant);
-    /* Optional (NULL: the backend has no numbered devices): how many there are, and a
-     * one-line description of device i (err says why there is none). */
-    int (*device_count)(void);
+    /* Optional (NULL: the backend has no numbered devices): how many there are (0:
+     * err says why there is none and how to get one), and a one-line description of device i. */
+    int (*device_count)(q3_err *err);
     int (*device_describe)(int i, char *buf, size_t cap, q3_err *err);
 } q3_backend_impl;
 

@@ -921,6 +921,14 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     return 0;
 }
 
+static int ocl_device_count(q3_err *err)
+{
+    int n = q3_cl_count_devices();
+    if (n == 0)
+        q3_set_err(err, "no OpenCL device found (install an ICD such as pocl-opencl-icd, or set OCL_ICD_VENDORS)");
+    return n;
+}
+
 static int ocl_device_describe(int i, char *buf, size_t cap, q3_err *err)
 {
     q3_cl_device d;
@@ -941,6 +949,6 @@ const q3_backend_impl q3_backend_opencl = {
     .pass = ocl_pass,
     .release = ocl_release,
     .logits_buffer = ocl_logits_buffer,
-    .device_count = q3_cl_count_devices,
+    .device_count = ocl_device_count,
     .device_describe = ocl_device_describe,
 };

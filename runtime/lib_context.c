@@ -29,11 +29,8 @@ int q3_backend_device_count(const char *backend, int *n, q3_err *err)
     *n = -1;
     if (!impl) return Q3_ERROR_ARG;
     if (!impl->device_count) return Q3_OK;
-    *n = impl->device_count();
-    if (*n > 0) return Q3_OK;
-    char line[8];
-    impl->device_describe(0, line, sizeof line, err); /* says why there is none */
-    return Q3_ERROR;
+    *n = impl->device_count(err);
+    return *n > 0 ? Q3_OK : Q3_ERROR;
 }
 
 int q3_backend_device_describe(const char *backend, int i, char *buf, size_t cap, q3_err *err)

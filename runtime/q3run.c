@@ -6,12 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "../format/q3_format.h"
-#include "backend.h"
-#include "ocl_device.h"
-#include "chat_template.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "../include/q3.h"
 
 #define EXIT_USAGE 2
 
@@ -23,8 +18,19 @@ typedef struct {
     q3_sampler_params sp;
 } options;
 
+/* "cpu, opencl": the backends the library has, for messages. */
+static void backend_list(char *buf, size_t cap, const char *sep)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (const char *const *n = q3_backend_names(); *n && used < cap; n++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", used ? sep : "", *n);
+}
+
 static void usage(FILE *f)
 {
+    char backends[128];
+    backend_list(backends, sizeof backends, "|");
     fprintf(f,
             "usage: q3run [options] MODEL.q3 [\"PROMPT\" | -]\n"
             "  Generates a continuation of PROMPT (raw text; - or none reads stdin).\n"
@@ -41,14 +47,15 @@ static void usage(FILE *f)
             "  --ids                print generated token ids instead of text\n"
             "  --tokenize           print the ids of PROMPT (no template) and exit\n"
             "  --pieces             with --tokenize: also each token's piece\n"
-            "  --backend cpu|opencl compute backend (default cpu)\n"
+            "  --backend %-10s compute backend (default %s)\n"
             "  --device N           OpenCL device (default: the first GPU, else device 0)\n"
             "  --list-devices       print the OpenCL devices and exit\n"
             "  --verify             hash every tensor before running (q3check does the same)\n"
             "  --no-mmap            read the weights into memory (huge pages) instead of mapping the\n"
             "                       file: slower to load, faster to decode on few cores\n"
             "  -v                   print backend details\n"
-            "exit status: 0 ok, 1 error (bad model, prompt too long, ...), 2 usage\n");
+            "exit status: 0 ok, 1 error (bad model, prompt too long, ...), 2 usage\n",
+            backends, q3_backend_names()[0]);
 }
 
 static int parse_int(const char *s, int *out)
@@ -69,20 +76,21 @@ static int parse_float(const char *s, float *out)
     return 0;
 }
 
-/* --list-devices: one line per OpenCL device, numbered as --device takes them. */
+/* --list-devices: one line per device of each backend that numbers its devices
+ * (OpenCL), numbered as --device takes them. */
 static int list_devices(void)
 {
-    int n = q3_cl_count_devices();
-    if (n == 0) {
-        fprintf(stderr, "q3run: no OpenCL device found (install an ICD such as pocl-opencl-icd, or set OCL_ICD_VENDORS)\n");
-        return 1;
-    }
-    for (int i = 0; i < n; i++) {
-        q3_cl_device d;
+    for (const char *const *b = q3_backend_names(); *b; b++) {
+        int n;
         q3_err err;
-        if (q3_cl_pick_device(i, &d, &err)) continue;
-        printf("%d: %s | %s | %s | %u compute units | %.1f GiB%s\n", i, d.name, d.platform_name, d.c_version,
-               d.compute_units, (double)d.global_mem / (1u << 30), d.is_gpu ? " | GPU" : "");
+        if (q3_backend_device_count(*b, &n, &err)) {
+            fprintf(stderr, "q3run: %s\n", err.msg);
+            return 1;
+        }
+        for (int i = 0; i < n; i++) {
+            char line[512];
+            if (q3_backend_device_describe(*b, i, line, sizeof line, &err) == Q3_OK) printf("%d: %s\n", i, line);
+        }
     }
     return 0;
 }
@@ -93,7 +101,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->n_predict = 256;
     o->think = 1;
     o->device = -1;
-    o->backend = "cpu";
+    o->backend = q3_backend_names()[0];
     const char *positional[2] = {NULL, NULL};
     int n_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -154,8 +162,12 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr, "q3run: no model given (usage: q3run [options] MODEL.q3 [\"PROMPT\" | -])\n");
         return -1;
     }
-    if (strcmp(o->backend, "cpu") != 0 && strcmp(o->backend, "opencl") != 0) {
-        fprintf(stderr, "q3run: unknown backend '%s' (available: cpu, opencl)\n", o->backend);
+    int known = 0;
+    for (const char *const *n = q3_backend_names(); *n; n++) known |= strcmp(o->backend, *n) == 0;
+    if (!known) {
+        char backends[128];
+        backend_list(backends, sizeof backends, ", ");
+        fprintf(stderr, "q3run: unknown backend '%s' (available: %s)\n", o->backend, backends);
         return -1;
     }
     o->model = positional[0];
@@ -195,40 +207,23 @@ static char *read_stdin(size_t *len)
 
 typedef struct {
     const options *o;
-    q3_file file;
-    q3_tokenizer *tk;
-    q3_backend *be;
-    q3_sampler sampler;
-    float *logits;
-    int logits_owned; /* malloc'd here, not the backend's */
-    int pos;
-    const q3_generation *gen;
+    q3_model *model;
+    const q3_tokenizer *tk;
+    q3_context *ctx;
+    q3_sampler *sampler;
     double prefill_ms, decode_ms;
     int n_prefill, n_decoded;
 } session;
-
-static int is_eos(const session *s, int32_t t)
-{
-    for (uint32_t i = 0; i < s->gen->n_eos; i++)
-        if (s->gen->eos_token_ids[i] == t) return 1;
-    return s->file.config.eos_token_id == t;
-}
 
 /* Feed tokens (prompt or turn) into the KV cache; logits of the last one. */
 static int feed(session *s, const int32_t *ids, size_t n, q3_err *err)
 {
     if (n == 0) return 0;
-    if ((size_t)s->pos + n > (size_t)s->be->n_ctx) {
-        q3_set_err(err, "%s: the prompt needs %zu positions but only %d of the context (--ctx %d) are left", s->o->model,
-                   n, s->be->n_ctx - s->pos, s->be->n_ctx);
-        return -1;
-    }
     double t0 = now_ms();
-    if (q3_backend_forward(s->be, ids, (int)n, s->pos, s->logits, 0, err)) return -1;
+    if (q3_prefill(s->ctx, ids, n, err)) return -1;
     s->prefill_ms += now_ms() - t0;
     s->n_prefill += (int)n;
-    s->pos += (int)n;
-    for (size_t i = 0; i < n; i++) q3_sampler_accept(&s->sampler, ids[i]);
+    for (size_t i = 0; i < n; i++) q3_sampler_accept(s->sampler, ids[i]);
     return 0;
 }
 
@@ -239,9 +234,9 @@ static int generate(session *s, q3_err *err)
     char out[4096];
     int limit = s->o->n_predict;
     for (int i = 0; limit < 0 || i < limit; i++) {
-        int32_t t = q3_sampler_sample(&s->sampler, s->logits);
-        q3_sampler_accept(&s->sampler, t);
-        if (is_eos(s, t)) break;
+        int32_t t = q3_sampler_sample(s->sampler, q3_logits(s->ctx));
+        q3_sampler_accept(s->sampler, t);
+        if (q3_token_is_eos(s->model, t)) break;
         if (s->o->print_ids) {
             printf("%s%d", s->n_decoded ? " " : "", t);
         } else {
@@ -251,11 +246,10 @@ static int generate(session *s, q3_err *err)
         }
         fflush(stdout);
         s->n_decoded++;
-        if (s->pos >= s->be->n_ctx) break;
+        if (q3_context_used(s->ctx) >= q3_context_size(s->ctx)) break;
         double t0 = now_ms();
-        if (q3_backend_forward(s->be, &t, 1, s->pos, s->logits, 0, err)) return -1;
+        if (q3_decode(s->ctx, t, err)) return -1;
         s->decode_ms += now_ms() - t0;
-        s->pos++;
     }
     size_t n = q3_utf8_stream_flush(&stream, out, sizeof out);
     fwrite(out, 1, n, stdout);
@@ -270,18 +264,17 @@ static int encode(session *s, const char *text, size_t len, int32_t **ids, size_
 }
 
 static int render_and_encode(session *s, const q3_chat_message *msgs, size_t n_msgs, int32_t **ids, size_t *n,
-                             const q3_tokdata *td, q3_err *err)
+                             q3_err *err)
 {
     char *text;
     size_t len;
-    if (q3_chat_render(td->chat_template.text, td->chat_template.len, msgs, n_msgs, 1, s->o->think, &text, &len, err))
-        return -1;
+    if (q3_chat_apply(s->model, msgs, n_msgs, 1, s->o->think, &text, &len, err)) return -1;
     int rc = encode(s, text, len, ids, n, err);
-    free(text);
+    q3_free(text);
     return rc;
 }
 
-static int run_interactive(session *s, const q3_tokdata *td, q3_err *err)
+static int run_interactive(session *s, q3_err *err)
 {
     char line[8192];
     int first = 1;
@@ -296,24 +289,20 @@ static int run_interactive(session *s, const q3_tokdata *td, q3_err *err)
         msgs[n_msgs++] = (q3_chat_message){"user", line};
         int32_t *ids;
         size_t n;
-        if (render_and_encode(s, msgs, n_msgs, &ids, &n, td, err)) return -1;
-        /* Later turns continue the cache after the previous <|im_end|>. */
-        int32_t nl_ids[1];
+        if (render_and_encode(s, msgs, n_msgs, &ids, &n, err)) return -1;
+        /* Later turns continue the cache after the previous reply, its turn closed. */
         if (!first) {
-            int32_t *nl;
-            size_t nn;
-            if (encode(s, "\n", 1, &nl, &nn, err)) return -1;
-            nl_ids[0] = nn ? nl[0] : 198;
-            free(nl);
-            int32_t end_id = q3_token_lookup(s->tk, "<|im_end|>", 10);
-            int32_t seq[2] = {end_id, nl_ids[0]};
-            if (feed(s, seq, 2, err)) {
-                free(ids);
+            int32_t *end = NULL;
+            size_t n_end = 0;
+            int bad = q3_chat_end_turn(s->model, &end, &n_end, err) || feed(s, end, n_end, err);
+            q3_free(end);
+            if (bad) {
+                q3_free(ids);
                 return -1;
             }
         }
         int rc = feed(s, ids, n, err);
-        free(ids);
+        q3_free(ids);
         if (rc || generate(s, err)) return -1;
         first = 0;
     }
@@ -328,8 +317,6 @@ int main(int argc, char **argv)
     memset(&s, 0, sizeof s);
     s.o = &o;
     q3_err err;
-    q3_tokdata td;
-    memset(&td, 0, sizeof td);
     int rc = 1;
     char *prompt = NULL;
     size_t prompt_len = 0;
@@ -337,10 +324,8 @@ int main(int argc, char **argv)
     size_t n_ids = 0;
 
     double t0 = now_ms();
-    if (q3_open(&s.file, o.model,
-                Q3_OPEN_VERIFY_META | (o.verify ? Q3_OPEN_VERIFY_WEIGHTS : 0) | (o.no_mmap ? Q3_OPEN_LOAD : 0), &err) ||
-        q3_read_tokenizer(&s.file, &td, &err) || !(s.tk = q3_tokenizer_create(&td, &err)))
-        goto fail;
+    q3_model_params mp = {.verify = o.verify ? Q3_VERIFY_ALL : Q3_VERIFY_META, .no_mmap = o.no_mmap};
+    if (q3_model_open(o.model, &mp, &s.model, &err) || q3_model_tokenizer(s.model, &s.tk, &err)) goto fail;
 
     if (o.prompt && strcmp(o.prompt, "-") != 0) {
         prompt_len = strlen(o.prompt);
@@ -350,7 +335,7 @@ int main(int argc, char **argv)
         prompt = read_stdin(&prompt_len);
     }
     if (!prompt && !o.interactive) {
-        q3_set_err(&err, "q3run: cannot read the prompt");
+        snprintf(err.msg, sizeof err.msg, "q3run: cannot read the prompt");
         goto fail;
     }
     if (o.tokenize) {
@@ -369,45 +354,40 @@ int main(int argc, char **argv)
         goto done;
     }
 
-    q3_backend_opts bo = {.n_threads = o.n_threads, .n_ctx = o.n_ctx, .device = o.device, .verbose = o.verbose};
-    s.be = !strcmp(o.backend, "opencl") ? q3_backend_create("opencl", &s.file, &bo, &err)
-                                         : q3_backend_create("cpu", &s.file, &bo, &err);
-    if (!s.be) goto fail;
+    q3_context_params cp = {.backend = o.backend, .n_ctx = o.n_ctx, .n_threads = o.n_threads, .device = o.device,
+                            .verbose = o.verbose};
+    if (q3_context_create(s.model, &cp, &s.ctx, &err)) goto fail;
     double load_ms = now_ms() - t0;
-    s.gen = &s.file.generation;
-    q3_sampler_params sp = {s.gen->do_sample ? s.gen->temperature : 0.0f, s.gen->top_k, s.gen->top_p, s.gen->min_p,
-                            s.gen->repetition_penalty, o.sp.seed};
+    q3_sampler_params sp = q3_sampler_defaults(s.model);
+    sp.seed = o.sp.seed;
     if (o.have_temp) sp.temperature = o.sp.temperature;
     if (o.have_top_k) sp.top_k = o.sp.top_k;
     if (o.have_top_p) sp.top_p = o.sp.top_p;
     if (o.have_min_p) sp.min_p = o.sp.min_p;
     if (o.have_penalty) sp.repetition_penalty = o.sp.repetition_penalty;
-    s.logits = q3_backend_logits(s.be, s.file.config.vocab_size, &s.logits_owned);
-    if (!s.logits || q3_sampler_init(&s.sampler, &sp, s.file.config.vocab_size)) {
-        q3_set_err(&err, "q3run: out of memory");
-        goto fail;
-    }
+    if (q3_sampler_create(s.model, &sp, &s.sampler, &err)) goto fail;
 
     if (o.interactive) {
-        if (run_interactive(&s, &td, &err)) goto fail;
+        if (run_interactive(&s, &err)) goto fail;
     } else {
         if (o.chat) {
             q3_chat_message msgs[2];
             size_t n_msgs = 0;
             if (o.system) msgs[n_msgs++] = (q3_chat_message){"system", o.system};
             msgs[n_msgs++] = (q3_chat_message){"user", prompt};
-            if (render_and_encode(&s, msgs, n_msgs, &ids, &n_ids, &td, &err)) goto fail;
+            if (render_and_encode(&s, msgs, n_msgs, &ids, &n_ids, &err)) goto fail;
         } else if (encode(&s, prompt, prompt_len, &ids, &n_ids, &err)) {
             goto fail;
         }
         if (n_ids == 0) {
             /* An empty prompt starts from BOS when the model has one. */
-            int32_t bos = s.gen->bos_token_id >= 0 ? s.gen->bos_token_id : s.file.config.bos_token_id;
+            int32_t bos = q3_token_bos(s.model);
             if (bos < 0) {
-                q3_set_err(&err, "%s: the prompt is empty and the model has no BOS token to start from", o.model);
+                snprintf(err.msg, sizeof err.msg, "%s: the prompt is empty and the model has no BOS token to start from",
+                         o.model);
                 goto fail;
             }
-            free(ids);
+            q3_free(ids);
             ids = malloc(sizeof *ids);
             if (!ids) goto fail;
             ids[0] = bos;
@@ -423,13 +403,10 @@ int main(int argc, char **argv)
 fail:
     fprintf(stderr, "%s\n", err.msg);
 done:
-    free(ids);
+    q3_free(ids);
     free(prompt);
-    if (s.logits_owned) free(s.logits);
-    q3_sampler_free(&s.sampler);
-    if (s.be) q3_backend_destroy(s.be);
-    q3_tokenizer_free(s.tk);
-    q3_tokdata_free(&td);
-    q3_close(&s.file);
+    q3_sampler_destroy(s.sampler);
+    q3_context_free(s.ctx);
+    q3_model_close(s.model);
     return q3_finish_stdout("q3run", rc);
 }
