@@ -9,7 +9,7 @@ static inline __m256 bf16x8_to_f32(const uint16_t *p)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS])
 {
     __m256 acc[16];
     _Pragma("GCC unroll 16")
