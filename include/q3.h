@@ -107,6 +107,7 @@ typedef struct {
     uint64_t n_params;        /* elements of every tensor */
     uint64_t bytes_per_token; /* weights one decoded token reads */
     uint32_t n_sections, n_tensors;
+    uint32_t bpe_vocab;       /* ids below it are the tokenizer's BPE vocabulary: no added or special tokens */
 } q3_model_info;
 int q3_model_describe(const q3_model *model, q3_model_info *info, q3_err *err);
 
@@ -139,8 +140,7 @@ const char *q3_token_piece(const q3_tokenizer *tk, int32_t id, size_t *len);
 /* Id of a vocab or added token with exactly this text, or -1. */
 int32_t q3_token_lookup(const q3_tokenizer *tk, const char *text, size_t len);
 int q3_token_is_special(const q3_tokenizer *tk, int32_t id);
-uint32_t q3_tokenizer_size(const q3_tokenizer *tk);     /* 1 + highest id */
-uint32_t q3_tokenizer_bpe_size(const q3_tokenizer *tk); /* ids below it are the BPE vocabulary, no added tokens */
+uint32_t q3_tokenizer_size(const q3_tokenizer *tk); /* 1 + highest id */
 /* Decode ids to bytes (skip_special = 0 keeps special tokens' text); *out NUL-terminated, release with q3_free. */
 int q3_detokenize(const q3_tokenizer *tk, const int32_t *ids, size_t n_ids, int skip_special, char **out,
                   size_t *out_len, q3_err *err);

@@ -60,6 +60,11 @@ int q3_model_describe(const q3_model *m, q3_model_info *info, q3_err *err)
     if (q3_weights_bind(&w, &m->file, err)) return Q3_ERROR;
     info->bytes_per_token = q3_weights_bytes_per_token(&w);
     q3_weights_free(&w);
+    /* read, not kept: a program that never tokenizes does not hold the tokenizer */
+    q3_tokdata td;
+    if (q3_read_tokenizer(&m->file, &td, err)) return Q3_ERROR;
+    info->bpe_vocab = td.n_vocab;
+    q3_tokdata_free(&td);
     return Q3_OK;
 }
 

@@ -54,7 +54,6 @@ typedef struct {
 
 typedef struct {
     uint32_t size; /* 1 + highest id */
-    uint32_t n_bpe; /* entries of the BPE vocabulary (tokenizer.json's model.vocab) */
     uint64_t *tok_off, *piece_off;
     uint32_t *tok_len, *piece_len;
     uint8_t *flags;

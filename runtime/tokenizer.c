@@ -170,7 +170,6 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
         goto fail;
     }
     tk->size = (uint32_t)size;
-    tk->n_bpe = td->n_vocab;
     uint64_t total = 0;
     for (uint32_t i = 0; i < td->n_vocab; i++) total += td->vocab[i].len;
     for (uint32_t i = 0; i < td->n_added; i++) total += td->added[i].len;
@@ -467,7 +466,6 @@ out:
 /* ---- lookups ---- */
 
 uint32_t q3_tokenizer_size(const q3_tokenizer *t) { return ((const tok_ctx *)t)->size; }
-uint32_t q3_tokenizer_bpe_size(const q3_tokenizer *t) { return ((const tok_ctx *)t)->n_bpe; }
 
 const char *q3_token_bytes(const q3_tokenizer *t, int32_t id, size_t *len)
 {

@@ -906,13 +906,7 @@ int main(int argc, char **argv)
         goto done;
     }
     /* Prompt ids come from the tokenizer's ordinary vocabulary (no special tokens), fixed seed. */
-    const q3_tokenizer *tk;
-    if (q3_model_tokenizer(m, &tk, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        goto done;
-    }
-    uint32_t n_bpe = q3_tokenizer_bpe_size(tk);
-    in.prompt_range = n_bpe && n_bpe < cfg->vocab_size ? n_bpe : cfg->vocab_size;
+    in.prompt_range = mi.bpe_vocab && mi.bpe_vocab < cfg->vocab_size ? mi.bpe_vocab : cfg->vocab_size;
     prompt = malloc((size_t)pl.max_prompt * sizeof *prompt + sizeof *prompt);
     if (!prompt) {
         fprintf(stderr, "q3bench: out of memory for a %d-token prompt\n", pl.max_prompt);
