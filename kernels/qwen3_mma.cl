@@ -1,4 +1,5 @@
-/* qwen3_mma.cl - prompts on NVIDIA tensor cores: the GEMM (matmul_mma). Part of
+/* qwen3_mma.cl - prompts on NVIDIA tensor cores: the GEMM (matmul_mma) and causal
+ * attention (attention_mma, flash-attention style). Part of
  * the program qwen3.cl starts. The host defines Q3_NV_MMA on NVIDIA's platform
  * (and builds without it if the compiler refuses); NVIDIA's OpenCL compiler
  * takes inline PTX, so the kernels issue warp-level instructions directly:
@@ -6,37 +7,77 @@
  *    MM_STAGES steps in flight (a pipeline);
  *  - ldmatrix: a warp loads 8x8 BF16 matrices from local memory straight into
  *    the fragment layout of mma;
- *  - mma.sync.m16n8k16: BF16 products with f32 accumulation.
+ *  - mma.sync.m16n8k16: BF16 (GEMM) or F16 (attention) products, f32 accumulation;
+ *  - shfl.sync: values exchanged between the 4 lanes that hold one row.
  * With Q3_MMA_EMULATE as well (Q3_OPENCL_MMA=emulate), each of the three is
  * done in plain OpenCL C through local memory instead, slowly but with the
- * same data movement, so that PoCL in CI checks the indexing of these kernels. */
+ * same data movement, so that PoCL in CI checks the indexing of these kernels
+ * (Q3_EMU_CP, Q3_EMU_LDSM, Q3_EMU_MMA, Q3_EMU_SHFL emulate one of them: a
+ * bisection aid). */
 #ifdef Q3_NV_MMA
+#ifdef Q3_MMA_EMULATE
+#define Q3_EMU_CP
+#define Q3_EMU_LDSM
+#define Q3_EMU_MMA
+#define Q3_EMU_SHFL
+#endif
 
-#define MM_BK 32     /* columns per pipeline step: one tile of each 16-row panel */
-#define MM_ROWB 64   /* bytes of a staged row: MM_BK BF16, four 16-byte chunks */
-#define MM_STAGES 3  /* pipeline steps in local memory */
+#ifndef MM_BK
+#define MM_BK 32     /* columns per pipeline step: a tile (or half, 16) of each 16-row panel */
+#endif
+#define MM_CPR (MM_BK / 8)  /* 16-byte chunks of a staged row */
+#define MM_ROWB (MM_BK * 2) /* bytes of a staged row (BF16) */
+#ifndef MM_STAGES
+#define MM_STAGES 2  /* pipeline steps in local memory (3 need 1 byte more than NVIDIA's 48 KiB) */
+#endif
 #define MM_STAGE_BYTES ((MM_BR + MM_BT) * MM_ROWB)
 #define MM_WARPS (MM_WG / 32)
-#define MM_WR (MM_BR / 2) /* a warp's rows: the 4 warps are 2 x 2 */
-#define MM_WT (MM_BT / 2) /* ... and tokens */
+#define MM_WR (MM_BR / 2) /* a warp's rows: the warps are 2 x (MM_WARPS / 2) */
+#define MM_WT (MM_BT / (MM_WARPS / 2)) /* ... and tokens */
 #define MM_FM (MM_WR / 16) /* m16 fragments per warp */
 #define MM_FN (MM_WT / 8)  /* n8 fragments per warp */
 
-/* Chunk c of staged row r is stored at chunk c ^ ((r >> 1) & 3): the 8 rows an
- * ldmatrix reads at once then hit 8 distinct groups of 4 banks. Byte offset: */
-inline uint mm_swz(uint r, uint c) { return r * MM_ROWB + ((c ^ ((r >> 1) & 3u)) << 4); }
+/* Chunk c of staged row r is stored at chunk c ^ ((r >> 1) & 3) (4 chunks a row;
+ * 2: c ^ ((r >> 2) & 1)): the 8 rows an ldmatrix reads at once then hit 8
+ * distinct groups of 4 banks. Byte offset: */
+inline uint mm_swz(uint r, uint c)
+{
+    return r * MM_ROWB + ((MM_CPR == 4 ? c ^ ((r >> 1) & 3u) : c ^ ((r >> 2) & 1u)) << 4);
+}
 
-#ifndef Q3_MMA_EMULATE
 inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 
-/* 16 bytes global -> local, zero-filled where !ok (src must still be mapped) */
+#ifndef Q3_EMU_CP
+/* 16 bytes global -> local (both 16-byte aligned), zero-filled where !ok (src must still be mapped) */
 #define CP_ASYNC16(smem, off, src, ok)                                                                            \
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(lds_addr(smem) + (off)), "l"((ulong)(src)), \
                  "r"((ok) ? 16 : 0)                                                                               \
                  : "memory")
 #define CP_COMMIT() asm volatile("cp.async.commit_group;" ::: "memory")
-#define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 1;" ::: "memory") /* MM_STAGES - 2 */
+#define CP_WAIT_ALL() asm volatile("cp.async.wait_group 0;" ::: "memory")
+/* wait until at most MM_STAGES - 2 copy groups are in flight (PTX wants a literal) */
+#if MM_STAGES == 2
+#define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 0;" ::: "memory")
+#elif MM_STAGES == 3
+#define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 1;" ::: "memory")
+#else
+#define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 2;" ::: "memory")
+#endif
+#else
+#define CP_ASYNC16(smem, off, src, ok) \
+    (*(__local uint4 *)((smem) + (off)) = (ok) ? *(__global const uint4 *)(src) : (uint4)(0))
+#define CP_COMMIT()
+#define CP_WAIT_ALL()
+#define CP_WAIT_STAGES()
+#endif
 
+#if defined(Q3_EMU_LDSM) || defined(Q3_EMU_MMA) || defined(Q3_EMU_SHFL)
+#define MM_EMU_DECL __local uint mm_scr[(MM_WG > FA_WG ? MM_WG : FA_WG) * 6]; /* 6 words a lane */
+#else
+#define MM_EMU_DECL
+#endif
+
+#ifndef Q3_EMU_LDSM
 /* ldmatrix .x4: lane l gives the address of row l % 8 of matrix l / 8 (16 bytes
  * each) and receives, of each matrix j, row lane / 4, elements 2 (lane % 4) + {0, 1}. */
 #define LDSM_X4(smem, off, r)                                                                                     \
@@ -48,27 +89,17 @@ inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
                      : "memory");                                                                                 \
         (r)[0] = r0_, (r)[1] = r1_, (r)[2] = r2_, (r)[3] = r3_;                                                   \
     } while (0)
-
-inline void mma_bf16(float4 *d, const uint *a, uint b0, uint b1)
-{
-    float d0 = d->x, d1 = d->y, d2 = d->z, d3 = d->w;
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    *d = (float4)(d0, d1, d2, d3);
-}
-#define MMA_BF16(d, a, b0, b1) mma_bf16(d, a, b0, b1)
-#define MM_EMU_DECL
-
-#else /* Q3_MMA_EMULATE: the same operations through local memory (mm_scr, 6 words a lane) */
-
-#define CP_ASYNC16(smem, off, src, ok) \
-    (*(__local uint4 *)((smem) + (off)) = (ok) ? *(__global const uint4 *)(src) : (uint4)(0))
-#define CP_COMMIT()
-#define CP_WAIT_STAGES()
-#define MM_EMU_DECL __local uint mm_scr[MM_WG * 6];
-
+/* .trans: lane l receives, of each matrix j, rows 2 (l % 4) and 2 (l % 4) + 1 at column l / 4 */
+#define LDSM_X4_T(smem, off, r)                                                                                   \
+    do {                                                                                                          \
+        uint r0_, r1_, r2_, r3_;                                                                                  \
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"                      \
+                     : "=r"(r0_), "=r"(r1_), "=r"(r2_), "=r"(r3_)                                                 \
+                     : "r"(lds_addr(smem) + (off))                                                                \
+                     : "memory");                                                                                 \
+        (r)[0] = r0_, (r)[1] = r1_, (r)[2] = r2_, (r)[3] = r3_;                                                   \
+    } while (0)
+#else
 inline void ldsm_x4_emu(__local const uchar *smem, uint off, uint *r, __local uint *scr)
 {
     uint l = get_local_id(0), lane = l & 31;
@@ -78,14 +109,54 @@ inline void ldsm_x4_emu(__local const uchar *smem, uint off, uint *r, __local ui
     for (uint j = 0; j < 4; j++) r[j] = *(__local const uint *)(smem + w[8 * j + lane / 4] + 4 * (lane % 4));
     barrier(CLK_LOCAL_MEM_FENCE);
 }
-#define LDSM_X4(smem, off, r) ldsm_x4_emu(smem, off, r, mm_scr)
 
+inline void ldsm_x4_t_emu(__local const uchar *smem, uint off, uint *r, __local uint *scr)
+{
+    uint l = get_local_id(0), lane = l & 31;
+    __local uint *w = scr + (l - lane) * 6;
+    w[lane] = off;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint j = 0; j < 4; j++) {
+        uint lo = *(__local const ushort *)(smem + w[8 * j + 2 * (lane % 4)] + 2 * (lane / 4));
+        uint hi = *(__local const ushort *)(smem + w[8 * j + 2 * (lane % 4) + 1] + 2 * (lane / 4));
+        r[j] = lo | hi << 16;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+#define LDSM_X4(smem, off, r) ldsm_x4_emu(smem, off, r, mm_scr)
+#define LDSM_X4_T(smem, off, r) ldsm_x4_t_emu(smem, off, r, mm_scr)
+#endif
+
+#ifndef Q3_EMU_MMA
+inline void mma_bf16(float4 *d, const uint *a, uint b0, uint b1)
+{
+    float d0 = d->x, d1 = d->y, d2 = d->z, d3 = d->w;
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    *d = (float4)(d0, d1, d2, d3);
+}
+
+inline void mma_f16(float4 *d, const uint *a, uint b0, uint b1)
+{
+    float d0 = d->x, d1 = d->y, d2 = d->z, d3 = d->w;
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    *d = (float4)(d0, d1, d2, d3);
+}
+#define MMA_BF16(d, a, b0, b1) mma_bf16(d, a, b0, b1)
+#define MMA_F16(d, a, b0, b1) mma_f16(d, a, b0, b1)
+#else
 inline float bf16_of(uint w, uint k) { return k & 1 ? bf16_hi(w) : bf16_lo(w); }
+inline float f16_of(uint w, uint k) { return half_bits(k & 1 ? w >> 16 : w); }
 
 /* m16n8k16: A row r, column k in register (r / 8) + 2 (k / 8) of lane (r % 8) 4 + (k % 8) / 2;
  * B row k, column n in register k / 8 of lane 4 n + (k % 8) / 2; C element e of lane
  * (g, t) = (lane / 4, lane % 4) at row g + 8 (e / 2), column 2 t + e % 2. */
-inline void mma_emu(float4 *d, const uint *a, uint b0, uint b1, __local uint *scr)
+inline void mma_emu(float4 *d, const uint *a, uint b0, uint b1, __local uint *scr, int f16)
 {
     uint l = get_local_id(0), lane = l & 31;
     __local uint *w = scr + (l - lane) * 6;
@@ -96,15 +167,69 @@ inline void mma_emu(float4 *d, const uint *a, uint b0, uint b1, __local uint *sc
     for (uint e = 0; e < 4; e++) {
         uint r = lane / 4 + 8 * (e / 2), n = 2 * (lane % 4) + e % 2;
         for (uint k = 0; k < 16; k++) {
-            float av = bf16_of(w[((r % 8) * 4 + (k % 8) / 2) * 6 + r / 8 + 2 * (k / 8)], k);
-            float bv = bf16_of(w[(n * 4 + (k % 8) / 2) * 6 + 4 + k / 8], k);
+            uint aw = w[((r % 8) * 4 + (k % 8) / 2) * 6 + r / 8 + 2 * (k / 8)], bw = w[(n * 4 + (k % 8) / 2) * 6 + 4 + k / 8];
+            float av = f16 ? f16_of(aw, k) : bf16_of(aw, k), bv = f16 ? f16_of(bw, k) : bf16_of(bw, k);
             c[e] += av * bv;
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     *d = (float4)(c[0], c[1], c[2], c[3]);
 }
-#define MMA_BF16(d, a, b0, b1) mma_emu(d, a, b0, b1, mm_scr)
+#define MMA_BF16(d, a, b0, b1) mma_emu(d, a, b0, b1, mm_scr, 0)
+#define MMA_F16(d, a, b0, b1) mma_emu(d, a, b0, b1, mm_scr, 1)
+#endif
+
+#ifndef Q3_EMU_SHFL
+/* v of the lane whose index differs from this one's in the bits of mask (butterfly) */
+inline float shfl_xor(float v, uint mask)
+{
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(mask));
+    return r;
+}
+#define SHFL_XOR(v, mask) shfl_xor(v, mask)
+#else
+inline float shfl_xor_emu(float v, uint mask, __local uint *scr)
+{
+    uint l = get_local_id(0), lane = l & 31;
+    __local uint *w = scr + (l - lane) * 6;
+    w[lane] = as_uint(v);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float r = as_float(w[lane ^ mask]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+#define SHFL_XOR(v, mask) shfl_xor_emu(v, mask, mm_scr)
+#endif
+
+/* Two floats as IEEE halves, rounded to nearest even, a in the low half (P and Q
+ * of attention_mma). Plain C: every device; exact for subnormals, as
+ * kernels/cpu_half.h. */
+inline uint half_of(float f)
+{
+    uint x = as_uint(f), sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00u;        /* NaN */
+    if (a >= 0x477ff000u) return sign | 0x7c00u;       /* rounds past 65504: inf */
+    if (a >= 0x38800000u) {                             /* a normal half */
+        uint r = a - 0x38000000u;                       /* rebias 127 -> 15, in place */
+        r += 0xfffu + ((r >> 13) & 1u);
+        return sign | (r >> 13);
+    }
+    if (a <= 0x33000000u) return sign;                  /* <= 2^-25: rounds to (even) zero */
+    uint e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, sh = 126u - e; /* units of 2^-24 */
+    uint q = m >> sh, rem = m & ((1u << sh) - 1u), hf = 1u << (sh - 1u);
+    q += rem > hf || (rem == hf && (q & 1u));
+    return sign | q;
+}
+#ifndef Q3_EMU_MMA
+inline uint half2_of(float a, float b) /* cvt.rn.f16x2.f32 d, hi, lo */
+{
+    uint r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a));
+    return r;
+}
+#else
+inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
 #endif
 
 /* y (+)= W x for a prompt, x in BF16 (xb: [n_tok][ldx]). A work-group of 4
@@ -123,7 +248,9 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
                 ulong off1, uint rows1, __global float *y1, uint ld1,
                 ulong off2, uint rows2, __global float *y2, uint ld2)
 {
-    __local uchar smem[MM_STAGES * MM_STAGE_BYTES];
+    /* uint4: cp.async and ldmatrix need 16-byte aligned local addresses */
+    __local uint4 smem_v[MM_STAGES * MM_STAGE_BYTES / 16];
+    __local uchar *smem = (__local uchar *)smem_v;
     MM_EMU_DECL
     uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
     uint blk = get_group_id(0), tb = get_group_id(1) * MM_BT;
@@ -132,28 +259,32 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
     __global float *y = PICK3(seg, y0, y1, y2);
     uint rb = blk * MM_BR;
-    uint col_tiles = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;
-    uint nz = get_num_groups(2), per = (col_tiles + nz - 1) / nz, c_lo = get_group_id(2) * per;
-    uint c_hi = min(col_tiles, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
+    uint col_tiles = (cols + 31) / 32, n_steps = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;
+    uint nz = get_num_groups(2), per = (n_steps + nz - 1) / nz, c_lo = get_group_id(2) * per;
+    uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
     y += (ulong)get_group_id(2) * part_stride;
 
-    /* One step's copies: MM_BR rows and MM_BT tokens of four 16-byte chunks,
-     * (MM_BR + MM_BT) * 4 / MM_WG of them a thread. Chunk q of the rows: panel
-     * q / 64, uint4 q % 64 of its tile (row (q % 64) / 4, chunk q % 4). */
+    /* One step's copies: MM_BR rows and MM_BT tokens of MM_CPR 16-byte chunks,
+     * (MM_BR + MM_BT) * MM_CPR / MM_WG of them a thread. Chunk q of the rows: panel
+     * q / (16 MM_CPR), its row w / MM_CPR and chunk w % MM_CPR (w = q % (16
+     * MM_CPR)), at uint4 4 row + the step's chunk offset in the tile + chunk. */
 #define MM_LOAD_STEP(buf, c)                                                                                     \
     do {                                                                                                         \
         __local uchar *st_ = smem + (buf) * MM_STAGE_BYTES;                                                      \
-        for (uint i_ = 0; i_ < MM_BR * 4 / MM_WG; i_++) {                                                        \
-            uint q_ = l + i_ * MM_WG, p_ = rb / 16 + q_ / 64, w_ = q_ % 64;                                       \
+        uint tile_ = (c) * MM_BK / 32, sub_ = (c) * MM_BK % 32 / 8;                                              \
+        for (uint i_ = 0; i_ < MM_BR * MM_CPR / MM_WG; i_++) {                                                   \
+            uint q_ = l + i_ * MM_WG, p_ = rb / 16 + q_ / (16 * MM_CPR), w_ = q_ % (16 * MM_CPR);                 \
+            uint row_ = w_ / MM_CPR, ch_ = w_ % MM_CPR;                                                           \
             int ok_ = p_ < n_panels;                                                                             \
-            __global const uint4 *src_ = W + off + (ok_ ? ((ulong)p_ * col_tiles + (c)) * 64 + w_ : 0);         \
-            CP_ASYNC16(st_, mm_swz(q_ / 64 * 16 + w_ / 4, w_ % 4), src_, ok_);                                    \
+            __global const uint4 *src_ =                                                                         \
+                W + off + (ok_ ? ((ulong)p_ * col_tiles + tile_) * 64 + row_ * 4 + sub_ + ch_ : 0);              \
+            CP_ASYNC16(st_, mm_swz(q_ / (16 * MM_CPR) * 16 + row_, ch_), src_, ok_);                              \
         }                                                                                                        \
-        for (uint i_ = 0; i_ < MM_BT * 4 / MM_WG; i_++) {                                                        \
-            uint q_ = l + i_ * MM_WG, t_ = q_ / 4, k_ = (c) * MM_BK + (q_ % 4) * 8;                               \
+        for (uint i_ = 0; i_ < MM_BT * MM_CPR / MM_WG; i_++) {                                                   \
+            uint q_ = l + i_ * MM_WG, t_ = q_ / MM_CPR, k_ = (c) * MM_BK + (q_ % MM_CPR) * 8;                     \
             int ok_ = tb + t_ < n_tok && k_ < cols;                                                               \
             __global const ushort *src_ = xb + (ok_ ? (ulong)(tb + t_) * ldx + k_ : 0);                           \
-            CP_ASYNC16(st_ + MM_BR * MM_ROWB, mm_swz(t_, q_ % 4), src_, ok_);                                     \
+            CP_ASYNC16(st_ + MM_BR * MM_ROWB, mm_swz(t_, q_ % MM_CPR), src_, ok_);                                \
         }                                                                                                        \
     } while (0)
 
@@ -200,5 +331,149 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
                 }
             }
         }
+}
+
+/* Causal attention for a prompt on tensor cores (flash-attention style). A
+ * work-group of 4 warps takes FA_Q query tokens of one head, 16 a warp, and
+ * walks the keys FA_K at a time: S = Q K^T (F16 products of Q rounded to F16,
+ * the cache's K; f32 sums), the running max and sum per row (online softmax, the
+ * 4 lanes of a row meeting through shfl), then O += P V with P rounded to F16
+ * and kept in registers: the accumulator layout of S is the operand layout of
+ * P. K and V tiles come through cp.async, V's copy in flight during S and the
+ * next K's during P V. Q is staged once through the K buffer. Output: o_proj's
+ * input, BF16 pairs (out_bf16) or f32. Query blocks run heaviest first. */
+#define FA_ROWB (HEAD_DIM * 2) /* bytes of a staged row (F16) */
+#define FA_CH (HEAD_DIM / 8)   /* its 16-byte chunks */
+#define FA_SWM (FA_CH < 8 ? FA_CH - 1 : 7)
+#define FA_KS (HEAD_DIM / 16) /* k16 steps of Q K^T */
+#define FA_NF (HEAD_DIM / 8)  /* n8 fragments of O */
+
+/* chunk c of row r at c ^ (r & 7) within its group of 8: 8 rows of one chunk, 8 slots */
+inline uint fa_swz(uint r, uint c) { return r * FA_ROWB + (((c & ~(uint)FA_SWM) | ((c ^ r) & FA_SWM)) << 4); }
+
+__kernel __attribute__((reqd_work_group_size(FA_WG, 1, 1)))
+void attention_mma(__global const float *q, __global const half *kcache, __global const half *vcache,
+                   __global float *out, uint nq, uint nkv, uint n_tok, __global const int *stage, uint n_ctx,
+                   uint out_bf16)
+{
+    __local uint4 kv_v[2 * FA_K * FA_ROWB / 16];
+    __local uchar *ks = (__local uchar *)kv_v, *vs = ks + FA_K * FA_ROWB;
+    MM_EMU_DECL
+    uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
+    uint h = get_group_id(0), kvh = h / (nq / nkv);
+    uint t0 = (get_num_groups(1) - 1 - get_group_id(1)) * FA_Q; /* the longest rows first */
+    uint pos0 = (uint)stage[0], t_last = min(t0 + FA_Q, n_tok) - 1;
+    uint key_end = pos0 + t_last + 1, n_steps = (key_end - 1) / FA_K + 1;
+    __global const half *kg = kcache + (ulong)kvh * FA_CH * n_ctx * 8;
+    __global const half *vg = vcache + (ulong)kvh * n_ctx * HEAD_DIM;
+
+    /* Q, rounded to F16, through the K buffer into registers: A fragments */
+    for (uint i = l; i < FA_Q * HEAD_DIM / 2; i += FA_WG) {
+        uint r = i / (HEAD_DIM / 2), d = 2 * (i % (HEAD_DIM / 2));
+        float2 v = t0 + r < n_tok ? vload2(0, q + ((ulong)(t0 + r) * nq + h) * HEAD_DIM + d) : (float2)(0.0f);
+        *(__local uint *)(ks + fa_swz(r, d / 8) + (d % 8) * 2) = half2_of(v.x, v.y);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    uint qf[FA_KS][4];
+    uint a_row = warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1), a_chk = lane >> 4;
+    for (uint kk = 0; kk < FA_KS; kk++) LDSM_X4(ks, fa_swz(a_row, a_chk + 2 * kk), qf[kk]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+#define FA_LOAD_K(j)                                                                                             \
+    for (uint i_ = l; i_ < FA_K * FA_CH; i_ += FA_WG) {                                                          \
+        uint c_ = i_ / FA_K, p_ = (j) * FA_K + i_ % FA_K;                                                        \
+        int ok_ = p_ < key_end; /* rows past it: zeros (stale cache could hold NaN; 0 * NaN) */                  \
+        CP_ASYNC16(ks, fa_swz(i_ % FA_K, c_), kg + (ok_ ? ((ulong)c_ * n_ctx + p_) * 8 : 0), ok_);               \
+    }
+#define FA_LOAD_V(j)                                                                                             \
+    for (uint i_ = l; i_ < FA_K * FA_CH; i_ += FA_WG) {                                                          \
+        uint r_ = i_ / FA_CH, c_ = i_ % FA_CH, p_ = (j) * FA_K + r_;                                              \
+        int ok_ = p_ < key_end;                                                                                  \
+        CP_ASYNC16(vs, fa_swz(r_, c_), vg + (ok_ ? (ulong)p_ * HEAD_DIM + c_ * 8 : 0), ok_);                     \
+    }
+    FA_LOAD_K(0);
+    CP_COMMIT();
+
+    const float sc = 1.4426950408889634f / sqrt((float)HEAD_DIM); /* scores in log2 units: exp2 */
+    uint qpos0 = pos0 + t0 + warp * 16 + g, qpos1 = qpos0 + 8;    /* this lane's two rows */
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    float4 o[FA_NF];
+    for (uint f = 0; f < FA_NF; f++) o[f] = (float4)(0.0f);
+    uint b_key = (lane & 7) + 8 * (lane >> 4), b_chk = (lane >> 3) & 1;    /* K: as matmul_mma's B */
+    uint v_key = (lane & 7) + 8 * ((lane >> 3) & 1), v_chk = lane >> 4;    /* V: .trans */
+
+    for (uint j = 0; j < n_steps; j++) {
+        CP_WAIT_ALL();
+        barrier(CLK_LOCAL_MEM_FENCE); /* K(j) in; every warp done with V(j - 1) */
+        FA_LOAD_V(j);
+        CP_COMMIT();
+        float4 s[FA_K / 8];
+        for (uint f = 0; f < FA_K / 8; f++) s[f] = (float4)(0.0f);
+        for (uint kk = 0; kk < FA_KS; kk++)
+            for (uint nb = 0; nb < FA_K / 16; nb++) {
+                uint b[4];
+                LDSM_X4(ks, fa_swz(nb * 16 + b_key, 2 * kk + b_chk), b);
+                MMA_F16(&s[2 * nb], qf[kk], b[0], b[1]);
+                MMA_F16(&s[2 * nb + 1], qf[kk], b[2], b[3]);
+            }
+        /* mask (causal), scale, running max per row: lanes 4g..4g+3 hold row g's columns */
+        float mx0 = m0, mx1 = m1;
+        for (uint f = 0; f < FA_K / 8; f++) {
+            uint key = j * FA_K + f * 8 + 2 * tig;
+            s[f].x = key <= qpos0 ? s[f].x * sc : -INFINITY;
+            s[f].y = key + 1 <= qpos0 ? s[f].y * sc : -INFINITY;
+            s[f].z = key <= qpos1 ? s[f].z * sc : -INFINITY;
+            s[f].w = key + 1 <= qpos1 ? s[f].w * sc : -INFINITY;
+            mx0 = fmax(mx0, fmax(s[f].x, s[f].y));
+            mx1 = fmax(mx1, fmax(s[f].z, s[f].w));
+        }
+        mx0 = fmax(mx0, SHFL_XOR(mx0, 1));
+        mx0 = fmax(mx0, SHFL_XOR(mx0, 2));
+        mx1 = fmax(mx1, SHFL_XOR(mx1, 1));
+        mx1 = fmax(mx1, SHFL_XOR(mx1, 2));
+        /* a row of padding or with no key yet seen keeps -inf: nothing to rescale */
+        float c0 = mx0 == -INFINITY ? 1.0f : exp2(m0 - mx0), c1 = mx1 == -INFINITY ? 1.0f : exp2(m1 - mx1);
+        float base0 = mx0 == -INFINITY ? 0.0f : mx0, base1 = mx1 == -INFINITY ? 0.0f : mx1;
+        m0 = mx0, m1 = mx1;
+        l0 *= c0, l1 *= c1;
+        for (uint f = 0; f < FA_NF; f++) o[f] *= (float4)(c0, c0, c1, c1);
+        uint pf[FA_K / 16][4];
+        for (uint f = 0; f < FA_K / 8; f++) {
+            float4 p = exp2(s[f] - (float4)(base0, base0, base1, base1));
+            l0 += p.x + p.y, l1 += p.z + p.w;
+            pf[f / 2][2 * (f & 1)] = half2_of(p.x, p.y);     /* row g: a0 / a2 */
+            pf[f / 2][2 * (f & 1) + 1] = half2_of(p.z, p.w); /* row g + 8: a1 / a3 */
+        }
+        CP_WAIT_ALL();
+        barrier(CLK_LOCAL_MEM_FENCE); /* V(j) in; every warp done with K(j) */
+        if (j + 1 < n_steps) FA_LOAD_K(j + 1);
+        CP_COMMIT();
+        for (uint kk = 0; kk < FA_K / 16; kk++)
+            for (uint c = 0; c < FA_CH; c += 2) {
+                uint b[4];
+                LDSM_X4_T(vs, fa_swz(kk * 16 + v_key, c + v_chk), b);
+                MMA_F16(&o[c], pf[kk], b[0], b[1]);
+                MMA_F16(&o[c + 1], pf[kk], b[2], b[3]);
+            }
+    }
+#undef FA_LOAD_K
+#undef FA_LOAD_V
+    l0 += SHFL_XOR(l0, 1);
+    l0 += SHFL_XOR(l0, 2);
+    l1 += SHFL_XOR(l1, 1);
+    l1 += SHFL_XOR(l1, 2);
+    uint r0 = t0 + warp * 16 + g, r1 = r0 + 8;
+    for (uint f = 0; f < FA_NF; f++) {
+        uint d = f * 8 + 2 * tig;
+        float2 v0 = o[f].xy / l0, v1 = o[f].zw / l1;
+        if (out_bf16) {
+            __global uint *ob = (__global uint *)out;
+            if (r0 < n_tok) ob[(((ulong)r0 * nq + h) * HEAD_DIM + d) / 2] = bf16_pack(v0.x, v0.y);
+            if (r1 < n_tok) ob[(((ulong)r1 * nq + h) * HEAD_DIM + d) / 2] = bf16_pack(v1.x, v1.y);
+        } else {
+            if (r0 < n_tok) vstore2(v0, 0, out + ((ulong)r0 * nq + h) * HEAD_DIM + d);
+            if (r1 < n_tok) vstore2(v1, 0, out + ((ulong)r1 * nq + h) * HEAD_DIM + d);
+        }
+    }
 }
 #endif

@@ -13,17 +13,22 @@
 #define ROPE_WG 64  /* qk_norm_rope */
 #define ATT_WG 128  /* attention (decode) and attention_prefill: one key position per thread */
 #define GM_WG 256   /* matmul_gemm */
-#define MM_WG 128   /* matmul_mma: 4 warps */
+#ifndef MM_WG
+#define MM_WG 256   /* matmul_mma: 8 warps (Q3_OPENCL_MM_WG=128, a tuning knob, passes -DMM_WG: 4) */
+#endif
 #define FA_WG 128   /* attention_mma: 4 warps, 16 query rows each */
 
 #define TOKB 4 /* tokens per matmul_small work-group: each weight load serves TOKB tokens */
 #define GM_R 64 /* matmul_gemm: rows of a work-group's block */
 #define GM_T 64 /* ... and tokens */
 #define MM_BR 128 /* matmul_mma: rows of a work-group's block */
-#define MM_BT 128 /* ... and tokens */
+#ifndef MM_BT
+#define MM_BT 128 /* ... and tokens (64 or 128; Q3_OPENCL_MM_BT, a tuning knob, passes -DMM_BT) */
+#endif
 #define QB 4    /* attention_prefill: query tokens per work-group */
 #define FA_Q 64 /* attention_mma: query tokens per work-group */
 #define FA_K 64 /* attention_mma: key positions per step */
+#define FA_MAX_D 128 /* attention_mma: the largest head_dim (its K and V tiles fill 32 KiB of local memory) */
 
 /* matmul_small / matvec: how y is written, and how x is transformed while staged. */
 #define MODE_STORE 0

@@ -15,22 +15,28 @@
 
 #define MAX_BATCH 512 /* prompt tokens per pass */
 #define SMALL_MAX 8    /* up to this many tokens: matmul_small, else matmul_gemm */
-#define ATT_SPLIT 8 /* decode attention: work-groups per query-head group (Q3_OPENCL_ATT_SPLIT) */
+/* Decode attention splits the positions over ATT_SPLIT work-groups per query-head
+ * group, ATT_SPLIT_DEEP from position ATT_DEEP_POS on (more work-groups once each
+ * has two blocks of keys or more; H200: 8 splits 785 -> 777 tok/s at depth 512 with
+ * 16, 563 -> 647 at depth 4096, Qwen3-0.6B). Q3_OPENCL_ATT_SPLIT fixes one count. */
+#define ATT_SPLIT 8
+#define ATT_SPLIT_DEEP 16
+#define ATT_DEEP_POS 1536
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
 #define ACT_REGIONS 20 /* the most regions of the activation buffer (16 used) */
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
-    K_COUNT
+    K_ATTN_MMA, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
-    "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma",
+    "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma", "attention_mma",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
-                                                   ATT_WG, ATT_WG, 1,     1, MM_WG};
+                                                   ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG};
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -57,8 +63,8 @@ typedef struct {
     q3_cl_device d;
     cl_context ctx;
     cl_program program;
-    int mma, mma_emulate;
-    cl_uint att_hg, att_split, mvx;
+    int mma, mma_emulate, verbose;
+    cl_uint att_hg, att_splits[2], mvx, mm_bt, mm_wg;
     cl_mem weights;
     uint64_t w_base;
     cl_ulong max_alloc;
@@ -70,17 +76,21 @@ typedef struct {
     q3_backend base;
     q3_weights w;   /* a copy of the model's binding (its layers array stays the model's) */
     q3_config cfg;
-    /* ctx, program, mma, mma_emulate, att_hg, att_split, mvx, weights, w_base and
-     * mv_groups are the shared ones (ocl_shared), copied */
+    /* ctx, program, weights, w_base and the values the program is built for are the
+     * shared ones (ocl_shared), copied */
     cl_context ctx;
     cl_command_queue queue;
     cl_program program;
     cl_kernel k[K_COUNT];
     int mma; /* matmul_mma (NVIDIA tensor cores) for prompts instead of matmul_gemm */
     int mma_emulate; /* Q3_OPENCL_MMA=emulate: the same kernels without PTX (tests on PoCL) */
+    int verbose;
     cl_uint att_hg;    /* query heads per decode attention work-group (ATT_HG) */
-    cl_uint att_split; /* decode attention: work-groups per query-head group */
+    cl_uint att_split; /* decode attention: work-groups per query-head group, of the plan being recorded */
+    cl_uint att_splits[2]; /* ... of each plan: below ATT_DEEP_POS, and from there on */
     cl_uint mvx;       /* matvec takes matrices of up to mvx columns (MVX) */
+    cl_uint mm_bt;     /* matmul_mma: tokens of a block (MM_BT) */
+    cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
@@ -104,8 +114,8 @@ typedef struct {
     cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
     int recording;               /* kern() hands out fresh kernels, launch() records */
     cl_int record_failed;
-    plan_entry plan[PLAN_MAX];   /* the single-token pass, arguments set once */
-    int n_plan;
+    plan_entry plan[PLAN_MAX];   /* the single-token passes, arguments set once: */
+    int n_plan, plan_start[2], plan_len[2]; /* plan 0 below ATT_DEEP_POS, plan 1 from there */
     int profile;    /* Q3_OPENCL_PROFILE=1: events per launch (device time per kernel) */
     int host_timing; /* =1 or =host: the host's time per pass (no events: the pace stays as it is) */
     long n_decode;   /* single-token passes timed */
@@ -202,10 +212,14 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
         q3_set_err(err, "%s: OpenCL: clCreateProgramWithSource failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
         return -1;
     }
-    char opts[192];
-    snprintf(opts, sizeof opts, "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u%s", c->head_dim,
-             sh->att_hg, sh->mvx, norm_cols(c, sh->mvx),
-             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "");
+    /* Q3_OPENCL_BUILD_OPTS: more options for the OpenCL compiler (tuning and
+     * bisection, e.g. -DMM_STAGES=3 or -DQ3_EMU_CP; docs/opencl.md) */
+    const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
+    char opts[512];
+    snprintf(opts, sizeof opts,
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u%s %s",
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_bt, sh->mm_wg,
+             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", extra ? extra : "");
     rc = clBuildProgram(sh->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
@@ -216,7 +230,7 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
         return -1;
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if (i == K_MM_MMA && !sh->mma) continue;
+        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !sh->mma) continue; /* tensor-core kernels */
         cl_kernel k = clCreateKernel(sh->program, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
             q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", f->path, kernel_names[i],
@@ -226,19 +240,24 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
         /* What this device allows this kernel (registers, local memory), not what
          * OpenCL 1.2 promises in general: the launches use fixed group sizes. */
         size_t max_wg = 0;
-        cl_ulong local_used = 0, local_have = 0;
+        cl_ulong local_used = 0, local_have = 0, priv = 0;
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_used, &local_used, NULL);
+        clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
         clReleaseKernel(k);
-        if (max_wg < kernel_group_size[i] || (local_have && local_used > local_have)) {
+        unsigned want_wg = i == K_MM_MMA ? sh->mm_wg : kernel_group_size[i];
+        if (max_wg < want_wg || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
                        "allows %zu and has %llu",
-                       f->path, kernel_names[i], kernel_group_size[i], (unsigned long long)local_used, max_wg,
+                       f->path, kernel_names[i], want_wg, (unsigned long long)local_used, max_wg,
                        (unsigned long long)local_have);
             return -1;
         }
+        if (sh->verbose > 1) /* -v -v: what each kernel takes (private memory: register spills) */
+            fprintf(stderr, "q3: kernel %-18s local %6llu B, private %5llu B, up to %zu work-items\n", kernel_names[i],
+                    (unsigned long long)local_used, (unsigned long long)priv, max_wg);
     }
     return 0;
 }
@@ -247,7 +266,7 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
 static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
-        if (i == K_MM_MMA && !m->mma) continue;
+        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !m->mma) continue;
         cl_int rc;
         m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
         CHECK(rc, kernel_names[i]);
@@ -347,10 +366,10 @@ static int launch(ocl_backend *m, cl_kernel k, int kind, cl_uint dims, const siz
     return 0;
 }
 
-/* Replays the recorded single-token pass: no argument is set, only enqueues. */
-static int run_plan(ocl_backend *m, q3_err *err)
+/* Replays a recorded single-token pass: no argument is set, only enqueues. */
+static int run_plan(ocl_backend *m, int which, q3_err *err)
 {
-    for (int i = 0; i < m->n_plan; i++) {
+    for (int i = m->plan_start[which]; i < m->plan_start[which] + m->plan_len[which]; i++) {
         const plan_entry *e = &m->plan[i];
         if (launch(m, e->k, e->kind, e->dims, e->global, e->has_local ? e->local : NULL, e->rows, e->cols, err))
             return -1;
@@ -394,7 +413,8 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
         rows_all += rows;
     }
     /* Few panels (o_proj, down_proj): 2 or 4 work-groups per panel, so that at
-     * least 256 are in flight. */
+     * least 256 are in flight. (Choosing the split that fills matvec's rounds
+     * best was tried: Qwen3-4B decode 280 -> 260 tok/s; docs/opencl.md.) */
     cl_uint rsplit = panels >= 256 ? 1 : panels >= 128 ? 2 : 4;
     rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit);
     CHECK(rc, "setting matmul_small arguments");
@@ -413,7 +433,7 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
                    q3_err *err)
 {
     int kind = m->mma ? K_MM_MMA : K_MM_GEMM; /* x: BF16 (m->xb) for matmul_mma, else f32 */
-    size_t br = m->mma ? MM_BR : GM_R, bt = m->mma ? MM_BT : GM_T;
+    size_t br = m->mma ? MM_BR : GM_R, bt = m->mma ? m->mm_bt : GM_T;
     cl_kernel k = kern(m, kind);
     cl_uint cols = (cl_uint)segs[0].t->shape[1], rows0 = (cl_uint)segs[0].t->shape[0];
     size_t blocks = 0, tblocks = (n_tok + bt - 1) / bt, ksplit = 1;
@@ -442,7 +462,7 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
         rows_all += rows;
     }
     CHECK(rc, "setting matmul arguments");
-    size_t wg = kernel_group_size[kind];
+    size_t wg = m->mma ? m->mm_wg : kernel_group_size[kind];
     size_t global[3] = {blocks * wg, tblocks, ksplit}, local[3] = {wg, 1, 1};
     if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
     if (ksplit == 1) return 0;
@@ -550,12 +570,17 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         int gemm = n_tok > SMALL_MAX;
         cl_mem att_out = gemm ? gemm_in(m, m->att) : m->att;
         cl_uint bf = att_out == m->xb;
-        k = kern(m, K_ATTN_PF);
+        /* on tensor cores (attention_mma, FA_Q queries a work-group) where the
+         * device has them, else attention_prefill (QB queries) */
+        int fa = m->mma && m->cfg.head_dim <= FA_MAX_D;
+        int kind = fa ? K_ATTN_MMA : K_ATTN_PF;
+        k = kern(m, kind);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, att_out) | ARG(k, 4, nq) |
              ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens) | ARG(k, 8, n_ctx) | ARG(k, 9, bf);
-        CHECK(rc, "setting attention_prefill arguments");
-        size_t ga[2] = {(size_t)nq * ATT_WG, (n_tok + QB - 1) / QB}, la[2] = {ATT_WG, 1};
-        if (launch(m, k, K_ATTN_PF, 2, ga, la, 0, 0, err) || mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
+        CHECK(rc, "setting the prompt attention's arguments");
+        size_t wg = fa ? FA_WG : ATT_WG, per = fa ? FA_Q : QB;
+        size_t ga[2] = {(size_t)nq * wg, (n_tok + per - 1) / per}, la[2] = {wg, 1};
+        if (launch(m, k, kind, 2, ga, la, 0, 0, err) || mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
             return -1;
     }
     if (small) {
@@ -615,7 +640,7 @@ static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float 
     CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, logits ? CL_FALSE : CL_TRUE, 0, (nb + 1) * sizeof(cl_int),
                                m->stage, 0, NULL, NULL), "writing token ids");
     if (nb == 1 && m->n_plan) {
-        if (run_plan(m, err)) return -1;
+        if (run_plan(m, pos >= ATT_DEEP_POS, err)) return -1;
     } else if (enqueue_pass(m, nb, !logits ? 0 : all_logits ? 2 : 1, err)) {
         return -1;
     }
@@ -715,7 +740,8 @@ static void ocl_shared_free(void *p)
 }
 
 /* What the model's contexts on this device share: checks of the shapes the kernels
- * take, the device's context, the program and the weights. */
+ * take, the values the program is built for, the device's context, the program and
+ * the weights. */
 static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_backend_opts *o, q3_err *err)
 {
     const q3_config *c = &f->config;
@@ -724,10 +750,16 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
      * ATT_COMBINE_MAX (split, head) pairs. */
     uint32_t group = c->num_heads / c->num_kv_heads;
     sh->att_hg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
+    const char *hg_env = getenv("Q3_OPENCL_ATT_HG"); /* tuning: 1 or 2 instead */
+    if (hg_env && (atoi(hg_env) == 1 || (atoi(hg_env) == 2 && group % 2 == 0))) sh->att_hg = (cl_uint)atoi(hg_env);
     const char *split_env = getenv("Q3_OPENCL_ATT_SPLIT");
-    sh->att_split = split_env && atoi(split_env) > 0 ? (cl_uint)atoi(split_env) : ATT_SPLIT;
-    while (sh->att_split > 1 && (uint64_t)sh->att_split * c->num_heads > ATT_COMBINE_MAX) sh->att_split /= 2;
-    if (c->num_heads > ATT_COMBINE_MAX || sh->att_split > MAX_BATCH) {
+    int fixed = split_env && atoi(split_env) > 0;
+    for (int p = 0; p < 2; p++) {
+        cl_uint sp = fixed ? (cl_uint)atoi(split_env) : p ? ATT_SPLIT_DEEP : ATT_SPLIT;
+        while (sp > 1 && (uint64_t)sp * c->num_heads > ATT_COMBINE_MAX) sp /= 2;
+        sh->att_splits[p] = sp;
+    }
+    if (c->num_heads > ATT_COMBINE_MAX || sh->att_splits[0] > MAX_BATCH || sh->att_splits[1] > MAX_BATCH) {
         q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads,
                    ATT_COMBINE_MAX);
         return -1;
@@ -751,6 +783,9 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
         fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d->index, d->name,
                 d->platform_name, d->c_version, d->compute_units);
     cl_int rc;
+    sh->verbose = o->verbose;
+    const char *kv = getenv("Q3_OPENCL_VERBOSE"); /* 2: each kernel's local and private memory */
+    if (kv && atoi(kv) > sh->verbose) sh->verbose = atoi(kv);
     sh->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
     if (rc != CL_SUCCESS) {
         q3_set_err(err, "%s: OpenCL: clCreateContext failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
@@ -760,6 +795,11 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
     sh->mvx = matvec_cols(c, local_bytes);
+    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
+    sh->mm_bt = bt_env && atoi(bt_env) == 64 ? 64 : MM_BT;
+    sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
+    const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
+    if (pcu_env && atoi(pcu_env) > 0 && atoi(pcu_env) <= 8) sh->mv_groups = (size_t)d->compute_units * atoi(pcu_env);
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
      * refuses that, the portable GEMM. Q3_OPENCL_MMA=0 asks for the portable one,
      * =1 tries tensor cores on any platform (a test of the fallback elsewhere). */
@@ -806,6 +846,7 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     return 0;
 }
 
+
 static void *ocl_shared_create(const q3_file *f, const q3_weights *w, int device, const q3_backend_opts *o,
                                q3_err *err)
 {
@@ -821,7 +862,7 @@ static void *ocl_shared_create(const q3_file *f, const q3_weights *w, int device
     return sh;
 }
 
-/* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plan. */
+/* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plans. */
 static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
 {
     ocl_backend *m = (ocl_backend *)b;
@@ -836,9 +877,13 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->program = sh->program;
     m->mma = sh->mma;
     m->mma_emulate = sh->mma_emulate;
+    m->verbose = sh->verbose;
     m->att_hg = sh->att_hg;
-    m->att_split = sh->att_split;
+    m->att_splits[0] = sh->att_splits[0];
+    m->att_splits[1] = sh->att_splits[1];
     m->mvx = sh->mvx;
+    m->mm_bt = sh->mm_bt;
+    m->mm_wg = sh->mm_wg;
     m->weights = sh->weights;
     m->w_base = sh->w_base;
     m->mv_groups = sh->mv_groups;
@@ -861,7 +906,8 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     act_reserve(m, &m->tmp, B * H * 4);
     act_reserve(m, &m->q, B * m->q_dim * 4);
     act_reserve(m, &m->att, B * m->q_dim * 4); /* also att_split partial outputs (B >= att_split) */
-    act_reserve(m, &m->att_ml, (uint64_t)m->att_split * c->num_heads * 2 * 4);
+    cl_uint most_splits = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
+    act_reserve(m, &m->att_ml, (uint64_t)most_splits * c->num_heads * 2 * 4);
     act_reserve(m, &m->kk, B * m->kv_dim * 4);
     act_reserve(m, &m->v, B * m->kv_dim * 4);
     act_reserve(m, &m->gate, B * I * 4);
@@ -908,9 +954,15 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     CHECK(rc, "uploading RoPE tables");
     CHECK(clFinish(m->queue), "finishing the upload");
 
-    /* Record the single-token pass once: decode then only enqueues. */
+    /* Record the single-token pass once per split count: decode then only enqueues. */
+    int rec = 0;
     m->recording = 1;
-    int rec = enqueue_pass(m, 1, 1, err);
+    for (int p = 0; p < 2 && !rec; p++) {
+        m->att_split = m->att_splits[p];
+        m->plan_start[p] = m->n_plan;
+        rec = enqueue_pass(m, 1, 1, err);
+        m->plan_len[p] = m->n_plan - m->plan_start[p];
+    }
     m->recording = 0;
     if (rec) return -1;
     if (m->record_failed) {

@@ -12,8 +12,8 @@ shift 2
 repo=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$dir" || exit 1
 make_one() {
-    local size=$1 src="$dir/syn-$size" out="$dir/syn-$size.q3"
-    local cfg="$repo/tests/fixtures/configs/qwen3-$size.json"
+    local size=$1
+    local src="$dir/syn-$size" out="$dir/syn-$size.q3" cfg="$repo/tests/fixtures/configs/qwen3-$size.json"
     [ -f "$cfg" ] || { echo "synth_models.sh: no config $cfg" >&2; return 1; }
     [ -f "$out" ] && return 0
     "$build/q3synth" "$cfg" "$src" &&
