@@ -21,7 +21,11 @@ AVX2_FLAGS = -mavx2 -mfma -mf16c
 MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3bandwidth.c tools/q3tokbench.c
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
-RUNTIME_SRC = $(filter-out $(MAINS),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
+# The part of the runtime that reads a model without running it: the tokenizer, the
+# chat template, the config-to-tensors binding and the load checks built on them
+# (runtime/model_check.h). q3convert and q3check run those checks, so they link it.
+MODEL_SRC = $(addprefix runtime/,tokenizer.c tok_encode.c utf8.c chat_template.c weights.c model_check.c)
+RUNTIME_SRC = $(filter-out $(MAINS) $(MODEL_SRC),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
 # The shared constants first (kernels/qwen3_shared.h, also a C header), then qwen3.cl
 # (the helpers the others use), then the rest in name order.
 CL_SRC = kernels/qwen3_shared.h kernels/qwen3.cl $(filter-out kernels/qwen3.cl,$(sort $(wildcard kernels/*.cl)))
@@ -32,6 +36,7 @@ TEST_BINS = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_FORMAT = $(BUILD)/libq3format.a
 LIB_CONVERT = $(BUILD)/libq3convert.a
+LIB_MODEL = $(BUILD)/libq3model.a
 LIB_RUNTIME = $(BUILD)/libq3runtime.a
 CL_EMBED = $(BUILD)/gen/cl_sources.c
 
@@ -55,21 +60,26 @@ $(CL_EMBED): $(BUILD)/embed_cl $(CL_SRC)
 	@mkdir -p $(dir $@)
 	$(BUILD)/embed_cl $@ $(CL_SRC)
 
+# Archives are rebuilt from scratch: `ar r` alone keeps members whose source moved
+# to another library.
 $(LIB_FORMAT): $(call obj,$(FORMAT_SRC))
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 $(LIB_CONVERT): $(call obj,$(CONVERT_SRC))
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
+$(LIB_MODEL): $(call obj,$(MODEL_SRC))
+	rm -f $@ && ar rcs $@ $^
 $(LIB_RUNTIME): $(call obj,$(RUNTIME_SRC)) $(BUILD)/obj/gen/cl_sources.o
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 $(BUILD)/obj/gen/cl_sources.o: $(CL_EMBED)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-ALL_LIBS = $(LIB_RUNTIME) $(LIB_CONVERT) $(LIB_FORMAT)
-
+ALL_LIBS = $(LIB_RUNTIME) $(LIB_CONVERT) $(LIB_MODEL) $(LIB_FORMAT)
+# What the conversion-side tools and tests link: no backend, no kernels.
+CONVERT_LIBS = $(LIB_CONVERT) $(LIB_MODEL) $(LIB_FORMAT)
 # The library programs link against (include/q3.h): the format reader and the runtime.
 LIB_Q3 = $(BUILD)/libq3.a $(BUILD)/libq3.so
-LIB_Q3_OBJS = $(call obj,$(FORMAT_SRC) $(RUNTIME_SRC)) $(BUILD)/obj/gen/cl_sources.o
+LIB_Q3_OBJS = $(call obj,$(FORMAT_SRC) $(MODEL_SRC) $(RUNTIME_SRC)) $(BUILD)/obj/gen/cl_sources.o
 Q3_SOVERSION = 1
 $(BUILD)/libq3.a: $(LIB_Q3_OBJS)
 	rm -f $@
@@ -99,7 +109,8 @@ $(BUILD)/examples/%: examples/%.c $(EXAMPLES_PREFIX)/lib/pkgconfig/q3.pc
 	  $$(PKG_CONFIG_PATH=$(EXAMPLES_PREFIX)/lib/pkgconfig pkg-config --cflags --libs q3) \
 	  -Wl,-rpath,$(EXAMPLES_PREFIX)/lib -o $@
 examples: $(EXAMPLE_BINS)
-$(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(LIB_CONVERT) $(LIB_FORMAT)
+
+$(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(CONVERT_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
@@ -110,15 +121,15 @@ BENCH_FMT = $(call obj,tools/bench_fmt.c)
 $(BUILD)/q3bench: $(call obj,tools/q3bench.c) $(BENCH_FMT) $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/tests/test_bench: $(BENCH_FMT)
-# The conversion-side tools need only the format and convert libraries.
+# The conversion-side tools need only the format, convert and model libraries.
 CONVERT_TOOLS = $(BUILD)/q3check $(BUILD)/q3info $(BUILD)/q3synth
-$(CONVERT_TOOLS): $(BUILD)/%: $(BUILD)/obj/tools/%.o $(LIB_CONVERT) $(LIB_FORMAT)
+$(CONVERT_TOOLS): $(BUILD)/%: $(BUILD)/obj/tools/%.o $(CONVERT_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 
-# Tests named test_format* / test_convert* need only the format and convert
-# libraries, so they build while the runtime is being worked on.
+# Tests named test_format* / test_convert* need only the conversion-side
+# libraries, so they build while the backends are being worked on.
 LIGHT_TESTS = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_format*.c tests/test_convert*.c))
-$(LIGHT_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_CONVERT) $(LIB_FORMAT)
+$(LIGHT_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(CONVERT_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
 $(filter-out $(LIGHT_TESTS),$(TEST_BINS)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(ALL_LIBS)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "hf_config.h"
+#include "hf_files.h"
 #include "json_util.h"
 
 static const cJSON *item(const cJSON *o, const char *key)
@@ -197,7 +198,7 @@ int q3_hf_config_load(const char *hf_dir, q3_hf_config *hc, q3_err *err)
 {
     char path[4096];
     cJSON *root;
-    if (q3_path_join(path, sizeof path, hf_dir, "config.json")) {
+    if (q3_path_join(path, sizeof path, hf_dir, Q3_HF_CONFIG)) {
         q3_set_err(err, "%s: directory path is too long", hf_dir);
         return -1;
     }
@@ -251,7 +252,7 @@ int q3_hf_generation_load(const char *hf_dir, const q3_hf_config *hc, q3_generat
 {
     char path[4096];
     cJSON *root = NULL;
-    if (q3_path_join(path, sizeof path, hf_dir, "generation_config.json")) {
+    if (q3_path_join(path, sizeof path, hf_dir, Q3_HF_GENERATION)) {
         q3_set_err(err, "%s: directory path is too long", hf_dir);
         return -1;
     }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "hf_files.h"
 #include "hf_tokenizer.h"
 #include "json_util.h"
 
@@ -81,7 +82,7 @@ int q3_hf_tokenizer_load(const char *hf_dir, q3_tokdata *out, q3_err *err)
     memset(&td, 0, sizeof td);
     memset(out, 0, sizeof *out);
 
-    if (q3_path_join(path, sizeof path, hf_dir, "tokenizer.json") || q3_json_load(path, &tok, err)) goto done;
+    if (q3_path_join(path, sizeof path, hf_dir, Q3_HF_TOKENIZER) || q3_json_load(path, &tok, err)) goto done;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(tok, "model");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     if (!cJSON_IsObject(model) || !cJSON_IsString(type) || strcmp(type->valuestring, "BPE") != 0) {
@@ -218,7 +219,7 @@ int q3_hf_tokenizer_load(const char *hf_dir, q3_tokdata *out, q3_err *err)
     /* tokenizer_config.json: special token strings and the chat template
      * (inline, or chat_template.jinja as transformers 5 saves it). Without
      * the file those stay empty. */
-    if (q3_path_join(path, sizeof path, hf_dir, "tokenizer_config.json")) goto toolong;
+    if (q3_path_join(path, sizeof path, hf_dir, Q3_HF_TOKENIZER_CONFIG)) goto toolong;
     if (file_exists(path) && q3_json_load(path, &cfg, err)) goto done; /* optional: tokenizer.json suffices */
     td.bos_token = token_string(cfg, "bos_token");
     td.eos_token = token_string(cfg, "eos_token");
@@ -238,7 +239,7 @@ int q3_hf_tokenizer_load(const char *hf_dir, q3_tokdata *out, q3_err *err)
     if (cJSON_IsString(tpl)) {
         td.chat_template = (q3_str){(uint32_t)strlen(tpl->valuestring), tpl->valuestring};
     } else {
-        if (q3_path_join(path, sizeof path, hf_dir, "chat_template.jinja")) goto toolong;
+        if (q3_path_join(path, sizeof path, hf_dir, Q3_HF_CHAT_TEMPLATE)) goto toolong;
         if (file_exists(path)) {
             if (q3_read_file(path, &jinja, &jinja_len, err)) goto done;
             td.chat_template = (q3_str){(uint32_t)jinja_len, jinja};

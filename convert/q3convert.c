@@ -9,12 +9,14 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: q3convert HF_DIR -o OUT.q3 [-q]\n"
+    fprintf(f, "usage: q3convert HF_DIR -o OUT.q3 [-q] [--allow-nonfinite]\n"
                "  HF_DIR   a Qwen3 checkpoint: config.json, model.safetensors (or shards +\n"
                "           model.safetensors.index.json), tokenizer.json, tokenizer_config.json,\n"
                "           optional generation_config.json and chat_template.jinja\n"
-               "  -o FILE  the .q3 file to write (atomically: nothing appears there on failure)\n"
+               "  -o FILE  the .q3 file to write (atomically: nothing appears there on failure);\n"
+               "           if it exists it must be a regular file and none of HF_DIR's inputs\n"
                "  -q       print nothing on success\n"
+               "  --allow-nonfinite  write NaN / Inf weights (refused by default, naming the tensor)\n"
                "  -h, --help  this text\n");
 }
 
@@ -22,6 +24,7 @@ int main(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL;
     int quiet = 0;
+    q3_convert_opts opts = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -29,9 +32,11 @@ int main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
+        } else if (strcmp(a, "--allow-nonfinite") == 0) {
+            opts.allow_nonfinite = 1;
         } else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {
-            if (i + 1 >= argc || out) {
-                fprintf(stderr, "q3convert: %s needs one file name\n", a);
+            if (i + 1 >= argc || out || !argv[i + 1][0]) {
+                fprintf(stderr, "q3convert: %s needs one non-empty file name\n", a);
                 usage(stderr);
                 return 2;
             }
@@ -60,7 +65,9 @@ int main(int argc, char **argv)
     q3_progress_start(&bar, "q3convert");
     q3_err err = {{0}};
     q3_convert_stats stats;
-    int rc = q3_convert(in, out, show ? q3_progress_update : NULL, &bar, &stats, &err);
+    opts.progress = show ? q3_progress_update : NULL;
+    opts.progress_ctx = &bar;
+    int rc = q3_convert(in, out, &opts, &stats, &err);
     q3_progress_finish(&bar);
     if (rc) {
         fprintf(stderr, "q3convert: %s\n", err.msg);

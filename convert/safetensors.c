@@ -4,11 +4,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "hf_files.h"
 #include "json_util.h"
 #include "safetensors.h"
-
-#define INDEX_NAME "model.safetensors.index.json"
-#define SINGLE_NAME "model.safetensors"
 
 static const struct { const char *name; uint32_t dtype, size; } dtypes[] = {
     {"BF16", Q3_ST_BF16, 2}, {"F16", Q3_ST_F16, 2}, {"F32", Q3_ST_F32, 4},
@@ -304,7 +302,7 @@ int q3_st_open(q3_st_model *m, const char *hf_dir, q3_err *err)
 {
     char path[4096];
     memset(m, 0, sizeof *m);
-    if (q3_path_join(path, sizeof path, hf_dir, INDEX_NAME)) {
+    if (q3_path_join(path, sizeof path, hf_dir, Q3_HF_WEIGHTS_INDEX)) {
         q3_set_err(err, "%s: directory path is too long", hf_dir);
         return -1;
     }
@@ -315,12 +313,12 @@ int q3_st_open(q3_st_model *m, const char *hf_dir, q3_err *err)
         }
         return 0;
     }
-    if (q3_path_join(path, sizeof path, hf_dir, SINGLE_NAME)) {
+    if (q3_path_join(path, sizeof path, hf_dir, Q3_HF_WEIGHTS)) {
         q3_set_err(err, "%s: directory path is too long", hf_dir);
         return -1;
     }
     if (access(path, F_OK) != 0) {
-        q3_set_err(err, "%s: neither %s nor %s is there", hf_dir, SINGLE_NAME, INDEX_NAME);
+        q3_set_err(err, "%s: neither %s nor %s is there", hf_dir, Q3_HF_WEIGHTS, Q3_HF_WEIGHTS_INDEX);
         return -1;
     }
     return q3_st_open_file(m, path, err);

@@ -18,6 +18,15 @@ void q3_set_err(q3_err *err, const char *fmt, ...)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
 }
 
+int q3_err_name_file(q3_err *err, const char *path)
+{
+    if (!err) return -1;
+    char what[sizeof err->msg];
+    memcpy(what, err->msg, sizeof what);
+    q3_set_err(err, "%s: %s", path, what);
+    return -1;
+}
+
 int q3_finish_stdout(const char *prog, int rc)
 {
     /* A full disk or a closed pipe shows up only when the buffer is flushed. */

@@ -165,6 +165,13 @@ int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *e
  * cache (docs/perf.md: +13 % decode on one core). Released by q3_unmap_file. */
 int q3_load_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *err);
 void q3_unmap_file(const uint8_t *map, uint64_t size);
+/* "a FIFO", "a directory", ... for a stat st_mode: what a path that should be a regular file is. */
+const char *q3_file_type_name(unsigned mode);
+/* A SIGBUS inside a registered mapping (its file shrank while mapped) prints one
+ * line naming the file and the offset and exits with status 1 (q3_mapguard.c).
+ * q3_map_file and q3_unmap_file register and unregister every mapping. */
+void q3_mapguard_add(const uint8_t *map, uint64_t size, const char *path);
+void q3_mapguard_remove(const uint8_t *map);
 /* mmap and validate a file. Every offset, size, count and shape is checked
  * against the file size before use; the first problem is reported in err. */
 int q3_open(q3_file *f, const char *path, unsigned flags, q3_err *err);
@@ -183,6 +190,9 @@ int q3_verify_header(const q3_file *f, q3_err *err);
 int q3_verify_section(const q3_file *f, uint32_t kind, q3_err *err);
 int q3_verify_tensor(const q3_file *f, const q3_tensor *t, q3_err *err);
 int q3_verify_file(const q3_file *f, q3_err *err);
+/* Every value of the tensor is finite (no NaN, no Inf); else err names the tensor,
+ * how many are not and where the first one is. */
+int q3_verify_finite(const q3_file *f, const q3_tensor *t, q3_err *err);
 
 /* ---- tile layout ---- */
 
@@ -199,6 +209,8 @@ static inline uint64_t q3_r16c32_index(uint64_t cols, uint64_t r, uint64_t c)
 void q3_tile_pack(uint32_t layout, const uint16_t *src, uint64_t rows, uint64_t cols, uint16_t *dst);
 /* Layout -> row-major. */
 void q3_tile_unpack(uint32_t layout, const uint16_t *src, uint64_t rows, uint64_t cols, uint16_t *dst);
+/* Logical (row, col) of stored element `index` (the inverse of q3_r16c32_index). */
+void q3_layout_position(uint32_t layout, uint64_t cols, uint64_t index, uint64_t *row, uint64_t *col);
 /* Copy one logical row out of a stored tensor (embedding lookup). */
 void q3_tensor_row_bf16(const q3_tensor *t, uint64_t row, uint16_t *dst);
 
@@ -210,6 +222,8 @@ static inline float q3_bf16_to_f32(uint16_t h)
     v.u = (uint32_t)h << 16;
     return v.f;
 }
+/* Inf and NaN have every exponent bit set. */
+static inline int q3_bf16_is_finite(uint16_t h) { return (h & 0x7f80u) != 0x7f80u; }
 /* Round-to-nearest-even; NaN stays NaN (quiet). */
 static inline uint16_t q3_f32_to_bf16(float f)
 {
@@ -250,6 +264,9 @@ typedef struct {
 /* Write the whole file atomically: a temporary file beside path, fsync, rename.
  * On any error the temporary file is removed and path is untouched. */
 int q3_write_file(const char *path, const q3_write_job *job, q3_err *err);
+/* Remove the temporary file of a q3_write_file in progress, if any; async-signal-safe,
+ * for fatal-signal handlers. */
+void q3_write_abandon(void);
 
 /* Encoders for the fixed records (used by the writer and by tests that forge files). */
 void q3_encode_config(const q3_config *c, uint8_t out[Q3_CONFIG_SIZE]);

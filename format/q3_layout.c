@@ -12,6 +12,19 @@ uint64_t q3_layout_elems(uint32_t layout, uint64_t rows, uint64_t cols)
     return rows * cols;
 }
 
+void q3_layout_position(uint32_t layout, uint64_t cols, uint64_t index, uint64_t *row, uint64_t *col)
+{
+    if (layout != Q3_LAYOUT_R16C32) {
+        *row = index / cols;
+        *col = index % cols;
+        return;
+    }
+    uint64_t col_tiles = (cols + Q3_TILE_COLS - 1) / Q3_TILE_COLS;
+    uint64_t tile = index / (Q3_TILE_ROWS * Q3_TILE_COLS), in_tile = index % (Q3_TILE_ROWS * Q3_TILE_COLS);
+    *row = tile / col_tiles * Q3_TILE_ROWS + in_tile / Q3_TILE_COLS;
+    *col = tile % col_tiles * Q3_TILE_COLS + in_tile % Q3_TILE_COLS;
+}
+
 void q3_tile_pack(uint32_t layout, const uint16_t *src, uint64_t rows, uint64_t cols, uint16_t *dst)
 {
     if (layout != Q3_LAYOUT_R16C32) {

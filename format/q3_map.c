@@ -8,18 +8,38 @@
 #include <unistd.h>
 #include "q3_format.h"
 
+const char *q3_file_type_name(unsigned mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFREG: return "a regular file";
+    case S_IFDIR: return "a directory";
+    case S_IFIFO: return "a FIFO";
+    case S_IFSOCK: return "a socket";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFLNK: return "a symbolic link";
+    default: return "not a regular file";
+    }
+}
+
 /* Open path for reading and take its size; a path that is not a regular file
- * is refused. Returns the descriptor, or -1 with err. */
+ * is refused. O_NONBLOCK: opening a FIFO would otherwise wait for a writer
+ * forever; for a regular file it changes nothing. Returns the descriptor, or -1 with err. */
 static int open_regular(const char *path, size_t *size, q3_err *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         q3_set_err(err, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        q3_set_err(err, "%s: not a regular file", path);
+    if (fstat(fd, &st) != 0) {
+        q3_set_err(err, "%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        q3_set_err(err, "%s: not a regular file (it is %s)", path, q3_file_type_name(st.st_mode));
         close(fd);
         return -1;
     }
@@ -46,6 +66,7 @@ int q3_map_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *e
     }
     *map = m;
     *size = (uint64_t)n;
+    q3_mapguard_add(*map, *size, path);
     return 0;
 }
 
@@ -88,5 +109,6 @@ int q3_load_file(const char *path, const uint8_t **map, uint64_t *size, q3_err *
 
 void q3_unmap_file(const uint8_t *map, uint64_t size)
 {
+    q3_mapguard_remove(map);
     if (map && size) munmap((void *)map, (size_t)size);
 }

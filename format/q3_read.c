@@ -29,8 +29,8 @@ static int read_header(q3_file *f, q3_err *err)
 {
     const uint8_t *h = f->map;
     if (f->size < Q3_HEADER_SIZE) {
-        q3_set_err(err, "%s: file is %llu bytes, too short for the %u-byte header", f->path,
-                   (unsigned long long)f->size, Q3_HEADER_SIZE);
+        q3_set_err(err, "%s: file is %llu byte%s, too short for the %u-byte header", f->path,
+                   (unsigned long long)f->size, f->size == 1 ? "" : "s", Q3_HEADER_SIZE);
         return -1;
     }
     if (memcmp(h, Q3_MAGIC, 8) != 0) {
@@ -281,12 +281,6 @@ int q3_open(q3_file *f, const char *path, unsigned flags, q3_err *err)
     if ((flags & Q3_OPEN_LOAD ? q3_load_file : q3_map_file)(path, &f->map, &f->size, err)) return -1;
     f->owns_map = 1;
     f->loaded = (flags & Q3_OPEN_LOAD) != 0;
-    if (f->size < Q3_HEADER_SIZE) {
-        q3_set_err(err, "%s: file is %llu bytes, too short for the %u-byte header", path,
-                   (unsigned long long)f->size, Q3_HEADER_SIZE);
-        q3_close(f);
-        return -1;
-    }
     if (open_common(f, flags, err)) {
         q3_close(f);
         return -1;
@@ -347,6 +341,25 @@ int q3_verify_tensor(const q3_file *f, const q3_tensor *t, q3_err *err)
         return -1;
     }
     return 0;
+}
+
+int q3_verify_finite(const q3_file *f, const q3_tensor *t, q3_err *err)
+{
+    const uint8_t *p = f->map + t->offset; /* stored bytes; tile padding is zero, so finite */
+    uint64_t n = t->size / 2, bad = 0, first = 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (!q3_bf16_is_finite((uint16_t)(p[2 * i] | p[2 * i + 1] << 8)) && bad++ == 0) first = i;
+    if (!bad) return 0;
+    uint64_t r, c;
+    char where[48];
+    q3_layout_position(t->layout, t->shape[1], first, &r, &c);
+    if (t->ndim == 1)
+        snprintf(where, sizeof where, "[%llu]", (unsigned long long)r);
+    else
+        snprintf(where, sizeof where, "[%llu, %llu]", (unsigned long long)r, (unsigned long long)c);
+    q3_set_err(err, "%s: tensor '%s': %llu non-finite value%s (NaN or Inf), the first at %s", f->path, t->name,
+               (unsigned long long)bad, bad == 1 ? "" : "s", where);
+    return -1;
 }
 
 int q3_verify_file(const q3_file *f, q3_err *err)

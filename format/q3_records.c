@@ -97,20 +97,30 @@ int q3_decode_config(const uint8_t *in, size_t size, q3_config *c, const char *p
                    path, c->num_heads, c->num_kv_heads);
         return -1;
     }
-    if (c->head_dim % 2 != 0 || c->num_layers > 4096 || c->num_heads > 65536) {
-        q3_set_err(err, "%s: config: head_dim %u must be even, layers <= 4096, heads <= 65536 (got %u, %u)",
-                   path, c->head_dim, c->num_layers, c->num_heads);
+    /* One field per message, so that the message names the field that is wrong. */
+    if (c->head_dim % 2 != 0) {
+        q3_set_err(err, "%s: config: head_dim %u must be even (RoPE rotates pairs)", path, c->head_dim);
+        return -1;
+    }
+    if (c->num_layers > 4096) {
+        q3_set_err(err, "%s: config: num_hidden_layers %u, expected at most 4096", path, c->num_layers);
+        return -1;
+    }
+    if (c->num_heads > 65536) {
+        q3_set_err(err, "%s: config: num_attention_heads %u, expected at most 65536", path, c->num_heads);
         return -1;
     }
     if (c->tie_word_embeddings > 1) {
         q3_set_err(err, "%s: config: tie_word_embeddings = %u, expected 0 or 1", path, c->tie_word_embeddings);
         return -1;
     }
-    if (!isfinite(c->rope_theta) || c->rope_theta <= 0 || !isfinite(c->rms_norm_eps) || c->rms_norm_eps <= 0) {
-        q3_set_err(err, "%s: config: rope_theta %g and rms_norm_eps %g must be finite and positive",
-                   path, c->rope_theta, c->rms_norm_eps);
-        return -1;
-    }
+    const struct { const char *name; double v; } reals[] = {
+        {"rope_theta", c->rope_theta}, {"rms_norm_eps", c->rms_norm_eps}};
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        if (!isfinite(reals[i].v) || reals[i].v <= 0) {
+            q3_set_err(err, "%s: config: %s %g must be finite and positive", path, reals[i].name, reals[i].v);
+            return -1;
+        }
     if (check_token_id(c->bos_token_id, c->vocab_size, "bos_token_id", path, err) ||
         check_token_id(c->eos_token_id, c->vocab_size, "eos_token_id", path, err) ||
         check_token_id(c->pad_token_id, c->vocab_size, "pad_token_id", path, err))
@@ -165,13 +175,21 @@ int q3_decode_generation(const uint8_t *in, size_t size, q3_generation *g, const
         q3_set_err(err, "%s: generation: n_eos = %u, expected at most %u", path, g->n_eos, Q3_MAX_EOS);
         return -1;
     }
-    if (g->do_sample > 1 || !(g->temperature >= 0) || !(g->top_p >= 0 && g->top_p <= 1) ||
-        !(g->min_p >= 0 && g->min_p <= 1) || !(g->repetition_penalty > 0) || !isfinite(g->temperature) ||
-        !isfinite(g->repetition_penalty)) {
-        q3_set_err(err, "%s: generation: sampling defaults out of range (do_sample %u, temperature %g, "
-                   "top_p %g, min_p %g, repetition_penalty %g)", path, g->do_sample, g->temperature,
-                   g->top_p, g->min_p, g->repetition_penalty);
+    if (g->do_sample > 1) {
+        q3_set_err(err, "%s: generation: do_sample %u, expected 0 or 1", path, g->do_sample);
         return -1;
     }
+    const struct { const char *name, *range; float v; int ok; } reals[] = {
+        {"temperature", "finite and >= 0", g->temperature, g->temperature >= 0 && isfinite(g->temperature)},
+        {"top_p", "in [0, 1]", g->top_p, g->top_p >= 0 && g->top_p <= 1},
+        {"min_p", "in [0, 1]", g->min_p, g->min_p >= 0 && g->min_p <= 1},
+        {"repetition_penalty", "finite and > 0", g->repetition_penalty,
+         g->repetition_penalty > 0 && isfinite(g->repetition_penalty)},
+    };
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        if (!reals[i].ok) {
+            q3_set_err(err, "%s: generation: %s %g, expected %s", path, reals[i].name, reals[i].v, reals[i].range);
+            return -1;
+        }
     return 0;
 }

@@ -19,9 +19,14 @@
 static char active_temp[4096];
 static volatile sig_atomic_t temp_active;
 
-static void on_fatal_signal(int sig)
+void q3_write_abandon(void)
 {
     if (temp_active) unlink(active_temp);
+}
+
+static void on_fatal_signal(int sig)
+{
+    q3_write_abandon();
     signal(sig, SIG_DFL);
     raise(sig);
 }

@@ -10,7 +10,7 @@ FIX=$BUILD/fixtures
 C=fuzz/corpus
 T=$(mktemp -d /tmp/q3_seeds_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata,model}
+mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata,model,output_path}
 
 # A tiny HF checkpoint: 16-token byte-level BPE, hidden 32, one layer.
 python3 - "$FIX" "$T" <<'PY'
@@ -99,4 +99,21 @@ ct qwen3-template 1 "$FIX/hf-tiny/chat_template.jinja" '1Hi!' '2Yo'
 printf '{%% for m in messages %%}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{%% endfor %%}' >"$T/chatml"
 ct chatml 1 "$T/chatml" '0sys' '1user text'
 ct not-chatml 1 /dev/null '1Hi'
+# output_path: byte 0 what is at the path, byte 1 how it is named, byte 2 which input, then a name
+op() { printf "\\$(printf '%03o' "$2")\\$(printf '%03o' "$3")\\$(printf '%03o' "$4")%s" "${5:-}" >"$C/output_path/$1"; }
+op nothing-there 0 0 0
+op regular-file 1 0 0
+op directory 2 0 0
+op fifo 3 0 0
+op socket 4 0 0
+op symlink-to-input 5 0 1
+op hardlink-to-input 6 2 2
+op symlink-to-fifo 7 0 0
+op dangling-symlink 8 0 0
+op symlink-to-folder 9 0 0
+op input-itself 0 1 3
+op input-via-symlinked-folder 0 3 1
+op input-via-dotdot 0 4 0
+op empty-path 1 5 0
+op named-path 0 6 0 "abc"
 du -sh "$C"

@@ -41,6 +41,9 @@ typedef struct {
 } q3_err;
 
 void q3_free(void *p);
+/* Put "path: " before err's message, for messages from code that does not know which
+ * file its input came from (the tokenizer, the chat template). Returns -1. */
+int q3_err_name_file(q3_err *err, const char *path);
 /* For command-line programs: flush stdout at exit; a write error (full disk, closed
  * pipe) becomes one line on stderr and exit status 1. Returns the status to exit with. */
 int q3_finish_stdout(const char *prog, int rc);
@@ -83,9 +86,11 @@ typedef struct {
 } q3_generation;
 
 enum q3_verify {
-    Q3_VERIFY_META = 0,  /* the default: the structure, and the checksums of everything but the weights */
+    Q3_VERIFY_META = 0,  /* the default: the structure, the checksums of everything but the weights, and
+                            what loading needs (tensors bind to the config, the tokenizer builds, the
+                            chat template renders) */
     Q3_VERIFY_ALL = 1,   /* also hash every tensor (reads the whole file) */
-    Q3_VERIFY_NONE = 2   /* the structure only; q3_model_check reports each checksum */
+    Q3_VERIFY_NONE = 2   /* the structure only; q3_model_verify reports each checksum */
 };
 
 typedef struct {
@@ -115,8 +120,8 @@ int q3_model_describe(const q3_model *model, q3_model_info *info, q3_err *err);
  * report(ctx, line) for each one that does not match. Reading the weights leaves
  * the mapping's pages to the page cache, not to the process. Returns Q3_OK when all
  * match, else Q3_ERROR; *n_checked and *n_bad (may be NULL) count them. */
-int q3_model_check(const q3_model *model, void (*report)(void *ctx, const char *line), void *ctx,
-                   unsigned *n_checked, unsigned *n_bad);
+int q3_model_verify(const q3_model *model, void (*report)(void *ctx, const char *line), void *ctx,
+                    unsigned *n_checked, unsigned *n_bad);
 
 /* Special tokens: -1 where the model has none. */
 int32_t q3_token_bos(const q3_model *model);

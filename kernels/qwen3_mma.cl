@@ -79,26 +79,19 @@ inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 
 #ifndef Q3_EMU_LDSM
 /* ldmatrix .x4: lane l gives the address of row l % 8 of matrix l / 8 (16 bytes
- * each) and receives, of each matrix j, row lane / 4, elements 2 (lane % 4) + {0, 1}. */
-#define LDSM_X4(smem, off, r)                                                                                     \
+ * each) and receives, of each matrix j, row lane / 4, elements 2 (lane % 4) + {0, 1};
+ * .trans: rows 2 (lane % 4) and 2 (lane % 4) + 1 at column lane / 4. */
+#define LDSM_X4_OP(op, smem, off, r)                                                                              \
     do {                                                                                                          \
         uint r0_, r1_, r2_, r3_;                                                                                  \
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"                            \
+        asm volatile(op " {%0,%1,%2,%3}, [%4];"                                                                   \
                      : "=r"(r0_), "=r"(r1_), "=r"(r2_), "=r"(r3_)                                                 \
                      : "r"(lds_addr(smem) + (off))                                                                \
                      : "memory");                                                                                 \
         (r)[0] = r0_, (r)[1] = r1_, (r)[2] = r2_, (r)[3] = r3_;                                                   \
     } while (0)
-/* .trans: lane l receives, of each matrix j, rows 2 (l % 4) and 2 (l % 4) + 1 at column l / 4 */
-#define LDSM_X4_T(smem, off, r)                                                                                   \
-    do {                                                                                                          \
-        uint r0_, r1_, r2_, r3_;                                                                                  \
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"                      \
-                     : "=r"(r0_), "=r"(r1_), "=r"(r2_), "=r"(r3_)                                                 \
-                     : "r"(lds_addr(smem) + (off))                                                                \
-                     : "memory");                                                                                 \
-        (r)[0] = r0_, (r)[1] = r1_, (r)[2] = r2_, (r)[3] = r3_;                                                   \
-    } while (0)
+#define LDSM_X4(smem, off, r) LDSM_X4_OP("ldmatrix.sync.aligned.m8n8.x4.shared.b16", smem, off, r)
+#define LDSM_X4_T(smem, off, r) LDSM_X4_OP("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", smem, off, r)
 #else
 inline void ldsm_x4_emu(__local const uchar *smem, uint off, uint *r, __local uint *scr)
 {
@@ -128,27 +121,17 @@ inline void ldsm_x4_t_emu(__local const uchar *smem, uint off, uint *r, __local 
 #endif
 
 #ifndef Q3_EMU_MMA
-inline void mma_bf16(float4 *d, const uint *a, uint b0, uint b1)
-{
-    float d0 = d->x, d1 = d->y, d2 = d->z, d3 = d->w;
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    *d = (float4)(d0, d1, d2, d3);
-}
-
-inline void mma_f16(float4 *d, const uint *a, uint b0, uint b1)
-{
-    float d0 = d->x, d1 = d->y, d2 = d->z, d3 = d->w;
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    *d = (float4)(d0, d1, d2, d3);
-}
-#define MMA_BF16(d, a, b0, b1) mma_bf16(d, a, b0, b1)
-#define MMA_F16(d, a, b0, b1) mma_f16(d, a, b0, b1)
+/* d += a b for a 16 x 16 A and a 16 x 8 B fragment, f32 sums (the layouts: mma_emu) */
+#define MMA_OP(op, d, a, b0, b1)                                                                                  \
+    do {                                                                                                          \
+        float d0_ = (d)->x, d1_ = (d)->y, d2_ = (d)->z, d3_ = (d)->w;                                             \
+        asm volatile(op " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                                  \
+                     : "+f"(d0_), "+f"(d1_), "+f"(d2_), "+f"(d3_)                                                 \
+                     : "r"((a)[0]), "r"((a)[1]), "r"((a)[2]), "r"((a)[3]), "r"(b0), "r"(b1));                     \
+        *(d) = (float4)(d0_, d1_, d2_, d3_);                                                                      \
+    } while (0)
+#define MMA_BF16(d, a, b0, b1) MMA_OP("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", d, a, b0, b1)
+#define MMA_F16(d, a, b0, b1) MMA_OP("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", d, a, b0, b1)
 #else
 inline float bf16_of(uint w, uint k) { return k & 1 ? bf16_hi(w) : bf16_lo(w); }
 inline float f16_of(uint w, uint k) { return half_bits(k & 1 ? w >> 16 : w); }

@@ -809,7 +809,7 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     /* the tensor-core GEMM copies x in 16-byte chunks of BF16 rows */
     if (c->hidden_size % 8 || c->intermediate_size % 8 || (c->num_heads * c->head_dim) % 8) sh->mma = 0;
     if (build_program(sh, f, err)) {
-        if (!sh->mma) return -1;
+        if (!sh->mma || sh->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
         if (o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
         if (sh->program) clReleaseProgram(sh->program);

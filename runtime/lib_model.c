@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include "chat_template.h"
 #include "lib_model.h"
+#include "model_check.h"
 #include "weights.h"
 
 void q3_free(void *p) { free(p); }
@@ -25,6 +26,12 @@ int q3_model_open(const char *path, const q3_model_params *params, q3_model **mo
         return Q3_ERROR_NOMEM;
     }
     if (q3_open(&m->file, path, flags, err)) {
+        free(m);
+        return Q3_ERROR;
+    }
+    /* What loading needs (model_check.h); it builds the tokenizer, which the model keeps. */
+    if (p->verify != Q3_VERIFY_NONE && q3_model_check(&m->file, &m->td, &m->tk, err)) {
+        q3_close(&m->file);
         free(m);
         return Q3_ERROR;
     }
@@ -68,8 +75,8 @@ int q3_model_describe(const q3_model *m, q3_model_info *info, q3_err *err)
     return Q3_OK;
 }
 
-int q3_model_check(const q3_model *m, void (*report)(void *ctx, const char *line), void *ctx, unsigned *n_checked,
-                   unsigned *n_bad)
+int q3_model_verify(const q3_model *m, void (*report)(void *ctx, const char *line), void *ctx, unsigned *n_checked,
+                    unsigned *n_bad)
 {
     const q3_file *f = &m->file;
     q3_err e = {{0}};

@@ -260,7 +260,7 @@ static int generate(session *s, q3_err *err)
 
 static int encode(session *s, const char *text, size_t len, int32_t **ids, size_t *n, q3_err *err)
 {
-    return q3_tokenize(s->tk, text, len, ids, n, err);
+    return q3_tokenize(s->tk, text, len, ids, n, err) ? q3_err_name_file(err, s->o->model) : 0;
 }
 
 static int render_and_encode(session *s, const q3_chat_message *msgs, size_t n_msgs, int32_t **ids, size_t *n,

@@ -168,7 +168,9 @@ static void test_refusals(void **state)
         {"eos_token_id", "1000", NULL, "\"eos_token_id\" must be a token id in [0, vocab_size 1000)"},
         {"bos_token_id", "[1, 2]", NULL, "\"bos_token_id\" must be one token id"},
         {"eos_token_id", "[1,2,3,4,5,6,7,8]", NULL, "lists 8 ids, at most 7"},
-        {"rms_norm_eps", "-1e-6", NULL, "rms_norm_eps"},
+        /* One field per message: these named head_dim, or both reals, before (issue 14). */
+        {"rms_norm_eps", "-1e-6", NULL, "config: rms_norm_eps -1e-06 must be finite and positive"},
+        {"num_hidden_layers", "5000", NULL, "config: num_hidden_layers 5000, expected at most 4096"},
         {"rms_norm_eps", "", NULL, "\"rms_norm_eps\" is missing"},
         {"rope_theta", "", NULL, "neither \"rope_theta\" nor \"rope_parameters.rope_theta\""},
         {"rope_theta", "\"big\"", NULL, "\"rope_theta\" must be a finite number"},
@@ -245,11 +247,11 @@ static void test_generation(void **state)
     assert_int_equal(g.eos_token_ids[1], 151643);
 
     static const char *bad[][2] = {
-        {"{\"top_p\": 2.0}", "sampling defaults out of range"},
+        {"{\"top_p\": 2.0}", "generation: top_p 2, expected in [0, 1]"},
         {"{\"do_sample\": \"yes\"}", "\"do_sample\" must be true or false"},
         {"{\"top_k\": -1}", "\"top_k\" must be an integer"},
         {"{\"eos_token_id\": [1, 200000]}", "\"eos_token_id\" entries must be a token id"},
-        {"{\"repetition_penalty\": 0}", "sampling defaults out of range"},
+        {"{\"repetition_penalty\": 0}", "generation: repetition_penalty 0, expected finite and > 0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(q3_json_parse(bad[i][0], strlen(bad[i][0]), "g", &root, &err), 0);

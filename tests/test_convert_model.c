@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <cjson/cJSON.h>
 #include "../convert/convert.h"
 #include "../convert/hf_config.h"
 #include "../format/q3_arch.h"
@@ -89,17 +90,21 @@ static void verify_against_source(const char *q3_path, const char *hf_dir)
     q3_close(&f);
 }
 
-static void convert_ok(const char *hf_dir, const char *name)
+/* allow_nonfinite: the checkpoint holds NaN and Inf on purpose (their rounding is tested). */
+static void convert_ok_with(const char *hf_dir, const char *name, int allow_nonfinite)
 {
     char out[4096];
     q3_err err = {{0}};
     q3_convert_stats stats;
+    q3_convert_opts opts = {.allow_nonfinite = allow_nonfinite};
     tu_path(out, sizeof out, tu_tmp, name);
-    if (q3_convert(hf_dir, out, NULL, NULL, &stats, &err)) fail_msg("%s", err.msg);
+    if (q3_convert(hf_dir, out, &opts, &stats, &err)) fail_msg("%s", err.msg);
     assert_true(stats.n_tensors > 0);
     verify_against_source(out, hf_dir);
     assert_int_equal(remove(out), 0);
 }
+
+static void convert_ok(const char *hf_dir, const char *name) { convert_ok_with(hf_dir, name, 0); }
 
 static void fixture_dir(char *out, size_t cap, const char *name)
 {
@@ -174,11 +179,16 @@ typedef struct {
     const char *reshape;   /* this tensor gets its first dimension halved */
     int lm_head;           /* tied: 1 adds lm_head.weight equal to the embedding, 2 a different one */
     const char *model_type;
+    int nonfinite;         /* keep the NaN / Inf / huge values of the patterns below (else all finite) */
+    const char *poison;    /* this tensor gets poison_bits at element poison_index */
+    uint64_t poison_index;
+    uint32_t poison_bits;  /* in the tensor's dtype */
 } mini_opts;
 
 typedef struct {
     const q3_st_spec *specs;
     const char *const *seed_names;
+    const mini_opts *o;
 } mini_fill_ctx;
 
 static uint64_t mix(uint64_t z)
@@ -189,7 +199,9 @@ static uint64_t mix(uint64_t z)
 }
 
 /* F16: every bit pattern in turn (NaNs, infinities, subnormals); F32: random bits with
- * exact ties, NaNs, infinities and signed zeros mixed in; BF16: random bits. */
+ * exact ties, NaNs, infinities and signed zeros mixed in; BF16: random bits. Unless
+ * o->nonfinite, the top exponent bit is cleared, which leaves every value finite
+ * (|v| < 2) and keeps the rest of the patterns. */
 static int mini_fill(void *ctx, uint32_t index, uint8_t *dst, q3_err *err)
 {
     (void)err;
@@ -207,9 +219,14 @@ static int mini_fill(void *ctx, uint32_t index, uint8_t *dst, q3_err *err)
             uint32_t u = (uint32_t)r;
             if (i % 5 == 0) u = (u & 0xffff0000u) | 0x8000u; /* exactly halfway */
             if (i % 13 == 0) u = specials[(i / 13) % (sizeof specials / sizeof specials[0])];
+            if (!c->o->nonfinite) u &= ~0x40000000u;
+            if (c->o->poison && strcmp(s->name, c->o->poison) == 0 && i == c->o->poison_index) u = c->o->poison_bits;
             q3_wr32(dst + 4 * i, u);
         } else {
             uint16_t h = s->dtype == Q3_ST_F16 ? (uint16_t)(i + seed) : (uint16_t)r;
+            if (!c->o->nonfinite) h &= (uint16_t)~0x4000u;
+            if (c->o->poison && strcmp(s->name, c->o->poison) == 0 && i == c->o->poison_index)
+                h = (uint16_t)c->o->poison_bits;
             dst[2 * i] = (uint8_t)h;
             dst[2 * i + 1] = (uint8_t)(h >> 8);
         }
@@ -253,7 +270,7 @@ static void write_mini(const char *dir, const mini_opts *o)
         st[m] = (q3_st_spec){"lm_head.weight", o->dtype, 2, {8320, 48}};
         seeds[m++] = o->lm_head == 1 ? "model.embed_tokens.weight" : "lm_head.weight";
     }
-    mini_fill_ctx fc = {st, seeds};
+    mini_fill_ctx fc = {st, seeds, o};
     tu_path(p, sizeof p, dir, "model.safetensors");
     if (q3_st_write(p, st, m, mini_fill, &fc, &err)) fail_msg("%s", err.msg);
     free(specs);
@@ -271,8 +288,8 @@ static void test_mini_f16_exhaustive(void **state)
     (void)state;
     char d[4096];
     tu_path(d, sizeof d, tu_tmp, "mini-f16");
-    write_mini(d, &(mini_opts){.dtype = Q3_ST_F16, .tie = 1});
-    convert_ok(d, "mini-f16.q3");
+    write_mini(d, &(mini_opts){.dtype = Q3_ST_F16, .tie = 1, .nonfinite = 1});
+    convert_ok_with(d, "mini-f16.q3", 1);
 }
 
 static void test_mini_f32_untied(void **state)
@@ -280,8 +297,8 @@ static void test_mini_f32_untied(void **state)
     (void)state;
     char d[4096];
     tu_path(d, sizeof d, tu_tmp, "mini-f32");
-    write_mini(d, &(mini_opts){.dtype = Q3_ST_F32, .tie = 0});
-    convert_ok(d, "mini-f32.q3");
+    write_mini(d, &(mini_opts){.dtype = Q3_ST_F32, .tie = 0, .nonfinite = 1});
+    convert_ok_with(d, "mini-f32.q3", 1);
 }
 
 /* A tied checkpoint that still carries lm_head.weight: fine when it is the embedding. */
@@ -294,7 +311,7 @@ static void test_mini_tied_with_lm_head_copy(void **state)
     tu_path(d, sizeof d, tu_tmp, "mini-copy");
     tu_path(out, sizeof out, tu_tmp, "mini-copy.q3");
     write_mini(d, &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .lm_head = 1});
-    if (q3_convert(d, out, NULL, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    if (q3_convert(d, out, NULL, NULL, &err)) fail_msg("%s", err.msg);
     assert_int_equal(q3_open(&f, out, Q3_OPEN_VERIFY_META, &err), 0);
     assert_null(q3_find_tensor(&f, "lm_head.weight"));
     assert_int_equal(f.generation.n_eos, 2);
@@ -310,7 +327,7 @@ static void expect_refused(const char *hf_dir, const char *n1, const char *n2)
     char out[4096];
     q3_err err = {{0}};
     tu_path(out, sizeof out, tu_tmp, "out.q3");
-    assert_int_equal(q3_convert(hf_dir, out, NULL, NULL, NULL, &err), -1);
+    assert_int_equal(q3_convert(hf_dir, out, NULL, NULL, &err), -1);
     tu_assert_contains(err.msg, n1);
     if (n2) tu_assert_contains(err.msg, n2);
     assert_int_equal(access(out, F_OK), -1);
@@ -423,18 +440,18 @@ static void test_unwritable_output(void **state)
     char d[4096], p[4096], out[4096];
     q3_err err = {{0}};
     mini_with("unwritable", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, sizeof d);
-    assert_int_equal(q3_convert(d, "/nonexistent/dir/out.q3", NULL, NULL, NULL, &err), -1);
+    assert_int_equal(q3_convert(d, "/nonexistent/dir/out.q3", NULL, NULL, &err), -1);
     tu_assert_contains(err.msg, "/nonexistent/dir/out.q3: cannot create a temporary file in /nonexistent/dir");
     assert_int_equal(access("/nonexistent/dir/out.q3", F_OK), -1);
     /* A parent that is a regular file (refused even for root). */
     tu_path(out, sizeof out, d, "config.json/out.q3");
-    assert_int_equal(q3_convert(d, out, NULL, NULL, NULL, &err), -1);
+    assert_int_equal(q3_convert(d, out, NULL, NULL, &err), -1);
     tu_assert_contains(err.msg, "cannot create a temporary file");
     tu_assert_contains(err.msg, "Not a directory");
-    /* A directory in the way of the target: the temp file is written, then removed. */
+    /* A directory in the way of the target: refused before any work (output_path.h). */
     tu_path(out, sizeof out, tu_tmp, "out.q3");
     assert_int_equal(mkdir(out, 0755), 0);
-    assert_int_equal(q3_convert(d, out, NULL, NULL, NULL, &err), -1);
+    assert_int_equal(q3_convert(d, out, NULL, NULL, &err), -1);
     tu_assert_contains(err.msg, "out.q3");
     assert_int_equal(rmdir(out), 0);
     assert_int_equal(tu_count_prefix(tu_tmp, "out.q3"), 0);
@@ -454,7 +471,7 @@ static void test_full_disk(void **state)
     lim.rlim_cur = 256 * 1024; /* the model is about 1 MB */
     void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-    int rc = q3_convert(d, out, NULL, NULL, NULL, &err);
+    int rc = q3_convert(d, out, NULL, NULL, &err);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, prev);
     assert_int_equal(rc, -1);
@@ -462,6 +479,183 @@ static void test_full_disk(void **state)
     tu_assert_contains(err.msg, "File too large");
     assert_int_equal(access(out, F_OK), -1);
     assert_int_equal(tu_count_prefix(tu_tmp, "out.q3"), 0);
+}
+
+/* ---- issue 14: weights that are not finite ---- */
+
+static void test_nonfinite_refused(void **state)
+{
+    (void)state;
+    char d[4096], p[4096], out[4096];
+    q3_err err = {{0}};
+    const char *up = "model.layers.0.mlp.up_proj.weight"; /* [72, 48]: element 100 is [2, 4] */
+    mini_with("nan", &(mini_opts){.dtype = Q3_ST_F32, .tie = 1, .poison = up, .poison_index = 100,
+                                  .poison_bits = 0x7fc00000u}, d, p, sizeof d);
+    expect_refused(d, "model.safetensors: tensor 'model.layers.0.mlp.up_proj.weight': element 100 [2, 4] is NaN",
+                   "--allow-nonfinite");
+    mini_with("huge", &(mini_opts){.dtype = Q3_ST_F32, .tie = 1, .poison = up, .poison_index = 100,
+                                   .poison_bits = 0x7f7fffffu}, d, p, sizeof d);
+    expect_refused(d, "element 100 [2, 4] is 3.40282e+38, which rounds to +Inf in BF16", NULL);
+    mini_with("inf", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1, .poison = "model.norm.weight", .poison_index = 7,
+                                  .poison_bits = 0xff80u}, d, p, sizeof d);
+    expect_refused(d, "tensor 'model.norm.weight': element 7 [7] is -Inf", NULL);
+    mini_with("f16inf", &(mini_opts){.dtype = Q3_ST_F16, .tie = 1, .poison = up, .poison_index = 0,
+                                     .poison_bits = 0x7c00u}, d, p, sizeof d);
+    expect_refused(d, "element 0 [0, 0] is +Inf", NULL);
+
+    /* --allow-nonfinite writes them, and the reader's check finds them where they are. */
+    mini_with("nan", &(mini_opts){.dtype = Q3_ST_F32, .tie = 1, .poison = up, .poison_index = 100,
+                                  .poison_bits = 0x7fc00000u}, d, p, sizeof d);
+    tu_path(out, sizeof out, tu_tmp, "nan.q3");
+    q3_convert_opts opts = {.allow_nonfinite = 1};
+    if (q3_convert(d, out, &opts, NULL, &err)) fail_msg("%s", err.msg);
+    q3_file f;
+    assert_int_equal(q3_open(&f, out, Q3_OPEN_VERIFY_META, &err), 0);
+    unsigned bad = 0;
+    for (uint32_t i = 0; i < f.n_tensors; i++) {
+        if (q3_verify_finite(&f, &f.tensors[i], &err) == 0) continue;
+        bad++;
+        tu_assert_contains(err.msg, "nan.q3: tensor 'model.layers.0.mlp.up_proj.weight': 1 non-finite value "
+                                    "(NaN or Inf), the first at [2, 4]");
+    }
+    assert_int_equal(bad, 1);
+    q3_close(&f);
+    assert_int_equal(remove(out), 0);
+}
+
+/* ---- issue 14: an output that the final rename would make destructive ---- */
+
+static void expect_output_refused(const char *hf_dir, const char *out, const char *what)
+{
+    q3_err err = {{0}};
+    struct stat before, after;
+    int existed = lstat(out, &before) == 0;
+    assert_int_equal(q3_convert(hf_dir, out, NULL, NULL, &err), -1);
+    tu_assert_contains(err.msg, out);
+    tu_assert_contains(err.msg, what);
+    assert_null(strchr(err.msg, '\n'));
+    if (existed) { /* still the same thing, untouched */
+        assert_int_equal(lstat(out, &after), 0);
+        assert_true(after.st_ino == before.st_ino && after.st_mode == before.st_mode);
+        assert_true(after.st_size == before.st_size && after.st_mtime == before.st_mtime);
+    }
+}
+
+static void test_output_not_regular_or_an_input(void **state)
+{
+    (void)state;
+    char d[4096], p[4096], out[4096], in[4096];
+    mini_with("outputs", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, sizeof d);
+
+    tu_path(out, sizeof out, tu_tmp, "fifo.q3");
+    assert_int_equal(mkfifo(out, 0644), 0);
+    expect_output_refused(d, out, "exists and is a FIFO");
+    tu_path(out, sizeof out, tu_tmp, "dir.q3");
+    assert_int_equal(mkdir(out, 0755), 0);
+    expect_output_refused(d, out, "exists and is a directory");
+    expect_output_refused(d, "/dev/null", "exists and is a character device");
+    tu_path(out, sizeof out, tu_tmp, "link-to-fifo.q3");
+    tu_path(in, sizeof in, tu_tmp, "fifo.q3");
+    assert_int_equal(symlink(in, out), 0);
+    expect_output_refused(d, out, "exists and is a FIFO");
+    assert_int_equal(tu_count_prefix(tu_tmp, "fifo.q3.tmp"), 0);
+
+    static const char *inputs[] = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
+        tu_path(in, sizeof in, d, inputs[i]);
+        expect_output_refused(d, in, "is the same file as the input");
+        tu_path(out, sizeof out, tu_tmp, "hard.q3");
+        assert_int_equal(link(in, out), 0);
+        expect_output_refused(d, out, inputs[i]);
+        assert_int_equal(unlink(out), 0);
+        tu_path(out, sizeof out, tu_tmp, "soft.q3");
+        assert_int_equal(symlink(in, out), 0);
+        expect_output_refused(d, out, inputs[i]);
+        assert_int_equal(unlink(out), 0);
+    }
+    /* The same folder by another path. */
+    assert_true((size_t)snprintf(out, sizeof out, "%.2000s/../%.1000s/model.safetensors", d, strrchr(d, '/') + 1) <
+                sizeof out);
+    expect_output_refused(d, out, "is the same file as the input");
+    /* Optional inputs too, when they are there. */
+    tu_write_text(d, "generation_config.json", "{}");
+    tu_write_text(d, "chat_template.jinja", "{{ '<|im_start|>' }}");
+    tu_path(in, sizeof in, d, "generation_config.json");
+    expect_output_refused(d, in, "is the same file as the input");
+    tu_path(in, sizeof in, d, "chat_template.jinja");
+    expect_output_refused(d, in, "is the same file as the input");
+
+    /* A shard of a sharded checkpoint, through a hard link. */
+    fixture_dir(d, sizeof d, "hf-tiny-f32");
+    tu_path(in, sizeof in, d, "model.safetensors.index.json");
+    expect_output_refused(d, in, "is the same file as the input");
+    tu_path(in, sizeof in, d, "model-00002-of-00002.safetensors");
+    tu_path(out, sizeof out, tu_tmp, "shard.q3");
+    if (link(in, out) == 0) { /* the build folder may lie on another file system */
+        expect_output_refused(d, out, "model-00002-of-00002.safetensors");
+        assert_int_equal(unlink(out), 0);
+    }
+    q3_err err = {{0}};
+    assert_int_equal(q3_convert(d, "", NULL, NULL, &err), -1);
+    tu_assert_contains(err.msg, "the output path is empty");
+}
+
+/* ---- issue 14: a tokenizer or template q3run would refuse is refused before writing ---- */
+
+/* A mini checkpoint whose tokenizer.json (or, with key NULL, tokenizer_config.json's
+ * chat_template) is changed: tokenizer.json's `key` is set to the JSON `value`. */
+static void mini_tokenizer_with(const char *name, const char *key, const char *value, char *d, size_t cap)
+{
+    char p[4096];
+    mini_with(name, &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, cap);
+    tu_path(p, sizeof p, d, key ? "tokenizer.json" : "tokenizer_config.json");
+    FILE *f = fopen(p, "rb");
+    assert_non_null(f);
+    static char text[4 << 20];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    cJSON *root = cJSON_Parse(text), *v = cJSON_Parse(value);
+    assert_non_null(root);
+    assert_non_null(v);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, key ? key : "chat_template");
+    cJSON_AddItemToObject(root, key ? key : "chat_template", v);
+    char *out = cJSON_PrintUnformatted(root);
+    tu_write(p, out, strlen(out));
+    free(out);
+    cJSON_Delete(root);
+}
+
+static void test_tokenizer_q3run_would_refuse(void **state)
+{
+    (void)state;
+    char d[4096], p[4096];
+    static const char *cases[][3] = {
+        {"normalizer", "{\"type\": \"Lowercase\"}", "normalizer type \"Lowercase\" is not supported"},
+        {"pre_tokenizer", "{\"type\": \"Whitespace\"}", "pre-tokenizer type \"Whitespace\" is not supported"},
+        {"pre_tokenizer", "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+                          "{\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\", \"invert\": false}, "
+                          "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": false}]}",
+         "regex does not compile"},
+        {"decoder", "{\"type\": \"WordPiece\"}", "decoder"},
+        /* vocab_size is 8320: an added token at 8400 has no row in the embedding. */
+        {"added_tokens", "[{\"id\": 8400, \"content\": \"<|x|>\", \"special\": true}]",
+         "token id 8400 is not below vocab_size 8320"},
+        {"added_tokens", "[{\"id\": 1000000, \"content\": \"<|x|>\", \"special\": true}]", "ids must be dense"},
+        {NULL, "\"{{ messages }}\"", "chat template: it is not ChatML"},
+        {NULL, "\"<think>{{ messages }}\"", "it uses <think> but is not Qwen3's template"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mini_tokenizer_with("tok", cases[i][0], cases[i][1], d, sizeof d);
+        tu_path(p, sizeof p, d, "tokenizer.json");
+        /* Tokenizer problems name tokenizer.json; template ones the checkpoint folder. */
+        expect_refused(d, cases[i][0] ? p : d, cases[i][2]);
+    }
+    /* Invalid UTF-8 in a token (JSON is UTF-8; HuggingFace refuses such a file). */
+    mini_with("utf8", &(mini_opts){.dtype = Q3_ST_BF16, .tie = 1}, d, p, sizeof d);
+    tu_path(p, sizeof p, d, "tokenizer.json");
+    patch_file(p, "\"<think>\"", "\"<th\xff\xfek>\"");
+    expect_refused(d, "tokenizer.json: tokenizer: added token 8216 is not valid UTF-8 (byte 3 of 7)", NULL);
 }
 
 int main(void)
@@ -480,6 +674,9 @@ int main(void)
         cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_unwritable_output),
         cmocka_unit_test(test_full_disk),
+        cmocka_unit_test(test_nonfinite_refused),
+        cmocka_unit_test(test_output_not_regular_or_an_input),
+        cmocka_unit_test(test_tokenizer_q3run_would_refuse),
     };
     return cmocka_run_group_tests(tests, tu_setup, tu_teardown);
 }

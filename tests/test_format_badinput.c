@@ -11,8 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 #include "../format/q3_format.h"
+#include "forge_util.h"
 
 #define BASE "fuzz/corpus/q3/tiny-tied"
 #define NAME "forged.q3"
@@ -44,59 +47,7 @@ static int teardown(void **state)
 }
 
 /* A writable copy of the base file. */
-typedef struct {
-    uint8_t *p;
-    size_t size;
-} forged;
-
-static forged copy_base(void)
-{
-    forged f = {malloc(base_size), base_size};
-    assert_non_null(f.p);
-    memcpy(f.p, base, base_size);
-    return f;
-}
-
-/* The table entry of a section kind, or NULL when the (forged) table does not have it. */
-static uint8_t *find_entry(forged *f, uint32_t kind)
-{
-    uint64_t table = q3_rd64(f->p + 24);
-    if (table > f->size || f->size - table < 5 * 48) return NULL;
-    for (uint32_t i = 0; i < 5; i++) {
-        uint8_t *e = f->p + table + 48 * i;
-        if (q3_rd32(e) == kind) return e;
-    }
-    return NULL;
-}
-static uint8_t *entry(forged *f, uint32_t kind)
-{
-    uint8_t *e = find_entry(f, kind);
-    if (!e) fail_msg("section %u not in the table", kind);
-    return e;
-}
-
-/* Recompute every checksum, as a careful forger would: only structure checks are left. */
-static void reseal(forged *f)
-{
-    uint8_t *dirent = find_entry(f, Q3_SEC_TENSORS);
-    if (dirent && q3_rd64(dirent + 8) <= f->size - 8) {
-        uint8_t *dir = f->p + q3_rd64(dirent + 8);
-        uint32_t n = q3_rd32(dir);
-        for (uint32_t i = 0; i < n && (size_t)(dir - f->p) + 8 + 128 * (uint64_t)(i + 1) <= f->size; i++) {
-            uint8_t *t = dir + 8 + 128 * i;
-            uint64_t off = q3_rd64(t + 104), size = q3_rd64(t + 112);
-            if (off <= f->size && size <= f->size - off) q3_wr64(t + 120, XXH3_64bits(f->p + off, size));
-        }
-    }
-    uint64_t table = q3_rd64(f->p + 24);
-    for (uint32_t i = 0; i < 5 && table <= f->size && f->size - table >= 48 * (i + 1); i++) {
-        uint8_t *e = f->p + table + 48 * i;
-        uint64_t off = q3_rd64(e + 8), size = q3_rd64(e + 16);
-        if (off <= f->size && size <= f->size - off) q3_wr64(e + 40, XXH3_64bits(f->p + off, size));
-    }
-    if (q3_rd64(f->p + 16) == f->size) q3_wr64(f->p + 40, XXH3_64bits(f->p + 64, f->size - 64));
-    q3_wr64(f->p + 56, XXH3_64bits(f->p, 56));
-}
+static forged copy_base(void) { return forge_copy(base, base_size); }
 
 /* The file must be refused, by every flag combination, in one line naming it and containing want. */
 static void expect_refused(forged *f, const char *want)
@@ -115,15 +66,6 @@ static void expect_refused(forged *f, const char *want)
         if (!strstr(err.msg, want)) fail_msg("flags %u: message \"%s\" lacks \"%s\"", flags, err.msg, want);
     }
     free(f->p);
-}
-
-static uint8_t *tensor_entry(forged *f, const char *name)
-{
-    uint8_t *dir = f->p + q3_rd64(entry(f, Q3_SEC_TENSORS) + 8);
-    for (uint32_t i = 0; i < q3_rd32(dir); i++)
-        if (strcmp((const char *)dir + 8 + 128 * i, name) == 0) return dir + 8 + 128 * i;
-    fail_msg("no tensor %s", name);
-    return NULL;
 }
 
 static void test_base_is_valid(void **state)
@@ -273,27 +215,7 @@ static void test_tensor_directory(void **state)
 /* The tokenizer section: inflate it, damage a record, deflate it back. */
 static void tokenizer_forge(forged *f, void (*edit)(uint8_t *blob, size_t *size), const char *want)
 {
-    uint8_t *e = entry(f, Q3_SEC_TOKENIZER);
-    uint64_t off = q3_rd64(e + 8), size = q3_rd64(e + 16), raw = q3_rd64(e + 24);
-    uLongf n = (uLongf)raw + 64;
-    uint8_t *blob = malloc(n);
-    assert_non_null(blob);
-    uLong in = (uLong)size;
-    assert_int_equal(uncompress2(blob, &n, f->p + off, &in), Z_OK);
-    size_t bsize = n;
-    edit(blob, &bsize);
-    uLongf zn = compressBound(bsize);
-    uint8_t *z = malloc(zn);
-    assert_non_null(z);
-    assert_int_equal(compress2(z, &zn, blob, bsize, 9), Z_OK);
-    /* The tokenizer is followed by padding up to the weights: room to grow a little. */
-    assert_true(zn <= size + 1024 && off + zn <= q3_rd64(entry(f, Q3_SEC_WEIGHTS) + 8));
-    memcpy(f->p + off, z, zn);
-    q3_wr64(e + 16, zn);
-    q3_wr64(e + 24, bsize);
-    free(z);
-    free(blob);
-    reseal(f);
+    forge_tokenizer(f, edit);
     q3_file qf;
     q3_err err = {{0}};
     assert_int_equal(q3_open_mem(&qf, f->p, f->size, NAME, Q3_OPEN_VERIFY_META | Q3_OPEN_VERIFY_WEIGHTS, &err), 0);
@@ -362,13 +284,71 @@ static void test_tokenizer_inflate(void **state)
     free(f.p);
 }
 
+/* Issue 14: "file is 1 bytes". */
+static void test_one_byte_file(void **state)
+{
+    (void)state;
+    static const uint8_t one[1] = {'Q'};
+    q3_file qf;
+    q3_err err = {{0}};
+    assert_int_equal(q3_open_mem(&qf, one, 1, NAME, 0, &err), -1);
+    if (!strstr(err.msg, NAME ": file is 1 byte, too short")) fail_msg("message \"%s\"", err.msg);
+}
+
+/* Issue 14: the mapped file is truncated while it is in use (another program rewrites
+ * it): the next read of a page past the new end raises SIGBUS. Made deterministic
+ * here: map, truncate, read. The child must print one line naming the file and the
+ * offset, and exit 1 (not die of the signal). */
+static void test_truncated_while_mapped(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/q3_test_sigbus_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    static const uint8_t pages[3 * 4096];
+    assert_int_equal(write(fd, pages, sizeof pages), (ssize_t)sizeof pages);
+    int out[2];
+    assert_int_equal(pipe(out), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out[1], STDERR_FILENO);
+        const uint8_t *map;
+        uint64_t size;
+        q3_err err;
+        if (q3_map_file(path, &map, &size, &err) || ftruncate(fd, 0)) _exit(3);
+        volatile uint8_t b = map[2 * 4096 + 5];
+        (void)b;
+        _exit(4); /* not reached */
+    }
+    close(out[1]);
+    char msg[1024];
+    ssize_t n = 0, k;
+    while (n < (ssize_t)sizeof msg - 1 && (k = read(out[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0) n += k;
+    msg[n > 0 ? n : 0] = 0;
+    close(out[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(fd);
+    unlink(path);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 1)
+        fail_msg("child: %s %d, stderr \"%s\"", WIFSIGNALED(status) ? "signal" : "exit",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), msg);
+    char want[256];
+    snprintf(want, sizeof want, "%s: offset 8197 cannot be read: the file shrank while it was in use", path);
+    if (!strstr(msg, want)) fail_msg("stderr \"%s\" lacks \"%s\"", msg, want);
+    assert_true(n > 0 && msg[n - 1] == '\n' && !memchr(msg, '\n', (size_t)n - 1)); /* one line */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_base_is_valid),     cmocka_unit_test(test_header),
         cmocka_unit_test(test_section_table),     cmocka_unit_test(test_section_entries),
         cmocka_unit_test(test_tensor_directory),  cmocka_unit_test(test_tokenizer_records),
-        cmocka_unit_test(test_tokenizer_inflate),
+        cmocka_unit_test(test_tokenizer_inflate), cmocka_unit_test(test_one_byte_file),
+        cmocka_unit_test(test_truncated_while_mapped),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

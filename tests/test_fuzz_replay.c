@@ -19,6 +19,7 @@
 #include "../fuzz/fuzz_chat_template.c"
 #include "../fuzz/fuzz_tokdata.c"
 #include "../fuzz/fuzz_model.c"
+#include "../fuzz/fuzz_output_path.c"
 
 typedef int (*fuzz_fn)(const uint8_t *, size_t);
 
@@ -93,13 +94,14 @@ static void test_tokenizer(void **state) { (void)state; replay("tokenizer", fuzz
 static void test_chat_template(void **state) { (void)state; replay("chat_template", fuzz_chat_template); }
 static void test_tokdata(void **state) { (void)state; replay("tokdata", fuzz_tokdata); }
 static void test_model(void **state) { (void)state; replay("model", fuzz_model); }
+static void test_output_path(void **state) { (void)state; replay("output_path", fuzz_output_path); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q3),           cmocka_unit_test(test_safetensors), cmocka_unit_test(test_hf_config),
         cmocka_unit_test(test_hf_tokenizer), cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_chat_template),
-        cmocka_unit_test(test_tokdata),      cmocka_unit_test(test_model),
+        cmocka_unit_test(test_tokdata),      cmocka_unit_test(test_model),       cmocka_unit_test(test_output_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

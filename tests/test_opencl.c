@@ -303,6 +303,20 @@ static void test_tensor_cores_requested(void **s)
     unsetenv("Q3_OPENCL_MMA");
 }
 
+/* The tensor-core kernels (matmul_mma, attention_mma) with cp.async, ldmatrix,
+ * mma and shfl emulated in plain OpenCL C (Q3_OPENCL_MMA=emulate, which never
+ * falls back): their tiling, swizzles, pipeline and fragment layouts meet the
+ * goldens on any device, PoCL in CI. syn-b: head_dim 32, 4 query heads a KV head,
+ * a 559-token prompt (two passes); hf-tiny: head_dim 16 (2-chunk rows). */
+static void test_tensor_core_kernels_emulated(void **s)
+{
+    (void)s;
+    setenv("Q3_OPENCL_MMA", "emulate", 1);
+    run_model("syn-b");
+    run_model("hf-tiny");
+    unsetenv("Q3_OPENCL_MMA");
+}
+
 static void test_demo_tiny(void **s) { (void)s; run_model("demo-tiny"); }
 static void test_hf_tiny(void **s) { (void)s; run_model("hf-tiny"); }
 static void test_hf_tiny_f32(void **s) { (void)s; run_model("hf-tiny-f32"); }
@@ -315,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_device_errors), cmocka_unit_test(test_decode_matches_prefill),
         cmocka_unit_test(test_demo_tiny), cmocka_unit_test(test_hf_tiny), cmocka_unit_test(test_hf_tiny_f32),
         cmocka_unit_test(test_syn_a), cmocka_unit_test(test_syn_b), cmocka_unit_test(test_tensor_cores_requested),
+        cmocka_unit_test(test_tensor_core_kernels_emulated),
     };
     const char *only = getenv("Q3_TEST_FILTER"); /* e.g. Q3_TEST_FILTER=test_hf_tiny */
     if (only && *only) cmocka_set_test_filter(only);

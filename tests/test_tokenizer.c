@@ -113,7 +113,7 @@ static void test_q3_goldens(void **state)
     assert_true(fd >= 0);
     close(fd);
     q3_err err;
-    if (q3_convert(dir, path, NULL, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    if (q3_convert(dir, path, NULL, NULL, &err)) fail_msg("%s", err.msg);
     double t0 = now_ms();
     q3_file f;
     q3_tokdata td;

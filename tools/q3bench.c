@@ -215,7 +215,7 @@ static int verify_file(q3_model **m, const char *path, int load, double *ms, uns
         return -1;
     }
     unsigned bad = 0;
-    q3_model_check(*m, print_line, NULL, n_checked, &bad);
+    q3_model_verify(*m, print_line, NULL, n_checked, &bad);
     *ms = (now_s() - t0) * 1e3;
     if (bad) {
         fprintf(stderr, "%s: FAILED (%u of %u checksums do not match; nothing was timed)\n", path, bad, *n_checked);
@@ -430,7 +430,7 @@ static int run_backend(q3_model *m, const bench_opts *o, const bench_plan *pl, c
         return 1;
     }
 
-    /* Verification gave the mapping's pages back (q3_model_check): the peak RSS below is the backend's. */
+    /* Verification gave the mapping's pages back (q3_model_verify): the peak RSS below is the backend's. */
     int hwm_ok = rss_reset() == 0 && vm_hwm_kib() >= 0;
     res->rss_method = hwm_ok ? "VmHWM since load" : "ru_maxrss (whole process)";
 

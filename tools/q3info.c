@@ -2,7 +2,36 @@
  * table, tensor table and a tokenizer summary. */
 #include <stdio.h>
 #include <string.h>
+#include <utf8proc.h>
 #include "../format/q3_format.h"
+
+/* Text from the file, made safe to print: a crafted token or tensor name must not
+ * drive the terminal (ESC, CSI as C0 or C1 control) or break the line. Control
+ * characters, backslashes and quotes are escaped, invalid UTF-8 is shown as \xNN,
+ * the rest is printed as it is. Returns out (NUL-terminated, cut to cap). */
+static const char *escaped(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 12 < cap;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0) {
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", (unsigned char)s[i]);
+            i++;
+        } else if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) {
+            const char *c = cp == '\n' ? "n" : cp == '\t' ? "t" : cp == '\r' ? "r" : NULL;
+            o += (size_t)(c ? snprintf(out + o, cap - o, "\\%s", c) : snprintf(out + o, cap - o, "\\u%04x", (unsigned)cp));
+            i += (size_t)k;
+        } else {
+            if (cp == '\\' || cp == '"') out[o++] = '\\';
+            memcpy(out + o, s + i, (size_t)k);
+            o += (size_t)k;
+            i += (size_t)k;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
 
 static void print_config(const q3_config *c)
 {
@@ -53,7 +82,8 @@ static void print_tensors(const q3_file *f)
         else
             snprintf(shape, sizeof shape, "[%llu, %llu]", (unsigned long long)t->shape[0],
                      (unsigned long long)t->shape[1]);
-        printf("  %-52s %-16s %-9s %12llu %12llu  %016llx\n", t->name, shape,
+        char name[4 * Q3_TENSOR_NAME_MAX + 16];
+        printf("  %-52s %-16s %-9s %12llu %12llu  %016llx\n", escaped(t->name, strlen(t->name), name, sizeof name), shape,
                t->layout == Q3_LAYOUT_R16C32 ? "R16C32" : "row-major", (unsigned long long)t->offset,
                (unsigned long long)t->size, (unsigned long long)t->checksum);
     }
@@ -73,12 +103,15 @@ static void print_tokenizer(const q3_tokdata *td)
         {"bos_token", &td->bos_token}, {"eos_token", &td->eos_token},
         {"pad_token", &td->pad_token}, {"unk_token", &td->unk_token},
     };
+    char text[1024];
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
-        printf("  %s: %s%.*s%s\n", named[i].name, named[i].s->len ? "\"" : "(none)", (int)named[i].s->len,
-               named[i].s->text ? named[i].s->text : "", named[i].s->len ? "\"" : "");
+        if (named[i].s->len)
+            printf("  %s: \"%s\"\n", named[i].name, escaped(named[i].s->text, named[i].s->len, text, sizeof text));
+        else
+            printf("  %s: (none)\n", named[i].name);
     for (uint32_t i = 0; i < td->n_added; i++)
         if (td->added[i].flags & Q3_ADDED_SPECIAL)
-            printf("  special %u: %.*s\n", td->added[i].id, (int)td->added[i].len, td->added[i].text);
+            printf("  special %u: %s\n", td->added[i].id, escaped(td->added[i].text, td->added[i].len, text, sizeof text));
 }
 
 int main(int argc, char **argv)
