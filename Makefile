@@ -21,11 +21,13 @@ AVX2_FLAGS = -mavx2 -mfma -mf16c
 MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3bandwidth.c tools/q3tokbench.c
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
+# q3run's own parts (runtime/q3run_*.c) make the program, not the library.
+Q3RUN_SRC = runtime/q3run.c $(wildcard runtime/q3run_*.c)
 # The part of the runtime that reads a model without running it: the tokenizer, the
 # chat template, the config-to-tensors binding and the load checks built on them
 # (runtime/model_check.h). q3convert and q3check run those checks, so they link it.
 MODEL_SRC = $(addprefix runtime/,tokenizer.c tok_encode.c utf8.c chat_template.c weights.c model_check.c)
-RUNTIME_SRC = $(filter-out $(MAINS) $(MODEL_SRC),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
+RUNTIME_SRC = $(filter-out $(MAINS) $(MODEL_SRC) $(Q3RUN_SRC),$(wildcard runtime/*.c) $(wildcard kernels/*.c))
 # The shared constants first (kernels/qwen3_shared.h, also a C header), then qwen3.cl
 # (the helpers the others use), then the rest in name order.
 CL_SRC = kernels/qwen3_shared.h kernels/qwen3.cl $(filter-out kernels/qwen3.cl,$(sort $(wildcard kernels/*.cl)))
@@ -114,7 +116,7 @@ $(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(CONVERT_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
-$(BUILD)/q3run: $(call obj,runtime/q3run.c) $(ALL_LIBS)
+$(BUILD)/q3run: $(call obj,$(Q3RUN_SRC)) $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 # q3bench's pure helpers (list parsing, top-2, messages) are linked into it and into their test.
 BENCH_FMT = $(call obj,tools/bench_fmt.c)

@@ -17,7 +17,9 @@ static void usage(FILE *f)
                "           if it exists it must be a regular file and none of HF_DIR's inputs\n"
                "  -q       print nothing on success\n"
                "  --allow-nonfinite  write NaN / Inf weights (refused by default, naming the tensor)\n"
-               "  -h, --help  this text\n");
+               "  -h, --help  this text\n"
+               "environment: none read\n"
+               "exit status: 0 written, 1 bad input or conversion error, 2 usage\n");
 }
 
 int main(int argc, char **argv)
@@ -29,7 +31,7 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
-            return 0;
+            return q3_finish_stdout("q3convert", 0);
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             quiet = 1;
         } else if (strcmp(a, "--allow-nonfinite") == 0) {

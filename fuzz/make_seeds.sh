@@ -10,7 +10,7 @@ FIX=$BUILD/fixtures
 C=fuzz/corpus
 T=$(mktemp -d /tmp/q3_seeds_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata,model,output_path}
+mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata,model,output_path,sampler}
 
 # A tiny HF checkpoint: 16-token byte-level BPE, hidden 32, one layer.
 python3 - "$FIX" "$T" <<'PY'
@@ -116,4 +116,22 @@ op input-via-symlinked-folder 0 3 1
 op input-via-dotdot 0 4 0
 op empty-path 1 5 0
 op named-path 0 6 0 "abc"
+# sampler: vocab-1, settings (temperature|top-k, top-p|min-p, penalty, seed, seen), float logits
+python3 - "$C/sampler" <<'PY'
+import struct, sys
+d = sys.argv[1]
+def seed(name, vocab, b1, b2, b3, seed_, seen, logits):
+    open(d + '/' + name, 'wb').write(bytes([vocab - 1, b1, b2, b3, seed_, seen]) + struct.pack('<%df' % len(logits), *logits))
+ramp = [i * 0.01 for i in range(97)]
+seed('issue14-top-p-0-huge-temp', 200, 6, 0, 0, 1, 0, ramp)        # temperature 1e5, top-p 0: every id below the cut
+seed('greedy', 50, 0, 6, 0, 2, 0, ramp)
+seed('top-k-1', 64, 4 | 1 << 3, 6, 0, 3, 0, [1, 2, 2, 1, 0, 2])    # top-k 1 over ties
+seed('top-k-2-two-ids', 2, 4 | 2 << 3, 6, 0, 4, 0, [3, 1])          # the quickselect that looped
+seed('min-p-1', 100, 3, 6 | 6 << 3 | 1 << 6, 0, 5, 0, ramp)
+seed('penalty-tiny-huge-logits', 16, 4, 3, 1, 6, 0xff, [3e38, -3e38])
+seed('nan', 30, 3, 4, 0, 7, 0, [1.0, float('nan'), 2.0])
+seed('inf', 30, 0, 6, 0, 8, 0, [1.0, float('inf')])
+seed('minus-inf', 30, 3, 2 << 3 | 1 << 6, 4, 9, 0x0f, [float('-inf'), 0.5])
+seed('subnormal-temp', 40, 1, 0, 0, 10, 0, [1e-45, 0.0, -1e-45])
+PY
 du -sh "$C"

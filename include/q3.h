@@ -231,6 +231,8 @@ int q3_kv_truncate(q3_context *ctx, int n_keep, q3_err *err);
 
 typedef struct q3_sampler q3_sampler;
 
+/* The domain: temperature finite and >= 0, top_p and min_p in [0, 1],
+ * repetition_penalty finite and > 0 (q3run's options enforce it). */
 typedef struct {
     float temperature;        /* 0: greedy (argmax) */
     uint32_t top_k;           /* 0: off */
@@ -246,7 +248,11 @@ int q3_sampler_create(const q3_model *model, const q3_sampler_params *params, q3
 void q3_sampler_destroy(q3_sampler *sampler);
 /* Record a token of the prompt or the output (for the repetition penalty). */
 void q3_sampler_accept(q3_sampler *sampler, int32_t token);
-/* Pick a token; logits are modified in place (penalty, temperature). */
+/* Forget the recorded tokens (a conversation started over). */
+void q3_sampler_forget(q3_sampler *sampler);
+/* Pick a token; logits are modified in place (penalty). At least the most likely
+ * token survives every filter. -1 when a logit is NaN or infinite: the model's
+ * computation went wrong, and no choice among such numbers means anything. */
 int32_t q3_sampler_sample(q3_sampler *sampler, float *logits);
 int32_t q3_argmax(const float *logits, uint32_t n);
 

@@ -1,6 +1,7 @@
 /* sampler.c - next-token selection. The order of operations follows HF
  * transformers' logits processors: repetition penalty, temperature, top-k,
  * top-p, min-p, then a draw from the renormalized distribution. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,13 +90,17 @@ static int by_prob_desc(const void *a, const void *b)
     return i < j ? -1 : i > j; /* ties: lower id first, so the order is deterministic */
 }
 
-/* Move the k most likely ids to the front of ids (quickselect, O(n)). */
+/* Move the k most likely ids to the front of ids (quickselect, O(n)): afterwards
+ * ids[k - 1] is the k-th most likely and every id before it is more likely.
+ * Hoare's partition with the lower middle as pivot leaves lo <= j < hi - 1, so
+ * every round shrinks [lo, hi) (the pivot at hi - 1 let a two-id range loop forever). */
 static void select_top(uint32_t *ids, uint32_t n, uint32_t k)
 {
-    uint32_t lo = 0, hi = n;
+    size_t lo = 0, hi = n, target = k - 1; /* ids[target] lies in [lo, hi) */
     while (hi - lo > 1) {
-        uint32_t pivot = ids[lo + (hi - lo) / 2], i = lo, j = hi - 1;
-        for (;;) { /* Hoare partition by descending probability */
+        uint32_t pivot = ids[lo + (hi - lo - 1) / 2];
+        size_t i = lo, j = hi - 1;
+        for (;;) { /* by descending probability */
             while (by_prob_desc(&ids[i], &pivot) < 0) i++;
             while (by_prob_desc(&pivot, &ids[j]) < 0) j--;
             if (i >= j) break;
@@ -103,48 +108,80 @@ static void select_top(uint32_t *ids, uint32_t n, uint32_t k)
             ids[i++] = ids[j];
             ids[j--] = t;
         }
-        if (k <= j) hi = j + 1;
+        if (target <= j) hi = j + 1;
         else lo = j + 1;
     }
 }
 
-int32_t q3_sampler_sample(q3_sampler *s, float *logits)
+int64_t q3_logits_first_nonfinite(const float *logits, uint32_t n)
 {
-    const q3_sampler_params *p = &s->p;
-    uint32_t n = s->vocab;
-    if (p->repetition_penalty != 1.0f)
-        for (uint32_t i = 0; i < n; i++)
-            if (s->seen[i]) logits[i] = logits[i] > 0 ? logits[i] / p->repetition_penalty : logits[i] * p->repetition_penalty;
-    if (p->temperature <= 0.0f) return q3_argmax(logits, n);
+    for (uint32_t i = 0; i < n; i++)
+        if (!isfinite(logits[i])) return i;
+    return -1;
+}
 
-    /* Softmax at temperature T over all tokens. */
+/* HF's repetition penalty. Kept finite: a tiny penalty divides a large logit past
+ * FLT_MAX, and an infinity would turn the softmax below into NaN. */
+static void apply_penalty(const q3_sampler *s, float *logits)
+{
+    float r = s->p.repetition_penalty;
+    for (uint32_t i = 0; i < s->vocab; i++) {
+        if (!s->seen[i]) continue;
+        float v = logits[i] > 0 ? logits[i] / r : logits[i] * r;
+        logits[i] = v > FLT_MAX ? FLT_MAX : v < -FLT_MAX ? -FLT_MAX : v;
+    }
+}
+
+/* Softmax at temperature T over all tokens. The best token gets exp(0) = 1, so the
+ * sum is at least 1; a difference that overflows (or a subnormal T) gives 0, never NaN. */
+static void softmax_at(q3_sampler *s, const float *logits, float temperature)
+{
+    uint32_t n = s->vocab;
     float maxv = logits[q3_argmax(logits, n)];
     double sum = 0;
     for (uint32_t i = 0; i < n; i++) {
-        s->probs[i] = expf((logits[i] - maxv) / p->temperature);
+        float z = (logits[i] - maxv) / temperature;
+        s->probs[i] = z > -INFINITY ? expf(z) : 0.0f;
         sum += s->probs[i];
     }
     for (uint32_t i = 0; i < n; i++) s->probs[i] = (float)(s->probs[i] / sum);
+}
 
-    /* Candidates, most likely first. Sorting all 150k ids per token would cost
-     * more than the forward pass, so only what can survive is sorted: the k
-     * largest for top-k (quickselect), or for top-p the ids above the cut that
-     * no kept id can be below ((1 - top_p) / (n - 1), as llama2.c does). */
-    uint32_t m = 0;
+/* Candidates into s->order, most likely first; returns how many (at least 1).
+ * Sorting all 150k ids per token would cost more than the forward pass, so only
+ * what can survive is sorted: the k largest for top-k (quickselect), or for top-p
+ * the ids at or above (1 - top_p) / (n - 1) (as llama2.c does): an id below it,
+ * other than the most likely, cannot be in the nucleus, since it and every id after
+ * it sum to less than 1 - top_p. The most likely id always is, so it is always kept
+ * (transformers' min_tokens_to_keep = 1); at a high temperature with top_p near 0
+ * every id may fall below the cut. */
+static uint32_t candidates(q3_sampler *s)
+{
+    const q3_sampler_params *p = &s->p;
+    uint32_t n = s->vocab, m = 0;
     cmp_base = s->probs;
     if (p->top_k > 0 && p->top_k < n) {
         for (uint32_t i = 0; i < n; i++) s->order[i] = i;
         select_top(s->order, n, p->top_k);
         m = p->top_k;
-    } else if (p->top_p < 1.0f) {
+    } else if (p->top_p < 1.0f && n > 1) {
+        uint32_t best = (uint32_t)q3_argmax(s->probs, n);
         float cut = (1.0f - p->top_p) / (float)(n - 1);
+        s->order[m++] = best;
         for (uint32_t i = 0; i < n; i++)
-            if (s->probs[i] >= cut) s->order[m++] = i;
+            if (i != best && s->probs[i] >= cut) s->order[m++] = i;
     } else {
         for (uint32_t i = 0; i < n; i++) s->order[i] = i;
         m = n;
     }
     qsort(s->order, m, sizeof *s->order, by_prob_desc);
+    return m;
+}
+
+/* top-p then min-p over the sorted candidates; each keeps at least the first. */
+static uint32_t filter(const q3_sampler *s, uint32_t m)
+{
+    const q3_sampler_params *p = &s->p;
     if (p->top_p < 1.0f) {
         double cum = 0;
         uint32_t keep = 0;
@@ -160,6 +197,16 @@ int32_t q3_sampler_sample(q3_sampler *s, float *logits)
         while (keep < m && s->probs[s->order[keep]] >= floor_p) keep++;
         m = keep;
     }
+    return m;
+}
+
+int32_t q3_sampler_sample(q3_sampler *s, float *logits)
+{
+    if (s->vocab == 0 || q3_logits_first_nonfinite(logits, s->vocab) >= 0) return -1;
+    if (s->p.repetition_penalty != 1.0f) apply_penalty(s, logits);
+    if (s->p.temperature <= 0.0f) return q3_argmax(logits, s->vocab);
+    softmax_at(s, logits, s->p.temperature);
+    uint32_t m = filter(s, candidates(s));
     double total = 0;
     for (uint32_t i = 0; i < m; i++) total += s->probs[s->order[i]];
     double r = next_uniform(s) * total, acc = 0;
@@ -168,4 +215,9 @@ int32_t q3_sampler_sample(q3_sampler *s, float *logits)
         if (r < acc) return (int32_t)s->order[i];
     }
     return (int32_t)s->order[m - 1];
+}
+
+void q3_sampler_forget(q3_sampler *s)
+{
+    memset(s->seen, 0, s->vocab);
 }

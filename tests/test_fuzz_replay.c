@@ -20,6 +20,7 @@
 #include "../fuzz/fuzz_tokdata.c"
 #include "../fuzz/fuzz_model.c"
 #include "../fuzz/fuzz_output_path.c"
+#include "../fuzz/fuzz_sampler.c"
 
 typedef int (*fuzz_fn)(const uint8_t *, size_t);
 
@@ -95,6 +96,7 @@ static void test_chat_template(void **state) { (void)state; replay("chat_templat
 static void test_tokdata(void **state) { (void)state; replay("tokdata", fuzz_tokdata); }
 static void test_model(void **state) { (void)state; replay("model", fuzz_model); }
 static void test_output_path(void **state) { (void)state; replay("output_path", fuzz_output_path); }
+static void test_sampler(void **state) { (void)state; replay("sampler", fuzz_sampler); }
 
 int main(void)
 {
@@ -102,6 +104,7 @@ int main(void)
         cmocka_unit_test(test_q3),           cmocka_unit_test(test_safetensors), cmocka_unit_test(test_hf_config),
         cmocka_unit_test(test_hf_tokenizer), cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_chat_template),
         cmocka_unit_test(test_tokdata),      cmocka_unit_test(test_model),       cmocka_unit_test(test_output_path),
+        cmocka_unit_test(test_sampler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,8 +12,17 @@ static const char *base_name(const char *path)
 
 int main(int argc, char **argv)
 {
+    static const char usage[] = "usage: embed_cl OUT.c FILE.cl...\n"
+                                "  writes the OpenCL sources as C strings into OUT.c (a build step)\n"
+                                "  -h, --help  this text\n"
+                                "environment: none read\n"
+                                "exit status: 0 written, 1 error, 2 usage\n";
+    if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        fputs(usage, stdout);
+        return fflush(stdout) ? 1 : 0;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: embed_cl OUT.c FILE.cl...\n");
+        fputs(usage, stderr);
         return 2;
     }
     FILE *out = fopen(argv[1], "w");

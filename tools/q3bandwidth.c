@@ -25,6 +25,7 @@
 #include <time.h>
 #include "../format/q3_format.h"
 #include "../kernels/cpu_kernels.h"
+#include "../runtime/env_help.h"
 
 static double now(void)
 {
@@ -368,11 +369,14 @@ static int run_attention(int n_pos, int runs, int json)
     return 0;
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-    fprintf(stderr, "usage: q3bandwidth [--gib G] [--threads N] [--runs R] [--json]\n"
-                    "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n"
-                    "       q3bandwidth --attention [--positions P] [--runs R] [--json]\n");
+    fprintf(f, "usage: q3bandwidth [--gib G] [--threads N] [--runs R] [--json]\n"
+               "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n"
+               "       q3bandwidth --attention [--positions P] [--runs R] [--json]\n"
+               "  -h, --help  this text\n"
+               "environment:\n" Q3_ENV_HELP_CPU
+               "exit status: 0 measured, 1 error, 2 usage\n");
 }
 
 int main(int argc, char **argv)
@@ -381,7 +385,10 @@ int main(int argc, char **argv)
     int threads = 0, runs = 5, json = 0, matmul = 0, attention = 0, n_tok = 1, tok_set = 0, n_pos = 600;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) json = 1;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return q3_finish_stdout("q3bandwidth", 0);
+        } else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--matmul")) matmul = 1;
         else if (!strcmp(a, "--attention")) attention = 1;
         else if (v && !strcmp(a, "--positions")) n_pos = atoi(v), i++;
@@ -390,7 +397,7 @@ int main(int argc, char **argv)
         else if (v && !strcmp(a, "--runs")) runs = atoi(v), i++;
         else if (v && !strcmp(a, "--tokens")) n_tok = atoi(v), tok_set = 1, i++;
         else {
-            usage();
+            usage(stderr);
             return 2;
         }
     }

@@ -16,6 +16,7 @@
 #define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack: hashing cannot fail */
 #include <xxhash.h>
 #include "../include/q3.h"
+#include "../runtime/env_help.h" /* strings only: the variables --help lists */
 #include "bench_fmt.h"
 
 #define MAX_BACKENDS 8
@@ -759,7 +760,10 @@ static void usage(FILE *out)
             "  --depth, D is each -p; --depth 0: an empty context). Every repetition (and with --backend\n"
             "  both, every backend) must generate the same token ids. --bandwidth: memory read bandwidth\n"
             "  in GB/s (1e9 bytes/s) for the decode floor. --no-mmap: read the weights into memory (huge\n"
-            "  pages) instead of mapping the file. Exit 0 ok, 1 error, 2 usage, 3 generated tokens differ.\n");
+            "  pages) instead of mapping the file.\n"
+            "  -h, --help  this text\n"
+            "environment:\n" Q3_ENV_HELP_CPU Q3_ENV_HELP_OPENCL
+            "exit status: 0 ok, 1 error, 2 usage, 3 generated tokens differ\n");
 }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
@@ -817,7 +821,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         int bad = 0, takes = 1;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
-            exit(0);
+            exit(q3_finish_stdout("q3bench", 0));
         } else if (!strcmp(a, "--json")) {
             o->json = 1, takes = 0;
         } else if (!strcmp(a, "-v")) {

@@ -15,6 +15,24 @@ static int report(int failed, const q3_err *err)
     return failed ? 1 : 0;
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: q3check FILE.q3\n"
+               "  verifies the header, section, tensor and whole-file checksums, that every\n"
+               "  weight is finite, and that q3run can load the file\n"
+               "  -h, --help  this text\n"
+               "environment: none read\n"
+               "exit status: 0 every checksum matches, 1 damaged or invalid, 2 usage\n");
+}
+
+/* --help anywhere: the usage on stdout, exit 0 (every tool does the same). */
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
 /* Why the file could not even be opened, for the summary line. */
 static const char *open_failure(const char *path)
 {
@@ -37,10 +55,12 @@ static int loadable(const q3_file *f, q3_err *err)
 
 int main(int argc, char **argv)
 {
+    if (wants_help(argc, argv)) {
+        usage(stdout);
+        return q3_finish_stdout("q3check", 0);
+    }
     if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: q3check FILE.q3\n"
-                        "  verifies the header, section, tensor and whole-file checksums, that every\n"
-                        "  weight is finite, and that q3run can load the file\n");
+        usage(stderr);
         return 2;
     }
     const char *path = argv[1];

@@ -114,11 +114,31 @@ static void print_tokenizer(const q3_tokdata *td)
             printf("  special %u: %s\n", td->added[i].id, escaped(td->added[i].text, td->added[i].len, text, sizeof text));
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: q3info FILE.q3\n"
+               "  prints config, generation defaults, sections, tensors and the tokenizer summary\n"
+               "  -h, --help  this text\n"
+               "environment: none read\n"
+               "exit status: 0 printed, 1 invalid file, 2 usage\n");
+}
+
+/* --help anywhere: the usage on stdout, exit 0 (every tool does the same). */
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (wants_help(argc, argv)) {
+        usage(stdout);
+        return q3_finish_stdout("q3info", 0);
+    }
     if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: q3info FILE.q3\n"
-                        "  prints config, generation defaults, sections, tensors and the tokenizer summary\n");
+        usage(stderr);
         return 2;
     }
     q3_file f;

@@ -52,11 +52,14 @@ static int append_file(buf *b, const char *path)
     return 0;
 }
 
-static void usage(void)
+static void usage(FILE *f)
 {
-    fprintf(stderr, "usage: q3tokbench [--q3 FILE.q3 | --hf HF_DIR] [--mb N] [--reps N] [TEXT_FILE...]\n"
-                    "  default tokenizer: build/fixtures/hf-tiny (the Qwen3 tokenizer); default text: the repo's\n"
-                    "  *.c, *.h and *.md files, repeated to --mb MB (default 4); --reps warm passes (default 3)\n");
+    fprintf(f, "usage: q3tokbench [--q3 FILE.q3 | --hf HF_DIR] [--mb N] [--reps N] [TEXT_FILE...]\n"
+               "  default tokenizer: build/fixtures/hf-tiny (the Qwen3 tokenizer); default text: the repo's\n"
+               "  *.c, *.h and *.md files, repeated to --mb MB (default 4); --reps warm passes (default 3)\n"
+               "  -h, --help  this text\n"
+               "environment: none read\n"
+               "exit status: 0 measured, 1 error, 2 usage\n");
 }
 
 int main(int argc, char **argv)
@@ -67,17 +70,23 @@ int main(int argc, char **argv)
     char **files = calloc((size_t)argc, sizeof *files);
     if (!files) return 1;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--q3") == 0 && i + 1 < argc) q3_path = argv[++i];
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            free(files);
+            return q3_finish_stdout("q3tokbench", 0);
+        } else if (strcmp(argv[i], "--q3") == 0 && i + 1 < argc) q3_path = argv[++i];
         else if (strcmp(argv[i], "--hf") == 0 && i + 1 < argc) hf_dir = argv[++i];
         else if (strcmp(argv[i], "--mb") == 0 && i + 1 < argc) mb = atof(argv[++i]);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = atoi(argv[++i]);
         else if (argv[i][0] == '-') {
-            usage();
+            usage(stderr);
+            free(files);
             return 2;
         } else files[n_files++] = argv[i];
     }
     if (mb <= 0 || mb > 4096 || reps < 1) {
-        usage();
+        usage(stderr);
+        free(files);
         return 2;
     }
 

@@ -468,9 +468,20 @@ def convert(model_dir, out_path):
     return len(plan), len(header) + data_size
 
 
+USAGE = """usage: %s MODEL_DIR OUT.gguf
+  writes the checkpoint as a GGUF v3 file for llama.cpp (the baseline's weights)
+  -h, --help  this text
+environment: none read
+exit status: 0 written, 1 error, 2 usage
+"""
+
+
 def main(argv):
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        sys.stdout.write(USAGE % os.path.basename(argv[0]))
+        return 0
     if len(argv) != 3 or argv[1].startswith("-"):
-        sys.stderr.write("usage: %s MODEL_DIR OUT.gguf\n" % os.path.basename(argv[0]))
+        sys.stderr.write(USAGE % os.path.basename(argv[0]))
         return 2
     try:
         n, size = convert(argv[1], argv[2])

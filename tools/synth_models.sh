@@ -6,7 +6,14 @@
 # conversion unless KEEP_SAFETENSORS=1 (tools/safetensors_to_gguf.py reads them). Sizes
 # are made side by side; an existing .q3 is kept. Exit 1 if any size failed.
 set -u
-[ $# -ge 3 ] || { echo "usage: synth_models.sh BUILD DIR SIZE..." >&2; exit 2; }
+usage="usage: synth_models.sh BUILD DIR SIZE...
+  the synthetic checkpoints of the real Qwen3 sizes, converted to DIR/syn-SIZE.q3
+  -h, --help  this text
+environment:
+  KEEP_SAFETENSORS=1   keep the safetensors after conversion
+exit status: 0 made, 1 a size failed, 2 usage"
+case "${1:-}" in -h | --help) echo "$usage"; exit 0 ;; esac
+[ $# -ge 3 ] || { echo "$usage" >&2; exit 2; }
 build=$1 dir=$2
 shift 2
 repo=$(cd "$(dirname "$0")/.." && pwd)
