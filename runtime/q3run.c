@@ -365,6 +365,7 @@ int main(int argc, char **argv)
         rc = 0;
         goto done;
     }
+    if (o.interactive) q3run_chat_prepare_signals();
     if (start_backend(&s, &err)) goto fail;
     double load_ms = now_ms() - t0;
     if (o.interactive) {

@@ -70,5 +70,8 @@ int q3run_generate(q3run_session *s, q3run_text *reply, q3run_stop *why, q3_err 
 
 /* -i: turn by turn from stdin until /exit, EOF or Ctrl-C at the prompt. */
 int q3run_chat(q3run_session *s, q3_err *err);
+/* Before the backend starts its threads: SIGINT blocked, so that they inherit the
+ * block and a Ctrl-C in the chat reaches the main thread (q3run_chat.c). */
+void q3run_chat_prepare_signals(void);
 
 #endif

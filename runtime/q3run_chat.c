@@ -6,6 +6,7 @@
  * /reset starts over, /exit or EOF ends; Ctrl-C stops a reply, at the prompt it ends. */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,8 +61,25 @@ static void on_sigint(int sig)
     q3run_interrupted = 1;
 }
 
-/* While a reply is generated, interrupted system calls restart (a write to the
- * terminal must not fail); at the prompt they do not, so Ctrl-C ends the read. */
+static void sigint_mask(int how) /* SIG_BLOCK or SIG_UNBLOCK, for the calling thread */
+{
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGINT);
+    pthread_sigmask(how, &s, NULL);
+}
+
+/* SIGINT must reach the main thread: a process-directed signal goes to any thread
+ * that does not block it, and one taken by a worker (the CPU pool's, an OpenCL
+ * driver's) would set the flag without waking the prompt's ppoll (seen under load:
+ * a Ctrl-C at the prompt ignored until the next line). So the chat blocks SIGINT
+ * before the backend starts its threads, which inherit the block, and the main
+ * thread unblocks it only while a reply is generated and inside ppoll. */
+void q3run_chat_prepare_signals(void) { sigint_mask(SIG_BLOCK); }
+
+/* While a reply is generated (restart 1) SIGINT is unblocked and interrupted
+ * system calls restart (a write to the terminal must not fail); at the prompt it
+ * stays blocked but for ppoll, and calls are not restarted, so Ctrl-C ends the read. */
 static void catch_sigint(int restart)
 {
     struct sigaction sa;
@@ -70,21 +88,20 @@ static void catch_sigint(int restart)
     sa.sa_flags = restart ? SA_RESTART : 0;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    sigint_mask(restart ? SIG_UNBLOCK : SIG_BLOCK);
 }
 
-/* Wait until stdin has input or Ctrl-C comes. SIGINT stays blocked until ppoll
- * unblocks it atomically: a Ctrl-C just before a plain read() would be noted and
- * the read would still block until the next line. 1: interrupted. */
+/* Wait until stdin has input or Ctrl-C comes. SIGINT stays blocked (catch_sigint(0))
+ * until ppoll unblocks it atomically: a Ctrl-C just before a plain read() would be
+ * noted and the read would still block until the next line. 1: interrupted. */
 static int wait_for_input(void)
 {
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigprocmask(SIG_BLOCK, &block, &old);
+    sigset_t during;
+    pthread_sigmask(SIG_SETMASK, NULL, &during);
+    sigdelset(&during, SIGINT);
     struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
-    while (!q3run_interrupted && ppoll(&pfd, 1, NULL, &old) < 0 && errno == EINTR) {
+    while (!q3run_interrupted && ppoll(&pfd, 1, NULL, &during) < 0 && errno == EINTR) {
     }
-    sigprocmask(SIG_SETMASK, &old, NULL);
     return q3run_interrupted;
 }
 
@@ -289,6 +306,7 @@ int q3run_chat(q3run_session *s, q3_err *err)
         rc = -1;
     }
     signal(SIGINT, SIG_DFL);
+    sigint_mask(SIG_UNBLOCK); /* the chat is over */
     free(line);
     history_free(&h);
     return rc;
