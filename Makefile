@@ -1,7 +1,10 @@
 # q3 - build everything with `make`, test with `make test`, sanitizers with `make test SAN=1`.
 CC ?= gcc
 OPT ?= -O2
-CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -fno-strict-aliasing
+# -fPIC: the same objects go into libq3.so; -fno-semantic-interposition keeps calls
+# inside the library as direct (and inlinable) as in an executable.
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -fno-strict-aliasing \
+	-fPIC -fno-semantic-interposition
 BUILD ?= build
 ifeq ($(SAN),1)
 BUILD = build-san
@@ -39,7 +42,7 @@ LIB_MODEL = $(BUILD)/libq3model.a
 LIB_RUNTIME = $(BUILD)/libq3runtime.a
 CL_EMBED = $(BUILD)/gen/cl_sources.c
 
-all: $(TOOL_BINS) $(TEST_BINS)
+all: $(TOOL_BINS) $(TEST_BINS) $(LIB_Q3)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -76,6 +79,39 @@ $(BUILD)/obj/gen/cl_sources.o: $(CL_EMBED)
 ALL_LIBS = $(LIB_RUNTIME) $(LIB_CONVERT) $(LIB_MODEL) $(LIB_FORMAT)
 # What the conversion-side tools and tests link: no backend, no kernels.
 CONVERT_LIBS = $(LIB_CONVERT) $(LIB_MODEL) $(LIB_FORMAT)
+# The library programs link against (include/q3.h): the format reader and the runtime.
+LIB_Q3 = $(BUILD)/libq3.a $(BUILD)/libq3.so
+LIB_Q3_OBJS = $(call obj,$(FORMAT_SRC) $(MODEL_SRC) $(RUNTIME_SRC)) $(BUILD)/obj/gen/cl_sources.o
+Q3_SOVERSION = 1
+$(BUILD)/libq3.a: $(LIB_Q3_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+$(BUILD)/libq3.so: $(LIB_Q3_OBJS)
+	$(CC) -shared $(LDFLAGS_SAN) -pthread -Wl,-soname,libq3.so.$(Q3_SOVERSION) $^ $(LDLIBS) -o $@
+
+# make install PREFIX=...: the header, both libraries and q3.pc for pkg-config.
+PREFIX ?= /usr/local
+install: $(LIB_Q3) q3.pc.in
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/q3.h $(DESTDIR)$(PREFIX)/include/q3.h
+	install -m 644 $(BUILD)/libq3.a $(DESTDIR)$(PREFIX)/lib/libq3.a
+	install -m 755 $(BUILD)/libq3.so $(DESTDIR)$(PREFIX)/lib/libq3.so.$(Q3_SOVERSION)
+	ln -sf libq3.so.$(Q3_SOVERSION) $(DESTDIR)$(PREFIX)/lib/libq3.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBS@|$(LDLIBS)|' q3.pc.in >$(DESTDIR)$(PREFIX)/lib/pkgconfig/q3.pc
+
+# examples/ built as a user builds them: against the installed library, through
+# pkg-config, from a prefix inside the build folder (make test runs them).
+EXAMPLES_PREFIX = $(abspath $(BUILD))/prefix
+EXAMPLE_BINS = $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+$(EXAMPLES_PREFIX)/lib/pkgconfig/q3.pc: $(LIB_Q3) include/q3.h q3.pc.in
+	$(MAKE) --no-print-directory install PREFIX=$(EXAMPLES_PREFIX)
+$(BUILD)/examples/%: examples/%.c $(EXAMPLES_PREFIX)/lib/pkgconfig/q3.pc
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror $(filter -fsanitize%,$(CFLAGS_BASE)) $< \
+	  $$(PKG_CONFIG_PATH=$(EXAMPLES_PREFIX)/lib/pkgconfig pkg-config --cflags --libs q3) \
+	  -Wl,-rpath,$(EXAMPLES_PREFIX)/lib -o $@
+examples: $(EXAMPLE_BINS)
+
 $(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(CONVERT_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
@@ -138,13 +174,13 @@ $(patsubst %,$(MODELS)/%.q3,$(SYN_MODELS)): $(MODELS)/%.q3: $(BUILD)/q3convert $
 	rm -f $(MODELS)/$*/model.safetensors
 models: $(TEST_MODELS)
 
-test: all $(DEMO) $(TEST_MODELS)
+test: all $(DEMO) $(TEST_MODELS) $(EXAMPLE_BINS)
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp BUILD=$(BUILD) tests/run_tests.sh
 
 clean:
 	rm -rf build build-san
 
-.PHONY: all test demo model models fixtures clean
+.PHONY: all test demo model models fixtures clean install examples
 .SECONDARY:
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../format/q3_arch.h"
 #include "../runtime/model_check.h"
 #include "convert.h"
 #include "hf_config.h"
@@ -11,7 +12,6 @@
 #include "hf_tokenizer.h"
 #include "json_util.h"
 #include "output_path.h"
-#include "qwen3_tensors.h"
 #include "safetensors.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -194,7 +194,7 @@ int q3_convert(const char *hf_dir, const char *out_path, const q3_convert_opts *
     uint32_t n = 0;
     int rc = -1;
     if (q3_check_output_for_checkpoint(out_path, hf_dir, err) || q3_hf_config_load(hf_dir, &hc, err) ||
-        q3_hf_generation_load(hf_dir, &hc, &gen, err) || q3_qwen3_tensor_specs(&hc.config, &specs, &n, err) ||
+        q3_hf_generation_load(hf_dir, &hc, &gen, err) || q3_arch_tensor_specs(&q3_arch_qwen3, &hc.config, &specs, &n, err) ||
         q3_st_open(&st, hf_dir, err) || check_output_against_shards(out_path, &st, err))
         goto out;
     src = calloc(n, sizeof *src);

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include "hf_config.h"
 #include "json_util.h"
-#include "qwen3_tensors.h"
+#include "../format/q3_arch.h"
 #include "safetensors_write.h"
 #include "synth.h"
 
@@ -88,7 +88,7 @@ int q3_synth_checkpoint(const char *cfg_path, const char *dir, q3_err *err)
     char out[4096];
     int rc = -1;
     if (q3_json_load(cfg_path, &root, err) || q3_hf_config_parse(root, cfg_path, &hc, err) ||
-        q3_qwen3_tensor_specs(&hc.config, &specs, &n, err))
+        q3_arch_tensor_specs(&q3_arch_qwen3, &hc.config, &specs, &n, err))
         goto done;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
         q3_set_err(err, "%s: cannot create directory: %s", dir, strerror(errno));

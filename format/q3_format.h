@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "../include/q3.h"
 
 #define Q3_MAGIC "Q3MODEL"            /* 8 bytes on disk, including the NUL */
 #define Q3_VERSION 1u
@@ -18,8 +19,7 @@
 #define Q3_TENSOR_ENTRY_SIZE 128u
 #define Q3_TENSOR_NAME_MAX 64u        /* bytes in the name field, NUL included */
 #define Q3_CONFIG_SIZE 64u
-#define Q3_GENERATION_SIZE 64u
-#define Q3_MAX_EOS 7u                 /* 36 + 7 * 4 = 64: the GENERATION record size */
+#define Q3_GENERATION_SIZE 64u       /* 36 + Q3_MAX_EOS (7) * 4 */
 #define Q3_WEIGHTS_ALIGN 4096u        /* weights section starts on a page */
 #define Q3_TENSOR_ALIGN 256u          /* every tensor starts on 256 bytes */
 
@@ -40,20 +40,10 @@ enum q3_compression { Q3_COMP_NONE = 0, Q3_COMP_ZLIB = 1 };
 enum q3_dtype { Q3_DTYPE_BF16 = 1 };
 enum q3_layout { Q3_LAYOUT_ROWMAJOR = 0, Q3_LAYOUT_R16C32 = 1 };
 
-/* Error reporting: every failing call fills msg with one line that names the
- * file and the offset / section / tensor and what was expected. */
-typedef struct {
-    char msg[512];
-} q3_err;
-
+/* Error reporting (q3_err, include/q3.h): every failing call fills msg with one
+ * line that names the file and the offset / section / tensor and what was expected. */
 void q3_set_err(q3_err *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Put "path: " before err's message, for messages from code that does not know which
- * file its input came from (the tokenizer, the chat template). Returns -1. */
-int q3_err_name_file(q3_err *err, const char *path);
-/* Flush stdout at exit; a write error (full disk, closed pipe) becomes one line
- * on stderr and exit status 1. Returns the status to exit with. */
-int q3_finish_stdout(const char *prog, int rc);
 
 typedef struct {
     uint32_t kind;
@@ -65,38 +55,9 @@ typedef struct {
     uint64_t checksum; /* XXH3-64 of the stored bytes */
 } q3_section;
 
-/* Model hyperparameters (section CONFIG). */
-typedef struct {
-    uint32_t vocab_size;        /* rows of embed_tokens (and lm_head) */
-    uint32_t hidden_size;
-    uint32_t intermediate_size;
-    uint32_t num_layers;
-    uint32_t num_heads;
-    uint32_t num_kv_heads;
-    uint32_t head_dim;
-    uint32_t max_position_embeddings;
-    uint32_t tie_word_embeddings; /* 1: lm_head is embed_tokens */
-    int32_t bos_token_id;         /* -1 when absent */
-    int32_t eos_token_id;         /* -1 when absent */
-    int32_t pad_token_id;         /* -1 when absent */
-    double rope_theta;
-    double rms_norm_eps;
-} q3_config;
-
-/* Sampling defaults (section GENERATION); a value the checkpoint does not
- * give is stored as the runtime default documented in spec.md. */
-typedef struct {
-    uint32_t do_sample;
-    uint32_t top_k;
-    float temperature;
-    float top_p;
-    float min_p;
-    float repetition_penalty;
-    int32_t bos_token_id;
-    int32_t pad_token_id;
-    uint32_t n_eos;
-    int32_t eos_token_ids[Q3_MAX_EOS];
-} q3_generation;
+/* The CONFIG and GENERATION sections are q3_config and q3_generation (include/q3.h):
+ * the library hands them out as they are. A value the checkpoint does not give is
+ * stored as the runtime default documented in spec.md. */
 
 typedef struct {
     char name[Q3_TENSOR_NAME_MAX]; /* NUL-terminated */

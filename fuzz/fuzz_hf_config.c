@@ -4,7 +4,7 @@
 #include "fuzz_util.h"
 #include "../convert/hf_config.h"
 #include "../convert/json_util.h"
-#include "../convert/qwen3_tensors.h"
+#include "../format/q3_arch.h"
 
 int fuzz_hf_config(const uint8_t *data, size_t size)
 {
@@ -31,7 +31,7 @@ int fuzz_hf_config(const uint8_t *data, size_t size)
 
     q3_tensor_spec *specs = NULL;
     uint32_t n = 0;
-    if (q3_qwen3_tensor_specs(&hc.config, &specs, &n, &err) == 0) {
+    if (q3_arch_tensor_specs(&q3_arch_qwen3, &hc.config, &specs, &n, &err) == 0) {
         for (uint32_t i = 0; i < n; i++)
             FUZZ_ASSERT(memchr(specs[i].name, 0, sizeof specs[i].name) && specs[i].shape[0] && specs[i].shape[1],
                         "tensor spec %u", i);

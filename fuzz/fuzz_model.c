@@ -14,7 +14,7 @@ static void mf_run(const q3_file *f, q3_tokenizer *tk, const q3_tokdata *td)
 {
     q3_err err = {{0}};
     q3_backend_opts bo = {.n_threads = 1, .n_ctx = MF_CTX, .device = -1, .verbose = 0};
-    q3_backend *be = q3_backend_cpu_create(f, &bo, &err);
+    q3_backend *be = q3_backend_create("cpu", f, &bo, &err);
     if (!be) {
         fuzz_check_err(&err, "fuzz.q3");
         return;
@@ -41,12 +41,12 @@ static void mf_run(const q3_file *f, q3_tokenizer *tk, const q3_tokdata *td)
     FUZZ_ASSERT(logits != NULL, "out of memory");
     int pos = 0;
     /* Ids the tokenizer gives may lie beyond the embedding (a hostile file): refused, not read. */
-    if (n && be->forward(be, ids, (int)n, 0, logits, 0, &err) == 0) {
+    if (n && q3_backend_forward(be, ids, (int)n, 0, logits, 0, &err) == 0) {
         pos = (int)n;
         for (int step = 0; step < 2; step++) {
             int32_t best = 0;
             for (uint32_t v = 1; v < V; v++) best = logits[v] > logits[best] ? (int32_t)v : best;
-            if (be->forward(be, &best, 1, pos, logits, 0, &err)) {
+            if (q3_backend_forward(be, &best, 1, pos, logits, 0, &err)) {
                 fuzz_check_err(&err, "fuzz.q3");
                 break;
             }
@@ -57,10 +57,10 @@ static void mf_run(const q3_file *f, q3_tokenizer *tk, const q3_tokdata *td)
     }
     /* Past the context: refused. */
     int32_t zero = 0;
-    FUZZ_ASSERT(be->forward(be, &zero, 1, MF_CTX, logits, 0, &err) != 0, "forward past --ctx accepted");
+    FUZZ_ASSERT(q3_backend_forward(be, &zero, 1, MF_CTX, logits, 0, &err) != 0, "forward past --ctx accepted");
     free(logits);
     free(ids);
-    be->destroy(be);
+    q3_backend_destroy(be);
 }
 
 int fuzz_model(const uint8_t *data, size_t size)

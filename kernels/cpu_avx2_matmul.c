@@ -22,7 +22,7 @@ static inline void split_even_odd(const float *x, __m256 *even, __m256 *odd)
  * exactly. One 32-byte load, two ALU ops and two FMAs per 16 weights; the earlier
  * vpmovzxwd widening took a shuffle-port uop per 8 weights and a shift besides. */
 static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *panel, uint64_t cols, const float *x,
-                                                              float y[16], int prefetch)
+                                                              float y[PANEL_ROWS], int prefetch)
 {
     const __m256i hi_mask = _mm256_set1_epi32((int)0xffff0000u);
     __m256 acc[16];
@@ -64,12 +64,12 @@ static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *pan
     }
 }
 
-void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS])
 {
     gemv_panel(panel, cols, x, y, 0);
 }
 
-void q3_gemv_panel_avx2_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+void q3_gemv_panel_avx2_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS])
 {
     gemv_panel(panel, cols, x, y, 1);
 }

@@ -55,7 +55,7 @@ static inline void transpose16(__m512i r[16])
  * Tokens past n_tok and columns past cols are zeros. */
 void q3_amx_pack_x(const float *x, uint64_t cols, int n_tok, uint16_t *xpk, uint64_t lo, uint64_t hi)
 {
-    uint64_t col_tiles = (cols + 31) / 32;
+    uint64_t col_tiles = q3_col_tiles(cols);
     for (uint64_t u = lo; u < hi; u++) {
         uint64_t g = u / col_tiles, c = u % col_tiles, left = cols - c * 32;
         __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
@@ -131,8 +131,8 @@ void q3_amx_gemm(const uint16_t *w, uint64_t rows, uint64_t cols, uint64_t p_lo,
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
     _tile_loadconfig(&cfg);
-    uint64_t col_tiles = (cols + 31) / 32, panel_elems = col_tiles * 512;
-    int n_groups = (n_tok + 15) / 16;
+    uint64_t col_tiles = q3_col_tiles(cols), panel_elems = col_tiles * TILE_ELEMS;
+    int n_groups = (n_tok + AMX_TOKENS - 1) / AMX_TOKENS;
     float c[4][256] __attribute__((aligned(64)));
     for (uint64_t p = p_lo; p < p_hi; p += 2) {
         int np = p + 1 < p_hi ? 2 : 1;

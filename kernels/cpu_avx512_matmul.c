@@ -22,7 +22,7 @@
  * two cheap ALU ops instead of two cross-lane widenings. x is split into its
  * even and odd columns once per tile to match. */
 static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *panel, uint64_t cols, const float *x,
-                                                              float y[16], int prefetch)
+                                                              float y[PANEL_ROWS], int prefetch)
 {
     const __m512i even_idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd_idx = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -61,12 +61,12 @@ static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *pan
     for (int r = 0; r < 16; r++) y[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
-void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS])
 {
     gemv_panel(panel, cols, x, y, 0);
 }
 
-void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16])
+void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS])
 {
     gemv_panel(panel, cols, x, y, 1);
 }

@@ -104,20 +104,20 @@ typedef struct {
     q3_gemv_panel_fn gemv;
 } matmul_job;
 
-static uint64_t panels_of(const q3_matmul_op *op) { return (op->rows + 15) / 16; }
+static uint64_t panels_of(const q3_matmul_op *op) { return (op->rows + PANEL_ROWS - 1) / PANEL_ROWS; }
 
 /* Panels [lo, hi) of one op. */
 static void run_panels(const matmul_job *j, const q3_matmul_op *op, uint64_t lo, uint64_t hi)
 {
-    uint64_t panel_elems = 16 * ((op->cols + 31) / 32 * 32);
+    uint64_t panel_elems = q3_col_tiles(op->cols) * TILE_ELEMS;
     if (j->mode == MODE_AMX) {
         q3_amx_gemm(op->w, op->rows, op->cols, lo, hi, j->xb, j->n_tok, op->y, op->ldy);
         return;
     }
     for (uint64_t p = lo; p < hi; p++) {
         const uint16_t *panel = op->w + p * panel_elems;
-        int n_rows = op->rows - p * 16 < 16 ? (int)(op->rows - p * 16) : 16;
-        float *y = op->y + p * 16;
+        int n_rows = op->rows - p * PANEL_ROWS < PANEL_ROWS ? (int)(op->rows - p * PANEL_ROWS) : (int)PANEL_ROWS;
+        float *y = op->y + p * PANEL_ROWS;
         if (j->mode == MODE_AVX2_GEMM) {
             q3_gemm_panel_avx2(panel, op->cols, j->xf, j->n_tok, y, op->ldy, n_rows);
             continue;
@@ -128,7 +128,7 @@ static void run_panels(const matmul_job *j, const q3_matmul_op *op, uint64_t lo,
         }
         /* Token by token: the panel stays in cache after the first. */
         for (int t = 0; t < j->n_tok; t++) {
-            float out[16];
+            float out[PANEL_ROWS];
             j->gemv(panel, op->cols, j->x + (uint64_t)t * op->cols, out);
             for (int r = 0; r < n_rows; r++) y[(uint64_t)t * op->ldy + r] = out[r];
         }
@@ -202,10 +202,10 @@ static void avx2_pack_worker(void *ctx, int ith, int nth)
 
 size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok)
 {
-    uint64_t col_tiles = (cols + 31) / 32, groups = ((uint64_t)n_tok + 15) / 16;
+    uint64_t col_tiles = q3_col_tiles(cols), groups = ((uint64_t)n_tok + AMX_TOKENS - 1) / AMX_TOKENS;
     /* AMX: packed BF16 B tiles; AVX2: packed f32 token groups (the larger of the others) */
     uint64_t avx2_groups = ((uint64_t)n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
-    uint64_t amx = groups * col_tiles * 512 * 2, f32 = avx2_groups * Q3_AVX2_NR * col_tiles * 32 * 4;
+    uint64_t amx = groups * col_tiles * TILE_ELEMS * 2, f32 = avx2_groups * Q3_AVX2_NR * col_tiles * TILE_COLS * 4;
     return (size_t)(amx > f32 ? amx : f32);
 }
 
@@ -243,11 +243,11 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
     j.chunk += j.chunk & 1;
     j.n_chunks = (j.total_panels + j.chunk - 1) / j.chunk;
     atomic_init(&j.next, 0);
-    uint64_t col_tiles = (ops[0].cols + 31) / 32; /* all ops of one call share x, hence cols */
+    uint64_t col_tiles = q3_col_tiles(ops[0].cols); /* all ops of one call share x, hence cols */
     if (level >= Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
         if (level == Q3_SIMD_AMX) {
-            uint64_t groups = ((uint64_t)n_tok + 15) / 16;
-            uint16_t *xpk = q3_pool_scratch(p, (size_t)(groups * col_tiles * 512 * sizeof *xpk));
+            uint64_t groups = ((uint64_t)n_tok + AMX_TOKENS - 1) / AMX_TOKENS;
+            uint16_t *xpk = q3_pool_scratch(p, (size_t)(groups * col_tiles * TILE_ELEMS * sizeof *xpk));
             if (xpk) {
                 j.mode = MODE_AMX;
                 j.xb = xpk;

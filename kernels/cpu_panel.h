@@ -4,21 +4,30 @@
 #define Q3_CPU_PANEL_H
 
 #include <stdint.h>
+#include "../format/q3_format.h"
+
+/* The R16C32 geometry (spec.md 8) as the kernels use it. The SIMD loops that
+ * unroll over a panel's rows keep the literal 16 their unroll pragmas need. */
+#define PANEL_ROWS Q3_TILE_ROWS                  /* rows of a panel */
+#define TILE_COLS Q3_TILE_COLS                   /* columns of a tile */
+#define TILE_ELEMS (Q3_TILE_ROWS * Q3_TILE_COLS) /* BF16 values of a tile (1 KiB) */
+/* Tiles across a matrix of cols columns. */
+static inline uint64_t q3_col_tiles(uint64_t cols) { return (cols + TILE_COLS - 1) / TILE_COLS; }
 
 /* y[r] = dot(row r, x) for the panel's 16 rows; x has cols floats (no padding). */
-typedef void (*q3_gemv_panel_fn)(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+typedef void (*q3_gemv_panel_fn)(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
 
 /* y[t * ldy + r] = dot(row r, x_t) for t < n_tok, r < n_rows (<= 16).
  * xb: the tokens' activations as BF16, row stride xb_stride (a multiple of 32, zero padded). */
 typedef void (*q3_gemm_panel_fn)(const uint16_t *panel, uint64_t cols, const uint16_t *xb, uint64_t xb_stride,
                                  int n_tok, float *y, uint64_t ldy, int n_rows);
 
-void q3_gemv_panel_scalar(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
-void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
-void q3_gemv_panel_avx2_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
-void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+void q3_gemv_panel_scalar(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
+void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
+void q3_gemv_panel_avx2_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
+void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
 /* The same, with software prefetch 2 tiles ahead (faster on Intel, slower on Zen 4). */
-void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[16]);
+void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
 /* 1 when the GEMV (AVX-512 and AVX2) should prefetch: GenuineIntel, unless Q3_GEMV_PREFETCH=0|1 says otherwise. */
 int q3_gemv_prefetch_wanted(void);
 /* AVX2 GEMM (cpu_avx2_gemm.c): tokens in groups of Q3_AVX2_NR, activations packed once
@@ -70,7 +79,9 @@ void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t s
                       float *const out[2]);
 void q3_softmax_avx2(float *s, int n);
 
-/* AMX (cpu_avx512_amx.c). q3_amx_enable asks Linux for the tile state; 1 when granted. */
+/* AMX (cpu_avx512_amx.c). q3_amx_enable asks Linux for the tile state; 1 when granted.
+ * A B tile holds AMX_TOKENS tokens' BF16 pairs of one 32-column tile. */
+#define AMX_TOKENS 16
 int q3_amx_enable(void);
 /* Round x (n_tok x cols f32) to BF16 B tiles: units [lo, hi) of the ceil(n_tok/16) x
  * col_tiles grid, group-major, 512 BF16 each. */

@@ -1,10 +1,41 @@
-/* backend.c - what every backend does the same way: the context size, the
- * checks on a forward call, the RoPE tables, the caller's logits memory. */
+/* backend.c - what every backend does the same way: binding the weights, the
+ * context size, creating and destroying, the checks on a forward call, cutting
+ * it into passes, the RoPE tables, the caller's logits memory. */
 #include "backend.h"
 #include <math.h>
 #include <stdlib.h>
 
-int q3_backend_n_ctx(const q3_file *f, const q3_backend_opts *o, int *n_ctx, q3_err *err)
+q3_backend_model *q3_backend_model_create(const q3_backend_impl *impl, const q3_file *f, const q3_backend_opts *o,
+                                          q3_err *err)
+{
+    q3_backend_model *bm = calloc(1, sizeof *bm);
+    if (!bm) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return NULL;
+    }
+    bm->impl = impl;
+    bm->file = f;
+    if (q3_weights_bind(&bm->w, f, err) || (impl->resolve_device && impl->resolve_device(f, o, &bm->device, err))) {
+        q3_backend_model_free(bm);
+        return NULL;
+    }
+    if (impl->shared_create && !(bm->shared = impl->shared_create(f, &bm->w, bm->device, o, err))) {
+        q3_backend_model_free(bm);
+        return NULL;
+    }
+    return bm;
+}
+
+void q3_backend_model_free(q3_backend_model *bm)
+{
+    if (!bm) return;
+    if (bm->shared) bm->impl->shared_free(bm->shared);
+    q3_weights_free(&bm->w);
+    free(bm);
+}
+
+/* o->n_ctx, or min(max_position_embeddings, 4096); more than the model's maximum is an error. */
+static int context_size(const q3_file *f, const q3_backend_opts *o, int *n_ctx, q3_err *err)
 {
     uint32_t max_pos = f->config.max_position_embeddings;
     int n = o && o->n_ctx > 0 ? o->n_ctx : (int)(max_pos < 4096 ? max_pos : 4096);
@@ -16,7 +47,61 @@ int q3_backend_n_ctx(const q3_file *f, const q3_backend_opts *o, int *n_ctx, q3_
     return 0;
 }
 
-int q3_backend_check_call(const q3_backend *b, const int32_t *tokens, int n_tokens, int pos, q3_err *err)
+q3_backend *q3_backend_context_create(q3_backend_model *bm, const q3_backend_opts *o, q3_err *err)
+{
+    const q3_file *f = bm->file;
+    int n_ctx;
+    if (context_size(f, o, &n_ctx, err)) return NULL;
+    q3_backend *b = calloc(1, bm->impl->size);
+    if (!b) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return NULL;
+    }
+    b->impl = bm->impl;
+    b->name = bm->impl->name;
+    b->file = f;
+    b->w = &bm->w;
+    b->shared = bm->shared;
+    b->n_ctx = n_ctx;
+    q3_backend_opts none = {.device = -1};
+    if (b->impl->init(b, o ? o : &none, err)) {
+        q3_backend_destroy(b);
+        return NULL;
+    }
+    return b;
+}
+
+q3_backend *q3_backend_create(const char *name, const q3_file *f, const q3_backend_opts *o, q3_err *err)
+{
+    const q3_backend_impl *impl = q3_backend_find(name);
+    if (!impl) {
+        char all[128];
+        q3_backend_names_join(all, sizeof all);
+        q3_set_err(err, "unknown backend '%s' (available: %s)", name ? name : "(none)", all);
+        return NULL;
+    }
+    int n_ctx;
+    if (context_size(f, o, &n_ctx, err)) return NULL; /* before the slow part */
+    q3_backend_model *bm = q3_backend_model_create(impl, f, o, err);
+    q3_backend *b = bm ? q3_backend_context_create(bm, o, err) : NULL;
+    if (!b) {
+        q3_backend_model_free(bm);
+        return NULL;
+    }
+    b->owned = bm;
+    return b;
+}
+
+void q3_backend_destroy(q3_backend *b)
+{
+    if (!b) return;
+    b->impl->release(b);
+    q3_backend_model_free(b->owned);
+    free(b);
+}
+
+/* The positions fit the context and the ids the vocabulary. */
+static int check_call(const q3_backend *b, const int32_t *tokens, int n_tokens, int pos, q3_err *err)
 {
     if (n_tokens <= 0 || pos < 0 || pos + n_tokens > b->n_ctx) {
         q3_set_err(err, "%s: %d tokens at position %d do not fit the context of %d positions (--ctx)", b->file->path,
@@ -29,6 +114,22 @@ int q3_backend_check_call(const q3_backend *b, const int32_t *tokens, int n_toke
             q3_set_err(err, "%s: token id %d is outside the vocabulary (%u)", b->file->path, tokens[i], vocab);
             return -1;
         }
+    return 0;
+}
+
+int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
+                       q3_err *err)
+{
+    if (check_call(b, tokens, n_tokens, pos, err)) return -1;
+    uint64_t V = b->file->config.vocab_size;
+    int batch = b->impl->max_batch;
+    for (int done = 0; done < n_tokens; done += batch) {
+        int nb = n_tokens - done < batch ? n_tokens - done : batch;
+        /* Each pass restarts the residual stream from its embeddings; only the KV
+         * cache carries context, so earlier passes need no logits. */
+        float *out = all_logits ? logits + (uint64_t)done * V : done + nb == n_tokens ? logits : NULL;
+        if (b->impl->pass(b, tokens + done, nb, pos + done, out, all_logits, err)) return -1;
+    }
     return 0;
 }
 
@@ -48,7 +149,7 @@ void q3_rope_tables(const q3_config *c, int n_ctx, float *cos_t, float *sin_t)
 
 float *q3_backend_logits(q3_backend *b, size_t n_floats, int *owned)
 {
-    float *p = b->logits_buffer ? b->logits_buffer(b, n_floats) : NULL;
+    float *p = b->impl->logits_buffer ? b->impl->logits_buffer(b, n_floats) : NULL;
     *owned = p == NULL;
     return p ? p : malloc(n_floats * sizeof *p);
 }

@@ -1,10 +1,18 @@
-/* backend.h - what q3run, q3bench and the tests need from a compute backend.
- * A backend owns its KV cache; forward() appends tokens at positions pos.. and
- * returns logits. Backends embed q3_backend as their first member. */
+/* backend.h - the interface between the library and a compute backend (internal).
+ *
+ * A backend is one file that defines a q3_backend_impl and one line in
+ * backend_registry.c. Everything backends do alike lives in backend.c: the
+ * weights binding, the context size, the checks on a call, the loop that cuts a
+ * prompt into passes of at most max_batch tokens, creation and destruction.
+ *
+ * Two levels of state: a q3_backend_model is what all contexts of one model on
+ * one device share (the bound weights; for OpenCL the program and the uploaded
+ * weights), a q3_backend is one context (its KV cache and activations). */
 #ifndef Q3_BACKEND_H
 #define Q3_BACKEND_H
 
 #include "../format/q3_format.h"
+#include "weights.h"
 
 typedef struct {
     int n_threads;  /* CPU: worker threads (0 = all cores) */
@@ -13,38 +21,84 @@ typedef struct {
     int verbose;    /* print backend / device choice on stderr */
 } q3_backend_opts;
 
-typedef struct q3_backend {
-    const char *name; /* "cpu" or "opencl" */
+typedef struct q3_backend q3_backend;
+
+typedef struct {
+    const char *name;  /* what --backend takes */
+    size_t size;       /* bytes of the backend's context struct, which begins with a q3_backend */
+    int max_batch;     /* tokens per pass */
+    /* Optional (NULL: one device, 0): the device index opts ask for, resolved. */
+    int (*resolve_device)(const q3_file *f, const q3_backend_opts *o, int *device, q3_err *err);
+    /* Optional (NULL: nothing shared beyond the weights binding): state shared by every
+     * context of the model on that device, freed by shared_free. */
+    void *(*shared_create)(const q3_file *f, const q3_weights *w, int device, const q3_backend_opts *o, q3_err *err);
+    void (*shared_free)(void *shared);
+    /* A context: b's common fields are set (file, weights, shared, n_ctx); allocate the
+     * rest. On failure release() still runs. */
+    int (*init)(q3_backend *b, const q3_backend_opts *o, q3_err *err);
+    /* One pass of 1..max_batch tokens at positions pos.. (checked by the caller).
+     * logits NULL: none wanted (an earlier pass of a long prompt); else the last
+     * token's vocab_size floats, or with all_logits every token's. */
+    int (*pass)(q3_backend *b, const int32_t *tokens, int n, int pos, float *logits, int all_logits, q3_err *err);
+    /* Frees what init allocated (the struct itself is freed by the caller). */
+    void (*release)(q3_backend *b);
+    /* Optional: room for n_floats logits that pass() delivers into fastest, owned by
+     * the context until it is destroyed (OpenCL: pinned host memory). NULL: use your own. */
+    float *(*logits_buffer)(q3_backend *b, size_t n_floats);
+    /* Optional: worker threads and the kernel variant in use (CPU: its SIMD level). */
+    void (*describe)(const q3_backend *b, int *threads, const char **variant);
+    /* Optional (NULL: the backend has no numbered devices): how many there are (0:
+     * err says why there is none and how to get one), and a one-line description of device i. */
+    int (*device_count)(q3_err *err);
+    int (*device_describe)(int i, char *buf, size_t cap, q3_err *err);
+} q3_backend_impl;
+
+/* What the contexts of one model on one device share. */
+typedef struct {
+    const q3_backend_impl *impl;
     const q3_file *file;
+    int device;
+    q3_weights w;
+    void *shared;
+} q3_backend_model;
+
+struct q3_backend {
+    const q3_backend_impl *impl;
+    const char *name;
+    const q3_file *file;
+    const q3_weights *w;
+    void *shared;
     int n_ctx;
-    /* Run n_tokens tokens at positions pos..pos+n_tokens-1 (a prompt batch or one
-     * decoded token). logits: vocab_size floats for the last token, or, when
-     * all_logits, n_tokens * vocab_size floats. pos + n_tokens > n_ctx is an error. */
-    int (*forward)(struct q3_backend *b, const int32_t *tokens, int n_tokens, int pos,
-                   float *logits, int all_logits, q3_err *err);
-    void (*destroy)(struct q3_backend *b);
-    /* Optional (NULL when the backend has none): room for n_floats logits that
-     * forward() delivers into fastest, owned by the backend until destroy. OpenCL:
-     * pinned host memory (NVIDIA reads 608 KB of logits into it in 18 us, into
-     * malloc'd memory in 65). NULL from the call: use memory of your own. */
-    float *(*logits_buffer)(struct q3_backend *b, size_t n_floats);
-} q3_backend;
+    q3_backend_model *owned; /* made by q3_backend_create for this context alone */
+};
+
+/* The registry (backend_registry.c): a backend by name (q3_backend_names, q3.h, lists them). */
+const q3_backend_impl *q3_backend_find(const char *name);
+/* The names joined by ", " into buf ("cpu, opencl"), for messages. */
+void q3_backend_names_join(char *buf, size_t cap);
+
+/* Model level: bind the weights and create what contexts on the device share. */
+q3_backend_model *q3_backend_model_create(const q3_backend_impl *impl, const q3_file *f, const q3_backend_opts *o,
+                                          q3_err *err);
+void q3_backend_model_free(q3_backend_model *bm);
+/* A context on a backend model (which must outlive it). */
+q3_backend *q3_backend_context_create(q3_backend_model *bm, const q3_backend_opts *o, q3_err *err);
+/* Both at once, the model level owned by the context (tests, fuzzing, one-context tools). */
+q3_backend *q3_backend_create(const char *name, const q3_file *f, const q3_backend_opts *o, q3_err *err);
+void q3_backend_destroy(q3_backend *b);
+
+/* Run n_tokens tokens at positions pos..pos+n_tokens-1 (a prompt or one decoded
+ * token), in passes of at most max_batch. logits: vocab_size floats for the last
+ * token, or, when all_logits, n_tokens * vocab_size floats. pos + n_tokens > n_ctx
+ * is an error. */
+int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
+                       q3_err *err);
 
 /* b's logits_buffer if it has one, else *owned = 1 and malloc'd memory for the
  * caller to free. NULL: out of memory. */
 float *q3_backend_logits(q3_backend *b, size_t n_floats, int *owned);
 
-/* Shared by the backends (backend.c). The context a backend is created with:
- * o->n_ctx, or min(max_position_embeddings, 4096); more than the model's
- * maximum is an error. */
-int q3_backend_n_ctx(const q3_file *f, const q3_backend_opts *o, int *n_ctx, q3_err *err);
-/* A forward call's positions fit the context and its ids the vocabulary. */
-int q3_backend_check_call(const q3_backend *b, const int32_t *tokens, int n_tokens, int pos, q3_err *err);
 /* RoPE cos/sin for positions 0..n_ctx-1, [pos][head_dim / 2] each. */
 void q3_rope_tables(const q3_config *c, int n_ctx, float *cos_t, float *sin_t);
-
-q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3_err *err);
-/* Returns NULL with a clear err when no OpenCL platform/device is usable. */
-q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o, q3_err *err);
 
 #endif

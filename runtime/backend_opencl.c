@@ -1,6 +1,7 @@
 /* backend_opencl.c - the whole Qwen3 graph on an OpenCL device (kernels/qwen3.cl).
- * The weights section is uploaded once as one buffer, in the file's tiled
- * layout; activations and the KV cache live on the device. Per forward call the
+ * The weights section is uploaded once per model and device as one buffer, in the
+ * file's tiled layout, and shared by every context there (ocl_shared); each context
+ * has its own queue, kernels, activations and KV cache on the device. Per pass the
  * host sends the token ids and reads back only the logits it asked for. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,10 +57,27 @@ typedef struct {
     cl_uint rows, cols;
 } plan_entry;
 
+/* What the contexts of one model on one device share (q3_backend_impl.shared_create):
+ * the device's context, the program built for this model, the uploaded weights. */
+typedef struct {
+    q3_cl_device d;
+    cl_context ctx;
+    cl_program program;
+    int mma, mma_emulate, verbose;
+    cl_uint att_hg, att_splits[2], mvx, mm_bt, mm_wg;
+    cl_mem weights;
+    uint64_t w_base;
+    cl_ulong max_alloc;
+    uint64_t act_align;
+    size_t mv_groups;
+} ocl_shared;
+
 typedef struct {
     q3_backend base;
-    q3_weights w;
+    q3_weights w;   /* a copy of the model's binding (its layers array stays the model's) */
     q3_config cfg;
+    /* ctx, program, weights, w_base and the values the program is built for are the
+     * shared ones (ocl_shared), copied */
     cl_context ctx;
     cl_command_queue queue;
     cl_program program;
@@ -172,67 +190,86 @@ static cl_uint matvec_cols(const q3_config *c, cl_ulong local_bytes)
 }
 
 /* The normalised x (XMODE_NORM) is the hidden state: its registers are sized for that. */
-static cl_uint matvec_norm_cols(const ocl_backend *m)
+static cl_uint norm_cols(const q3_config *c, cl_uint mvx)
 {
-    cl_uint h = round_up(m->cfg.hidden_size, 1024);
-    return h < m->mvx ? h : m->mvx;
+    cl_uint h = round_up(c->hidden_size, 1024);
+    return h < mvx ? h : mvx;
 }
+static cl_uint matvec_norm_cols(const ocl_backend *m) { return norm_cols(&m->cfg, m->mvx); }
 
-static int build_program(ocl_backend *m, cl_device_id dev, q3_err *err)
+/* Builds the shared program and checks that the device runs every kernel at its
+ * group size (each context then creates its own kernel objects). */
+static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
 {
+    const q3_config *c = &f->config;
+    cl_device_id dev = sh->d.id;
     const char *srcs[16];
     cl_uint n = 0;
     for (const q3_cl_source *s = q3_cl_sources; s->name && n < 16; s++) srcs[n++] = s->text;
     cl_int rc;
-    m->program = clCreateProgramWithSource(m->ctx, n, srcs, NULL, &rc);
-    CHECK(rc, "clCreateProgramWithSource");
+    sh->program = clCreateProgramWithSource(sh->ctx, n, srcs, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        q3_set_err(err, "%s: OpenCL: clCreateProgramWithSource failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
+        return -1;
+    }
     /* Q3_OPENCL_BUILD_OPTS: more options for the OpenCL compiler (tuning and
      * bisection, e.g. -DMM_STAGES=3 or -DQ3_EMU_CP; docs/opencl.md) */
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u%s %s",
-             m->cfg.head_dim, m->att_hg, m->mvx, matvec_norm_cols(m), m->mm_bt, m->mm_wg,
-             m->mma ? (m->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", extra ? extra : "");
-    rc = clBuildProgram(m->program, 1, &dev, opts, NULL, NULL);
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_bt, sh->mm_wg,
+             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", extra ? extra : "");
+    rc = clBuildProgram(sh->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
-        clGetProgramBuildInfo(m->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+        clGetProgramBuildInfo(sh->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
         for (char *p = log; *p; p++)
             if (*p == '\n') *p = ' '; /* one line */
-        q3_set_err(err, "%s: OpenCL: building the kernels (kernels/*.cl) failed: %.400s", m->base.file->path, log);
+        q3_set_err(err, "%s: OpenCL: building the kernels (kernels/*.cl) failed: %.400s", f->path, log);
         return -1;
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !m->mma) continue; /* tensor-core kernels */
-        m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
+        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !sh->mma) continue; /* tensor-core kernels */
+        cl_kernel k = clCreateKernel(sh->program, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
-            q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", m->base.file->path,
-                       kernel_names[i], q3_cl_err_name(rc));
+            q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", f->path, kernel_names[i],
+                       q3_cl_err_name(rc));
             return -1;
         }
         /* What this device allows this kernel (registers, local memory), not what
          * OpenCL 1.2 promises in general: the launches use fixed group sizes. */
         size_t max_wg = 0;
-        cl_ulong local_used = 0, local_have = 0;
-        clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
-        clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_used, &local_used, NULL);
+        cl_ulong local_used = 0, local_have = 0, priv = 0;
+        clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
+        clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_used, &local_used, NULL);
+        clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
-        unsigned want_wg = i == K_MM_MMA ? m->mm_wg : kernel_group_size[i];
+        clReleaseKernel(k);
+        unsigned want_wg = i == K_MM_MMA ? sh->mm_wg : kernel_group_size[i];
         if (max_wg < want_wg || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
                        "allows %zu and has %llu",
-                       m->base.file->path, kernel_names[i], want_wg, (unsigned long long)local_used, max_wg,
+                       f->path, kernel_names[i], want_wg, (unsigned long long)local_used, max_wg,
                        (unsigned long long)local_have);
             return -1;
         }
-        if (m->verbose > 1) { /* -v -v: what each kernel takes (private memory: register spills) */
-            cl_ulong priv = 0;
-            clGetKernelWorkGroupInfo(m->k[i], dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
+        if (sh->verbose > 1) /* -v -v: what each kernel takes (private memory: register spills) */
             fprintf(stderr, "q3: kernel %-18s local %6llu B, private %5llu B, up to %zu work-items\n", kernel_names[i],
                     (unsigned long long)local_used, (unsigned long long)priv, max_wg);
-        }
+    }
+    return 0;
+}
+
+/* This context's kernel objects (clSetKernelArg is not safe across threads on one kernel). */
+static int create_kernels(ocl_backend *m, q3_err *err)
+{
+    for (int i = 0; i < K_COUNT; i++) {
+        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !m->mma) continue;
+        cl_int rc;
+        m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
+        CHECK(rc, kernel_names[i]);
     }
     return 0;
 }
@@ -588,46 +625,38 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
     return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, 1, err);
 }
 
-static int ocl_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
-                       q3_err *err)
+/* One pass of nb <= MAX_BATCH tokens at pos; logits as q3_backend_impl.pass says. */
+static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float *logits, int all_logits, q3_err *err)
 {
     ocl_backend *m = (ocl_backend *)b;
-    const q3_config *c = &m->cfg;
-    cl_uint V = c->vocab_size;
-    if (q3_backend_check_call(b, tokens, n_tokens, pos, err)) return -1;
-    for (int done = 0; done < n_tokens; done += MAX_BATCH) {
-        cl_uint nb = (cl_uint)(n_tokens - done < MAX_BATCH ? n_tokens - done : MAX_BATCH);
-        /* The pass's first position, then its ids, in one write; kernels read
-         * the position from there, so the decode plan's arguments never change.
-         * Non-blocking for a single pass: the forward ends with a blocking read
-         * before the staging array is touched again. */
-        double t_pass = m->host_timing ? now_ms() : 0;
-        m->stage[0] = pos + done;
-        memcpy(m->stage + 1, tokens + done, nb * sizeof(cl_int));
-        CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, n_tokens > MAX_BATCH ? CL_TRUE : CL_FALSE, 0,
-                                   (nb + 1) * sizeof(cl_int), m->stage, 0, NULL, NULL), "writing token ids");
-        int last_chunk = done + (int)nb == n_tokens;
-        if (nb == 1 && m->n_plan) {
-            if (run_plan(m, pos + done >= ATT_DEEP_POS, err)) return -1;
-        } else if (enqueue_pass(m, nb, all_logits ? 2 : last_chunk, err)) {
-            return -1;
-        }
-        /* Each pass restarts the residual stream from its embeddings; only
-         * the KV cache carries context, so earlier passes need no logits. */
-        if (!all_logits && !last_chunk) continue;
-        size_t n_rows = all_logits ? nb : 1;
-        double t_read = m->host_timing ? now_ms() : 0;
-        if (m->host_timing) {
-            m->host_enqueue_ms += t_read - t_pass;
-            if (nb == 1) m->dec_enqueue_ms += t_read - t_pass, m->n_decode++;
-        }
-        CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, n_rows * V * sizeof(float),
-                                  logits + (all_logits ? (uint64_t)done * V : 0), 0, NULL, NULL), "reading logits");
-        if (m->host_timing) {
-            double dt = now_ms() - t_read;
-            m->host_read_ms += dt;
-            if (nb == 1) m->dec_read_ms += dt;
-        }
+    cl_uint V = m->cfg.vocab_size, nb = (cl_uint)n;
+    /* The pass's first position, then its ids, in one write; kernels read the
+     * position from there, so the decode plan's arguments never change.
+     * Non-blocking when the pass ends with a blocking logits read, before the
+     * staging array is touched again. */
+    double t_pass = m->host_timing ? now_ms() : 0;
+    m->stage[0] = pos;
+    memcpy(m->stage + 1, tokens, nb * sizeof(cl_int));
+    CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, logits ? CL_FALSE : CL_TRUE, 0, (nb + 1) * sizeof(cl_int),
+                               m->stage, 0, NULL, NULL), "writing token ids");
+    if (nb == 1 && m->n_plan) {
+        if (run_plan(m, pos >= ATT_DEEP_POS, err)) return -1;
+    } else if (enqueue_pass(m, nb, !logits ? 0 : all_logits ? 2 : 1, err)) {
+        return -1;
+    }
+    if (!logits) return 0;
+    size_t n_rows = all_logits ? nb : 1;
+    double t_read = m->host_timing ? now_ms() : 0;
+    if (m->host_timing) {
+        m->host_enqueue_ms += t_read - t_pass;
+        if (nb == 1) m->dec_enqueue_ms += t_read - t_pass, m->n_decode++;
+    }
+    CHECK(clEnqueueReadBuffer(m->queue, m->logits, CL_TRUE, 0, n_rows * V * sizeof(float), logits, 0, NULL, NULL),
+          "reading logits");
+    if (m->host_timing) {
+        double dt = now_ms() - t_read;
+        m->host_read_ms += dt;
+        if (nb == 1) m->dec_read_ms += dt;
     }
     return 0;
 }
@@ -651,10 +680,9 @@ static float *ocl_logits_buffer(q3_backend *b, size_t n_floats)
     return m->pinned_map;
 }
 
-static void ocl_destroy(q3_backend *b)
+static void ocl_release(q3_backend *b)
 {
     ocl_backend *m = (ocl_backend *)b;
-    if (!m) return;
     if (m->pinned) {
         clEnqueueUnmapMemObject(m->queue, m->pinned, m->pinned_map, 0, NULL, NULL);
         clFinish(m->queue);
@@ -668,7 +696,7 @@ static void ocl_destroy(q3_backend *b)
     if (m->host_timing && m->n_decode)
         fprintf(stderr, "q3 opencl host: %ld single-token passes, %.1f us enqueueing and %.1f us waiting for the logits each\n",
                 m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
-    cl_mem bufs[] = {m->weights, m->x,      m->xn,     m->q,        m->kk,       m->v,     m->att,
+    cl_mem bufs[] = {m->x,      m->xn,     m->q,        m->kk,       m->v,     m->att,
                      m->tmp,     m->gate,   m->up,     m->tokens,   m->logits,   m->att_ml, m->rope_cos,
                      m->rope_sin, m->parts, m->xb,     m->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -682,17 +710,12 @@ static void ocl_destroy(q3_backend *b)
     for (int i = 0; i < K_COUNT; i++)
         if (m->k[i]) clReleaseKernel(m->k[i]);
     for (int i = 0; i < m->n_plan; i++) clReleaseKernel(m->plan[i].k);
-    if (m->program) clReleaseProgram(m->program);
     if (m->queue) clReleaseCommandQueue(m->queue);
-    if (m->ctx) clReleaseContext(m->ctx);
-    q3_weights_free(&m->w);
-    free(m);
 }
 
-static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
+/* The device opts ask for (Q3_OPENCL_DEVICE when they name none), by its index. */
+static int ocl_resolve_device(const q3_file *f, const q3_backend_opts *o, int *device, q3_err *err)
 {
-    const q3_file *f = m->base.file;
-    const q3_config *c = &m->cfg;
     int want = o ? o->device : -1;
     const char *env = getenv("Q3_OPENCL_DEVICE");
     if (want < 0 && env && *env) want = atoi(env);
@@ -702,61 +725,108 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
         q3_set_err(err, "%s: %s", f->path, derr.msg);
         return -1;
     }
-    cl_device_id dev = d.id;
-    const char *name = d.name;
-    if (o && o->verbose)
-        fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d.index, d.name,
-                d.platform_name, d.c_version, d.compute_units);
+    *device = d.index;
+    return 0;
+}
+
+static void ocl_shared_free(void *p)
+{
+    ocl_shared *sh = p;
+    if (!sh) return;
+    if (sh->weights) clReleaseMemObject(sh->weights);
+    if (sh->program) clReleaseProgram(sh->program);
+    if (sh->ctx) clReleaseContext(sh->ctx);
+    free(sh);
+}
+
+/* What the model's contexts on this device share: checks of the shapes the kernels
+ * take, the values the program is built for, the device's context, the program and
+ * the weights. */
+static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_backend_opts *o, q3_err *err)
+{
+    const q3_config *c = &f->config;
+    /* Decode attention: a work-group serves 4, 2 or 1 query heads of a KV group,
+     * and att_split work-groups share the positions; o_proj combines at most
+     * ATT_COMBINE_MAX (split, head) pairs. */
+    uint32_t group = c->num_heads / c->num_kv_heads;
+    sh->att_hg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
+    const char *hg_env = getenv("Q3_OPENCL_ATT_HG"); /* tuning: 1 or 2 instead */
+    if (hg_env && (atoi(hg_env) == 1 || (atoi(hg_env) == 2 && group % 2 == 0))) sh->att_hg = (cl_uint)atoi(hg_env);
+    const char *split_env = getenv("Q3_OPENCL_ATT_SPLIT");
+    int fixed = split_env && atoi(split_env) > 0;
+    for (int p = 0; p < 2; p++) {
+        cl_uint sp = fixed ? (cl_uint)atoi(split_env) : p ? ATT_SPLIT_DEEP : ATT_SPLIT;
+        while (sp > 1 && (uint64_t)sp * c->num_heads > ATT_COMBINE_MAX) sp /= 2;
+        sh->att_splits[p] = sp;
+    }
+    if (c->num_heads > ATT_COMBINE_MAX || sh->att_splits[0] > MAX_BATCH || sh->att_splits[1] > MAX_BATCH) {
+        q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads,
+                   ATT_COMBINE_MAX);
+        return -1;
+    }
+    /* the attention kernels read K 8 halves and V 4 or 8 at a time, split a head
+     * over ATT_WG / (D / 4) lanes and its sum of squares into 16 partials */
+    uint32_t D = c->head_dim;
+    if (D % 16 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
+        q3_set_err(err, "%s: OpenCL backend: head_dim %u unsupported (a multiple of 16 dividing 512, at most %d)",
+                   f->path, D, ATT_MAX_D);
+        return -1;
+    }
+    q3_err derr = {{0}};
+    if (q3_cl_pick_device(device, &sh->d, &derr)) {
+        q3_set_err(err, "%s: %s", f->path, derr.msg);
+        return -1;
+    }
+    const q3_cl_device *d = &sh->d;
+    cl_device_id dev = d->id;
+    if (o->verbose)
+        fprintf(stderr, "q3: opencl backend on device %d: %s (%s, %s, %u compute units)\n", d->index, d->name,
+                d->platform_name, d->c_version, d->compute_units);
     cl_int rc;
-    m->verbose = o ? o->verbose : 0;
+    sh->verbose = o->verbose;
     const char *kv = getenv("Q3_OPENCL_VERBOSE"); /* 2: each kernel's local and private memory */
-    if (kv && atoi(kv) > m->verbose) m->verbose = atoi(kv);
-    m->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
-    CHECK(rc, "clCreateContext");
-    const char *prof = getenv("Q3_OPENCL_PROFILE");
-    m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
-    m->profile = m->host_timing && strcmp(prof, "host") != 0;
-    m->mv_groups = (size_t)d.compute_units * MV_PER_CU;
+    if (kv && atoi(kv) > sh->verbose) sh->verbose = atoi(kv);
+    sh->ctx = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
+    if (rc != CL_SUCCESS) {
+        q3_set_err(err, "%s: OpenCL: clCreateContext failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
+        return -1;
+    }
+    sh->mv_groups = (size_t)d->compute_units * MV_PER_CU;
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
-    m->mvx = matvec_cols(c, local_bytes);
+    sh->mvx = matvec_cols(c, local_bytes);
     const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
-    m->mm_bt = bt_env && atoi(bt_env) == 64 ? 64 : MM_BT;
-    m->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
+    sh->mm_bt = bt_env && atoi(bt_env) == 64 ? 64 : MM_BT;
+    sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
     const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
-    if (pcu_env && atoi(pcu_env) > 0 && atoi(pcu_env) <= 8) m->mv_groups = (size_t)d.compute_units * atoi(pcu_env);
-    m->queue = clCreateCommandQueue(m->ctx, dev, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
-    CHECK(rc, "clCreateCommandQueue");
+    if (pcu_env && atoi(pcu_env) > 0 && atoi(pcu_env) <= 8) sh->mv_groups = (size_t)d->compute_units * atoi(pcu_env);
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
      * refuses that, the portable GEMM. Q3_OPENCL_MMA=0 asks for the portable one,
      * =1 tries tensor cores on any platform (a test of the fallback elsewhere). */
     const char *mma_env = getenv("Q3_OPENCL_MMA");
-    m->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d.platform_name, "NVIDIA") != NULL;
-    m->mma_emulate = m->mma && mma_env && !strcmp(mma_env, "emulate");
+    sh->mma = mma_env && *mma_env ? strcmp(mma_env, "0") != 0 : strstr(d->platform_name, "NVIDIA") != NULL;
+    sh->mma_emulate = sh->mma && mma_env && !strcmp(mma_env, "emulate");
     /* the tensor-core GEMM copies x in 16-byte chunks of BF16 rows */
-    if (c->hidden_size % 8 || c->intermediate_size % 8 || (c->num_heads * c->head_dim) % 8) m->mma = 0;
-    if (build_program(m, dev, err)) {
-        if (!m->mma || m->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
-        if (o && o->verbose)
+    if (c->hidden_size % 8 || c->intermediate_size % 8 || (c->num_heads * c->head_dim) % 8) sh->mma = 0;
+    if (build_program(sh, f, err)) {
+        if (!sh->mma || sh->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
+        if (o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
-        for (int i = 0; i < K_COUNT; i++)
-            if (m->k[i]) clReleaseKernel(m->k[i]), m->k[i] = NULL;
-        clReleaseProgram(m->program);
-        m->program = NULL;
-        m->mma = 0;
-        if (build_program(m, dev, err)) return -1;
+        if (sh->program) clReleaseProgram(sh->program);
+        sh->program = NULL;
+        sh->mma = 0;
+        if (build_program(sh, f, err)) return -1;
     }
-    if (o && o->verbose && m->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
+    if (o->verbose && sh->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
 
     const q3_section *ws = q3_get_section(f, Q3_SEC_WEIGHTS);
-    cl_ulong max_alloc = 0;
-    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
-    if (ws->size > max_alloc) {
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof sh->max_alloc, &sh->max_alloc, NULL);
+    if (ws->size > sh->max_alloc) {
         q3_set_err(err, "%s: OpenCL: the weights (%llu bytes) exceed the device's largest buffer (%llu bytes) on %s",
-                   f->path, (unsigned long long)ws->size, (unsigned long long)max_alloc, name);
+                   f->path, (unsigned long long)ws->size, (unsigned long long)sh->max_alloc, d->name);
         return -1;
     }
-    m->w_base = ws->offset;
+    sh->w_base = ws->offset;
     /* matmul kernels read tiles as uint4: every tensor must start 16-byte aligned */
     for (uint32_t i = 0; i < f->n_tensors; i++)
         if ((f->tensors[i].offset - ws->offset) % 16) {
@@ -764,15 +834,72 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
                        f->tensors[i].name, (unsigned long long)f->tensors[i].offset);
             return -1;
         }
-    m->weights = clCreateBuffer(m->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
-                                (void *)(f->map + ws->offset), &rc);
-    CHECK(rc, "uploading the weights");
+    sh->weights = clCreateBuffer(sh->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, ws->size,
+                                 (void *)(f->map + ws->offset), &rc);
+    if (rc != CL_SUCCESS) {
+        q3_set_err(err, "%s: OpenCL: uploading the weights failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
+        return -1;
+    }
+    cl_uint align_bits = 0; /* sub-buffer origins must be multiples of this */
+    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    sh->act_align = align_bits / 8 > 256 ? align_bits / 8 : 256;
+    return 0;
+}
+
+
+static void *ocl_shared_create(const q3_file *f, const q3_weights *w, int device, const q3_backend_opts *o,
+                               q3_err *err)
+{
+    ocl_shared *sh = calloc(1, sizeof *sh);
+    if (!sh) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return NULL;
+    }
+    if (shared_setup(sh, f, device, o, err)) {
+        ocl_shared_free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
+/* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plans. */
+static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
+{
+    ocl_backend *m = (ocl_backend *)b;
+    const ocl_shared *sh = b->shared;
+    const q3_file *f = b->file;
+    m->cfg = f->config;
+    m->w = *b->w;
+    const q3_config *c = &m->cfg;
+    m->q_dim = (uint64_t)c->num_heads * c->head_dim;
+    m->kv_dim = (uint64_t)c->num_kv_heads * c->head_dim;
+    m->ctx = sh->ctx;
+    m->program = sh->program;
+    m->mma = sh->mma;
+    m->mma_emulate = sh->mma_emulate;
+    m->verbose = sh->verbose;
+    m->att_hg = sh->att_hg;
+    m->att_splits[0] = sh->att_splits[0];
+    m->att_splits[1] = sh->att_splits[1];
+    m->mvx = sh->mvx;
+    m->mm_bt = sh->mm_bt;
+    m->mm_wg = sh->mm_wg;
+    m->weights = sh->weights;
+    m->w_base = sh->w_base;
+    m->mv_groups = sh->mv_groups;
+    m->act_align = sh->act_align;
+    cl_ulong max_alloc = sh->max_alloc;
+    const char *name = sh->d.name;
+    const char *prof = getenv("Q3_OPENCL_PROFILE");
+    m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
+    m->profile = m->host_timing && strcmp(prof, "host") != 0;
+    cl_int rc;
+    m->queue = clCreateCommandQueue(m->ctx, sh->d.id, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
+    CHECK(rc, "clCreateCommandQueue");
+    if (create_kernels(m, err)) return -1;
 
     uint64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, B = MAX_BATCH, V = c->vocab_size;
     uint64_t n_ctx = (uint64_t)m->base.n_ctx;
-    cl_uint align_bits = 0; /* sub-buffer origins must be multiples of this */
-    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
-    m->act_align = align_bits / 8 > 256 ? align_bits / 8 : 256;
     uint64_t half = D / 2;
     act_reserve(m, &m->x, B * H * 4);
     act_reserve(m, &m->xn, B * H * 4);
@@ -846,64 +973,34 @@ static int setup(ocl_backend *m, const q3_backend_opts *o, q3_err *err)
     return 0;
 }
 
-q3_backend *q3_backend_opencl_create(const q3_file *f, const q3_backend_opts *o, q3_err *err)
+static int ocl_device_count(q3_err *err)
 {
-    ocl_backend *m = calloc(1, sizeof *m);
-    if (!m) {
-        q3_set_err(err, "%s: out of memory", f->path);
-        return NULL;
-    }
-    m->base.name = "opencl";
-    m->base.file = f;
-    m->base.forward = ocl_forward;
-    m->base.destroy = ocl_destroy;
-    m->base.logits_buffer = ocl_logits_buffer;
-    m->cfg = f->config;
-    const q3_config *c = &m->cfg;
-    if (q3_weights_bind(&m->w, f, err)) {
-        free(m);
-        return NULL;
-    }
-    int n_ctx;
-    if (q3_backend_n_ctx(f, o, &n_ctx, err)) {
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    m->base.n_ctx = n_ctx;
-    /* Decode attention: a work-group serves 4, 2 or 1 query heads of a KV group,
-     * and att_split work-groups share the positions; o_proj combines at most
-     * ATT_COMBINE_MAX (split, head) pairs. */
-    uint32_t group = c->num_heads / c->num_kv_heads;
-    m->att_hg = group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
-    const char *hg_env = getenv("Q3_OPENCL_ATT_HG"); /* tuning: 1 or 2 instead */
-    if (hg_env && (atoi(hg_env) == 1 || (atoi(hg_env) == 2 && group % 2 == 0))) m->att_hg = (cl_uint)atoi(hg_env);
-    const char *split_env = getenv("Q3_OPENCL_ATT_SPLIT");
-    int fixed = split_env && atoi(split_env) > 0;
-    for (int p = 0; p < 2; p++) {
-        cl_uint sp = fixed ? (cl_uint)atoi(split_env) : p ? ATT_SPLIT_DEEP : ATT_SPLIT;
-        while (sp > 1 && (uint64_t)sp * c->num_heads > ATT_COMBINE_MAX) sp /= 2;
-        m->att_splits[p] = sp;
-    }
-    if (c->num_heads > ATT_COMBINE_MAX || m->att_splits[0] > MAX_BATCH || m->att_splits[1] > MAX_BATCH) {
-        q3_set_err(err, "%s: OpenCL backend: %u heads unsupported (at most %d)", f->path, c->num_heads,
-                   ATT_COMBINE_MAX);
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    /* the attention kernels read K 8 halves and V 4 or 8 at a time, split a head
-     * over ATT_WG / (D / 4) lanes and its sum of squares into 16 partials */
-    uint32_t D = c->head_dim;
-    if (D % 16 || D > ATT_MAX_D || ATT_WG % (D / 4)) {
-        q3_set_err(err, "%s: OpenCL backend: head_dim %u unsupported (a multiple of 16 dividing 512, at most %d)",
-                   f->path, D, ATT_MAX_D);
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    m->q_dim = (uint64_t)c->num_heads * c->head_dim;
-    m->kv_dim = (uint64_t)c->num_kv_heads * c->head_dim;
-    if (setup(m, o, err)) {
-        ocl_destroy(&m->base);
-        return NULL;
-    }
-    return &m->base;
+    int n = q3_cl_count_devices();
+    if (n == 0)
+        q3_set_err(err, "no OpenCL device found (install an ICD such as pocl-opencl-icd, or set OCL_ICD_VENDORS)");
+    return n;
 }
+
+static int ocl_device_describe(int i, char *buf, size_t cap, q3_err *err)
+{
+    q3_cl_device d;
+    if (q3_cl_pick_device(i, &d, err)) return -1;
+    snprintf(buf, cap, "%s | %s | %s | %u compute units | %.1f GiB%s", d.name, d.platform_name, d.c_version,
+             d.compute_units, (double)d.global_mem / (1u << 30), d.is_gpu ? " | GPU" : "");
+    return 0;
+}
+
+const q3_backend_impl q3_backend_opencl = {
+    .name = "opencl",
+    .size = sizeof(ocl_backend),
+    .max_batch = MAX_BATCH,
+    .resolve_device = ocl_resolve_device,
+    .shared_create = ocl_shared_create,
+    .shared_free = ocl_shared_free,
+    .init = ocl_init,
+    .pass = ocl_pass,
+    .release = ocl_release,
+    .logits_buffer = ocl_logits_buffer,
+    .device_count = ocl_device_count,
+    .device_describe = ocl_device_describe,
+};

@@ -117,7 +117,7 @@ static int render_chatml(const q3_chat_message *msgs, size_t n_msgs, int add_gen
         puts_(&b, msgs[i].role);
         puts_(&b, "\n");
         puts_(&b, msgs[i].content);
-        puts_(&b, "<|im_end|>\n");
+        puts_(&b, Q3_CHAT_TURN_END);
     }
     if (add_generation_prompt) puts_(&b, "<|im_start|>assistant\n");
     return finish(&b, out, out_len, err);

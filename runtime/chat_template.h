@@ -6,10 +6,9 @@
 #include <stddef.h>
 #include "../format/q3_format.h"
 
-typedef struct {
-    const char *role;    /* "system", "user", "assistant" */
-    const char *content;
-} q3_chat_message;
+/* What ends a turn in the templates q3 renders (ChatML's end-of-turn token and the
+ * newline after it): also what closes an assistant turn that generation left open. */
+#define Q3_CHAT_TURN_END "<|im_end|>\n"
 
 /* template_text: the file's chat template (q3_tokdata.chat_template); rendering
  * follows it. enable_thinking = 0 appends the empty <think></think> block.

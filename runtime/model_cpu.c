@@ -13,7 +13,6 @@
 
 typedef struct {
     q3_backend base;
-    q3_weights w;
     q3_config cfg;
     q3_pool *pool;
     int batch;
@@ -182,7 +181,7 @@ static void per_token(cpu_backend *m, int l, int n_tok, int pos, int step)
 static void layer_forward(cpu_backend *m, int l, int n_tok, int pos)
 {
     const q3_config *c = &m->cfg;
-    const q3_layer_weights *L = &m->w.layers[l];
+    const q3_layer_weights *L = &m->base.w->layers[l];
     uint64_t H = c->hidden_size, I = c->intermediate_size;
 
     per_token(m, l, n_tok, pos, STEP_INPUT_NORM);
@@ -206,45 +205,36 @@ static void layer_forward(cpu_backend *m, int l, int n_tok, int pos)
     per_token(m, l, n_tok, pos, STEP_ADD);
 }
 
-static int cpu_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
-                       q3_err *err)
+/* One pass of n_tok <= MAX_BATCH tokens; logits as q3_backend_impl.pass says. */
+static int cpu_pass(q3_backend *b, const int32_t *tokens, int nb, int pos, float *logits, int all_logits, q3_err *err)
 {
     cpu_backend *m = (cpu_backend *)b;
     const q3_config *c = &m->cfg;
     uint64_t H = c->hidden_size, V = c->vocab_size;
-    if (q3_backend_check_call(b, tokens, n_tokens, pos, err)) return -1;
     uint16_t *row = (uint16_t *)m->tmp; /* H bf16 fit in the H-float buffer */
-    for (int done = 0; done < n_tokens; done += m->batch) {
-        int nb = n_tokens - done < m->batch ? n_tokens - done : m->batch;
-        for (int t = 0; t < nb; t++) {
-            q3_tensor_row_bf16(m->w.embed, (uint64_t)tokens[done + t], row);
-            for (uint64_t i = 0; i < H; i++) m->x[t * H + i] = q3_bf16_to_f32(row[i]);
-        }
-        for (uint32_t l = 0; l < c->num_layers; l++) layer_forward(m, (int)l, nb, pos + done);
-        int last_chunk = done + nb == n_tokens;
-        if (!all_logits && !last_chunk) continue;
-        int first = all_logits ? 0 : nb - 1;
-        for (int t = first; t < nb; t++)
-            rmsnorm(m->xn + (uint64_t)(t - first) * H, m->x + (uint64_t)t * H, m->final_norm, H, (float)c->rms_norm_eps);
-        float *out = all_logits ? logits + (uint64_t)done * V : logits;
-        q3_matmul_op head = {m->w.lm_head->data, V, H, out, V};
-        q3_matmul(m->pool, &head, 1, m->xn, nb - first);
+    for (int t = 0; t < nb; t++) {
+        q3_tensor_row_bf16(m->base.w->embed, (uint64_t)tokens[t], row);
+        for (uint64_t i = 0; i < H; i++) m->x[t * H + i] = q3_bf16_to_f32(row[i]);
     }
+    for (uint32_t l = 0; l < c->num_layers; l++) layer_forward(m, (int)l, nb, pos);
+    if (!logits) return 0;
+    int first = all_logits ? 0 : nb - 1;
+    for (int t = first; t < nb; t++)
+        rmsnorm(m->xn + (uint64_t)(t - first) * H, m->x + (uint64_t)t * H, m->final_norm, H, (float)c->rms_norm_eps);
+    q3_matmul_op head = {m->base.w->lm_head->data, V, H, logits, V};
+    q3_matmul(m->pool, &head, 1, m->xn, nb - first);
     return 0;
 }
 
-static void cpu_destroy(q3_backend *b)
+static void cpu_release(q3_backend *b)
 {
     cpu_backend *m = (cpu_backend *)b;
-    if (!m) return;
     q3_pool_destroy(m->pool);
-    q3_weights_free(&m->w);
     free(m->key_cache);
     free(m->val_cache);
     float *bufs[] = {m->x, m->xn, m->q, m->k, m->v, m->att, m->tmp, m->gate, m->up, m->rope_cos, m->rope_sin,
                      m->scores, m->input_norm, m->post_norm, m->q_norm, m->k_norm, m->final_norm};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-    free(m);
 }
 
 static float *alloc_f32(uint64_t n, int *failed)
@@ -254,31 +244,14 @@ static float *alloc_f32(uint64_t n, int *failed)
     return p;
 }
 
-
-q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3_err *err)
+static int cpu_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
 {
-    cpu_backend *m = calloc(1, sizeof *m);
-    if (!m) {
-        q3_set_err(err, "%s: out of memory", f->path);
-        return NULL;
-    }
-    m->base.name = "cpu";
-    m->base.file = f;
-    m->base.forward = cpu_forward;
-    m->base.destroy = cpu_destroy;
+    cpu_backend *m = (cpu_backend *)b;
+    const q3_file *f = b->file;
+    int n_ctx = b->n_ctx;
     m->cfg = f->config;
     const q3_config *c = &m->cfg;
-    if (q3_weights_bind(&m->w, f, err)) {
-        free(m);
-        return NULL;
-    }
-    int n_ctx;
-    if (q3_backend_n_ctx(f, o, &n_ctx, err)) {
-        cpu_destroy(&m->base);
-        return NULL;
-    }
-    m->base.n_ctx = n_ctx;
-    m->pool = q3_pool_create(o ? o->n_threads : 0);
+    m->pool = q3_pool_create(o->n_threads);
     m->batch = MAX_BATCH;
     uint64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, B = (uint64_t)m->batch;
     m->q_dim = (uint64_t)c->num_heads * D;
@@ -309,17 +282,16 @@ q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3
     if (failed) {
         q3_set_err(err, "%s: out of memory for activations and a KV cache of %d positions (try a smaller --ctx)",
                    f->path, n_ctx);
-        cpu_destroy(&m->base);
-        return NULL;
+        return -1;
     }
     for (uint32_t l = 0; l < c->num_layers; l++) {
-        const q3_layer_weights *L = &m->w.layers[l];
+        const q3_layer_weights *L = &m->base.w->layers[l];
         widen(L->input_norm, m->input_norm + (uint64_t)l * H);
         widen(L->post_norm, m->post_norm + (uint64_t)l * H);
         widen(L->q_norm, m->q_norm + (uint64_t)l * D);
         widen(L->k_norm, m->k_norm + (uint64_t)l * D);
     }
-    widen(m->w.norm, m->final_norm);
+    widen(m->base.w->norm, m->final_norm);
     q3_rope_tables(&m->cfg, m->base.n_ctx, m->rope_cos, m->rope_sin);
     /* Reserve the matmul scratch for the widest product of a full batch now, so
      * no forward call allocates. */
@@ -327,11 +299,26 @@ q3_backend *q3_backend_cpu_create(const q3_file *f, const q3_backend_opts *o, q3
     if (widest < m->q_dim) widest = m->q_dim;
     if (!q3_pool_scratch(m->pool, q3_matmul_scratch_bytes(widest, m->batch))) {
         q3_set_err(err, "%s: out of memory for matmul scratch", f->path);
-        cpu_destroy(&m->base);
-        return NULL;
+        return -1;
     }
-    if (o && o->verbose)
+    if (o->verbose)
         fprintf(stderr, "q3: cpu backend, %d threads, %s kernels, context %d\n", q3_pool_size(m->pool),
                 q3_simd_name(q3_simd_active()), n_ctx);
-    return &m->base;
+    return 0;
 }
+
+static void cpu_describe(const q3_backend *b, int *threads, const char **variant)
+{
+    *threads = q3_pool_size(((const cpu_backend *)b)->pool);
+    *variant = q3_simd_name(q3_simd_active());
+}
+
+const q3_backend_impl q3_backend_cpu = {
+    .name = "cpu",
+    .size = sizeof(cpu_backend),
+    .max_batch = MAX_BATCH,
+    .init = cpu_init,
+    .pass = cpu_pass,
+    .release = cpu_release,
+    .describe = cpu_describe,
+};

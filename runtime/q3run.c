@@ -89,7 +89,7 @@ int q3run_feed(q3run_session *s, const int32_t *ids, size_t n, q3_err *err)
         return -1;
     }
     double t0 = now_ms();
-    if (s->be->forward(s->be, ids, (int)n, s->pos, s->logits, 0, err)) return -1;
+    if (q3_backend_forward(s->be, ids, (int)n, s->pos, s->logits, 0, err)) return -1;
     s->prefill_ms += now_ms() - t0;
     s->n_prefill += (int)n;
     s->pos += (int)n;
@@ -172,7 +172,7 @@ int q3run_generate(q3run_session *s, q3run_text *reply, q3run_stop *why, q3_err 
         }
         if (!s->feed_last_token && i + 1 == limit) break; /* its logits would go unused */
         double t0 = now_ms();
-        if (s->be->forward(s->be, &t, 1, s->pos, s->logits, 0, err)) return -1;
+        if (q3_backend_forward(s->be, &t, 1, s->pos, s->logits, 0, err)) return -1;
         s->decode_ms += now_ms() - t0;
         s->n_decode_steps++;
         s->pos++;
@@ -303,8 +303,7 @@ static int start_backend(q3run_session *s, q3_err *err)
 {
     const q3run_options *o = s->o;
     q3_backend_opts bo = {.n_threads = o->n_threads, .n_ctx = o->n_ctx, .device = o->device, .verbose = o->verbose};
-    s->be = !strcmp(o->backend, "opencl") ? q3_backend_opencl_create(&s->file, &bo, err)
-                                          : q3_backend_cpu_create(&s->file, &bo, err);
+    s->be = q3_backend_create(o->backend, &s->file, &bo, err);
     if (!s->be) return -1;
     q3_sampler_params sp = sampler_params(s);
     s->logits = q3_backend_logits(s->be, s->file.config.vocab_size, &s->logits_owned);
@@ -336,7 +335,7 @@ static void session_free(q3run_session *s)
 {
     if (s->logits_owned) free(s->logits);
     q3_sampler_free(&s->sampler);
-    if (s->be) s->be->destroy(s->be);
+    q3_backend_destroy(s->be);
     q3_tokenizer_free(s->tk);
     q3_tokdata_free(&s->td);
     q3_close(&s->file);

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../format/q3_format.h"
 #include "sampler.h"
 
 int32_t q3_argmax(const float *logits, uint32_t n)
@@ -29,6 +30,34 @@ int q3_sampler_init(q3_sampler *s, const q3_sampler_params *p, uint32_t vocab)
         return -1;
     }
     return 0;
+}
+
+q3_sampler_params q3_sampler_defaults(const q3_model *m)
+{
+    const q3_generation *g = q3_model_generation(m);
+    return (q3_sampler_params){g->do_sample ? g->temperature : 0.0f, g->top_k, g->top_p, g->min_p,
+                               g->repetition_penalty, 0};
+}
+
+int q3_sampler_create(const q3_model *m, const q3_sampler_params *p, q3_sampler **out, q3_err *err)
+{
+    q3_sampler_params d = q3_sampler_defaults(m);
+    q3_sampler *s = malloc(sizeof *s);
+    *out = NULL;
+    if (!s || q3_sampler_init(s, p ? p : &d, q3_model_config(m)->vocab_size)) {
+        free(s);
+        q3_set_err(err, "out of memory for a sampler over %u tokens", q3_model_config(m)->vocab_size);
+        return Q3_ERROR_NOMEM;
+    }
+    *out = s;
+    return Q3_OK;
+}
+
+void q3_sampler_destroy(q3_sampler *s)
+{
+    if (!s) return;
+    q3_sampler_free(s);
+    free(s);
 }
 
 void q3_sampler_free(q3_sampler *s)

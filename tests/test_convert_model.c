@@ -14,7 +14,7 @@
 #include <cjson/cJSON.h>
 #include "../convert/convert.h"
 #include "../convert/hf_config.h"
-#include "../convert/qwen3_tensors.h"
+#include "../format/q3_arch.h"
 #include "../convert/safetensors.h"
 #include "../convert/safetensors_write.h"
 #include "../convert/synth.h"
@@ -251,7 +251,7 @@ static void write_mini(const char *dir, const mini_opts *o)
     q3_tensor_spec *specs;
     uint32_t n;
     q3_err err = {{0}};
-    assert_int_equal(q3_qwen3_tensor_specs(&c, &specs, &n, &err), 0);
+    assert_int_equal(q3_arch_tensor_specs(&q3_arch_qwen3, &c, &specs, &n, &err), 0);
     q3_st_spec st[20];
     const char *seeds[20];
     uint32_t m = 0;

@@ -44,14 +44,14 @@ static void run_model(const char *name, int threads, int full)
         /* The long prompts run once, at the best level: the slower levels have
          * already shown the same arithmetic on the short ones. */
         if (!full && strcmp(c->string, "long") == 0) continue;
-        q3_backend *b = q3_backend_cpu_create(&f, &opts, &err);
+        q3_backend *b = q3_backend_create("cpu", &f, &opts, &err);
         if (!b) fail_msg("%s", err.msg);
         const cJSON *ids = cJSON_GetObjectItem(c, "ids");
         int n = cJSON_GetArraySize(ids);
         int32_t *tok = malloc(sizeof *tok * (size_t)n);
         for (int i = 0; i < n; i++) tok[i] = cJSON_GetArrayItem(ids, i)->valueint;
         float *logits = malloc(sizeof *logits * (size_t)n * V);
-        if (b->forward(b, tok, n, 0, logits, 1, &err)) fail_msg("%s", err.msg);
+        if (q3_backend_forward(b, tok, n, 0, logits, 1, &err)) fail_msg("%s", err.msg);
         const cJSON *positions = cJSON_GetObjectItem(c, "positions");
         for (int i = 0; i < n; i++) {
             char where[256];
@@ -76,14 +76,14 @@ static void run_model(const char *name, int threads, int full)
                 fail_msg("%s: token %d, golden %d (margin %f)", where, got, want, margin);
             matched += got == want;
             int32_t t = want;
-            assert_int_equal(b->forward(b, &t, 1, pos++, logits, 0, &err), 0);
+            assert_int_equal(q3_backend_forward(b, &t, 1, pos++, logits, 0, &err), 0);
             last = logits;
         }
         print_message("%s %s: %d prompt positions, %d greedy tokens equal (%s, %d threads)\n", name, c->string, n,
                       matched, q3_simd_name(q3_simd_active()), threads);
         free(tok);
         free(logits);
-        b->destroy(b);
+        q3_backend_destroy(b);
     }
     print_message("%s: max |logit - golden| = %.4f\n", name, max_err);
     cJSON_Delete(golden);

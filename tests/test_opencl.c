@@ -84,7 +84,7 @@ static q3_backend *make_opencl(const q3_file *f)
 {
     q3_backend_opts o = {.n_ctx = N_CTX, .device = -1, .verbose = 1};
     q3_err err = {{0}};
-    q3_backend *b = q3_backend_opencl_create(f, &o, &err);
+    q3_backend *b = q3_backend_create("opencl", f, &o, &err);
     if (!b) fail_msg("opencl backend: %s", err.msg);
     return b;
 }
@@ -98,11 +98,11 @@ static void greedy(q3_backend *b, const int32_t *prompt, int n, int n_steps, int
     float *logits = malloc(sizeof *logits * V);
     assert_non_null(logits);
     q3_err err = {{0}};
-    if (b->forward(b, prompt, n, 0, logits, 0, &err)) fail_msg("%s prompt: %s", who, err.msg);
+    if (q3_backend_forward(b, prompt, n, 0, logits, 0, &err)) fail_msg("%s prompt: %s", who, err.msg);
     for (int s = 0; s < n_steps; s++) {
         ids[s] = argmax(logits, V);
         margins[s] = margin_of(logits, V);
-        if (s + 1 < n_steps && b->forward(b, &ids[s], 1, n + s, logits, 0, &err))
+        if (s + 1 < n_steps && q3_backend_forward(b, &ids[s], 1, n + s, logits, 0, &err))
             fail_msg("%s step %d: %s", who, s, err.msg);
     }
     free(logits);
@@ -124,7 +124,7 @@ static void run_model(const char *name)
     double max_err = 0;
     q3_backend *b = make_opencl(&f);
     q3_backend_opts co = {.n_threads = 0, .n_ctx = N_CTX};
-    q3_backend *cpu = q3_backend_cpu_create(&f, &co, &err);
+    q3_backend *cpu = q3_backend_create("cpu", &f, &co, &err);
     if (!cpu) fail_msg("cpu backend: %s", err.msg);
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(golden, "cases"))
@@ -136,7 +136,7 @@ static void run_model(const char *name)
         for (int i = 0; i < n; i++) tok[i] = cJSON_GetArrayItem(ids, i)->valueint;
         float *logits = malloc(sizeof *logits * (size_t)n * V);
         assert_non_null(logits);
-        if (b->forward(b, tok, n, 0, logits, 1, &err)) fail_msg("%s %s: %s", name, c->string, err.msg);
+        if (q3_backend_forward(b, tok, n, 0, logits, 1, &err)) fail_msg("%s %s: %s", name, c->string, err.msg);
         const cJSON *positions = cJSON_GetObjectItem(c, "positions");
         for (int i = 0; i < n; i++) {
             char where[256];
@@ -180,8 +180,8 @@ static void run_model(const char *name)
         free(tok);
     }
     print_message("%s: max |logit - golden| = %.5f\n", name, max_err);
-    b->destroy(b);
-    cpu->destroy(cpu);
+    q3_backend_destroy(b);
+    q3_backend_destroy(cpu);
     cJSON_Delete(golden);
     free(text);
     q3_close(&f);
@@ -214,10 +214,10 @@ static void test_decode_matches_prefill(void **s)
     setenv("Q3_OPENCL_MMA", "0", 1);
     q3_backend *b = make_opencl(&f);
     unsetenv("Q3_OPENCL_MMA");
-    if (b->forward(b, tok, N, 0, all, 1, &err)) fail_msg("%s", err.msg);
+    if (q3_backend_forward(b, tok, N, 0, all, 1, &err)) fail_msg("%s", err.msg);
     double worst = 0;
     for (int i = 0; i < N; i++) {
-        if (b->forward(b, &tok[i], 1, i, one, 0, &err)) fail_msg("%s", err.msg);
+        if (q3_backend_forward(b, &tok[i], 1, i, one, 0, &err)) fail_msg("%s", err.msg);
         for (uint32_t v = 0; v < V; v++) {
             double e = fabs((double)one[v] - all[(size_t)i * V + v]);
             if (e > worst) worst = e;
@@ -227,7 +227,7 @@ static void test_decode_matches_prefill(void **s)
     }
     print_message("decode vs prefill, %d positions: max |difference| = %.2e\n", N, worst);
     /* A prompt in two chunks (pos > 0 prefill) gives the same last logits as in one. */
-    if (b->forward(b, tok, 70, 0, one, 0, &err) || b->forward(b, tok + 70, N - 70, 70, one, 0, &err))
+    if (q3_backend_forward(b, tok, 70, 0, one, 0, &err) || q3_backend_forward(b, tok + 70, N - 70, 70, one, 0, &err))
         fail_msg("%s", err.msg);
     for (uint32_t v = 0; v < V; v++)
         if (fabs((double)one[v] - all[(size_t)(N - 1) * V + v]) > DECODE_VS_PREFILL(all[(size_t)(N - 1) * V + v]))
@@ -238,18 +238,18 @@ static void test_decode_matches_prefill(void **s)
     float *pinned = q3_backend_logits(b, V, &owned);
     assert_non_null(pinned);
     assert_int_equal(owned, 0);
-    if (b->forward(b, &tok[N - 1], 1, N - 1, pinned, 0, &err) || b->forward(b, &tok[N - 1], 1, N - 1, one, 0, &err))
+    if (q3_backend_forward(b, &tok[N - 1], 1, N - 1, pinned, 0, &err) || q3_backend_forward(b, &tok[N - 1], 1, N - 1, one, 0, &err))
         fail_msg("%s", err.msg);
     assert_memory_equal(pinned, one, (size_t)V * sizeof *one);
-    assert_ptr_equal(b->logits_buffer(b, V), pinned);
-    assert_null(b->logits_buffer(b, (size_t)V + 1));
+    assert_ptr_equal(b->impl->logits_buffer(b, V), pinned);
+    assert_null(b->impl->logits_buffer(b, (size_t)V + 1));
     /* Errors: out of the context, bad token. */
     int32_t bad = (int32_t)V;
-    assert_int_not_equal(b->forward(b, &bad, 1, 0, one, 0, &err), 0);
+    assert_int_not_equal(q3_backend_forward(b, &bad, 1, 0, one, 0, &err), 0);
     assert_non_null(strstr(err.msg, "outside the vocabulary"));
-    assert_int_not_equal(b->forward(b, tok, 2, N_CTX - 1, one, 0, &err), 0);
+    assert_int_not_equal(q3_backend_forward(b, tok, 2, N_CTX - 1, one, 0, &err), 0);
     assert_non_null(strstr(err.msg, "context"));
-    b->destroy(b);
+    q3_backend_destroy(b);
     free(all);
     free(one);
     q3_close(&f);
@@ -264,12 +264,12 @@ static void test_device_errors(void **s)
     q3_err err = {{0}};
     if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
     q3_backend_opts o = {.n_ctx = 64, .device = 999};
-    assert_null(q3_backend_opencl_create(&f, &o, &err));
+    assert_null(q3_backend_create("opencl", &f, &o, &err));
     assert_non_null(strstr(err.msg, "device 999 requested"));
     assert_null(strchr(err.msg, '\n'));
     o.n_ctx = 1 << 30;
     o.device = -1;
-    assert_null(q3_backend_opencl_create(&f, &o, &err));
+    assert_null(q3_backend_create("opencl", &f, &o, &err));
     assert_non_null(strstr(err.msg, "max_position_embeddings"));
     q3_close(&f);
 }

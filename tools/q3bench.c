@@ -5,32 +5,28 @@
  * backend, must generate the same token ids; their XXH64 is printed beside every figure.
  * Exit: 0 ok, 1 error (corrupt file, backend failure), 2 usage, 3 generated tokens differ. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack: hashing cannot fail */
 #include <xxhash.h>
-#include "../format/q3_format.h"
-#include "../kernels/cpu_kernels.h"
-#include "../runtime/env_help.h"
-#include "../runtime/backend.h"
-#include "../runtime/weights.h"
+#include "../include/q3.h"
+#include "../runtime/env_help.h" /* strings only: the variables --help lists */
 #include "bench_fmt.h"
 
-#define BENCH_CPU 1
-#define BENCH_OPENCL 2
+#define MAX_BACKENDS 8
 #define PROMPT_SEED 0x7133626e63680001ull /* fixed: the prompt is part of what the checksum means */
 #define WARMUP_DECODE 8                   /* decode steps in the warm-up (kernel JIT, first touch) */
 #define MAX_LIST 32                       /* values in -p or --depth */
 
 typedef struct {
     const char *path;
-    int backends; /* BENCH_* bits */
+    const char *backends[MAX_BACKENDS + 1]; /* names, NULL-terminated */
     int pp[MAX_LIST], n_pp;       /* -p: prompt lengths */
     int depth[MAX_LIST], n_depth; /* --depth: tg contexts; n_depth 0: each tg follows its -p prompt */
     int n, r, threads, device, json, verbose;
@@ -127,13 +123,22 @@ static stats ms_stats(const double *sec, size_t n, double per)
     return s;
 }
 
+static void set_err(q3_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(q3_err *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+}
+
 static uint64_t ids_xxh64(const int32_t *ids, size_t n)
 {
     XXH64_state_t st;
     XXH64_reset(&st, 0);
     for (size_t i = 0; i < n; i++) { /* fixed byte order so the checksum is the same on every host */
-        uint8_t b[4];
-        q3_wr32(b, (uint32_t)ids[i]);
+        uint32_t v = (uint32_t)ids[i];
+        uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
         XXH64_update(&st, b, 4);
     }
     return XXH64_digest(&st);
@@ -196,32 +201,27 @@ static void cpu_model(char *out, size_t size)
 
 /* ---- verification: every checksum, each failure named on its own line (as q3check) ---- */
 
-static int verify_file(q3_file *f, const char *path, int load, double *ms, unsigned *n_checked)
+static void print_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "%s\n", line);
+}
+
+static int verify_file(q3_model **m, const char *path, int load, double *ms, unsigned *n_checked)
 {
     q3_err err = {{0}};
     double t0 = now_s();
-    if (q3_open(f, path, Q3_OPEN_NO_SECTION_CHECKS | (load ? Q3_OPEN_LOAD : 0), &err)) {
+    q3_model_params mp = {.verify = Q3_VERIFY_NONE, .no_mmap = load};
+    if (q3_model_open(path, &mp, m, &err)) {
         fprintf(stderr, "%s\n%s: FAILED (cannot be opened or its structure is invalid; nothing was timed)\n", err.msg, path);
         return -1;
     }
     unsigned bad = 0;
-#define CHECK(call)                                                                                            \
-    do {                                                                                                       \
-        if (call) {                                                                                            \
-            fprintf(stderr, "%s\n", err.msg);                                                                  \
-            bad++;                                                                                             \
-        }                                                                                                      \
-    } while (0)
-    CHECK(q3_verify_header(f, &err));
-    for (uint32_t k = 1; k <= Q3_SEC_KIND_MAX; k++) CHECK(q3_verify_section(f, k, &err));
-    for (uint32_t i = 0; i < f->n_tensors; i++) CHECK(q3_verify_tensor(f, &f->tensors[i], &err));
-    CHECK(q3_verify_file(f, &err));
-#undef CHECK
+    q3_model_verify(*m, print_line, NULL, n_checked, &bad);
     *ms = (now_s() - t0) * 1e3;
-    *n_checked = f->n_tensors + Q3_SEC_KIND_MAX + 2;
     if (bad) {
         fprintf(stderr, "%s: FAILED (%u of %u checksums do not match; nothing was timed)\n", path, bad, *n_checked);
-        q3_close(f);
+        q3_model_close(*m);
         return -1;
     }
     return 0;
@@ -290,7 +290,7 @@ static int argmax(const float *logits, uint32_t vocab, int32_t *out, bench_top2 
 {
     long bad = bench_top2_scan(logits, vocab, top);
     if (bad >= 0) {
-        q3_set_err(err, "%s: logits after %s %d hold %g at id %ld (expected finite values)", bname, what, step,
+        set_err(err, "%s: logits after %s %d hold %g at id %ld (expected finite values)", bname, what, step,
                    (double)logits[bad], bad);
         return -1;
     }
@@ -310,34 +310,35 @@ static double process_cpu_s(void)
 /* ids and top get n + 1 entries. prefill_s / step_s / cpu may be NULL (warm-up, untimed parts);
  * cpu[0] gets the prefill's CPU seconds, cpu[1] the decode's (without the argmax). With
  * p == 0 there is no prefill: ids[0] is prompt[0], fed to the first decode step at position 0. */
-static int run_once(q3_backend *b, const int32_t *prompt, int p, int n, float *logits, uint32_t vocab,
+static int run_once(q3_context *c, const char *bname, const int32_t *prompt, int p, int n, uint32_t vocab,
                     int32_t *ids, bench_top2 *top, double *prefill_s, double *step_s, double cpu[2], q3_err *err)
 {
     q3_err e = {{0}};
+    q3_kv_truncate(c, 0, &e); /* every run starts from an empty cache */
     double c0 = process_cpu_s();
     double t0 = now_s();
     if (p == 0) {
         ids[0] = prompt[0];
         top[0] = (bench_top2){{prompt[0], -1}, {NAN, NAN}};
-    } else if (b->forward(b, prompt, p, 0, logits, 0, &e)) {
-        q3_set_err(err, "%s: prefill of %d tokens failed: %s", b->name, p, e.msg);
+    } else if (q3_prefill(c, prompt, (size_t)p, &e)) {
+        set_err(err, "%s: prefill of %d tokens failed: %s", bname, p, e.msg);
         return -1;
     }
     double t1 = now_s();
     if (prefill_s) *prefill_s = t1 - t0;
     if (cpu) cpu[0] = process_cpu_s() - c0;
-    if (p > 0 && argmax(logits, vocab, &ids[0], &top[0], b->name, "prefill of", p, err)) return -1;
+    if (p > 0 && argmax(q3_logits(c), vocab, &ids[0], &top[0], bname, "prefill of", p, err)) return -1;
     double c1 = process_cpu_s(), c_argmax = 0;
     for (int i = 0; i < n; i++) {
         t0 = now_s();
-        if (b->forward(b, &ids[i], 1, p + i, logits, 0, &e)) {
-            q3_set_err(err, "%s: decode step %d (position %d) failed: %s", b->name, i, p + i, e.msg);
+        if (q3_decode(c, ids[i], &e)) {
+            set_err(err, "%s: decode step %d (position %d) failed: %s", bname, i, p + i, e.msg);
             return -1;
         }
         t1 = now_s();
         if (step_s) step_s[i] = t1 - t0;
         double ca = process_cpu_s();
-        if (argmax(logits, vocab, &ids[i + 1], &top[i + 1], b->name, "decode step", i, err)) return -1;
+        if (argmax(q3_logits(c), vocab, &ids[i + 1], &top[i + 1], bname, "decode step", i, err)) return -1;
         c_argmax += process_cpu_s() - ca;
     }
     if (cpu) cpu[1] = process_cpu_s() - c1 - c_argmax;
@@ -383,7 +384,6 @@ static int job_result_alloc(job_result *jr, int r, int n)
 
 /* Scratch for the warm-up and the later repetitions, compared with repetition 1. */
 typedef struct {
-    float *logits;
     uint32_t vocab;
     int32_t *ids;
     bench_top2 *top;
@@ -402,42 +402,41 @@ static int reps_differ(const char *bname, const char *jname, const job_result *j
         snprintf(who, sizeof who, "repetition %d", k + 1);
     snprintf(what, sizeof what, "%s: %s", bname, jname);
     bench_fmt_diff(msg, sizeof msg, what, d, "repetition 1", &jr->top[d], who, &sc->top[d]);
-    q3_set_err(err, "%s (the backend is not deterministic)", msg);
+    set_err(err, "%s (the backend is not deterministic)", msg);
     return 1;
 }
 
 /* One job on one backend: a warm-up, then r timed repetitions. Returns 0, 1 or 3 (as run_backend). */
-static int run_job(q3_backend *b, const bench_opts *o, const bench_plan *pl, int j, const int32_t *prompt,
+static int run_job(q3_context *c, const char *bname, const bench_opts *o, const bench_plan *pl, int j, const int32_t *prompt,
                    const run_scratch *sc, job_result *jr, q3_err *err)
 {
     const bench_job *jb = &pl->jobs[j];
     const int n = jb->n, n_warm = n < WARMUP_DECODE ? n : WARMUP_DECODE;
     char jname[128];
     job_name(jname, sizeof jname, pl, j);
-    progress(o, ": warm-up (prefill %d, %d decode steps)", b->name, jname, jb->p, n_warm);
-    if (run_once(b, prompt, jb->p, n_warm, sc->logits, sc->vocab, sc->ids, sc->top, NULL, NULL, NULL, err)) return 1;
+    progress(o, ": warm-up (prefill %d, %d decode steps)", bname, jname, jb->p, n_warm);
+    if (run_once(c, bname, prompt, jb->p, n_warm, sc->vocab, sc->ids, sc->top, NULL, NULL, NULL, err)) return 1;
     for (int k = 0; k < o->r; k++) { /* repetition 1 into jr, the warm-up and the others into sc */
-        progress(o, ": repetition %d of %d", b->name, jname, k + 1, o->r);
+        progress(o, ": repetition %d of %d", bname, jname, k + 1, o->r);
         int32_t *ids = k == 0 ? jr->ids : sc->ids;
         bench_top2 *top = k == 0 ? jr->top : sc->top;
         double cpu[2];
-        if (run_once(b, prompt, jb->p, n, sc->logits, sc->vocab, ids, top, &jr->prefill_s[k],
-                     jr->step_s + (size_t)k * n, cpu, err))
+        if (run_once(c, bname, prompt, jb->p, n, sc->vocab, ids, top, &jr->prefill_s[k], jr->step_s + (size_t)k * n,
+                     cpu, err))
             return 1;
         jr->cpu_s[k] = cpu[0], jr->cpu_s[o->r + k] = cpu[1];
         for (int i = 0; i < n; i++) jr->decode_s[k] += jr->step_s[(size_t)k * n + i];
-        if (reps_differ(b->name, jname, jr, sc, k, k == 0 ? n_warm + 1 : n + 1, err)) return 3;
+        if (reps_differ(bname, jname, jr, sc, k, k == 0 ? n_warm + 1 : n + 1, err)) return 3;
     }
     jr->ids_hash = ids_xxh64(jr->ids, (size_t)n + 1);
     return 0;
 }
 
 /* Returns 0, 1 (error) or 3 (repetitions disagree); err holds the one-line reason. */
-static int run_backend(const q3_file *f, const bench_opts *o, const bench_plan *pl, int which, const int32_t *prompt,
-                       bench_result *res, q3_err *err)
+static int run_backend(q3_model *m, const bench_opts *o, const bench_plan *pl, const char *name,
+                       const int32_t *prompt, bench_result *res, q3_err *err)
 {
-    const char *name = which == BENCH_CPU ? "cpu" : "opencl";
-    const uint32_t vocab = f->config.vocab_size;
+    const uint32_t vocab = q3_model_config(m)->vocab_size;
     memset(res, 0, sizeof *res);
     res->name = name;
     res->jobs = calloc((size_t)pl->n_jobs, sizeof *res->jobs);
@@ -447,49 +446,39 @@ static int run_backend(const q3_file *f, const bench_opts *o, const bench_plan *
     int ok = res->jobs && sc.ids && sc.top;
     for (int j = 0; ok && j < pl->n_jobs; j++) ok = job_result_alloc(&res->jobs[j], o->r, pl->jobs[j].n) == 0;
     if (!ok) {
-        q3_set_err(err, "%s: out of memory for the token timings", name);
+        set_err(err, "%s: out of memory for the token timings", name);
         free(sc.ids);
         free(sc.top);
         return 1;
     }
 
-    /* Verification read the whole mapping; drop those pages (the page cache keeps them) so that the
-     * peak RSS below is the backend's. A failure only leaves the figure larger. A loaded copy
-     * (--no-mmap) is the weights themselves: dropping it would zero them. */
-    if (f->size && !f->loaded) (void)madvise((void *)f->map, (size_t)f->size, MADV_DONTNEED);
+    /* Verification gave the mapping's pages back (q3_model_verify): the peak RSS below is the backend's. */
     int hwm_ok = rss_reset() == 0 && vm_hwm_kib() >= 0;
     res->rss_method = hwm_ok ? "VmHWM since load" : "ru_maxrss (whole process)";
 
-    q3_backend_opts bo = {.n_threads = o->threads, .n_ctx = pl->n_ctx, .device = o->device, .verbose = o->verbose};
+    q3_context_params cp = {.backend = name, .n_ctx = pl->n_ctx, .n_threads = o->threads, .device = o->device,
+                            .verbose = o->verbose};
     q3_err e = {{0}};
-    int rc = 1, logits_owned = 0;
-    q3_backend *b = NULL;
+    int rc = 1;
+    q3_context *c = NULL;
     double t0 = now_s();
-    b = which == BENCH_CPU ? q3_backend_cpu_create(f, &bo, &e) : q3_backend_opencl_create(f, &bo, &e);
+    int crc = q3_context_create(m, &cp, &c, &e); /* logits in the backend's own memory (OpenCL: pinned) */
     res->load_ms = (now_s() - t0) * 1e3;
-    if (!b) {
-        q3_set_err(err, "%s: cannot create the backend: %s", name, e.msg);
+    if (crc) {
+        set_err(err, "%s: cannot create the backend: %s", name, e.msg);
         goto out;
     }
-    if (which == BENCH_CPU) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        res->threads = o->threads > 0 ? o->threads : (int)(cores > 0 ? cores : 1);
-        res->simd = q3_simd_name(q3_simd_active());
-    }
-    /* the backend's own logits memory where it has one (OpenCL: pinned, a faster read) */
-    sc.logits = q3_backend_logits(b, vocab, &logits_owned);
-    if (!sc.logits) {
-        q3_set_err(err, "%s: out of memory for %u logits", name, vocab);
-        goto out;
-    }
+    q3_context_info info;
+    q3_context_describe(c, &info);
+    res->threads = info.threads;
+    res->simd = info.variant;
     progress(o, "loaded in %d ms (n_ctx %d)", name, "", (int)res->load_ms, pl->n_ctx);
     for (int j = 0; j < pl->n_jobs; j++)
-        if ((rc = run_job(b, o, pl, j, prompt, &sc, &res->jobs[j], err)) != 0) goto out;
+        if ((rc = run_job(c, name, o, pl, j, prompt, &sc, &res->jobs[j], err)) != 0) goto out;
     rc = 0;
 out:
-    if (b && rc == 0) res->peak_rss_kib = hwm_ok ? vm_hwm_kib() : maxrss_kib();
-    if (logits_owned) free(sc.logits);
-    if (b) b->destroy(b);
+    if (c && rc == 0) res->peak_rss_kib = hwm_ok ? vm_hwm_kib() : maxrss_kib();
+    q3_context_free(c);
     free(sc.ids);
     free(sc.top);
     return rc;
@@ -523,7 +512,7 @@ static int backends_agree(const bench_plan *pl, const bench_result *a, const ben
 
 typedef struct {
     uint64_t file_bytes, params, bytes_per_token;
-    unsigned n_checked;
+    unsigned n_checked, n_sections, n_tensors;
     double verify_ms;
     uint32_t prompt_range; /* prompt ids are in [0, prompt_range) */
     uint64_t prompt_hash;  /* of the plan's max_prompt ids */
@@ -627,7 +616,7 @@ static void print_header(const bench_opts *o, const bench_info *in, const bench_
     hex64(ph, in->prompt_hash);
     printf("model: %s: %.2f MB, %.2f M parameters\n", o->path, (double)in->file_bytes / 1e6, (double)in->params / 1e6);
     printf("verified: %u checksums (header, %u sections, %u tensors, whole file) in %.1f ms\n", in->n_checked,
-           Q3_SEC_KIND_MAX, in->n_checked - Q3_SEC_KIND_MAX - 2, in->verify_ms);
+           in->n_sections, in->n_tensors, in->verify_ms);
     printf("host: %s, %ld online cores\n", in->cpu, in->cores);
     printf("prompt: %d ids (splitmix64 seed %016llx over [0, %u), xxh64 %s), every prefill a prefix of them; "
            "decode %d greedy; %d repetition%s after a warm-up, per run\n", pl->max_prompt,
@@ -789,8 +778,10 @@ static int print_json(const bench_opts *o, const bench_info *in, const bench_pla
 
 static void usage(FILE *out)
 {
+    fprintf(out, "usage: q3bench MODEL.q3 [--backend ");
+    for (const char *const *n = q3_backend_names(); *n; n++) fprintf(out, "%s|", *n);
     fprintf(out,
-            "usage: q3bench MODEL.q3 [--backend cpu|opencl|both] [-p 512[,4096...]] [--depth D[,D...]] [-n 128]\n"
+            "both] [-p 512[,4096...]] [--depth D[,D...]] [-n 128]\n"
             "               [-r 5] [-t THREADS] [--device N] [--bandwidth GBPS] [--no-mmap] [--json] [-v]\n"
             "  verifies every checksum, then per test, R times after a warm-up: ppP times a P-token\n"
             "  prefill; tgN @ dD times N greedy decode steps after an untimed D-token prefill (without\n"
@@ -826,9 +817,33 @@ static int parse_list(const char *opt, const char *s, long lo, long hi, int *out
     return 0;
 }
 
+/* --backend NAME, or "both": every backend the library has. */
+static int parse_backends(const char *v, bench_opts *o)
+{
+    const char *const *names = q3_backend_names();
+    memset(o->backends, 0, sizeof o->backends);
+    if (v && !strcmp(v, "both")) {
+        for (int i = 0; names[i] && i < MAX_BACKENDS; i++) o->backends[i] = names[i];
+        return 0;
+    }
+    for (int i = 0; v && names[i]; i++)
+        if (!strcmp(v, names[i])) return o->backends[0] = names[i], 0;
+    return -1;
+}
+
+/* "cpu, opencl or both" */
+static void backend_choices(char *buf, size_t cap)
+{
+    const char *const *names = q3_backend_names();
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; names[i] && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%s", names[i], names[i + 1] ? ", " : " or both");
+}
+
 static int parse_args(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){.backends = BENCH_CPU, .pp = {512}, .n_pp = 1, .n = 128, .r = 5, .threads = 0, .device = -1};
+    *o = (bench_opts){.backends = {q3_backend_names()[0]}, .pp = {512}, .n_pp = 1, .n = 128, .r = 5, .threads = 0, .device = -1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0, takes = 1;
@@ -842,10 +857,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         } else if (!strcmp(a, "--no-mmap")) {
             o->no_mmap = 1, takes = 0;
         } else if (!strcmp(a, "--backend")) {
-            if (v && !strcmp(v, "cpu")) o->backends = BENCH_CPU;
-            else if (v && !strcmp(v, "opencl")) o->backends = BENCH_OPENCL;
-            else if (v && !strcmp(v, "both")) o->backends = BENCH_CPU | BENCH_OPENCL;
-            else bad = 1;
+            bad = parse_backends(v, o) != 0;
         } else if (!strcmp(a, "-p")) {
             if (!strchr(v ? v : "", ',') && parse_int(a, v, 1, 1 << 20, &o->pp[0])) return -1;
             if (parse_list(a, v, 1, 1 << 20, o->pp, &o->n_pp)) return -1;
@@ -871,8 +883,10 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             return -1;
         }
         if (bad) {
+            char choices[128];
+            backend_choices(choices, sizeof choices);
             fprintf(stderr, "q3bench: %s needs %s, got '%s'\n", a,
-                    !strcmp(a, "--backend") ? "cpu, opencl or both" : "a positive number of GB/s", v ? v : "nothing");
+                    !strcmp(a, "--backend") ? choices : "a positive number of GB/s", v ? v : "nothing");
             return -1;
         }
         i += takes;
@@ -893,26 +907,27 @@ int main(int argc, char **argv)
 
     bench_info in;
     memset(&in, 0, sizeof in);
-    q3_file f;
-    if (verify_file(&f, o.path, o.no_mmap, &in.verify_ms, &in.n_checked)) return 1;
-    const q3_config *cfg = &f.config;
-    in.file_bytes = f.size;
-    for (uint32_t i = 0; i < f.n_tensors; i++) in.params += f.tensors[i].shape[0] * f.tensors[i].shape[1];
+    q3_model *m;
+    if (verify_file(&m, o.path, o.no_mmap, &in.verify_ms, &in.n_checked)) return 1;
+    const q3_config *cfg = q3_model_config(m);
     cpu_model(in.cpu, sizeof in.cpu);
     in.cores = sysconf(_SC_NPROCESSORS_ONLN);
 
     int rc = 1;
-    bench_result res[2];
+    bench_result res[MAX_BACKENDS];
     int n_res = 0;
     int32_t *prompt = NULL;
     q3_err err = {{0}};
-    q3_weights w;
-    if (q3_weights_bind(&w, &f, &err)) {
+    q3_model_info mi;
+    if (q3_model_describe(m, &mi, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         goto done;
     }
-    in.bytes_per_token = q3_weights_bytes_per_token(&w);
-    q3_weights_free(&w);
+    in.file_bytes = mi.file_bytes;
+    in.params = mi.n_params;
+    in.bytes_per_token = mi.bytes_per_token;
+    in.n_sections = mi.n_sections;
+    in.n_tensors = mi.n_tensors;
     if (o.bandwidth_gbps > 0 && in.bytes_per_token > 0)
         in.floor_tok_s = o.bandwidth_gbps * 1e9 / (double)in.bytes_per_token;
 
@@ -923,13 +938,7 @@ int main(int argc, char **argv)
         goto done;
     }
     /* Prompt ids come from the tokenizer's ordinary vocabulary (no special tokens), fixed seed. */
-    q3_tokdata td;
-    if (q3_read_tokenizer(&f, &td, &err)) {
-        fprintf(stderr, "%s\n", err.msg);
-        goto done;
-    }
-    in.prompt_range = td.n_vocab && td.n_vocab < cfg->vocab_size ? td.n_vocab : cfg->vocab_size;
-    q3_tokdata_free(&td);
+    in.prompt_range = mi.bpe_vocab && mi.bpe_vocab < cfg->vocab_size ? mi.bpe_vocab : cfg->vocab_size;
     prompt = malloc((size_t)pl.max_prompt * sizeof *prompt + sizeof *prompt);
     if (!prompt) {
         fprintf(stderr, "q3bench: out of memory for a %d-token prompt\n", pl.max_prompt);
@@ -939,9 +948,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < pl.max_prompt; i++) prompt[i] = (int32_t)(splitmix64(&seed) % in.prompt_range);
     in.prompt_hash = ids_xxh64(prompt, (size_t)pl.max_prompt);
 
-    for (int which = BENCH_CPU; which <= BENCH_OPENCL; which <<= 1) {
-        if (!(o.backends & which)) continue;
-        int brc = run_backend(&f, &o, &pl, which, prompt, &res[n_res], &err);
+    for (int i = 0; o.backends[i]; i++) {
+        int brc = run_backend(m, &o, &pl, o.backends[i], prompt, &res[n_res], &err);
         n_res++;
         if (brc) {
             fprintf(stderr, "q3bench: %s\n", err.msg);
@@ -949,7 +957,8 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    int agree = n_res < 2 || backends_agree(&pl, &res[0], &res[1]);
+    int agree = 1;
+    for (int i = 1; i < n_res; i++) agree &= backends_agree(&pl, &res[0], &res[i]);
     if (o.json ? print_json(&o, &in, &pl, res, n_res, agree) : print_human(&o, &in, &pl, res, n_res)) {
         fprintf(stderr, "q3bench: out of memory while writing the report\n");
         goto done;
@@ -957,15 +966,17 @@ int main(int argc, char **argv)
     if (!o.json && n_res > 1 && agree) {
         char h[17];
         hex64(h, res[0].jobs[0].ids_hash);
+        printf("\ntokens: ");
+        for (int i = 0; i < n_res; i++) printf("%s%s", res[i].name, i + 2 < n_res ? ", " : i + 1 < n_res ? " and " : "");
         if (pl.n_jobs == 1)
-            printf("\ntokens: cpu and opencl generated identical ids (%d ids, xxh64 %s)\n", pl.jobs[0].n + 1, h);
+            printf(" generated identical ids (%d ids, xxh64 %s)\n", pl.jobs[0].n + 1, h);
         else
-            printf("\ntokens: cpu and opencl generated identical ids in all %d runs (each row's xxh64)\n", pl.n_jobs);
+            printf(" generated identical ids in all %d runs (each row's xxh64)\n", pl.n_jobs);
     }
     rc = agree ? 0 : 3;
 done:
     for (int i = 0; i < n_res; i++) bench_result_free(&res[i], pl.n_jobs);
     free(prompt);
-    q3_close(&f);
+    q3_model_close(m);
     return rc;
 }

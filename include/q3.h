@@ -1,0 +1,262 @@
+/* q3.h - the q3 library: run Qwen3 models stored as .q3 files (spec.md).
+ *
+ * The one public header; plain C, no global state. A program opens a model once
+ * (q3_model_open), creates as many contexts on it as it needs (q3_context_create:
+ * a backend by name, a KV cache each; the weights are shared: on the CPU the one
+ * mapping, on OpenCL one upload per device), and drives tokenize / prefill / decode /
+ * sample itself. examples/simple.c is the smallest complete program.
+ *
+ * Errors: every call that can fail returns Q3_OK (0) or a negative Q3_ERROR_* code
+ * and fills the caller's q3_err with one line naming the file, the offset, section,
+ * tensor or argument, and what was expected. err may be NULL.
+ *
+ * Threads: a q3_model may be used from any number of threads at once (tokenizing,
+ * the chat template, creating contexts and samplers). A q3_context or a q3_sampler
+ * is used by one thread at a time; different contexts run in parallel.
+ *
+ * Memory: buffers the library returns through a pointer argument (token ids, text)
+ * are released with q3_free. */
+#ifndef Q3_H
+#define Q3_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ---- */
+
+enum q3_status {
+    Q3_OK = 0,
+    Q3_ERROR = -1,              /* bad input (a damaged file, a bad token id) or a failure of the backend */
+    Q3_ERROR_ARG = -2,          /* an argument the call does not take (an unknown backend, a bad option) */
+    Q3_ERROR_CONTEXT_FULL = -3, /* the tokens do not fit the context's free positions */
+    Q3_ERROR_NOMEM = -4
+};
+
+typedef struct {
+    char msg[512];
+} q3_err;
+
+void q3_free(void *p);
+/* Put "path: " before err's message, for messages from code that does not know which
+ * file its input came from (the tokenizer, the chat template). Returns -1. */
+int q3_err_name_file(q3_err *err, const char *path);
+/* For command-line programs: flush stdout at exit; a write error (full disk, closed
+ * pipe) becomes one line on stderr and exit status 1. Returns the status to exit with. */
+int q3_finish_stdout(const char *prog, int rc);
+
+/* ---- model ---- */
+
+typedef struct q3_model q3_model;
+
+/* Model hyperparameters (spec.md 4). */
+typedef struct {
+    uint32_t vocab_size;        /* rows of embed_tokens (and lm_head) */
+    uint32_t hidden_size;
+    uint32_t intermediate_size;
+    uint32_t num_layers;
+    uint32_t num_heads;
+    uint32_t num_kv_heads;
+    uint32_t head_dim;
+    uint32_t max_position_embeddings;
+    uint32_t tie_word_embeddings; /* 1: lm_head is embed_tokens */
+    int32_t bos_token_id;         /* -1 when absent */
+    int32_t eos_token_id;         /* -1 when absent */
+    int32_t pad_token_id;         /* -1 when absent */
+    double rope_theta;
+    double rms_norm_eps;
+} q3_config;
+
+#define Q3_MAX_EOS 7u
+/* Sampling defaults from generation_config.json (spec.md 5). */
+typedef struct {
+    uint32_t do_sample;
+    uint32_t top_k;
+    float temperature;
+    float top_p;
+    float min_p;
+    float repetition_penalty;
+    int32_t bos_token_id;
+    int32_t pad_token_id;
+    uint32_t n_eos;
+    int32_t eos_token_ids[Q3_MAX_EOS];
+} q3_generation;
+
+enum q3_verify {
+    Q3_VERIFY_META = 0,  /* the default: the structure, the checksums of everything but the weights, and
+                            what loading needs (tensors bind to the config, the tokenizer builds, the
+                            chat template renders) */
+    Q3_VERIFY_ALL = 1,   /* also hash every tensor (reads the whole file) */
+    Q3_VERIFY_NONE = 2   /* the structure only; q3_model_verify reports each checksum */
+};
+
+typedef struct {
+    int verify;  /* enum q3_verify */
+    int no_mmap; /* 1: read the weights into memory (huge pages) instead of mapping the file:
+                    slower to load, faster to decode on few cores */
+} q3_model_params;
+
+/* params NULL: the defaults (all zero). */
+int q3_model_open(const char *path, const q3_model_params *params, q3_model **model, q3_err *err);
+/* After every context and sampler made on it is gone. */
+void q3_model_close(q3_model *model);
+const q3_config *q3_model_config(const q3_model *model);
+const q3_generation *q3_model_generation(const q3_model *model);
+
+typedef struct {
+    const char *path;
+    uint64_t file_bytes;
+    uint64_t n_params;        /* elements of every tensor */
+    uint64_t bytes_per_token; /* weights one decoded token reads */
+    uint32_t n_sections, n_tensors;
+    uint32_t bpe_vocab;       /* ids below it are the tokenizer's BPE vocabulary: no added or special tokens */
+} q3_model_info;
+int q3_model_describe(const q3_model *model, q3_model_info *info, q3_err *err);
+
+/* Every checksum of the file (the header, each section, each tensor, the whole file);
+ * report(ctx, line) for each one that does not match. Reading the weights leaves
+ * the mapping's pages to the page cache, not to the process. Returns Q3_OK when all
+ * match, else Q3_ERROR; *n_checked and *n_bad (may be NULL) count them. */
+int q3_model_verify(const q3_model *model, void (*report)(void *ctx, const char *line), void *ctx,
+                    unsigned *n_checked, unsigned *n_bad);
+
+/* Special tokens: -1 where the model has none. */
+int32_t q3_token_bos(const q3_model *model);
+/* 1 when generation stops at id (any of the generation config's EOS ids, or the config's). */
+int q3_token_is_eos(const q3_model *model, int32_t id);
+
+/* ---- tokenizer (byte-level BPE, identical to HuggingFace tokenizers) ---- */
+
+typedef struct q3_tokenizer q3_tokenizer;
+
+/* The model's tokenizer, built on first use (the model keeps it). */
+int q3_model_tokenizer(q3_model *model, const q3_tokenizer **tk, q3_err *err);
+/* Encode len bytes of text (special tokens are matched, as HF does with
+ * add_special_tokens=False). Invalid UTF-8 is encoded byte by byte through the
+ * byte-level alphabet, never rejected. *ids: release with q3_free. */
+int q3_tokenize(const q3_tokenizer *tk, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err);
+/* Raw bytes a token stands for (byte-level alphabet undone); NULL when id is unknown. */
+const char *q3_token_bytes(const q3_tokenizer *tk, int32_t id, size_t *len);
+/* The token's text as tokenizer.json writes it; NULL when unknown. */
+const char *q3_token_piece(const q3_tokenizer *tk, int32_t id, size_t *len);
+/* Id of a vocab or added token with exactly this text, or -1. */
+int32_t q3_token_lookup(const q3_tokenizer *tk, const char *text, size_t len);
+int q3_token_is_special(const q3_tokenizer *tk, int32_t id);
+uint32_t q3_tokenizer_size(const q3_tokenizer *tk); /* 1 + highest id */
+/* Decode ids to bytes (skip_special = 0 keeps special tokens' text); *out NUL-terminated, release with q3_free. */
+int q3_detokenize(const q3_tokenizer *tk, const int32_t *ids, size_t n_ids, int skip_special, char **out,
+                  size_t *out_len, q3_err *err);
+
+/* Streaming decode: emits only complete UTF-8 sequences, so a character split
+ * across tokens prints once, whole. Invalid sequences come out as U+FFFD as HF does.
+ * Zero-initialise one per stream. */
+typedef struct {
+    uint8_t pending[8];
+    size_t n_pending;
+} q3_utf8_stream;
+/* Append a token's bytes; writes the printable complete part into out (cap >= len + 8)
+ * and returns its length. */
+size_t q3_utf8_stream_push(q3_utf8_stream *s, const char *bytes, size_t len, char *out, size_t cap);
+/* Flush what remains at the end of generation (an incomplete tail as U+FFFD). */
+size_t q3_utf8_stream_flush(q3_utf8_stream *s, char *out, size_t cap);
+
+/* ---- chat template ---- */
+
+typedef struct {
+    const char *role; /* "system", "user", "assistant" */
+    const char *content;
+} q3_chat_message;
+
+/* The conversation rendered with the model's chat template, byte for byte as
+ * transformers' apply_chat_template does; enable_thinking = 0 appends the empty
+ * <think></think> block. *text is NUL-terminated; release with q3_free. */
+int q3_chat_apply(q3_model *model, const q3_chat_message *msgs, size_t n_msgs, int add_generation_prompt,
+                  int enable_thinking, char **text, size_t *len, q3_err *err);
+/* The tokens that close an assistant turn whose generation stopped (at an EOS or a
+ * length limit), so that the next user turn continues the same cache. *ids: q3_free. */
+int q3_chat_end_turn(q3_model *model, int32_t **ids, size_t *n_ids, q3_err *err);
+
+/* ---- backends ---- */
+
+/* NULL-terminated names of the compiled-in backends ("cpu" first: the default). */
+const char *const *q3_backend_names(void);
+/* Numbered devices of a backend: *n = -1 when it has none to choose (the CPU);
+ * Q3_ERROR when it has a numbering but no device (err says how to get one). */
+int q3_backend_device_count(const char *backend, int *n, q3_err *err);
+/* One line describing device i. */
+int q3_backend_device_describe(const char *backend, int i, char *buf, size_t cap, q3_err *err);
+
+/* ---- context: one KV cache on one backend ---- */
+
+typedef struct q3_context q3_context;
+
+typedef struct {
+    const char *backend; /* a name of q3_backend_names(); NULL: the first */
+    int n_ctx;           /* KV cache positions; 0: min(max_position_embeddings, 4096) */
+    int n_threads;       /* CPU worker threads; 0: every core */
+    int device;          /* device index (q3_backend_device_describe); -1: the backend's choice */
+    int verbose;         /* print the backend and device chosen on stderr */
+} q3_context_params;
+
+q3_context_params q3_context_default_params(void);
+/* params NULL: the defaults. */
+int q3_context_create(q3_model *model, const q3_context_params *params, q3_context **ctx, q3_err *err);
+void q3_context_free(q3_context *ctx);
+int q3_context_size(const q3_context *ctx); /* n_ctx */
+int q3_context_used(const q3_context *ctx); /* positions the cache holds */
+
+typedef struct {
+    const char *backend;
+    int threads;         /* CPU worker threads; 0 where the backend has none */
+    const char *variant; /* the kernels in use (the CPU's SIMD level); NULL where the backend names none */
+} q3_context_info;
+void q3_context_describe(const q3_context *ctx, q3_context_info *info);
+
+/* Append n tokens to the cache (a prompt batch, or one token to decode) and compute
+ * the logits of the last one (q3_logits). Q3_ERROR_CONTEXT_FULL when they do not fit. */
+int q3_prefill(q3_context *ctx, const int32_t *tokens, size_t n, q3_err *err);
+int q3_decode(q3_context *ctx, int32_t token, q3_err *err);
+/* The same, with every token's logits into all (n * vocab_size floats). */
+int q3_prefill_all(q3_context *ctx, const int32_t *tokens, size_t n, float *all, q3_err *err);
+/* vocab_size logits of the last token evaluated, valid until the next call on ctx
+ * (the caller may modify them, e.g. a sampler does). */
+float *q3_logits(q3_context *ctx);
+/* Forget every position from n_keep on (0: an empty cache); the next tokens go there. */
+int q3_kv_truncate(q3_context *ctx, int n_keep, q3_err *err);
+
+/* ---- sampler ---- */
+
+typedef struct q3_sampler q3_sampler;
+
+/* The domain: temperature finite and >= 0, top_p and min_p in [0, 1],
+ * repetition_penalty finite and > 0 (q3run's options enforce it). */
+typedef struct {
+    float temperature;        /* 0: greedy (argmax) */
+    uint32_t top_k;           /* 0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off (HF semantics) */
+    uint64_t seed;            /* the same seed gives the same tokens */
+} q3_sampler_params;
+
+/* The model's generation defaults (greedy when it does not sample), seed 0. */
+q3_sampler_params q3_sampler_defaults(const q3_model *model);
+int q3_sampler_create(const q3_model *model, const q3_sampler_params *params, q3_sampler **sampler, q3_err *err);
+void q3_sampler_destroy(q3_sampler *sampler);
+/* Record a token of the prompt or the output (for the repetition penalty). */
+void q3_sampler_accept(q3_sampler *sampler, int32_t token);
+/* Forget the recorded tokens (a conversation started over). */
+void q3_sampler_forget(q3_sampler *sampler);
+/* Pick a token; logits are modified in place (penalty). At least the most likely
+ * token survives every filter. -1 when a logit is NaN or infinite: the model's
+ * computation went wrong, and no choice among such numbers means anything. */
+int32_t q3_sampler_sample(q3_sampler *sampler, float *logits);
+int32_t q3_argmax(const float *logits, uint32_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
