@@ -70,12 +70,12 @@ static void softmax_masked(float *scores, int n, int n_zero)
     for (int j = 0; j < n; j++) scores[j] *= inv;
 }
 
-/* AVX-512: queries i..i+3 (those past n_q repeat the last one: same result,
- * stored twice) in one pass over K and V. Rows a query may not see get weight 0;
- * they lie within what the last query sees. */
-static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int pos_step, const uint16_t *k,
-                         const uint16_t *v, uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores,
-                         float *out, uint64_t out_stride)
+/* AVX-512 or AVX2: queries i..i+3 (those past n_q repeat the last one: same
+ * result, stored twice) in one pass over K and V. Rows a query may not see get
+ * weight 0; they lie within what the last query sees. */
+static void rows4(int avx512, const float *q, uint64_t q_stride, int n_q, int i, int pos_step, const uint16_t *k,
+                  const uint16_t *v, uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores,
+                  float *out, uint64_t out_stride)
 {
     const float *qp[4];
     float *op[4];
@@ -87,9 +87,11 @@ static void rows4_avx512(const float *q, uint64_t q_stride, int n_q, int i, int 
         np[r] = n_pos + qi * pos_step;
     }
     int last = np[3]; /* the largest: pos_step >= 0 */
-    q3_attn_scores4_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
+    if (avx512) q3_attn_scores4_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
+    else q3_attn_scores4_avx2(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
     for (int r = 0; r < 4; r++) softmax_masked(scores + (uint64_t)r * last, np[r], last);
-    q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
+    if (avx512) q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
+    else q3_attn_pv4_avx2(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
 }
 
 /* AVX-512 or AVX2: queries i, i+1 (a GQA pair, or two prompt tokens) in one pass over K and V. */
@@ -116,8 +118,11 @@ void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, co
     int avx512 = level >= Q3_SIMD_AVX512BF16, avx2 = level == Q3_SIMD_AVX2;
     for (int i = 0; i < n_q;) {
         int left = n_q - i;
-        if (avx512 && left >= 3) {
-            rows4_avx512(q, q_stride, n_q, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);
+        /* AVX2 keeps the pair kernels for a decode's GQA group (pos_step 0): they read
+         * V in one sequential pass, where the 4-query kernel's 16-column passes would
+         * stream it from memory in strides. */
+        if ((avx512 || (avx2 && pos_step > 0)) && left >= 3) {
+            rows4(avx512, q, q_stride, n_q, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);
             i += 4;
         } else if ((avx512 && left == 2) || (avx2 && left >= 2)) {
             rows2(avx512, q, q_stride, i, pos_step, k, v, kv_stride, n_pos, head_dim, scale, scores, out, out_stride);

@@ -4,18 +4,9 @@
  * K and V, and a vectorized softmax; tails in scalar code. */
 #include <immintrin.h>
 #include <math.h>
+#include "cpu_avx2_util.h"
 #include "cpu_half.h"
 #include "cpu_panel.h"
-
-static inline float hsum(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static inline __m256 load_h8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
 /* The pair kernels prefetch K and V rows this far ahead (4 KiB at head_dim 128), on
  * the CPUs where the GEMV prefetches (q3_gemv_prefetch_wanted: Intel). A decode at
@@ -37,7 +28,7 @@ float q3_dot_avx2(const float *a, const float *b, uint64_t n)
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float r = hsum(_mm256_add_ps(s0, s1));
+    float r = q3_hsum256(_mm256_add_ps(s0, s1));
     for (; i < n; i++) r += a[i] * b[i];
     return r;
 }
@@ -55,8 +46,8 @@ static float dot_h(const float *q, const uint16_t *k, int d)
 {
     __m256 s0 = _mm256_setzero_ps();
     int i = 0;
-    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_h8(k + i), s0);
-    float r = hsum(s0);
+    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), q3_load_h8(k + i), s0);
+    float r = q3_hsum256(s0);
     for (; i < d; i++) r += q[i] * q3_half_to_float(k[i]);
     return r;
 }
@@ -70,12 +61,12 @@ void q3_attn_scores_avx2(const float *q, const uint16_t *k, uint64_t stride, int
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int i = 0; i < d8; i += 8) {
             __m256 qv = _mm256_loadu_ps(q + i);
-            a0 = _mm256_fmadd_ps(load_h8(k0 + i), qv, a0);
-            a1 = _mm256_fmadd_ps(load_h8(k1 + i), qv, a1);
-            a2 = _mm256_fmadd_ps(load_h8(k2 + i), qv, a2);
-            a3 = _mm256_fmadd_ps(load_h8(k3 + i), qv, a3);
+            a0 = _mm256_fmadd_ps(q3_load_h8(k0 + i), qv, a0);
+            a1 = _mm256_fmadd_ps(q3_load_h8(k1 + i), qv, a1);
+            a2 = _mm256_fmadd_ps(q3_load_h8(k2 + i), qv, a2);
+            a3 = _mm256_fmadd_ps(q3_load_h8(k3 + i), qv, a3);
         }
-        float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+        float s0 = q3_hsum256(a0), s1 = q3_hsum256(a1), s2 = q3_hsum256(a2), s3 = q3_hsum256(a3);
         for (int i = d8; i < d; i++) {
             s0 += q[i] * q3_half_to_float(k0[i]), s1 += q[i] * q3_half_to_float(k1[i]);
             s2 += q[i] * q3_half_to_float(k2[i]), s3 += q[i] * q3_half_to_float(k3[i]);
@@ -95,7 +86,7 @@ void q3_attn_pv_avx2(const float *p, const uint16_t *v, uint64_t stride, int n_p
             const uint16_t *vj = v + (uint64_t)j * stride + i0;
             __m256 pj = _mm256_set1_ps(p[j]);
             _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++)
-                acc[c] = _mm256_fmadd_ps(pj, load_h8(vj + c * 8), acc[c]);
+                acc[c] = _mm256_fmadd_ps(pj, q3_load_h8(vj + c * 8), acc[c]);
         }
         _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) _mm256_storeu_ps(out + i0 + c * 8, acc[c]);
     }
@@ -108,35 +99,6 @@ void q3_attn_pv_avx2(const float *p, const uint16_t *v, uint64_t stride, int n_p
     }
 }
 
-/* exp(x) for x <= 0, as the AVX-512 version (cpu_avx512_attention.c): 2^n * e^r,
- * n = round(x / ln 2), e^r by its degree-6 Taylor polynomial; 2^n is built in the
- * exponent field (n >= -126 after the clamp, so it is a normal float). */
-static inline __m256 exp_nonpos(__m256 x)
-{
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.5f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x); /* ln2 split in two for exactness */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-static inline float hmax(__m256 v)
-{
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* expf per position was ~1.8 M calls a token at 4096 positions (0.6B): a vector exp
  * keeps the softmax small next to the reads of K and V. */
 void q3_softmax_avx2(float *s, int n)
@@ -145,19 +107,19 @@ void q3_softmax_avx2(float *s, int n)
     int n8 = n / 8 * 8;
     __m256 mv = _mm256_set1_ps(-INFINITY);
     for (int j = 0; j < n8; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
-    float maxf = hmax(mv);
+    float maxf = q3_hmax256(mv);
     for (int j = n8; j < n; j++) maxf = s[j] > maxf ? s[j] : maxf;
     __m256 maxv = _mm256_set1_ps(maxf), sum = _mm256_setzero_ps();
     for (int j = 0; j < n8; j += 8) {
-        __m256 e = exp_nonpos(_mm256_sub_ps(_mm256_loadu_ps(s + j), maxv));
+        __m256 e = q3_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), maxv));
         sum = _mm256_add_ps(sum, e);
         _mm256_storeu_ps(s + j, e);
     }
     float tail[8] = {0};
     for (int j = n8; j < n; j++) tail[j - n8] = s[j] - maxf;
-    __m256 e = exp_nonpos(_mm256_loadu_ps(tail));
+    __m256 e = q3_exp256(_mm256_loadu_ps(tail));
     _mm256_storeu_ps(tail, e);
-    float total = hsum(sum);
+    float total = q3_hsum256(sum);
     for (int j = n8; j < n; j++) total += s[j] = tail[j - n8];
     __m256 inv = _mm256_set1_ps(1.0f / total);
     for (int j = 0; j < n8; j += 8) _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
@@ -180,10 +142,10 @@ void q3_attn_scores2_avx2(const float *const q[2], const uint16_t *k, uint64_t s
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int i = 0; i < d8; i += 8) {
             __m256 q0 = _mm256_loadu_ps(q[0] + i), q1 = _mm256_loadu_ps(q[1] + i), kv;
-            kv = load_h8(k0 + i), a0 = _mm256_fmadd_ps(kv, q0, a0), b0 = _mm256_fmadd_ps(kv, q1, b0);
-            kv = load_h8(k1 + i), a1 = _mm256_fmadd_ps(kv, q0, a1), b1 = _mm256_fmadd_ps(kv, q1, b1);
-            kv = load_h8(k2 + i), a2 = _mm256_fmadd_ps(kv, q0, a2), b2 = _mm256_fmadd_ps(kv, q1, b2);
-            kv = load_h8(k3 + i), a3 = _mm256_fmadd_ps(kv, q0, a3), b3 = _mm256_fmadd_ps(kv, q1, b3);
+            kv = q3_load_h8(k0 + i), a0 = _mm256_fmadd_ps(kv, q0, a0), b0 = _mm256_fmadd_ps(kv, q1, b0);
+            kv = q3_load_h8(k1 + i), a1 = _mm256_fmadd_ps(kv, q0, a1), b1 = _mm256_fmadd_ps(kv, q1, b1);
+            kv = q3_load_h8(k2 + i), a2 = _mm256_fmadd_ps(kv, q0, a2), b2 = _mm256_fmadd_ps(kv, q1, b2);
+            kv = q3_load_h8(k3 + i), a3 = _mm256_fmadd_ps(kv, q0, a3), b3 = _mm256_fmadd_ps(kv, q1, b3);
         }
         /* hadd pairs within 128-bit lanes; the last step adds the two lanes:
          * lanes 0-3 = query 0 x keys 0-3, lanes 4-7 = query 1 x keys 0-3. */
@@ -236,7 +198,7 @@ void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t s
         if (prefetch) prefetch_row(vj + (uint64_t)KV_PREFETCH_ROWS * stride, d);
         __m256 p0 = _mm256_broadcast_ss(p + j), p1 = _mm256_broadcast_ss(p + ld + j);
         for (int c = 0; c < d; c += 8) {
-            __m256 vv = load_h8(vj + c);
+            __m256 vv = q3_load_h8(vj + c);
             _mm256_store_ps(acc[0] + c, _mm256_fmadd_ps(p0, vv, _mm256_load_ps(acc[0] + c)));
             _mm256_store_ps(acc[1] + c, _mm256_fmadd_ps(p1, vv, _mm256_load_ps(acc[1] + c)));
         }

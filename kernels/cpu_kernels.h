@@ -64,7 +64,7 @@ void q3_attend_head(const float *q, const uint16_t *k, const uint16_t *v, uint64
  * heads that share this KV head (GQA), one token. K and V rows up to the last
  * query's last position must hold finite values. scores: 4 * (n_pos + (n_q - 1) *
  * pos_step) floats; pos_step >= 0. With AVX-512, 4 queries (or a pair) share each pass
- * over K and V; with AVX2, a pair. */
+ * over K and V; with AVX2, 4 prompt tokens (pos_step > 0) or a pair. */
 void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const uint16_t *k, const uint16_t *v,
                     uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                     uint64_t out_stride);

@@ -72,7 +72,12 @@ void q3_attn_pv2_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t
                         float *const out[2]);
 /* s[0..n) <- softmax(s[0..n)) with a vectorized exp. */
 void q3_softmax_avx512(float *s, int n);
-/* The same with AVX2: 2 queries x 4 keys, V 32 columns per pass; the softmax. */
+/* The same with AVX2: 4 queries x 2 keys, V 16 columns per pass (cpu_avx2_attention4.c);
+ * 2 queries x 4 keys, V in one pass with the sums in L1; the softmax. */
+void q3_attn_scores4_avx2(const float *const q[4], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
+                          float *scores, uint64_t ld);
+void q3_attn_pv4_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
+                      float *const out[4]);
 void q3_attn_scores2_avx2(const float *const q[2], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
                           float *scores, uint64_t ld);
 void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
