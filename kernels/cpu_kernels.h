@@ -71,4 +71,17 @@ void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, co
 /* dot(a, b) over n floats at the SIMD level in use. */
 float q3_dot(const float *a, const float *b, uint64_t n);
 
+/* The per-token steps of a layer at the SIMD level in use (scalar; AVX2 from AVX2 up).
+ * out[i] = w[i] * (x[i] / sqrt(mean(x^2) + eps)); out may be x. The same bits at
+ * every level. */
+void q3_rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps);
+/* Rotate-half RoPE of one head (2 * half values) at one position's cos/sin rows;
+ * the same bits at every level. */
+void q3_rope(float *v, const float *cos_p, const float *sin_p, uint64_t half);
+/* SwiGLU: g[i] = g[i] / (1 + e^-g[i]) * u[i]. Scalar: expf; AVX2 and up: a vector exp
+ * within ~3e-7 relative (tests/test_kernels.c bounds the whole step). */
+void q3_silu_mul(float *g, const float *u, uint64_t n);
+/* x[i] += y[i]; the same bits at every level. */
+void q3_add(float *x, const float *y, uint64_t n);
+
 #endif

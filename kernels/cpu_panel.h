@@ -84,6 +84,18 @@ void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t s
                       float *const out[2]);
 void q3_softmax_avx2(float *s, int n);
 
+/* The per-token steps (cpu_elementwise.c, cpu_avx2_elementwise.c), as q3_rmsnorm and
+ * the others in cpu_kernels.h say. RMSNorm sums x^2 in Q3_RMS_LANES partial sums, lane
+ * k taking the columns i % Q3_RMS_LANES == k, at every level (the same bits). */
+#define Q3_RMS_LANES 8
+void q3_rmsnorm_scalar(float *out, const float *x, const float *w, uint64_t n, float eps);
+void q3_rmsnorm_avx2(float *out, const float *x, const float *w, uint64_t n, float eps);
+void q3_rope_scalar(float *v, const float *cos_p, const float *sin_p, uint64_t half);
+void q3_rope_avx2(float *v, const float *cos_p, const float *sin_p, uint64_t half);
+void q3_silu_mul_scalar(float *g, const float *u, uint64_t n);
+void q3_silu_mul_avx2(float *g, const float *u, uint64_t n);
+void q3_add_avx2(float *x, const float *y, uint64_t n);
+
 /* AMX (cpu_avx512_amx.c). q3_amx_enable asks Linux for the tile state; 1 when granted.
  * A B tile holds AMX_TOKENS tokens' BF16 pairs of one 32-column tile. */
 #define AMX_TOKENS 16

@@ -34,30 +34,6 @@ static void widen(const q3_tensor *t, float *dst)
     for (uint64_t i = 0; i < t->shape[0]; i++) dst[i] = q3_bf16_to_f32(t->data[i]);
 }
 
-static void rmsnorm(float *out, const float *x, const float *w, uint64_t n, float eps)
-{
-    /* 8 partial sums: the compiler can keep them in one vector register */
-    float part[8] = {0};
-    uint64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) part[k] += x[i + k] * x[i + k];
-    float ss = 0.0f;
-    for (; i < n; i++) ss += x[i] * x[i];
-    for (int k = 0; k < 8; k++) ss += part[k];
-    float scale = 1.0f / sqrtf(ss / (float)n + eps);
-    for (i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
-}
-
-/* Rotate-half RoPE on one head at one position. */
-static void rope(float *v, const float *cos_p, const float *sin_p, uint64_t half)
-{
-    for (uint64_t i = 0; i < half; i++) {
-        float a = v[i], b = v[i + half];
-        v[i] = a * cos_p[i] - b * sin_p[i];
-        v[i + half] = b * cos_p[i] + a * sin_p[i];
-    }
-}
-
 typedef struct {
     cpu_backend *m;
     int layer, n_tok, pos;
@@ -113,13 +89,13 @@ static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
     const float *cs = m->rope_cos + (uint64_t)p * half, *sn = m->rope_sin + (uint64_t)p * half;
     for (uint32_t h = 0; h < c->num_heads; h++) {
         float *qh = m->q + (uint64_t)t * m->q_dim + h * D;
-        rmsnorm(qh, qh, qn, D, eps);
-        rope(qh, cs, sn, half);
+        q3_rmsnorm(qh, qh, qn, D, eps);
+        q3_rope(qh, cs, sn, half);
     }
     for (uint32_t h = 0; h < c->num_kv_heads; h++) {
         float *kh = m->k + (uint64_t)t * kv_dim + h * D;
-        rmsnorm(kh, kh, kn, D, eps);
-        rope(kh, cs, sn, half);
+        q3_rmsnorm(kh, kh, kn, D, eps);
+        q3_rope(kh, cs, sn, half);
         uint64_t row = (((uint64_t)layer * c->num_kv_heads + h) * m->base.n_ctx + p) * D;
         q3_f16_store(m->key_cache + row, kh, D);
         q3_f16_store(m->val_cache + row, m->v + (uint64_t)t * kv_dim + h * D, D);
@@ -143,21 +119,14 @@ static void token_step(cpu_backend *m, int l, int t, int pos, int step)
     float eps = (float)c->rms_norm_eps;
     float *x = m->x + (uint64_t)t * H, *xn = m->xn + (uint64_t)t * H, *tmp = m->tmp + (uint64_t)t * H;
     switch (step) {
-    case STEP_INPUT_NORM: rmsnorm(xn, x, m->input_norm + (uint64_t)l * H, H, eps); break;
+    case STEP_INPUT_NORM: q3_rmsnorm(xn, x, m->input_norm + (uint64_t)l * H, H, eps); break;
     case STEP_QK: qk_prepare(m, l, t, pos); break;
     case STEP_ADD_POST_NORM:
-        for (uint64_t i = 0; i < H; i++) x[i] += tmp[i];
-        rmsnorm(xn, x, m->post_norm + (uint64_t)l * H, H, eps);
+        q3_add(x, tmp, H);
+        q3_rmsnorm(xn, x, m->post_norm + (uint64_t)l * H, H, eps);
         break;
-    case STEP_SILU: {
-        float *g = m->gate + (uint64_t)t * I;
-        const float *u = m->up + (uint64_t)t * I;
-        for (uint64_t i = 0; i < I; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-        break;
-    }
-    case STEP_ADD:
-        for (uint64_t i = 0; i < H; i++) x[i] += tmp[i];
-        break;
+    case STEP_SILU: q3_silu_mul(m->gate + (uint64_t)t * I, m->up + (uint64_t)t * I, I); break;
+    case STEP_ADD: q3_add(x, tmp, H); break;
     }
 }
 
@@ -220,7 +189,7 @@ static int cpu_pass(q3_backend *b, const int32_t *tokens, int nb, int pos, float
     if (!logits) return 0;
     int first = all_logits ? 0 : nb - 1;
     for (int t = first; t < nb; t++)
-        rmsnorm(m->xn + (uint64_t)(t - first) * H, m->x + (uint64_t)t * H, m->final_norm, H, (float)c->rms_norm_eps);
+        q3_rmsnorm(m->xn + (uint64_t)(t - first) * H, m->x + (uint64_t)t * H, m->final_norm, H, (float)c->rms_norm_eps);
     q3_matmul_op head = {m->base.w->lm_head->data, V, H, logits, V};
     q3_matmul(m->pool, &head, 1, m->xn, nb - first);
     return 0;
