@@ -8,17 +8,6 @@
 #include "cpu_half.h"
 #include "cpu_panel.h"
 
-/* The pair kernels prefetch K and V rows this far ahead (4 KiB at head_dim 128), on
- * the CPUs where the GEMV prefetches (q3_gemv_prefetch_wanted: Intel). A decode at
- * 4096 positions reads 470 MB of K and V a token (0.6B), beyond any cache; 8 and 16
- * rows measured best, 4 and 32 slower. A prefetch past the cache never faults. */
-#define KV_PREFETCH_ROWS 16
-
-static inline void prefetch_row(const uint16_t *row, int d)
-{
-    for (int b = 0; b < d * 2; b += 64) _mm_prefetch((const char *)row + b, _MM_HINT_T0);
-}
-
 float q3_dot_avx2(const float *a, const float *b, uint64_t n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
@@ -138,7 +127,7 @@ void q3_attn_scores2_avx2(const float *const q[2], const uint16_t *k, uint64_t s
     for (; j + 4 <= n_pos; j += 4) {
         const uint16_t *k0 = k + (uint64_t)j * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
         if (prefetch)
-            for (int r = 0; r < 4; r++) prefetch_row(k0 + (uint64_t)(KV_PREFETCH_ROWS + r) * stride, d);
+            for (int r = 0; r < 4; r++) q3_prefetch_row(k0 + (uint64_t)(Q3_KV_PREFETCH_ROWS + r) * stride, d);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         for (int i = 0; i < d8; i += 8) {
             __m256 q0 = _mm256_loadu_ps(q[0] + i), q1 = _mm256_loadu_ps(q[1] + i), kv;
@@ -195,7 +184,7 @@ void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t s
     int prefetch = q3_gemv_prefetch_wanted();
     for (int j = 0; j < n_pos; j++) {
         const uint16_t *vj = v + (uint64_t)j * stride;
-        if (prefetch) prefetch_row(vj + (uint64_t)KV_PREFETCH_ROWS * stride, d);
+        if (prefetch) q3_prefetch_row(vj + (uint64_t)Q3_KV_PREFETCH_ROWS * stride, d);
         __m256 p0 = _mm256_broadcast_ss(p + j), p1 = _mm256_broadcast_ss(p + ld + j);
         for (int c = 0; c < d; c += 8) {
             __m256 vv = q3_load_h8(vj + c);

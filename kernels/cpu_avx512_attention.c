@@ -198,14 +198,17 @@ void q3_softmax_avx512(float *s, int n)
     }
 }
 
-/* 2 queries x 8 keys (a GQA pair): scores[qi * ld + j + r] for j..j+7. */
+/* 2 queries x 8 keys (a GQA pair): scores[qi * ld + j + r] for j..j+7. The pair
+ * kernels are a decode's, over K and V in memory: they prefetch as the AVX2 ones. */
 void q3_attn_scores2_avx512(const float *const q[2], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
                             float *scores, uint64_t ld)
 {
     __m512 sc = _mm512_set1_ps(scale);
-    int j = 0;
+    int j = 0, prefetch = q3_gemv_prefetch_wanted();
     for (; j + 8 <= n_pos; j += 8) {
         const uint16_t *k0 = k + (uint64_t)j * stride;
+        if (prefetch)
+            for (int r = 0; r < 8; r++) q3_prefetch_row(k0 + (uint64_t)(Q3_KV_PREFETCH_ROWS + r) * stride, d);
         __m512 acc[16];
         _Pragma("GCC unroll 16") for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
         for (int i = 0; i < d; i += 16) {
@@ -233,6 +236,7 @@ void q3_attn_scores2_avx512(const float *const q[2], const uint16_t *k, uint64_t
 void q3_attn_pv2_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t stride, int n_pos, int d,
                         float *const out[2])
 {
+    int prefetch = q3_gemv_prefetch_wanted();
     for (int i0 = 0; i0 < d; i0 += 128) {
         __m512 a0[8], a1[8];
         __mmask16 m[8];
@@ -243,6 +247,7 @@ void q3_attn_pv2_avx512(const float *p, uint64_t ld, const uint16_t *v, uint64_t
         }
         for (int j = 0; j < n_pos; j++) {
             const uint16_t *vj = v + (uint64_t)j * stride + i0;
+            if (prefetch) q3_prefetch_row(vj + (uint64_t)Q3_KV_PREFETCH_ROWS * stride, d - i0 < 128 ? d - i0 : 128);
             __m512 p0 = _mm512_set1_ps(p[j]), p1 = _mm512_set1_ps(p[ld + j]);
             _Pragma("GCC unroll 8") for (int c = 0; c < 8; c++) {
                 __m512 vv = load_h(m[c], vj + c * 16);
