@@ -21,7 +21,9 @@ static void dot4_tail(const float *const q[4], const uint16_t *kj, int i0, int d
 
 /* 4 queries x 2 keys per step: 8 sums (enough independent FMAs for 2 ports of
  * latency 4) + 2 widened keys, the queries read as memory operands; 16 ymm would not
- * hold 4 x 4 sums. The 8 sums end in one hadd tree. */
+ * hold 4 x 4 sums. The 8 sums end in one hadd tree. The dot-product loop is unrolled
+ * 4 times (16 iterations at head_dim 128): 4.6 -> 4.2 us per query over a 512-position
+ * block (q3bandwidth --attention); unrolling the V loop below gave nothing. */
 void q3_attn_scores4_avx2(const float *const q[4], const uint16_t *k, uint64_t stride, int n_pos, int d, float scale,
                           float *scores, uint64_t ld)
 {
@@ -31,7 +33,7 @@ void q3_attn_scores4_avx2(const float *const q[4], const uint16_t *k, uint64_t s
         const uint16_t *k0 = k + (uint64_t)j * stride, *k1 = k0 + stride;
         __m256 a[8];
         _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
-        for (int i = 0; i < d8; i += 8) {
+        _Pragma("GCC unroll 4") for (int i = 0; i < d8; i += 8) {
             __m256 x0 = q3_load_h8(k0 + i), x1 = q3_load_h8(k1 + i);
             _Pragma("GCC unroll 4") for (int qi = 0; qi < 4; qi++) {
                 __m256 qv = _mm256_loadu_ps(q[qi] + i);
