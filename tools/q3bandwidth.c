@@ -20,10 +20,11 @@
  *       One thread, head_dim 128, P positions (default 600), K/V hot in cache:
  *       q3_attend_head per query, q3_attend_rows for 16 causal queries and for a
  *       GQA pair, with K/V rows contiguous (stride 128) and 4 KiB apart (1024).
- *   q3bandwidth --attention-decode [--positions P] [--runs R] [--json]
- *       A decode token's attention at 0.6B (28 layers x 8 KV heads x a GQA pair)
- *       over a P-position F16 cache (default 600; 4096: 470 MB), one thread, as
- *       GB/s of K and V read next to the probe reading the same bytes.
+ *   q3bandwidth --attention-decode [--positions P] [--group G] [--runs R] [--json]
+ *       A decode token's attention at 0.6B (28 layers x 8 KV heads x G query heads
+ *       each, default 2; 4B has 4) over a P-position F16 cache (default 600; 4096:
+ *       470 MB), one thread, as GB/s of K and V read next to the probe reading the
+ *       same bytes.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -487,14 +488,14 @@ static int run_attention(int n_pos, int runs, int json)
     return 0;
 }
 
-/* A decode token's attention at 0.6B over a cache of n_pos positions, K and V laid
- * out as the CPU backend's ([layer][kv_head][position][head_dim], F16), 28 layers x 8
- * KV heads x a GQA pair, one thread: the cache (470 MB at 4096 positions) is beyond
- * the caches, as in a real decode. Each run next to the probe reading the same
+/* A decode token's attention over a cache of n_pos positions, K and V laid out as
+ * the CPU backend's ([layer][kv_head][position][head_dim], F16), 28 layers x 8 KV
+ * heads x a GQA group of `group` query heads, one thread: the cache (470 MB at 4096
+ * positions) is beyond the caches, as in a real decode. Each run next to the probe reading the same
  * bytes (K, then V), so both see the same memory at the same moment. */
-static int run_attention_decode(int n_pos, int runs, int json)
+static int run_attention_decode(int n_pos, int group, int runs, int json)
 {
-    enum { D = 128, KV_HEADS = 8, GROUP = 2 };
+    enum { D = 128, KV_HEADS = 8, MAX_GROUP = 8 };
     uint64_t head_elems = (uint64_t)n_pos * D, cache_elems = (uint64_t)LAYERS * KV_HEADS * head_elems;
     uint16_t *k = NULL, *v = NULL;
     if (posix_memalign((void **)&k, 4096, cache_elems * 2) || posix_memalign((void **)&v, 4096, cache_elems * 2)) {
@@ -508,12 +509,12 @@ static int run_attention_decode(int n_pos, int runs, int json)
     }
     for (uint64_t h = 1; h < (uint64_t)LAYERS * KV_HEADS; h++)
         memcpy(k + h * head_elems, k, head_elems * 2), memcpy(v + h * head_elems, v, head_elems * 2);
-    float q[GROUP * D], out[GROUP * D], *scores = malloc(4 * ((size_t)n_pos + 4) * sizeof *scores);
+    float q[MAX_GROUP * D], out[MAX_GROUP * D], *scores = malloc(4 * ((size_t)n_pos + 4) * sizeof *scores);
     if (!scores) {
         fprintf(stderr, "q3bandwidth: out of memory\n");
         return 1;
     }
-    for (int i = 0; i < GROUP * D; i++) q[i] = (float)(i % 17) * 0.03f;
+    for (int i = 0; i < MAX_GROUP * D; i++) q[i] = (float)(i % 17) * 0.03f;
     q3_pool *pool = q3_pool_create(1);
     read_job *rj = calloc(1, sizeof *rj);
     if (!pool || !rj) {
@@ -533,21 +534,21 @@ static int run_attention_decode(int n_pos, int runs, int json)
         for (int l = 0; l < LAYERS; l++)
             for (int h = 0; h < KV_HEADS; h++) {
                 uint64_t off = ((uint64_t)l * KV_HEADS + h) * head_elems;
-                q3_attend_rows(q, D, GROUP, 0, k + off, v + off, D, n_pos, D, 0.0883883476f, scores, out, D);
+                q3_attend_rows(q, D, group, 0, k + off, v + off, D, n_pos, D, 0.0883883476f, scores, out, D);
             }
         t = now() - t0;
         if (t < best) best = t;
     }
     double gb = cache_elems * 4 / 1e9;
     if (json)
-        printf("{\"simd\":\"%s\",\"positions\":%d,\"decode_attention_ms\":%.3f,\"kv_gbps\":%.2f,"
+        printf("{\"simd\":\"%s\",\"positions\":%d,\"group\":%d,\"decode_attention_ms\":%.3f,\"kv_gbps\":%.2f,"
                "\"probe_gbps\":%.2f,\"ratio\":%.3f}\n",
-               q3_simd_name(rj->level), n_pos, best * 1e3, gb / best, probe_best, gb / best / probe_best);
+               q3_simd_name(rj->level), n_pos, group, best * 1e3, gb / best, probe_best, gb / best / probe_best);
     else
-        printf("decode attention, %s, 1 thread, 0.6B shapes (28 layers x 8 KV heads x a GQA pair), %d positions, "
+        printf("decode attention, %s, 1 thread, 28 layers x 8 KV heads x %d query heads, %d positions, "
                "best of %d runs:\n  %.2f ms a token for %.3f GB of K and V = %.2f GB/s; the probe on the same bytes "
                "%.2f GB/s -> %.1f%%\n",
-               q3_simd_name(rj->level), n_pos, runs, best * 1e3, gb, gb / best, probe_best,
+               q3_simd_name(rj->level), group, n_pos, runs, best * 1e3, gb, gb / best, probe_best,
                100.0 * gb / best / probe_best);
     q3_pool_destroy(pool);
     free(rj), free(scores), free(k), free(v);
@@ -560,7 +561,7 @@ static void usage(FILE *f)
                "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n"
                "       q3bandwidth --peak [--runs R] [--json]\n"
                "       q3bandwidth --attention [--positions P] [--runs R] [--json]\n"
-               "       q3bandwidth --attention-decode [--positions P] [--runs R] [--json]\n"
+               "       q3bandwidth --attention-decode [--positions P] [--group G] [--runs R] [--json]\n"
                "  -h, --help  this text\n"
                "environment:\n" Q3_ENV_HELP_CPU
                "exit status: 0 measured, 1 error, 2 usage\n");
@@ -569,7 +570,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     double gib = 2.0;
-    int threads = 0, runs = 5, json = 0, matmul = 0, attention = 0, peak = 0, n_tok = 1, tok_set = 0, n_pos = 600;
+    int threads = 0, runs = 5, json = 0, matmul = 0, attention = 0, peak = 0, n_tok = 1, tok_set = 0, n_pos = 600, group = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -581,6 +582,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--attention-decode")) attention = 2;
         else if (!strcmp(a, "--peak")) peak = 1;
         else if (v && !strcmp(a, "--positions")) n_pos = atoi(v), i++;
+        else if (v && !strcmp(a, "--group")) group = atoi(v), i++;
         else if (v && !strcmp(a, "--gib")) gib = atof(v), i++;
         else if (v && !strcmp(a, "--threads")) threads = atoi(v), i++;
         else if (v && !strcmp(a, "--runs")) runs = atoi(v), i++;
@@ -591,12 +593,12 @@ int main(int argc, char **argv)
         }
     }
     if (gib < 0.01 || gib > 64 || runs < 1 || runs > 1000 || threads < 0 || threads > 256 || n_tok < 1 || n_tok > 4096 ||
-        n_pos < 1 || n_pos > 1000000) {
+        n_pos < 1 || n_pos > 1000000 || group < 1 || group > 8) {
         fprintf(stderr, "q3bandwidth: --gib must be 0.01..64, --runs 1..1000, --threads 0..256, --tokens 1..4096, "
-                        "--positions 1..1000000\n");
+                        "--positions 1..1000000, --group 1..8\n");
         return 2;
     }
-    if (attention == 2) return run_attention_decode(n_pos, runs, json);
+    if (attention == 2) return run_attention_decode(n_pos, group, runs, json);
     if (attention) return run_attention(n_pos, runs, json);
     if (peak) return run_peak(runs, json);
     if (matmul) return run_matmul(threads, runs, tok_set ? n_tok : 1, json);
