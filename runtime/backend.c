@@ -63,6 +63,7 @@ q3_backend *q3_backend_context_create(q3_backend_model *bm, const q3_backend_opt
     b->w = &bm->w;
     b->shared = bm->shared;
     b->n_ctx = n_ctx;
+    b->max_batch = b->impl->max_batch;
     q3_backend_opts none = {.device = -1};
     if (b->impl->init(b, o ? o : &none, err)) {
         q3_backend_destroy(b);
@@ -122,7 +123,8 @@ int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
 {
     if (check_call(b, tokens, n_tokens, pos, err)) return -1;
     uint64_t V = b->file->config.vocab_size;
-    int batch = b->impl->max_batch;
+    /* every token's logits: passes of the impl's batch, which backends size that output for */
+    int batch = all_logits ? b->impl->max_batch : b->max_batch;
     for (int done = 0; done < n_tokens; done += batch) {
         int nb = n_tokens - done < batch ? n_tokens - done : batch;
         /* Each pass restarts the residual stream from its embeddings; only the KV

@@ -26,7 +26,7 @@ typedef struct q3_backend q3_backend;
 typedef struct {
     const char *name;  /* what --backend takes */
     size_t size;       /* bytes of the backend's context struct, which begins with a q3_backend */
-    int max_batch;     /* tokens per pass */
+    int max_batch;     /* tokens per pass (init may set another in q3_backend.max_batch) */
     /* Optional (NULL: one device, 0): the device index opts ask for, resolved. */
     int (*resolve_device)(const q3_file *f, const q3_backend_opts *o, int *device, q3_err *err);
     /* Optional (NULL: nothing shared beyond the weights binding): state shared by every
@@ -69,6 +69,7 @@ struct q3_backend {
     const q3_weights *w;
     void *shared;
     int n_ctx;
+    int max_batch; /* tokens per pass: impl->max_batch, unless init chose another for the device */
     q3_backend_model *owned; /* made by q3_backend_create for this context alone */
 };
 
@@ -88,7 +89,7 @@ q3_backend *q3_backend_create(const char *name, const q3_file *f, const q3_backe
 void q3_backend_destroy(q3_backend *b);
 
 /* Run n_tokens tokens at positions pos..pos+n_tokens-1 (a prompt or one decoded
- * token), in passes of at most max_batch. logits: vocab_size floats for the last
+ * token), in passes of at most b->max_batch. logits: vocab_size floats for the last
  * token, or, when all_logits, n_tokens * vocab_size floats. pos + n_tokens > n_ctx
  * is an error. */
 int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
