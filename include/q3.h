@@ -206,6 +206,10 @@ q3_context_params q3_context_default_params(void);
 int q3_context_create(q3_model *model, const q3_context_params *params, q3_context **ctx, q3_err *err);
 void q3_context_free(q3_context *ctx);
 int q3_context_size(const q3_context *ctx); /* n_ctx */
+/* Tokens the backend evaluates in one pass: q3_prefill cuts a longer batch into passes
+ * of this many (a program that feeds a prompt in chunks and wants the cache bit for bit
+ * as one q3_prefill leaves it cuts at the same places). */
+int q3_context_pass_size(const q3_context *ctx);
 int q3_context_used(const q3_context *ctx); /* positions the cache holds */
 
 typedef struct {
