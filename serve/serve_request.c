@@ -211,11 +211,12 @@ static int parse_options(const cJSON *root, serve_request *r, serve_error *e)
     if (get_int(root, "max_completion_tokens", 1, 1e9, &v, &have, e)) return -1; /* the newer name */
     if (have) r->max_tokens = (int)v;
     if (get_int(root, "n", 1, 1, &v, &have, e)) return -1;
-    int logprobs = 0;
-    if (get_bool(root, "stream", &r->stream, e) || get_bool(root, "logprobs", &logprobs, e)) return -1;
-    if (logprobs) return BAD("logprobs", "'logprobs' is not supported");
+    if (get_bool(root, "stream", &r->stream, e)) return -1;
+    /* a boolean in chat, a count in completions: either way only "none" is served */
     const cJSON *f = field(root, "logprobs");
-    if (f && cJSON_IsNumber(f) && f->valuedouble != 0) return BAD("logprobs", "'logprobs' is not supported");
+    if (f && (cJSON_IsTrue(f) || (cJSON_IsNumber(f) && f->valuedouble != 0)))
+        return BAD("logprobs", "'logprobs' is not supported");
+    if (f && !cJSON_IsBool(f) && !cJSON_IsNumber(f)) return BAD("logprobs", "'logprobs' must be a boolean or a number");
     const cJSON *so = field(root, "stream_options");
     if (so && !cJSON_IsObject(so)) return BAD("stream_options", "'stream_options' must be an object");
     if (so && get_bool(so, "include_usage", &r->include_usage, e)) return -1;
