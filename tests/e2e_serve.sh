@@ -21,6 +21,7 @@ KEY=e2e-secret
 start() {
     local name=$1
     shift
+    : >"$T/$name.log"
     "$BUILD/q3serve" "$MODEL" --port 0 "$@" 2>"$T/$name.log" &
     SPID=$!
     pids+=("$SPID")

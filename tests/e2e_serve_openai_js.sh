@@ -21,6 +21,7 @@ done
     exit 0
 }
 T=$(mktemp -d /tmp/q3_e2e_js_XXXXXX)
+: >"$T/log"
 "$BUILD/q3serve" "$MODEL" --port 0 --api-key js-key 2>"$T/log" &
 spid=$!
 trap 'kill -9 $spid 2>/dev/null; rm -rf "$T"' EXIT
