@@ -135,6 +135,30 @@ int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
     return 0;
 }
 
+int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
+                            q3_err *err)
+{
+    for (int i = 0; i < n; i++) {
+        if (bs[i]->w != bs[0]->w) {
+            q3_set_err(err, "%s: a batched decode step takes contexts of one model on one backend and device",
+                       bs[0]->file->path);
+            return -1;
+        }
+        if (check_call(bs[i], &tokens[i], 1, pos[i], err)) return -1;
+    }
+    const q3_backend_impl *impl = bs[0]->impl;
+    if (!impl->decode_batch) { /* correct, not faster: the weights are read once per context */
+        for (int i = 0; i < n; i++)
+            if (impl->pass(bs[i], &tokens[i], 1, pos[i], logits[i], 0, err)) return -1;
+        return 0;
+    }
+    for (int done = 0; done < n; done += impl->max_batch) {
+        int nb = n - done < impl->max_batch ? n - done : impl->max_batch;
+        if (impl->decode_batch(bs + done, tokens + done, pos + done, nb, logits + done, err)) return -1;
+    }
+    return 0;
+}
+
 /* HF computes inv_freq and the angle in f32; do the same so long contexts agree. */
 void q3_rope_tables(const q3_config *c, int n_ctx, float *cos_t, float *sin_t)
 {

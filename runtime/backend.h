@@ -40,6 +40,12 @@ typedef struct {
      * logits NULL: none wanted (an earlier pass of a long prompt); else the last
      * token's vocab_size floats, or with all_logits every token's. */
     int (*pass)(q3_backend *b, const int32_t *tokens, int n, int pos, float *logits, int all_logits, q3_err *err);
+    /* Optional: one decode step of n <= max_batch contexts of this backend model at once,
+     * token i into bs[i] at position pos[i] (checked by the caller; no context twice),
+     * its vocab_size logits into logits[i], each bit for bit what pass() would give for
+     * that context alone. NULL: backend.c runs the contexts one after another. */
+    int (*decode_batch)(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
+                        q3_err *err);
     /* Frees what init allocated (the struct itself is freed by the caller). */
     void (*release)(q3_backend *b);
     /* Optional: room for n_floats logits that pass() delivers into fastest, owned by
@@ -94,6 +100,12 @@ void q3_backend_destroy(q3_backend *b);
  * is an error. */
 int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
                        q3_err *err);
+
+/* One decode step of n contexts on one backend model (the weights bound once, the
+ * same device): token i at position pos[i] of bs[i], logits[i] its vocab_size logits.
+ * Every call is checked as q3_backend_forward checks one before anything runs. */
+int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
+                            q3_err *err);
 
 /* b's logits_buffer if it has one, else *owned = 1 and malloc'd memory for the
  * caller to free. NULL: out of memory. */
