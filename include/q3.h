@@ -15,7 +15,8 @@
  * is used by one thread at a time; different contexts run in parallel.
  *
  * Memory: buffers the library returns through a pointer argument (token ids, text)
- * are released with q3_free. */
+ * are released with q3_free, which is the C library's free: a C program may also
+ * realloc or free them. */
 #ifndef Q3_H
 #define Q3_H
 
@@ -41,6 +42,14 @@ typedef struct {
 } q3_err;
 
 void q3_free(void *p);
+/* Fill err with a formatted one-line message as the library's own are (a control
+ * byte, e.g. a newline quoted from a file name, becomes '?'), for programs that
+ * report their errors the same way. err may be NULL. */
+void q3_set_err(q3_err *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 /* Put "path: " before err's message, for messages from code that does not know which
  * file its input came from (the tokenizer, the chat template). Returns -1. */
 int q3_err_name_file(q3_err *err, const char *path);
@@ -162,6 +171,10 @@ typedef struct {
 size_t q3_utf8_stream_push(q3_utf8_stream *s, const char *bytes, size_t len, char *out, size_t cap);
 /* Flush what remains at the end of generation (an incomplete tail as U+FFFD). */
 size_t q3_utf8_stream_flush(q3_utf8_stream *s, char *out, size_t cap);
+/* The UTF-8 sequence at s, n bytes available: > 0 the length of a valid one; 0 valid
+ * so far but cut off at n; -k an invalid maximal subpart of k bytes (one U+FFFD in
+ * the stream above). For programs that show a token's bytes themselves. */
+int q3_utf8_seq(const uint8_t *s, size_t n);
 
 /* ---- chat template ---- */
 
@@ -188,6 +201,12 @@ const char *const *q3_backend_names(void);
 int q3_backend_device_count(const char *backend, int *n, q3_err *err);
 /* One line describing device i. */
 int q3_backend_device_describe(const char *backend, int i, char *buf, size_t cap, q3_err *err);
+/* 1 when the backend numbers its devices (q3_context_params.device picks one), 0 when
+ * it has none to choose or is unknown. Looks for no device (cheap, no driver loaded). */
+int q3_backend_has_devices(const char *backend);
+/* The environment variables the backend reads, one line each ("  NAME=VALUES   what
+ * it does\n"), for a program's --help; "" when it reads none, NULL when unknown. */
+const char *q3_backend_env_help(const char *backend);
 
 /* ---- context: one KV cache on one backend ---- */
 
@@ -254,6 +273,9 @@ void q3_sampler_forget(q3_sampler *sampler);
  * token survives every filter. -1 when a logit is NaN or infinite: the model's
  * computation went wrong, and no choice among such numbers means anything. */
 int32_t q3_sampler_sample(q3_sampler *sampler, float *logits);
+/* Index of the first logit that is NaN or infinite, or -1: what to name in the
+ * message when q3_sampler_sample returns -1. */
+int64_t q3_logits_first_nonfinite(const float *logits, uint32_t n);
 int32_t q3_argmax(const float *logits, uint32_t n);
 
 #ifdef __cplusplus

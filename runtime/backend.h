@@ -51,6 +51,8 @@ typedef struct {
      * err says why there is none and how to get one), and a one-line description of device i. */
     int (*device_count)(q3_err *err);
     int (*device_describe)(int i, char *buf, size_t cap, q3_err *err);
+    /* Optional: the environment variables it reads, as q3_backend_env_help hands them out. */
+    const char *env_help;
 } q3_backend_impl;
 
 /* What the contexts of one model on one device share. */

@@ -10,6 +10,7 @@
 #include "../kernels/cl_sources.h"
 #include "../kernels/qwen3_shared.h"
 #include "backend.h"
+#include "env_help.h"
 #include "ocl_device.h"
 #include "weights.h"
 
@@ -1003,4 +1004,5 @@ const q3_backend_impl q3_backend_opencl = {
     .logits_buffer = ocl_logits_buffer,
     .device_count = ocl_device_count,
     .device_describe = ocl_device_describe,
+    .env_help = Q3_ENV_HELP_OPENCL,
 };

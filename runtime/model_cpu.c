@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include "../kernels/cpu_kernels.h"
 #include "backend.h"
+#include "env_help.h"
 #include "weights.h"
 
 /* Prompt tokens per batch: each weight panel is reused this many times per pass
@@ -321,4 +322,5 @@ const q3_backend_impl q3_backend_cpu = {
     .pass = cpu_pass,
     .release = cpu_release,
     .describe = cpu_describe,
+    .env_help = Q3_ENV_HELP_CPU,
 };
