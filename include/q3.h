@@ -246,6 +246,27 @@ float *q3_logits(q3_context *ctx);
 /* Forget every position from n_keep on (0: an empty cache); the next tokens go there. */
 int q3_kv_truncate(q3_context *ctx, int n_keep, q3_err *err);
 
+/* ---- context state: save and restore ---- */
+
+/* A context's state is the positions its KV cache holds and the logits of the last
+ * one (q3_logits), as bytes in a layout of the library's (runtime/lib_state.c), not
+ * a backend's: a state saved on one backend loads on any, into any context of the
+ * same model with room for its positions. Keep a prompt's cache and start from it
+ * again, or resume a conversation in another context. Checksummed; host byte order. */
+
+/* The bytes q3_state_save writes for the context as it is now. */
+size_t q3_state_size(const q3_context *ctx);
+/* The state into buf (cap bytes, at least q3_state_size); *written (may be NULL) gets
+ * its size. The context is unchanged. Q3_ERROR_ARG when buf is too small. */
+int q3_state_save(q3_context *ctx, void *buf, size_t cap, size_t *written, q3_err *err);
+/* The context's cache and logits replaced by a saved state's (len bytes): decoding
+ * then goes on as it would have in the context that saved it. Q3_ERROR_ARG, and the
+ * context unchanged, when the state is of another model (another file checksum or
+ * shape), holds more positions than this context has, or is damaged (not a state,
+ * cut short, its checksum wrong); err says which. Q3_ERROR when the backend fails
+ * while copying (the context is then empty). */
+int q3_state_load(q3_context *ctx, const void *buf, size_t len, q3_err *err);
+
 /* ---- sampler ---- */
 
 typedef struct q3_sampler q3_sampler;
