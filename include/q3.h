@@ -4,7 +4,8 @@
  * (q3_model_open), creates as many contexts on it as it needs (q3_context_create:
  * a backend by name, a KV cache each; the weights are shared: on the CPU the one
  * mapping, on OpenCL one upload per device), and drives tokenize / prefill / decode /
- * sample itself. examples/simple.c is the smallest complete program.
+ * sample itself; a context's cache can be truncated, saved and restored (q3_state_*).
+ * examples/simple.c is the smallest complete program.
  *
  * Errors: every call that can fail returns Q3_OK (0) or a negative Q3_ERROR_* code
  * and fills the caller's q3_err with one line naming the file, the offset, section,
