@@ -176,6 +176,14 @@ static int continuation_ids(q3run_session *s, const history *h, int32_t **ids, s
     return 0;
 }
 
+/* The cache emptied (truncating to 0 positions cannot fail) and the penalty's tokens
+ * forgotten: the next turn is prefilled from position 0. */
+static void forget_conversation(q3run_session *s)
+{
+    q3_kv_truncate(s->ctx, 0, NULL);
+    q3_sampler_forget(s->sampler);
+}
+
 /* The system prompt and the new user turn alone need this many positions. */
 static int minimal_size(q3run_session *s, const history *h, size_t *n, q3_err *err)
 {
@@ -212,8 +220,8 @@ static int start_over_within_context(q3run_session *s, history *h, int32_t **ids
     if (dropped)
         fprintf(stderr, "q3run: the context (%zu positions) is full: dropped the %d oldest turn%s%s and continuing\n",
                 n_ctx, dropped, dropped == 1 ? "" : "s", h->first ? ", kept the system prompt," : "");
-    q3_sampler_forget(s->sampler);
-    return q3_kv_truncate(s->ctx, 0, err) ? -1 : 0;
+    forget_conversation(s);
+    return 0;
 }
 
 static void say_why_it_stopped(const q3run_session *s, q3run_stop why)
@@ -262,13 +270,11 @@ static int send_turn(q3run_session *s, history *h, const char *line, size_t len,
     return rc;
 }
 
-static int reset(q3run_session *s, history *h, q3_err *err)
+static void reset(q3run_session *s, history *h)
 {
     while (h->n > h->first) history_pop(h);
-    q3_sampler_forget(s->sampler);
-    if (q3_kv_truncate(s->ctx, 0, err)) return -1;
+    forget_conversation(s);
     fprintf(stderr, "q3run: conversation cleared\n");
-    return 0;
 }
 
 int q3run_chat(q3run_session *s, q3_err *err)
@@ -297,7 +303,7 @@ int q3run_chat(q3run_session *s, q3_err *err)
         if (len == 0) continue;
         if (!strcmp(line, "/exit")) break;
         if (!strcmp(line, "/reset")) {
-            if ((rc = reset(s, &h, err))) break;
+            reset(s, &h);
             continue;
         }
         if ((rc = send_turn(s, &h, line, len, err))) break;
