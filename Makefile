@@ -19,7 +19,7 @@ LDLIBS = -lz -lxxhash -lcjson -lpcre2-8 -lutf8proc -lOpenCL -lm -lpthread
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
 AVX2_FLAGS = -mavx2 -mfma -mf16c
 
-MAINS = convert/q3convert.c runtime/q3run.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3bandwidth.c tools/q3tokbench.c
+MAINS = convert/q3convert.c runtime/q3run.c serve/q3serve.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3bandwidth.c tools/q3tokbench.c
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
 # q3run's own parts (runtime/q3run_*.c) make the program, not the library.
@@ -129,9 +129,9 @@ $(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(CONVERT_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
-# q3run and q3bench are on include/q3.h alone: they link libq3.so, which exports
-# nothing else, so a call into the internals would not link. $ORIGIN: the library
-# is found beside them, in the build folder.
+# q3run, q3bench and q3serve are on include/q3.h alone: they link libq3.so, which
+# exports nothing else, so a call into the internals would not link. $ORIGIN: the
+# library is found beside them, in the build folder.
 ON_LIBQ3 = $(BUILD)/libq3.so $(BUILD)/libq3.so.$(Q3_SOVERSION)
 LINK_LIBQ3 = -L$(BUILD) -lq3 -Wl,-rpath,'$$ORIGIN'
 $(BUILD)/q3run: $(call obj,$(Q3RUN_SRC)) $(ON_LIBQ3)
@@ -141,6 +141,17 @@ BENCH_FMT = $(call obj,tools/bench_fmt.c)
 $(BUILD)/q3bench: $(call obj,tools/q3bench.c) $(BENCH_FMT) $(ON_LIBQ3)
 	$(CC) $(LDFLAGS_SAN) -pthread $(filter %.o,$^) $(LINK_LIBQ3) -lcjson -lxxhash -lm -o $@
 $(BUILD)/tests/test_bench: $(BENCH_FMT)
+# q3serve (serve/): built on the library alone (include/q3.h, libq3.so), with libmicrohttpd.
+# Its parts are serve/serve_*.c; the request parser, the stop matcher and the response
+# objects are also linked into their unit test, the parser into the fuzz replay.
+SERVE_SRC = $(wildcard serve/serve_*.c)
+$(BUILD)/q3serve: $(call obj,serve/q3serve.c $(SERVE_SRC)) $(ON_LIBQ3)
+	$(CC) $(LDFLAGS_SAN) -pthread $(filter %.o,$^) $(LINK_LIBQ3) -lmicrohttpd -lcjson -lm -o $@
+# Its own recipe: the serve objects come before the library they call.
+$(BUILD)/tests/test_serve: $(BUILD)/obj/tests/test_serve.o $(call obj,$(filter-out serve/serve_http.c,$(SERVE_SRC))) $(BUILD)/libq3.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
+$(BUILD)/tests/test_fuzz_replay: $(call obj,serve/serve_request.c)
 # The conversion-side tools need only the format, convert and model libraries.
 CONVERT_TOOLS = $(BUILD)/q3check $(BUILD)/q3info $(BUILD)/q3synth
 $(CONVERT_TOOLS): $(BUILD)/%: $(BUILD)/obj/tools/%.o $(CONVERT_LIBS)
@@ -152,7 +163,7 @@ LIGHT_TESTS = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_format
 $(LIGHT_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(CONVERT_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
-$(filter-out $(LIGHT_TESTS),$(TEST_BINS)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(ALL_LIBS)
+$(filter-out $(LIGHT_TESTS) $(BUILD)/tests/test_serve,$(TEST_BINS)): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(ALL_LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lcmocka -o $@
 
@@ -217,6 +228,8 @@ fuzz-build:
 $(FUZZ_BUILD)/obj/kernels/cpu_avx512_amx.o: AVX512_FLAGS += -mamx-tile -mamx-bf16
 $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_util.h $(ALL_LIBS)
 	$(CC) $(CFLAGS_BASE) $(FUZZ_SAN) -fsanitize=fuzzer $< $(ALL_LIBS) $(LDLIBS) -o $@
+$(FUZZ_BUILD)/fuzz_serve_request: fuzz/fuzz_serve_request.c fuzz/fuzz_util.h serve/serve_request.c
+	$(CC) $(CFLAGS_BASE) $(FUZZ_SAN) -fsanitize=fuzzer $< serve/serve_request.c $(LDLIBS) -o $@
 fuzz: fuzz-build $(FIXTURES)/.unpacked
 	@for t in $(FUZZ_BINS); do n=$$(basename $$t); n=$${n#fuzz_}; mkdir -p $(FUZZ_BUILD)/corpus/$$n $(FUZZ_BUILD)/crashes/$$n; \
 	  echo "== $$n ($(FUZZ_TIME) s)"; \

@@ -10,7 +10,7 @@ FIX=$BUILD/fixtures
 C=fuzz/corpus
 T=$(mktemp -d /tmp/q3_seeds_XXXXXX)
 trap 'rm -rf "$T"' EXIT
-mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata,model,output_path,sampler}
+mkdir -p "$C"/{q3,safetensors,hf_config,hf_tokenizer,tokenizer,chat_template,tokdata,model,output_path,sampler,serve_request}
 
 # A tiny HF checkpoint: 16-token byte-level BPE, hidden 32, one layer.
 python3 - "$FIX" "$T" <<'PY'
@@ -135,3 +135,15 @@ seed('minus-inf', 30, 3, 2 << 3 | 1 << 6, 4, 9, 0x0f, [float('-inf'), 0.5])
 seed('subnormal-temp', 40, 1, 0, 0, 10, 0, [1e-45, 0.0, -1e-45])
 PY
 du -sh "$C"
+
+# serve_request: an endpoint byte (0 chat, 1 completions), then a request body
+S=$C/serve_request
+printf '\0{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"Hello"}],"max_tokens":16,"temperature":0.7,"top_p":0.9,"top_k":40,"min_p":0.05,"seed":7,"stop":["\\n\\n","END"],"stream":true,"stream_options":{"include_usage":true}}' > "$S/chat_full"
+printf '\0{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"chat_template_kwargs":{"enable_thinking":false}}' > "$S/chat_parts"
+printf '\0{"messages":[{"role":"tool","content":"x"}]}' > "$S/chat_bad_role"
+printf '\1{"prompt":"Once upon a time","max_tokens":8,"stop":"\\n","repetition_penalty":1.1,"logprobs":null}' > "$S/completion"
+printf '\1{"prompt":["one"],"n":1,"frequency_penalty":0,"presence_penalty":0.5}' > "$S/completion_penalty"
+printf '\1{"prompt":"x","temperature":1e309,"top_k":-1,"max_tokens":1.5}' > "$S/completion_bad_numbers"
+printf '\0{"messages":[{"role":"user","content":"\\u0000\\ud800"}],"stop":[]}' > "$S/chat_escapes"
+printf '\1[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[' > "$S/nested"
+printf '\0' > "$S/empty"

@@ -235,6 +235,10 @@ Q3_API q3_context_params q3_context_default_params(void);
 Q3_API int q3_context_create(q3_model *model, const q3_context_params *params, q3_context **ctx, q3_err *err);
 Q3_API void q3_context_free(q3_context *ctx);
 Q3_API int q3_context_size(const q3_context *ctx); /* n_ctx */
+/* Tokens the backend evaluates in one pass: q3_prefill cuts a longer batch into passes
+ * of this many (a program that feeds a prompt in chunks and wants the cache bit for bit
+ * as one q3_prefill leaves it cuts at the same places). */
+Q3_API int q3_context_pass_size(const q3_context *ctx);
 Q3_API int q3_context_used(const q3_context *ctx); /* positions the cache holds */
 
 typedef struct {
@@ -250,6 +254,14 @@ Q3_API int q3_prefill(q3_context *ctx, const int32_t *tokens, size_t n, q3_err *
 Q3_API int q3_decode(q3_context *ctx, int32_t token, q3_err *err);
 /* The same, with every token's logits into all (n * vocab_size floats). */
 Q3_API int q3_prefill_all(q3_context *ctx, const int32_t *tokens, size_t n, float *all, q3_err *err);
+/* One decode step of n contexts at once: ctxs[i] decodes tokens[i], after which
+ * q3_logits(ctxs[i]) holds bit for bit what q3_decode(ctxs[i], tokens[i]) would have
+ * given. For serving several sequences: on the CPU the weights (what bounds decode) are
+ * read once for the whole step; the OpenCL backend still runs the contexts one after
+ * another. The contexts are of one model on one backend and device, each at most once
+ * in the list, none in use by another thread. Nothing runs unless every context has a
+ * free position (Q3_ERROR_CONTEXT_FULL names the first that has none). */
+Q3_API int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3_err *err);
 /* vocab_size logits of the last token evaluated, valid until the next call on ctx
  * (the caller may modify them, e.g. a sampler does). */
 Q3_API float *q3_logits(q3_context *ctx);

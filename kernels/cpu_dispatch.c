@@ -223,7 +223,8 @@ int q3_gemv_prefetch_wanted(void)
     return wanted;
 }
 
-void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
+/* gemm_ok 0: every token through the GEMV (q3_matmul_rows). */
+static void matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok, int gemm_ok)
 {
     q3_simd level = q3_simd_active();
     matmul_job j;
@@ -244,7 +245,7 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
     j.n_chunks = (j.total_panels + j.chunk - 1) / j.chunk;
     atomic_init(&j.next, 0);
     uint64_t col_tiles = q3_col_tiles(ops[0].cols); /* all ops of one call share x, hence cols */
-    if (level >= Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
+    if (gemm_ok && level >= Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
         if (level == Q3_SIMD_AMX) {
             uint64_t groups = ((uint64_t)n_tok + AMX_TOKENS - 1) / AMX_TOKENS;
             uint16_t *xpk = q3_pool_scratch(p, (size_t)(groups * col_tiles * TILE_ELEMS * sizeof *xpk));
@@ -265,7 +266,7 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
             }
         }
     }
-    if (level == Q3_SIMD_AVX2 && n_tok >= GEMM_MIN_TOKENS && p) {
+    if (gemm_ok && level == Q3_SIMD_AVX2 && n_tok >= GEMM_MIN_TOKENS && p) {
         uint64_t groups = ((uint64_t)n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
         float *xf = q3_pool_scratch(p, (size_t)(groups * Q3_AVX2_NR * col_tiles * 32) * sizeof *xf);
         if (xf) {
@@ -275,4 +276,14 @@ void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, i
         }
     }
     q3_pool_run(p, matmul_worker, &j);
+}
+
+void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
+{
+    matmul(p, ops, n_ops, x, n_tok, 1);
+}
+
+void q3_matmul_rows(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
+{
+    matmul(p, ops, n_ops, x, n_tok, 0);
 }

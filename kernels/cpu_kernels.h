@@ -42,6 +42,14 @@ typedef struct {
  * in one parallel pass, rows split across the pool's threads. */
 void q3_matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok);
 
+/* The same products, each token's row bit for bit what a one-token q3_matmul gives
+ * (the GEMV, f32 activations), while each weight panel still comes from memory once
+ * for all tokens (the GEMV runs token after token on a panel in cache). For batched
+ * decode: every sequence of the batch gets exactly the logits it would get alone,
+ * which the GEMM (BF16-rounded activations on AVX-512, another summation order on
+ * AVX2) would not guarantee. */
+void q3_matmul_rows(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok);
+
 /* Scratch bytes q3_matmul takes from the pool for n_tok tokens of cols columns;
  * reserve it once with q3_pool_scratch at start-up so no call allocates. */
 size_t q3_matmul_scratch_bytes(uint64_t cols, int n_tok);

@@ -32,8 +32,13 @@
 #endif
 #define MM_STAGE_BYTES ((MM_BR + MM_BT) * MM_ROWB)
 #define MM_WARPS (MM_WG / 32)
-#define MM_WR (MM_BR / 2) /* a warp's rows: the warps are 2 x (MM_WARPS / 2) */
-#define MM_WT (MM_BT / (MM_WARPS / 2)) /* ... and tokens */
+#ifndef MM_WARPS_R
+#define MM_WARPS_R 2 /* the warps are MM_WARPS_R (rows) x MM_WARPS / MM_WARPS_R (tokens) */
+#endif
+#define MM_WR (MM_BR / MM_WARPS_R)              /* a warp's rows */
+#define MM_WT (MM_BT / (MM_WARPS / MM_WARPS_R)) /* ... and tokens */
+#define MM_A_CHUNKS (MM_BR * MM_CPR) /* 16-byte copies of a step's weights ... */
+#define MM_X_CHUNKS (MM_BT * MM_CPR) /* ... and tokens: MM_WG threads share them */
 #define MM_FM (MM_WR / 16) /* m16 fragments per warp */
 #define MM_FN (MM_WT / 8)  /* n8 fragments per warp */
 
@@ -255,16 +260,18 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     do {                                                                                                         \
         __local uchar *st_ = smem + (buf) * MM_STAGE_BYTES;                                                      \
         uint tile_ = (c) * MM_BK / 32, sub_ = (c) * MM_BK % 32 / 8;                                              \
-        for (uint i_ = 0; i_ < MM_BR * MM_CPR / MM_WG; i_++) {                                                   \
+        for (uint i_ = 0; i_ < (MM_A_CHUNKS + MM_WG - 1) / MM_WG; i_++) {                                        \
             uint q_ = l + i_ * MM_WG, p_ = rb / 16 + q_ / (16 * MM_CPR), w_ = q_ % (16 * MM_CPR);                 \
+            if (MM_A_CHUNKS % MM_WG && q_ >= MM_A_CHUNKS) break;                                                 \
             uint row_ = w_ / MM_CPR, ch_ = w_ % MM_CPR;                                                           \
             int ok_ = p_ < n_panels;                                                                             \
             __global const uint4 *src_ =                                                                         \
                 W + off + (ok_ ? ((ulong)p_ * col_tiles + tile_) * 64 + row_ * 4 + sub_ + ch_ : 0);              \
             CP_ASYNC16(st_, mm_swz(q_ / (16 * MM_CPR) * 16 + row_, ch_), src_, ok_);                              \
         }                                                                                                        \
-        for (uint i_ = 0; i_ < MM_BT * MM_CPR / MM_WG; i_++) {                                                   \
+        for (uint i_ = 0; i_ < (MM_X_CHUNKS + MM_WG - 1) / MM_WG; i_++) {                                        \
             uint q_ = l + i_ * MM_WG, t_ = q_ / MM_CPR, k_ = (c) * MM_BK + (q_ % MM_CPR) * 8;                     \
+            if (MM_X_CHUNKS % MM_WG && q_ >= MM_X_CHUNKS) break;                                                 \
             int ok_ = tb + t_ < n_tok && k_ < cols;                                                               \
             __global const ushort *src_ = xb + (ok_ ? (ulong)(tb + t_) * ldx + k_ : 0);                           \
             CP_ASYNC16(st_ + MM_BR * MM_ROWB, mm_swz(t_, q_ % MM_CPR), src_, ok_);                                \
@@ -274,7 +281,7 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     float4 acc[MM_FM][MM_FN];
     for (uint a = 0; a < MM_FM; a++)
         for (uint b = 0; b < MM_FN; b++) acc[a][b] = (float4)(0.0f);
-    uint wrow = (warp & 1) * MM_WR, wtok = (warp >> 1) * MM_WT;
+    uint wrow = (warp % MM_WARPS_R) * MM_WR, wtok = (warp / MM_WARPS_R) * MM_WT;
     /* ldmatrix row addresses: A (weights): matrix j = lane / 8 is rows +8 (j & 1),
      * chunk +(j >> 1); B (tokens): tokens +8 (j >> 1), chunk +(j & 1). */
     uint a_row = wrow + (lane & 7) + 8 * ((lane >> 3) & 1), a_chk = lane >> 4;
@@ -329,6 +336,11 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
 #define FA_CH (HEAD_DIM / 8)   /* its 16-byte chunks */
 #define FA_SWM (FA_CH < 8 ? FA_CH - 1 : 7)
 #define FA_KS (HEAD_DIM / 16) /* k16 steps of Q K^T */
+#ifdef Q3_FA_NATIVE_EXP
+#define FA_EXP2(x) native_exp2(x) /* ex2.approx: 2 ulp; the probabilities are rounded to F16 anyway */
+#else
+#define FA_EXP2(x) exp2(x)
+#endif
 #define FA_NF (HEAD_DIM / 8)  /* n8 fragments of O */
 
 /* chunk c of row r at c ^ (r & 7) within its group of 8: 8 rows of one chunk, 8 slots */
@@ -415,14 +427,14 @@ void attention_mma(__global const float *q, __global const half *kcache, __globa
         mx1 = fmax(mx1, SHFL_XOR(mx1, 1));
         mx1 = fmax(mx1, SHFL_XOR(mx1, 2));
         /* a row of padding or with no key yet seen keeps -inf: nothing to rescale */
-        float c0 = mx0 == -INFINITY ? 1.0f : exp2(m0 - mx0), c1 = mx1 == -INFINITY ? 1.0f : exp2(m1 - mx1);
+        float c0 = mx0 == -INFINITY ? 1.0f : FA_EXP2(m0 - mx0), c1 = mx1 == -INFINITY ? 1.0f : FA_EXP2(m1 - mx1);
         float base0 = mx0 == -INFINITY ? 0.0f : mx0, base1 = mx1 == -INFINITY ? 0.0f : mx1;
         m0 = mx0, m1 = mx1;
         l0 *= c0, l1 *= c1;
         for (uint f = 0; f < FA_NF; f++) o[f] *= (float4)(c0, c0, c1, c1);
         uint pf[FA_K / 16][4];
         for (uint f = 0; f < FA_K / 8; f++) {
-            float4 p = exp2(s[f] - (float4)(base0, base0, base1, base1));
+            float4 p = FA_EXP2(s[f] - (float4)(base0, base0, base1, base1));
             l0 += p.x + p.y, l1 += p.z + p.w;
             pf[f / 2][2 * (f & 1)] = half2_of(p.x, p.y);     /* row g: a0 / a2 */
             pf[f / 2][2 * (f & 1) + 1] = half2_of(p.z, p.w); /* row g + 8: a1 / a3 */

@@ -16,17 +16,21 @@
 #ifndef MM_WG
 #define MM_WG 256   /* matmul_mma: 8 warps (Q3_OPENCL_MM_WG=128, a tuning knob, passes -DMM_WG: 4) */
 #endif
-#define FA_WG 128   /* attention_mma: 4 warps, 16 query rows each */
+#ifndef FA_WG
+#define FA_WG 128   /* attention_mma: 4 warps, 16 query rows each (Q3_OPENCL_FA_WG=256, a tuning knob: 8) */
+#endif
 
 #define TOKB 4 /* tokens per matmul_small work-group: each weight load serves TOKB tokens */
 #define GM_R 64 /* matmul_gemm: rows of a work-group's block */
 #define GM_T 64 /* ... and tokens */
-#define MM_BR 128 /* matmul_mma: rows of a work-group's block */
+#ifndef MM_BR
+#define MM_BR 128 /* matmul_mma: rows of a work-group's block (Q3_OPENCL_MM_BR, a tuning knob, passes -DMM_BR) */
+#endif
 #ifndef MM_BT
 #define MM_BT 128 /* ... and tokens (64 or 128; Q3_OPENCL_MM_BT, a tuning knob, passes -DMM_BT) */
 #endif
 #define QB 4    /* attention_prefill: query tokens per work-group */
-#define FA_Q 64 /* attention_mma: query tokens per work-group */
+#define FA_Q (FA_WG / 2) /* attention_mma: query tokens per work-group, 16 a warp (at most 2 FA_K: Q is staged in the K and V tiles) */
 #define FA_K 64 /* attention_mma: key positions per step */
 #define FA_MAX_D 128 /* attention_mma: the largest head_dim (its K and V tiles fill 32 KiB of local memory) */
 

@@ -63,6 +63,7 @@ q3_backend *q3_backend_context_create(q3_backend_model *bm, const q3_backend_opt
     b->w = &bm->w;
     b->shared = bm->shared;
     b->n_ctx = n_ctx;
+    b->max_batch = b->impl->max_batch;
     q3_backend_opts none = {.device = -1};
     if (b->impl->init(b, o ? o : &none, err)) {
         q3_backend_destroy(b);
@@ -122,13 +123,38 @@ int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
 {
     if (check_call(b, tokens, n_tokens, pos, err)) return -1;
     uint64_t V = b->file->config.vocab_size;
-    int batch = b->impl->max_batch;
+    /* every token's logits: passes of the impl's batch, which backends size that output for */
+    int batch = all_logits ? b->impl->max_batch : b->max_batch;
     for (int done = 0; done < n_tokens; done += batch) {
         int nb = n_tokens - done < batch ? n_tokens - done : batch;
         /* Each pass restarts the residual stream from its embeddings; only the KV
          * cache carries context, so earlier passes need no logits. */
         float *out = all_logits ? logits + (uint64_t)done * V : done + nb == n_tokens ? logits : NULL;
         if (b->impl->pass(b, tokens + done, nb, pos + done, out, all_logits, err)) return -1;
+    }
+    return 0;
+}
+
+int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
+                            q3_err *err)
+{
+    for (int i = 0; i < n; i++) {
+        if (bs[i]->w != bs[0]->w) {
+            q3_set_err(err, "%s: a batched decode step takes contexts of one model on one backend and device",
+                       bs[0]->file->path);
+            return -1;
+        }
+        if (check_call(bs[i], &tokens[i], 1, pos[i], err)) return -1;
+    }
+    const q3_backend_impl *impl = bs[0]->impl;
+    if (!impl->decode_batch) { /* correct, not faster: the weights are read once per context */
+        for (int i = 0; i < n; i++)
+            if (impl->pass(bs[i], &tokens[i], 1, pos[i], logits[i], 0, err)) return -1;
+        return 0;
+    }
+    for (int done = 0; done < n; done += impl->max_batch) {
+        int nb = n - done < impl->max_batch ? n - done : impl->max_batch;
+        if (impl->decode_batch(bs + done, tokens + done, pos + done, nb, logits + done, err)) return -1;
     }
     return 0;
 }

@@ -26,7 +26,7 @@ typedef struct q3_backend q3_backend;
 typedef struct {
     const char *name;  /* what --backend takes */
     size_t size;       /* bytes of the backend's context struct, which begins with a q3_backend */
-    int max_batch;     /* tokens per pass */
+    int max_batch;     /* tokens per pass (init may set another in q3_backend.max_batch) */
     /* Optional (NULL: one device, 0): the device index opts ask for, resolved. */
     int (*resolve_device)(const q3_file *f, const q3_backend_opts *o, int *device, q3_err *err);
     /* Optional (NULL: nothing shared beyond the weights binding): state shared by every
@@ -40,6 +40,12 @@ typedef struct {
      * logits NULL: none wanted (an earlier pass of a long prompt); else the last
      * token's vocab_size floats, or with all_logits every token's. */
     int (*pass)(q3_backend *b, const int32_t *tokens, int n, int pos, float *logits, int all_logits, q3_err *err);
+    /* Optional: one decode step of n <= max_batch contexts of this backend model at once,
+     * token i into bs[i] at position pos[i] (checked by the caller; no context twice),
+     * its vocab_size logits into logits[i], each bit for bit what pass() would give for
+     * that context alone. NULL: backend.c runs the contexts one after another. */
+    int (*decode_batch)(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
+                        q3_err *err);
     /* Frees what init allocated (the struct itself is freed by the caller). */
     void (*release)(q3_backend *b);
     /* Optional: room for n_floats logits that pass() delivers into fastest, owned by
@@ -77,6 +83,7 @@ struct q3_backend {
     const q3_weights *w;
     void *shared;
     int n_ctx;
+    int max_batch; /* tokens per pass: impl->max_batch, unless init chose another for the device */
     q3_backend_model *owned; /* made by q3_backend_create for this context alone */
 };
 
@@ -96,11 +103,17 @@ q3_backend *q3_backend_create(const char *name, const q3_file *f, const q3_backe
 void q3_backend_destroy(q3_backend *b);
 
 /* Run n_tokens tokens at positions pos..pos+n_tokens-1 (a prompt or one decoded
- * token), in passes of at most max_batch. logits: vocab_size floats for the last
+ * token), in passes of at most b->max_batch. logits: vocab_size floats for the last
  * token, or, when all_logits, n_tokens * vocab_size floats. pos + n_tokens > n_ctx
  * is an error. */
 int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int pos, float *logits, int all_logits,
                        q3_err *err);
+
+/* One decode step of n contexts on one backend model (the weights bound once, the
+ * same device): token i at position pos[i] of bs[i], logits[i] its vocab_size logits.
+ * Every call is checked as q3_backend_forward checks one before anything runs. */
+int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
+                            q3_err *err);
 
 /* b's logits_buffer if it has one, else *owned = 1 and malloc'd memory for the
  * caller to free. NULL: out of memory. */

@@ -14,7 +14,15 @@
 #include "ocl_device.h"
 #include "weights.h"
 
-#define MAX_BATCH 512 /* prompt tokens per pass */
+#define MAX_BATCH 512 /* prompt tokens per pass, and the fewest the activations hold (att_split partials) */
+/* On a GPU with BIG_BATCH_MEM bytes or more, BIG_BATCH tokens a pass: the prompt
+ * GEMMs get 8x the token blocks (whole waves of work-groups, no column splits) and
+ * prompt attention 8x the query blocks. H200, 4B: pp4096 17.1k -> 20.3k tok/s
+ * with 2048, 22.5k with 4096; 0.6B 67k -> 114k (docs/opencl.md). The activations
+ * grow to ~1 GB at 4B. Q3_OPENCL_BATCH (1..BATCH_LIMIT), a tuning knob, sets it. */
+#define BIG_BATCH 4096
+#define BIG_BATCH_MEM (16ull << 30)
+#define BATCH_LIMIT 8192
 #define SMALL_MAX 8    /* up to this many tokens: matmul_small, else matmul_gemm */
 /* Decode attention splits the positions over ATT_SPLIT work-groups per query-head
  * group, ATT_SPLIT_DEEP from position ATT_DEEP_POS on (more work-groups once each
@@ -65,7 +73,7 @@ typedef struct {
     cl_context ctx;
     cl_program program;
     int mma, mma_emulate, verbose;
-    cl_uint att_hg, att_splits[2], mvx, mm_bt, mm_wg;
+    cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, fa_wg;
     cl_mem weights;
     uint64_t w_base;
     cl_ulong max_alloc;
@@ -90,13 +98,15 @@ typedef struct {
     cl_uint att_split; /* decode attention: work-groups per query-head group, of the plan being recorded */
     cl_uint att_splits[2]; /* ... of each plan: below ATT_DEEP_POS, and from there on */
     cl_uint mvx;       /* matvec takes matrices of up to mvx columns (MVX) */
-    cl_uint mm_bt;     /* matmul_mma: tokens of a block (MM_BT) */
+    cl_uint mm_br;     /* matmul_mma: rows of a block (MM_BR) */
+    cl_uint mm_bt;     /* ... and tokens (MM_BT) */
     cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
+    cl_uint fa_wg;     /* attention_mma: its work-group size (FA_WG; FA_Q = FA_WG / 2 queries) */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
     cl_mem xb; /* a prompt GEMM's input in BF16, written by its producer (tensor-core path) */
-    cl_mem parts; /* split-K partial products: KSPLIT x MAX_BATCH x hidden */
+    cl_mem parts; /* split-K partial products: KSPLIT x batch x hidden */
     /* The buffers above are regions (sub-buffers) of one buffer, act: the decode
      * kernels take act and float offsets instead, since NVIDIA's enqueue costs
      * ~0.3 us of host time per buffer argument, and it runs beside the device. */
@@ -112,7 +122,7 @@ typedef struct {
     size_t pinned_floats;
     cl_mem *kcache, *vcache; /* per layer, F16 (layouts in qwen3_attention.cl) */
     uint64_t q_dim, kv_dim;
-    cl_int stage[MAX_BATCH + 1]; /* [first position, ids...] for m->tokens */
+    cl_int *stage; /* [first position, ids...] for m->tokens: base.max_batch + 1 */
     int recording;               /* kern() hands out fresh kernels, launch() records */
     cl_int record_failed;
     plan_entry plan[PLAN_MAX];   /* the single-token passes, arguments set once: */
@@ -218,8 +228,8 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u%s %s",
-             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_bt, sh->mm_wg,
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BR=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s %s",
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_br, sh->mm_bt, sh->mm_wg, sh->fa_wg,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", extra ? extra : "");
     rc = clBuildProgram(sh->program, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
@@ -229,6 +239,16 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
             if (*p == '\n') *p = ' '; /* one line */
         q3_set_err(err, "%s: OpenCL: building the kernels (kernels/*.cl) failed: %.400s", f->path, log);
         return -1;
+    }
+    if (sh->verbose > 1) { /* -v -v: the compiler's log (NVIDIA with -cl-nv-verbose: registers per kernel) */
+        size_t len = 0;
+        clGetProgramBuildInfo(sh->program, dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
+        char *log = len ? malloc(len + 1) : NULL;
+        if (log && clGetProgramBuildInfo(sh->program, dev, CL_PROGRAM_BUILD_LOG, len, log, NULL) == CL_SUCCESS) {
+            log[len] = 0;
+            fprintf(stderr, "q3: build log (%s):\n%s\n", opts, log);
+        }
+        free(log);
     }
     for (int i = 0; i < K_COUNT; i++) {
         if ((i == K_MM_MMA || i == K_ATTN_MMA) && !sh->mma) continue; /* tensor-core kernels */
@@ -247,7 +267,7 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
         clReleaseKernel(k);
-        unsigned want_wg = i == K_MM_MMA ? sh->mm_wg : kernel_group_size[i];
+        unsigned want_wg = i == K_MM_MMA ? sh->mm_wg : i == K_ATTN_MMA ? sh->fa_wg : kernel_group_size[i];
         if (max_wg < want_wg || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
@@ -434,7 +454,7 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
                    q3_err *err)
 {
     int kind = m->mma ? K_MM_MMA : K_MM_GEMM; /* x: BF16 (m->xb) for matmul_mma, else f32 */
-    size_t br = m->mma ? MM_BR : GM_R, bt = m->mma ? m->mm_bt : GM_T;
+    size_t br = m->mma ? m->mm_br : GM_R, bt = m->mma ? m->mm_bt : GM_T;
     cl_kernel k = kern(m, kind);
     cl_uint cols = (cl_uint)segs[0].t->shape[1], rows0 = (cl_uint)segs[0].t->shape[0];
     size_t blocks = 0, tblocks = (n_tok + bt - 1) / bt, ksplit = 1;
@@ -579,7 +599,7 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, att_out) | ARG(k, 4, nq) |
              ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens) | ARG(k, 8, n_ctx) | ARG(k, 9, bf);
         CHECK(rc, "setting the prompt attention's arguments");
-        size_t wg = fa ? FA_WG : ATT_WG, per = fa ? FA_Q : QB;
+        size_t wg = fa ? m->fa_wg : ATT_WG, per = fa ? m->fa_wg / 2 : QB; /* FA_Q */
         size_t ga[2] = {(size_t)nq * wg, (n_tok + per - 1) / per}, la[2] = {wg, 1};
         if (launch(m, k, kind, 2, ga, la, 0, 0, err) || mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
             return -1;
@@ -626,7 +646,7 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
     return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, 1, err);
 }
 
-/* One pass of nb <= MAX_BATCH tokens at pos; logits as q3_backend_impl.pass says. */
+/* One pass of nb <= base.max_batch tokens at pos; logits as q3_backend_impl.pass says. */
 static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float *logits, int all_logits, q3_err *err)
 {
     ocl_backend *m = (ocl_backend *)b;
@@ -708,6 +728,7 @@ static void ocl_release(q3_backend *b)
     }
     free(m->kcache);
     free(m->vcache);
+    free(m->stage);
     for (int i = 0; i < K_COUNT; i++)
         if (m->k[i]) clReleaseKernel(m->k[i]);
     for (int i = 0; i < m->n_plan; i++) clReleaseKernel(m->plan[i].k);
@@ -796,9 +817,14 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
     sh->mvx = matvec_cols(c, local_bytes);
-    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
-    sh->mm_bt = bt_env && atoi(bt_env) == 64 ? 64 : MM_BT;
+    /* tuning: blocks of 64, 128, 192 or 256 tokens, and of 128, 192 or 256 rows */
+    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG"), *br_env = getenv("Q3_OPENCL_MM_BR");
+    int bt = bt_env ? atoi(bt_env) : 0, br = br_env ? atoi(br_env) : 0;
+    sh->mm_bt = bt >= 64 && bt <= 256 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
+    sh->mm_br = br >= 128 && br <= 256 && br % 64 == 0 ? (cl_uint)br : MM_BR;
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
+    const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
+    sh->fa_wg = fa_env && (atoi(fa_env) == 128 || atoi(fa_env) == 256) ? (cl_uint)atoi(fa_env) : FA_WG;
     const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
     if (pcu_env && atoi(pcu_env) > 0 && atoi(pcu_env) <= 8) sh->mv_groups = (size_t)d->compute_units * atoi(pcu_env);
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
@@ -863,6 +889,34 @@ static void *ocl_shared_create(const q3_file *f, const q3_weights *w, int device
     return sh;
 }
 
+/* The activations' regions for passes of batch tokens (at least MAX_BATCH: att
+ * also holds a token's att_split partial outputs). Every token's logits come
+ * in passes of MAX_BATCH (q3_backend_forward), so logits holds MAX_BATCH rows. */
+static void reserve_activations(ocl_backend *m, int batch)
+{
+    const q3_config *c = &m->cfg;
+    uint64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, half = c->head_dim / 2;
+    uint64_t B = batch > MAX_BATCH ? (uint64_t)batch : MAX_BATCH, n_ctx = (uint64_t)m->base.n_ctx;
+    act_reserve(m, &m->x, B * H * 4);
+    act_reserve(m, &m->xn, B * H * 4);
+    act_reserve(m, &m->tmp, B * H * 4);
+    act_reserve(m, &m->q, B * m->q_dim * 4);
+    act_reserve(m, &m->att, B * m->q_dim * 4); /* also att_split partial outputs (B >= att_split) */
+    cl_uint most_splits = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
+    act_reserve(m, &m->att_ml, (uint64_t)most_splits * c->num_heads * 2 * 4);
+    act_reserve(m, &m->kk, B * m->kv_dim * 4);
+    act_reserve(m, &m->v, B * m->kv_dim * 4);
+    act_reserve(m, &m->gate, B * I * 4);
+    uint64_t widest = H > I ? H : I;
+    act_reserve(m, &m->xb, B * (widest > m->q_dim ? widest : m->q_dim) * 2);
+    act_reserve(m, &m->up, B * I * 4);
+    act_reserve(m, &m->tokens, (B + 1) * 4);
+    act_reserve(m, &m->parts, (uint64_t)KSPLIT * B * H * 4);
+    act_reserve(m, &m->logits, (uint64_t)MAX_BATCH * V * 4);
+    act_reserve(m, &m->rope_cos, n_ctx * half * 4);
+    act_reserve(m, &m->rope_sin, n_ctx * half * 4);
+}
+
 /* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plans. */
 static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
 {
@@ -883,8 +937,10 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->att_splits[0] = sh->att_splits[0];
     m->att_splits[1] = sh->att_splits[1];
     m->mvx = sh->mvx;
+    m->mm_br = sh->mm_br;
     m->mm_bt = sh->mm_bt;
     m->mm_wg = sh->mm_wg;
+    m->fa_wg = sh->fa_wg;
     m->weights = sh->weights;
     m->w_base = sh->w_base;
     m->mv_groups = sh->mv_groups;
@@ -899,27 +955,25 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     CHECK(rc, "clCreateCommandQueue");
     if (create_kernels(m, err)) return -1;
 
-    uint64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim, B = MAX_BATCH, V = c->vocab_size;
-    uint64_t n_ctx = (uint64_t)m->base.n_ctx;
-    uint64_t half = D / 2;
-    act_reserve(m, &m->x, B * H * 4);
-    act_reserve(m, &m->xn, B * H * 4);
-    act_reserve(m, &m->tmp, B * H * 4);
-    act_reserve(m, &m->q, B * m->q_dim * 4);
-    act_reserve(m, &m->att, B * m->q_dim * 4); /* also att_split partial outputs (B >= att_split) */
-    cl_uint most_splits = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
-    act_reserve(m, &m->att_ml, (uint64_t)most_splits * c->num_heads * 2 * 4);
-    act_reserve(m, &m->kk, B * m->kv_dim * 4);
-    act_reserve(m, &m->v, B * m->kv_dim * 4);
-    act_reserve(m, &m->gate, B * I * 4);
-    uint64_t widest = H > I ? H : I;
-    act_reserve(m, &m->xb, B * (widest > m->q_dim ? widest : m->q_dim) * 2);
-    act_reserve(m, &m->up, B * I * 4);
-    act_reserve(m, &m->tokens, (B + 1) * 4);
-    act_reserve(m, &m->parts, (uint64_t)KSPLIT * B * H * 4);
-    act_reserve(m, &m->logits, B * V * 4);
-    act_reserve(m, &m->rope_cos, n_ctx * half * 4);
-    act_reserve(m, &m->rope_sin, n_ctx * half * 4);
+    /* The tokens a pass takes: BIG_BATCH on a big GPU, halved while the
+     * activations would not fit the device's largest buffer; Q3_OPENCL_BATCH
+     * (tuning) asks for another. */
+    const char *batch_env = getenv("Q3_OPENCL_BATCH");
+    int batch = sh->d.is_gpu && sh->d.global_mem >= BIG_BATCH_MEM ? BIG_BATCH : MAX_BATCH;
+    if (batch_env && atoi(batch_env) > 0) batch = atoi(batch_env) < BATCH_LIMIT ? atoi(batch_env) : BATCH_LIMIT;
+    for (;;) {
+        m->n_regions = 0, m->act_bytes = 0;
+        reserve_activations(m, batch);
+        if (m->act_bytes <= max_alloc || batch <= MAX_BATCH) break;
+        batch /= 2;
+    }
+    b->max_batch = batch;
+    m->stage = malloc(((size_t)batch + 1) * sizeof *m->stage);
+    if (!m->stage) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return -1;
+    }
+    uint64_t n_ctx = (uint64_t)m->base.n_ctx, half = c->head_dim / 2;
     if (m->act_bytes > max_alloc) {
         q3_set_err(err, "%s: OpenCL: the activations (%llu bytes in one buffer) exceed the device's largest buffer "
                    "(%llu bytes) on %s (try a smaller --ctx)", f->path, (unsigned long long)m->act_bytes,

@@ -1,5 +1,6 @@
 /* lib_context.c - q3.h's contexts (a KV cache on a backend, on a model's shared
  * weights) and the backend listing. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lib_model.h"
@@ -79,6 +80,7 @@ void q3_context_free(q3_context *c)
 
 int q3_context_size(const q3_context *c) { return c->b->n_ctx; }
 int q3_context_used(const q3_context *c) { return c->pos; }
+int q3_context_pass_size(const q3_context *c) { return c->b->impl->max_batch; }
 
 void q3_context_describe(const q3_context *c, q3_context_info *info)
 {
@@ -113,6 +115,50 @@ int q3_decode(q3_context *c, int32_t token, q3_err *err) { return eval(c, &token
 int q3_prefill_all(q3_context *c, const int32_t *tokens, size_t n, float *all, q3_err *err)
 {
     return eval(c, tokens, n, all, err);
+}
+
+int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3_err *err)
+{
+    if (n == 0) return Q3_OK;
+    if (n > INT_MAX / 2) {
+        q3_set_err(err, "q3_decode_batch: %zu contexts are more than one step takes", n);
+        return Q3_ERROR_ARG;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const q3_context *c = ctxs[i];
+        if (c->model != ctxs[0]->model) {
+            q3_set_err(err, "q3_decode_batch: context %zu is on another model than context 0", i);
+            return Q3_ERROR_ARG;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (ctxs[j] == c) { /* its cache would take two tokens at one position */
+                q3_set_err(err, "q3_decode_batch: contexts %zu and %zu are the same context", j, i);
+                return Q3_ERROR_ARG;
+            }
+        if (c->pos >= c->b->n_ctx) {
+            q3_set_err(err, "%s: context %zu is full (--ctx %d)", c->model->file.path, i, c->b->n_ctx);
+            return Q3_ERROR_CONTEXT_FULL;
+        }
+    }
+    q3_backend **bs = malloc(n * sizeof *bs);
+    int *pos = malloc(n * sizeof *pos);
+    float **logits = malloc(n * sizeof *logits);
+    int rc = Q3_ERROR_NOMEM;
+    if (!bs || !pos || !logits) {
+        q3_set_err(err, "q3_decode_batch: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) bs[i] = ctxs[i]->b, pos[i] = ctxs[i]->pos, logits[i] = ctxs[i]->logits;
+    rc = q3_backend_decode_batch(bs, tokens, pos, (int)n, logits, err) ? Q3_ERROR : Q3_OK;
+    for (size_t i = 0; i < n; i++) {
+        ctxs[i]->logits_valid = rc == Q3_OK; /* a failed step may have written some of them */
+        ctxs[i]->pos += rc == Q3_OK;
+    }
+done:
+    free(bs);
+    free(pos);
+    free(logits);
+    return rc;
 }
 
 float *q3_logits(q3_context *c) { return c->logits; }

@@ -13,7 +13,7 @@
  * (512 measured 3-5 % faster than 128 for a 512-token prompt on Zen 4, docs/perf.md). */
 #define MAX_BATCH 512
 
-typedef struct {
+typedef struct cpu_backend {
     q3_backend base;
     q3_config cfg;
     q3_pool *pool;
@@ -29,6 +29,13 @@ typedef struct {
     float *scores;                /* [threads][SCORES_PER_THREAD(n_ctx)] */
     /* norm weights widened once to f32 */
     float *input_norm, *post_norm, *q_norm, *k_norm, *final_norm;
+    /* A batched decode step run on this context's threads and activations (cpu_decode_batch):
+     * row t is one token of context seq[t] at position seq_pos[t], with its own cache.
+     * NULL in a pass of this context's own tokens (consecutive positions of its cache). */
+    struct cpu_backend *const *seq;
+    const int *seq_pos;
+    float *batch_logits; /* [rows][vocab] for the batch's head, grown on first use */
+    int batch_logits_rows;
 } cpu_backend;
 
 static void widen(const q3_tensor *t, float *dst)
@@ -77,15 +84,22 @@ static void attend(cpu_backend *m, int layer, int item, int n_tok, int pos, floa
     uint64_t D = c->head_dim;
     uint32_t group = c->num_heads / c->num_kv_heads;
     float scale = 1.0f / sqrtf((float)D);
+    if (n_tok == 1 || m->seq) {
+        /* Decode: row t's query heads over its own cache (a batched step: item = t * kv heads + g). */
+        int t = item / (int)c->num_kv_heads;
+        uint32_t g = (uint32_t)item % c->num_kv_heads, h0 = g * group;
+        const cpu_backend *kv = m->seq ? m->seq[t] : m;
+        int n_pos = (m->seq ? m->seq_pos[t] : pos) + 1;
+        uint64_t head_elems = (uint64_t)kv->base.n_ctx * D;
+        uint64_t at = ((uint64_t)layer * c->num_kv_heads + g) * head_elems;
+        float *q = m->q + (uint64_t)t * m->q_dim, *out = m->att + (uint64_t)t * m->q_dim;
+        q3_attend_rows(q + h0 * D, D, (int)group, 0, kv->key_cache + at, kv->val_cache + at, D, n_pos, (int)D, scale,
+                       scores, out + h0 * D, D);
+        return;
+    }
     uint64_t head_elems = (uint64_t)m->base.n_ctx * D;
     const uint16_t *kc = m->key_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
     const uint16_t *vc = m->val_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
-    if (n_tok == 1) {
-        uint32_t g = (uint32_t)item, h0 = g * group;
-        q3_attend_rows(m->q + h0 * D, D, (int)group, 0, kc + g * head_elems, vc + g * head_elems, D, pos + 1, (int)D,
-                       scale, scores, m->att + h0 * D, D);
-        return;
-    }
     int blocks = (n_tok + 3) / 4;
     uint32_t h = (uint32_t)(item / blocks), g = h / group;
     int t0 = (item % blocks) * 4, n_q = n_tok - t0 < 4 ? n_tok - t0 : 4;
@@ -97,22 +111,25 @@ static void attn_worker(void *ctx, int ith, int nth)
 {
     attn_job *j = ctx;
     cpu_backend *m = j->m;
-    int items = j->n_tok == 1 ? (int)m->cfg.num_kv_heads : (int)m->cfg.num_heads * ((j->n_tok + 3) / 4);
+    int items = j->n_tok == 1 || m->seq ? j->n_tok * (int)m->cfg.num_kv_heads
+                                         : (int)m->cfg.num_heads * ((j->n_tok + 3) / 4);
     float *scores = m->scores + (uint64_t)ith * SCORES_PER_THREAD(m->base.n_ctx);
     /* Later token blocks see more positions: hand them out from the end so the
      * longest items start first. */
     for (int it = ith; it < items; it += nth) attend(m, j->layer, items - 1 - it, j->n_tok, j->pos, scores);
 }
 
-/* q/k norms, RoPE and the KV cache store (rounded to F16) for token t (at position pos + t). */
+/* q/k norms, RoPE and the KV cache store (rounded to F16) for token t (at position
+ * pos + t of this context's cache, or in a batched step at its own context's position). */
 static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
 {
     const q3_config *c = &m->cfg;
     uint64_t D = c->head_dim, half = D / 2, kv_dim = m->kv_dim;
     float eps = (float)c->rms_norm_eps;
     const float *qn = m->q_norm + (uint64_t)layer * D, *kn = m->k_norm + (uint64_t)layer * D;
-    int p = pos + t;
-    const float *cs = m->rope_cos + (uint64_t)p * half, *sn = m->rope_sin + (uint64_t)p * half;
+    cpu_backend *kv = m->seq ? m->seq[t] : m;
+    int p = m->seq ? m->seq_pos[t] : pos + t;
+    const float *cs = kv->rope_cos + (uint64_t)p * half, *sn = kv->rope_sin + (uint64_t)p * half;
     for (uint32_t h = 0; h < c->num_heads; h++) {
         float *qh = m->q + (uint64_t)t * m->q_dim + h * D;
         rmsnorm(qh, qh, qn, D, eps);
@@ -122,9 +139,9 @@ static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
         float *kh = m->k + (uint64_t)t * kv_dim + h * D;
         rmsnorm(kh, kh, kn, D, eps);
         rope(kh, cs, sn, half);
-        uint64_t row = (((uint64_t)layer * c->num_kv_heads + h) * m->base.n_ctx + p) * D;
-        q3_f16_store(m->key_cache + row, kh, D);
-        q3_f16_store(m->val_cache + row, m->v + (uint64_t)t * kv_dim + h * D, D);
+        uint64_t row = (((uint64_t)layer * c->num_kv_heads + h) * kv->base.n_ctx + p) * D;
+        q3_f16_store(kv->key_cache + row, kh, D);
+        q3_f16_store(kv->val_cache + row, m->v + (uint64_t)t * kv_dim + h * D, D);
     }
 }
 
@@ -180,6 +197,13 @@ static void per_token(cpu_backend *m, int l, int n_tok, int pos, int step)
     q3_pool_run(m->pool, token_worker, &j);
 }
 
+/* A prompt's products go through the GEMM; a batched decode step's through the GEMV
+ * row by row, so each sequence gets the bits it would get decoded alone. */
+static void matmul(cpu_backend *m, const q3_matmul_op *ops, int n_ops, const float *x, int n_tok)
+{
+    (m->seq ? q3_matmul_rows : q3_matmul)(m->pool, ops, n_ops, x, n_tok);
+}
+
 static void layer_forward(cpu_backend *m, int l, int n_tok, int pos)
 {
     const q3_config *c = &m->cfg;
@@ -192,25 +216,25 @@ static void layer_forward(cpu_backend *m, int l, int n_tok, int pos)
         {L->wk->data, m->kv_dim, H, m->k, m->kv_dim},
         {L->wv->data, m->kv_dim, H, m->v, m->kv_dim},
     };
-    q3_matmul(m->pool, qkv, 3, m->xn, n_tok);
+    matmul(m, qkv, 3, m->xn, n_tok);
     per_token(m, l, n_tok, pos, STEP_QK);
     attn_job aj = {m, l, n_tok, pos};
     q3_pool_run(m->pool, attn_worker, &aj);
     q3_matmul_op o = {L->wo->data, H, m->q_dim, m->tmp, H};
-    q3_matmul(m->pool, &o, 1, m->att, n_tok);
+    matmul(m, &o, 1, m->att, n_tok);
     per_token(m, l, n_tok, pos, STEP_ADD_POST_NORM);
     q3_matmul_op gu[2] = {{L->w_gate->data, I, H, m->gate, I}, {L->w_up->data, I, H, m->up, I}};
-    q3_matmul(m->pool, gu, 2, m->xn, n_tok);
+    matmul(m, gu, 2, m->xn, n_tok);
     per_token(m, l, n_tok, pos, STEP_SILU);
     q3_matmul_op down = {L->w_down->data, H, I, m->tmp, H};
-    q3_matmul(m->pool, &down, 1, m->gate, n_tok);
+    matmul(m, &down, 1, m->gate, n_tok);
     per_token(m, l, n_tok, pos, STEP_ADD);
 }
 
-/* One pass of n_tok <= MAX_BATCH tokens; logits as q3_backend_impl.pass says. */
-static int cpu_pass(q3_backend *b, const int32_t *tokens, int nb, int pos, float *logits, int all_logits, q3_err *err)
+/* The layers over nb tokens (rows of m's activations); then, when logits is not
+ * NULL, the head for rows first..nb-1 into logits (rows of vocab_size). */
+static void forward_rows(cpu_backend *m, const int32_t *tokens, int nb, int pos, float *logits, int first)
 {
-    cpu_backend *m = (cpu_backend *)b;
     const q3_config *c = &m->cfg;
     uint64_t H = c->hidden_size, V = c->vocab_size;
     uint16_t *row = (uint16_t *)m->tmp; /* H bf16 fit in the H-float buffer */
@@ -219,12 +243,46 @@ static int cpu_pass(q3_backend *b, const int32_t *tokens, int nb, int pos, float
         for (uint64_t i = 0; i < H; i++) m->x[t * H + i] = q3_bf16_to_f32(row[i]);
     }
     for (uint32_t l = 0; l < c->num_layers; l++) layer_forward(m, (int)l, nb, pos);
-    if (!logits) return 0;
-    int first = all_logits ? 0 : nb - 1;
+    if (!logits) return;
     for (int t = first; t < nb; t++)
         rmsnorm(m->xn + (uint64_t)(t - first) * H, m->x + (uint64_t)t * H, m->final_norm, H, (float)c->rms_norm_eps);
     q3_matmul_op head = {m->base.w->lm_head->data, V, H, logits, V};
-    q3_matmul(m->pool, &head, 1, m->xn, nb - first);
+    matmul(m, &head, 1, m->xn, nb - first);
+}
+
+/* One pass of n_tok <= MAX_BATCH tokens; logits as q3_backend_impl.pass says. */
+static int cpu_pass(q3_backend *b, const int32_t *tokens, int nb, int pos, float *logits, int all_logits, q3_err *err)
+{
+    forward_rows((cpu_backend *)b, tokens, nb, pos, logits, logits && !all_logits ? nb - 1 : 0);
+    return 0;
+}
+
+/* One decode step of n contexts (q3_backend_impl.decode_batch): the weights are read
+ * once for all of them. It runs on the threads and activations of the context with the
+ * largest cache (its attention scratch fits every row), each row's attention on its own
+ * context's cache. */
+static int cpu_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
+                            q3_err *err)
+{
+    cpu_backend *lead = (cpu_backend *)bs[0];
+    for (int i = 1; i < n; i++)
+        if (bs[i]->n_ctx > lead->base.n_ctx) lead = (cpu_backend *)bs[i];
+    uint64_t V = lead->cfg.vocab_size;
+    if (lead->batch_logits_rows < n) {
+        float *grown = realloc(lead->batch_logits, (size_t)n * V * sizeof *grown);
+        if (!grown) {
+            q3_set_err(err, "%s: out of memory for the logits of %d sequences", bs[0]->file->path, n);
+            return -1;
+        }
+        lead->batch_logits = grown;
+        lead->batch_logits_rows = n;
+    }
+    lead->seq = (cpu_backend *const *)bs;
+    lead->seq_pos = pos;
+    forward_rows(lead, tokens, n, 0, lead->batch_logits, 0);
+    lead->seq = NULL;
+    lead->seq_pos = NULL;
+    for (int i = 0; i < n; i++) memcpy(logits[i], lead->batch_logits + (uint64_t)i * V, V * sizeof(float));
     return 0;
 }
 
@@ -234,8 +292,9 @@ static void cpu_release(q3_backend *b)
     q3_pool_destroy(m->pool);
     free(m->key_cache);
     free(m->val_cache);
-    float *bufs[] = {m->x, m->xn, m->q, m->k, m->v, m->att, m->tmp, m->gate, m->up, m->rope_cos, m->rope_sin,
-                     m->scores, m->input_norm, m->post_norm, m->q_norm, m->k_norm, m->final_norm};
+    float *bufs[] = {m->x,        m->xn,         m->q,         m->k,         m->v,          m->att,
+                     m->tmp,      m->gate,       m->up,        m->rope_cos,  m->rope_sin,   m->scores,
+                     m->input_norm, m->post_norm, m->q_norm,   m->k_norm,    m->final_norm, m->batch_logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -350,6 +409,7 @@ const q3_backend_impl q3_backend_cpu = {
     .max_batch = MAX_BATCH,
     .init = cpu_init,
     .pass = cpu_pass,
+    .decode_batch = cpu_decode_batch,
     .release = cpu_release,
     .describe = cpu_describe,
     .kv_save = cpu_kv_save,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # e2e_public_api.sh - the library's public face (issue 15): libq3.so exports exactly
 # the functions include/q3.h declares, each marked Q3_API (the objects are built with
-# -fvisibility=hidden), and the programs on q3.h alone (q3run, q3bench, examples/)
-# include no header of the project but q3.h and their own; q3run and q3bench link
-# the shared library, so a call into the internals would not even link.
+# -fvisibility=hidden), and the programs on q3.h alone (q3run, q3bench, q3serve,
+# examples/) include no header of the project but q3.h and their own; q3run, q3bench
+# and q3serve link the shared library, so a call into the internals would not link.
 set -u
 BUILD=${BUILD:-build}
 LIB=$BUILD/libq3.so
@@ -27,10 +27,10 @@ comm -23 "$T/declared" "$T/exported" | sed 's/^/in q3.h, not exported: /' >"$T/w
 check "libq3.so exports every function q3.h declares" '[ ! -s "$T/why" ]'
 
 # The programs on q3.h alone: their own headers and q3.h, nothing else of the project.
-grep -nE '^#include "' runtime/q3run*.c runtime/q3run.h tools/q3bench.c tools/bench_fmt.[ch] examples/*.c |
-    grep -vE '#include "(\.\./include/q3\.h|q3run\.h|bench_fmt\.h)"' >"$T/why"
-check "q3run, q3bench and the examples include no internal header" '[ ! -s "$T/why" ]'
-for prog in q3run q3bench; do
+grep -nE '^#include "' runtime/q3run*.c runtime/q3run.h tools/q3bench.c tools/bench_fmt.[ch] serve/*.[ch] examples/*.c |
+    grep -vE '#include "(\.\./include/q3\.h|q3run\.h|bench_fmt\.h|serve_[a-z]+\.h)"' >"$T/why"
+check "q3run, q3bench, q3serve and the examples include no internal header" '[ ! -s "$T/why" ]'
+for prog in q3run q3bench q3serve; do
     { readelf -d "$BUILD/$prog" | grep -F 'NEEDED' | grep -F 'libq3.so'; } >"$T/needed" 2>&1
     cp "$T/needed" "$T/why"
     check "$prog links libq3.so (only the public calls resolve)" '[ -s "$T/needed" ]'

@@ -21,6 +21,7 @@
 #include "../fuzz/fuzz_model.c"
 #include "../fuzz/fuzz_output_path.c"
 #include "../fuzz/fuzz_sampler.c"
+#include "../fuzz/fuzz_serve_request.c"
 
 typedef int (*fuzz_fn)(const uint8_t *, size_t);
 
@@ -97,6 +98,7 @@ static void test_tokdata(void **state) { (void)state; replay("tokdata", fuzz_tok
 static void test_model(void **state) { (void)state; replay("model", fuzz_model); }
 static void test_output_path(void **state) { (void)state; replay("output_path", fuzz_output_path); }
 static void test_sampler(void **state) { (void)state; replay("sampler", fuzz_sampler); }
+static void test_serve_request(void **state) { (void)state; replay("serve_request", fuzz_serve_request); }
 
 int main(void)
 {
@@ -104,7 +106,7 @@ int main(void)
         cmocka_unit_test(test_q3),           cmocka_unit_test(test_safetensors), cmocka_unit_test(test_hf_config),
         cmocka_unit_test(test_hf_tokenizer), cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_chat_template),
         cmocka_unit_test(test_tokdata),      cmocka_unit_test(test_model),       cmocka_unit_test(test_output_path),
-        cmocka_unit_test(test_sampler),
+        cmocka_unit_test(test_sampler),      cmocka_unit_test(test_serve_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

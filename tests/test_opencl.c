@@ -255,6 +255,54 @@ static void test_decode_matches_prefill(void **s)
     q3_close(&f);
 }
 
+/* Prompt passes of other sizes (Q3_OPENCL_BATCH; a big GPU takes 4096 tokens a
+ * pass, PoCL 512): one pass of 600 tokens, passes of 100 and of the default give
+ * the same last logits, and every token's logits still come (in passes of 512). */
+static void test_pass_sizes(void **s)
+{
+    (void)s;
+    char path[512];
+    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
+    q3_file f;
+    q3_err err = {{0}};
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    uint32_t V = f.config.vocab_size;
+    enum { N = 600 };
+    static int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 7919u + 13u) % 8000u);
+    float *ref = malloc(sizeof *ref * V), *one = malloc(sizeof *one * V), *all = malloc(sizeof *all * (size_t)N * V);
+    assert_true(ref && one && all);
+    setenv("Q3_OPENCL_MMA", "0", 1); /* f32 activations: the passes' sums are the same products */
+    q3_backend *b = make_opencl(&f);
+    assert_true(b->max_batch < N); /* PoCL is no big GPU: two passes */
+    if (q3_backend_forward(b, tok, N, 0, ref, 0, &err)) fail_msg("%s", err.msg);
+    q3_backend_destroy(b);
+    const char *sizes[] = {"1024", "100"};
+    for (int i = 0; i < 2; i++) {
+        setenv("Q3_OPENCL_BATCH", sizes[i], 1);
+        b = make_opencl(&f);
+        unsetenv("Q3_OPENCL_BATCH");
+        assert_int_equal(b->max_batch, atoi(sizes[i]));
+        if (q3_backend_forward(b, tok, N, 0, one, 0, &err)) fail_msg("%s", err.msg);
+        for (uint32_t v = 0; v < V; v++)
+            if (fabs((double)one[v] - ref[v]) > DECODE_VS_PREFILL(ref[v]))
+                fail_msg("passes of %s: token %u %f, default passes %f", sizes[i], v, one[v], ref[v]);
+        if (i == 0) { /* every token's logits with a pass size above the logits' 512 rows */
+            if (q3_backend_forward(b, tok, N, 0, all, 1, &err)) fail_msg("%s", err.msg);
+            for (uint32_t v = 0; v < V; v++)
+                if (fabs((double)all[(size_t)(N - 1) * V + v] - ref[v]) > DECODE_VS_PREFILL(ref[v]))
+                    fail_msg("all logits, passes of %s: token %u %f, default %f", sizes[i], v,
+                             all[(size_t)(N - 1) * V + v], ref[v]);
+        }
+        q3_backend_destroy(b);
+    }
+    unsetenv("Q3_OPENCL_MMA");
+    free(ref);
+    free(one);
+    free(all);
+    q3_close(&f);
+}
+
 static void test_device_errors(void **s)
 {
     (void)s;
@@ -327,6 +375,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_errors), cmocka_unit_test(test_decode_matches_prefill),
+        cmocka_unit_test(test_pass_sizes),
         cmocka_unit_test(test_demo_tiny), cmocka_unit_test(test_hf_tiny), cmocka_unit_test(test_hf_tiny_f32),
         cmocka_unit_test(test_syn_a), cmocka_unit_test(test_syn_b), cmocka_unit_test(test_tensor_cores_requested),
         cmocka_unit_test(test_tensor_core_kernels_emulated),

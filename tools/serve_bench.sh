@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# serve_bench.sh - aggregate decode throughput of q3serve at several numbers of
+# concurrent streams: for each S, S greedy completions of TOKENS tokens each (short
+# prompts, so decode dominates) are sent at once; the rate is all their completion
+# tokens over the wall time from the first request to the last answer.
+usage="usage: serve_bench.sh MODEL.q3 [STREAMS...]   (default streams: 1 4 16)
+  environment: BUILD (default build), TOKENS per request (default 64), CTX per slot
+  (default 512), ARGS: more q3serve options (e.g. '--threads 2')
+exit status: 0 measured, 1 a run failed, 2 usage"
+case "${1:-}" in -h | --help) echo "$usage"; exit 0 ;; esac
+[ $# -ge 1 ] || { echo "$usage" >&2; exit 2; }
+BUILD=${BUILD:-build}
+TOKENS=${TOKENS:-64}
+CTX=${CTX:-512}
+model=$1
+shift
+streams=("$@")
+[ $# -eq 0 ] && streams=(1 4 16)
+max=0
+for s in "${streams[@]}"; do [ "$s" -gt "$max" ] && max=$s; done
+for t in curl jq; do command -v $t >/dev/null || { echo "serve_bench.sh: $t is missing (./setup --deps)" >&2; exit 1; }; done
+T=$(mktemp -d /tmp/q3_serve_bench_XXXXXX)
+: >"$T/log"
+# shellcheck disable=SC2086
+"$BUILD/q3serve" "$model" --port 0 --parallel "$max" --ctx "$CTX" ${ARGS:-} 2>"$T/log" &
+spid=$!
+trap 'kill -9 $spid 2>/dev/null; rm -rf "$T"' EXIT
+port=
+for _ in $(seq 600); do
+    port=$(sed -n 's/.*http:\/\/[^:]*:\([0-9]*\)\/v1.*/\1/p' "$T/log")
+    [ -n "$port" ] && break
+    kill -0 $spid 2>/dev/null || break
+    sleep 0.1
+done
+[ -n "$port" ] || { echo "serve_bench.sh: q3serve did not start: $(cat "$T/log")" >&2; exit 1; }
+words=(The Once In def Copyright Hello Today Water Music Every Some When Our This My A)
+printf '%-8s %10s %12s %14s\n' streams tokens seconds "tok/s (all)"
+base=
+for s in "${streams[@]}"; do
+    t0=$(date +%s.%N)
+    for i in $(seq 0 $((s - 1))); do
+        body=$(jq -nc --arg p "${words[$((i % ${#words[@]}))]}" --argjson n "$TOKENS" \
+            '{prompt: $p, max_tokens: $n, temperature: 0}')
+        curl -s -m 1800 "http://127.0.0.1:$port/v1/completions" -d "$body" >"$T/r$i" &
+    done
+    wait $(jobs -p | grep -v "^$spid$")
+    t1=$(date +%s.%N)
+    total=0
+    for i in $(seq 0 $((s - 1))); do
+        n=$(jq -r '.usage.completion_tokens // empty' <"$T/r$i" 2>/dev/null)
+        [ -n "$n" ] || { echo "serve_bench.sh: request $i of $s failed: $(head -c 200 "$T/r$i")" >&2; exit 1; }
+        total=$((total + n))
+    done
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    rate=$(awk -v n="$total" -v t="$secs" 'BEGIN { print n / t }')
+    [ -z "$base" ] && base=$rate
+    printf '%-8s %10d %12.2f %14.1f  (%.2fx the first)\n' "$s" "$total" "$secs" "$rate" \
+        "$(awk -v r="$rate" -v b="$base" 'BEGIN { print r / b }')"
+done
+kill -TERM $spid
+wait $spid
