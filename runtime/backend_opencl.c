@@ -37,15 +37,24 @@
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
-    K_ATTN_MMA, K_COUNT
+    K_ATTN_MMA, K_MM_MMA64, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
     "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma", "attention_mma",
+    "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
-                                                   ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG};
+                                                   ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG};
+/* The tensor-core kernels, built only where sh->mma. */
+static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64; }
+/* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
+ * every compute unit a 128 x 128 block: 64-token blocks, 3 pipeline steps (36 KiB).
+ * H200, 512-token prompt: q/k/v at 1.7B 64.4 -> 53.6 us, at 0.6B 36.8 -> 30.0;
+ * no gain where the wide blocks fill the device (docs/opencl.md). */
+#define NARROW_BT 64
+#define NARROW_OPTS " -DMM_STAGES=3"
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -72,6 +81,9 @@ typedef struct {
     q3_cl_device d;
     cl_context ctx;
     cl_program program;
+    cl_program narrow; /* matmul_mma with NARROW_BT-token blocks, or NULL */
+    int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
+    cl_uint compute_units;
     int mma, mma_emulate, verbose;
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, fa_wg;
     cl_mem weights;
@@ -89,7 +101,9 @@ typedef struct {
      * shared ones (ocl_shared), copied */
     cl_context ctx;
     cl_command_queue queue;
-    cl_program program;
+    cl_program program, narrow; /* narrow: K_MM_MMA64's, or NULL */
+    int narrow_mode;
+    cl_uint compute_units;
     cl_kernel k[K_COUNT];
     int mma; /* matmul_mma (NVIDIA tensor cores) for prompts instead of matmul_gemm */
     int mma_emulate; /* Q3_OPENCL_MMA=emulate: the same kernels without PTX (tests on PoCL) */
@@ -208,9 +222,12 @@ static cl_uint norm_cols(const q3_config *c, cl_uint mvx)
 }
 static cl_uint matvec_norm_cols(const ocl_backend *m) { return norm_cols(&m->cfg, m->mvx); }
 
-/* Builds the shared program and checks that the device runs every kernel at its
- * group size (each context then creates its own kernel objects). */
-static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
+/* Builds a shared program, *prog, from the kernels' sources for the model, with
+ * bt-token matmul_mma blocks and the options in more, and checks that the device
+ * runs each kernel it will create (only matmul_mma where only_mma) at its group
+ * size; each context then creates its own kernel objects. */
+static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint bt, const char *more, int only_mma,
+                     q3_err *err)
 {
     const q3_config *c = &f->config;
     cl_device_id dev = sh->d.id;
@@ -218,7 +235,7 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     cl_uint n = 0;
     for (const q3_cl_source *s = q3_cl_sources; s->name && n < 16; s++) srcs[n++] = s->text;
     cl_int rc;
-    sh->program = clCreateProgramWithSource(sh->ctx, n, srcs, NULL, &rc);
+    *prog = clCreateProgramWithSource(sh->ctx, n, srcs, NULL, &rc);
     if (rc != CL_SUCCESS) {
         q3_set_err(err, "%s: OpenCL: clCreateProgramWithSource failed: %s (%d)", f->path, q3_cl_err_name(rc), rc);
         return -1;
@@ -228,13 +245,14 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BR=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s %s",
-             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_br, sh->mm_bt, sh->mm_wg, sh->fa_wg,
-             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", extra ? extra : "");
-    rc = clBuildProgram(sh->program, 1, &dev, opts, NULL, NULL);
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BR=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s %s",
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_br, bt, sh->mm_wg, sh->fa_wg,
+             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", more,
+             extra ? extra : "");
+    rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
-        clGetProgramBuildInfo(sh->program, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+        clGetProgramBuildInfo(*prog, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
         for (char *p = log; *p; p++)
             if (*p == '\n') *p = ' '; /* one line */
         q3_set_err(err, "%s: OpenCL: building the kernels (kernels/*.cl) failed: %.400s", f->path, log);
@@ -242,17 +260,17 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     }
     if (sh->verbose > 1) { /* -v -v: the compiler's log (NVIDIA with -cl-nv-verbose: registers per kernel) */
         size_t len = 0;
-        clGetProgramBuildInfo(sh->program, dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
+        clGetProgramBuildInfo(*prog, dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
         char *log = len ? malloc(len + 1) : NULL;
-        if (log && clGetProgramBuildInfo(sh->program, dev, CL_PROGRAM_BUILD_LOG, len, log, NULL) == CL_SUCCESS) {
+        if (log && clGetProgramBuildInfo(*prog, dev, CL_PROGRAM_BUILD_LOG, len, log, NULL) == CL_SUCCESS) {
             log[len] = 0;
             fprintf(stderr, "q3: build log (%s):\n%s\n", opts, log);
         }
         free(log);
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !sh->mma) continue; /* tensor-core kernels */
-        cl_kernel k = clCreateKernel(sh->program, kernel_names[i], &rc);
+        if ((is_mma_kernel(i) && !sh->mma) || (only_mma ? i != K_MM_MMA : i == K_MM_MMA64)) continue;
+        cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
             q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", f->path, kernel_names[i],
                        q3_cl_err_name(rc));
@@ -283,13 +301,32 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     return 0;
 }
 
+/* The program, and where the narrow blocks may be used, matmul_mma's narrow build
+ * (not having it only costs speed: its failure is not one). */
+static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
+{
+    if (build_one(sh, f, &sh->program, sh->mm_bt, "", 0, err)) return -1;
+    if (!sh->mma || !sh->narrow_mode) return 0;
+    q3_err narrow_err = {{0}};
+    if (build_one(sh, f, &sh->narrow, NARROW_BT, NARROW_OPTS, 1, &narrow_err)) {
+        if (sh->mma_emulate) { /* tests: the emulation must build every variant */
+            *err = narrow_err;
+            return -1;
+        }
+        if (sh->verbose) fprintf(stderr, "q3: narrow matmul_mma did not build (%s)\n", narrow_err.msg);
+        if (sh->narrow) clReleaseProgram(sh->narrow);
+        sh->narrow = NULL;
+    }
+    return 0;
+}
+
 /* This context's kernel objects (clSetKernelArg is not safe across threads on one kernel). */
 static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
-        if ((i == K_MM_MMA || i == K_ATTN_MMA) && !m->mma) continue;
+        if ((is_mma_kernel(i) && !m->mma) || (i == K_MM_MMA64 && !m->narrow)) continue;
         cl_int rc;
-        m->k[i] = clCreateKernel(m->program, kernel_names[i], &rc);
+        m->k[i] = clCreateKernel(i == K_MM_MMA64 ? m->narrow : m->program, kernel_names[i], &rc);
         CHECK(rc, kernel_names[i]);
     }
     return 0;
@@ -354,7 +391,7 @@ static cl_kernel kern(ocl_backend *m, int kind)
 {
     if (!m->recording) return m->k[kind];
     cl_int rc;
-    cl_kernel k = clCreateKernel(m->program, kernel_names[kind], &rc);
+    cl_kernel k = clCreateKernel(kind == K_MM_MMA64 ? m->narrow : m->program, kernel_names[kind], &rc);
     if (rc != CL_SUCCESS) m->record_failed = rc;
     return k;
 }
@@ -455,10 +492,13 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
 {
     int kind = m->mma ? K_MM_MMA : K_MM_GEMM; /* x: BF16 (m->xb) for matmul_mma, else f32 */
     size_t br = m->mma ? m->mm_br : GM_R, bt = m->mma ? m->mm_bt : GM_T;
-    cl_kernel k = kern(m, kind);
     cl_uint cols = (cl_uint)segs[0].t->shape[1], rows0 = (cl_uint)segs[0].t->shape[0];
     size_t blocks = 0, tblocks = (n_tok + bt - 1) / bt, ksplit = 1;
     for (int i = 0; i < n_segs; i++) blocks += (segs[i].t->shape[0] + br - 1) / br;
+    /* fused products that leave compute units without a block: narrower ones */
+    if (m->mma && m->narrow && n_segs > 1 && (m->narrow_mode == 2 || blocks * tblocks < m->compute_units))
+        kind = K_MM_MMA64, bt = NARROW_BT, tblocks = (n_tok + bt - 1) / bt;
+    cl_kernel k = kern(m, kind);
     /* a lone matrix of few row blocks (o_proj, down_proj): split over the columns
      * until about the resident work-groups run, keeping 8 column steps each */
     if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size)
@@ -757,6 +797,7 @@ static void ocl_shared_free(void *p)
     if (!sh) return;
     if (sh->weights) clReleaseMemObject(sh->weights);
     if (sh->program) clReleaseProgram(sh->program);
+    if (sh->narrow) clReleaseProgram(sh->narrow);
     if (sh->ctx) clReleaseContext(sh->ctx);
     free(sh);
 }
@@ -823,6 +864,9 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->mm_bt = bt >= 64 && bt <= 256 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
     sh->mm_br = br >= 128 && br <= 256 && br % 64 == 0 ? (cl_uint)br : MM_BR;
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
+    const char *narrow_env = getenv("Q3_OPENCL_MM_NARROW"); /* tuning and tests: 0 never, all always */
+    sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
+    sh->compute_units = d->compute_units;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
     sh->fa_wg = fa_env && (atoi(fa_env) == 128 || atoi(fa_env) == 256) ? (cl_uint)atoi(fa_env) : FA_WG;
     const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
@@ -840,7 +884,8 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
         if (o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
         if (sh->program) clReleaseProgram(sh->program);
-        sh->program = NULL;
+        if (sh->narrow) clReleaseProgram(sh->narrow);
+        sh->program = sh->narrow = NULL;
         sh->mma = 0;
         if (build_program(sh, f, err)) return -1;
     }
@@ -930,6 +975,9 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->kv_dim = (uint64_t)c->num_kv_heads * c->head_dim;
     m->ctx = sh->ctx;
     m->program = sh->program;
+    m->narrow = sh->narrow;
+    m->narrow_mode = sh->narrow_mode;
+    m->compute_units = sh->compute_units;
     m->mma = sh->mma;
     m->mma_emulate = sh->mma_emulate;
     m->verbose = sh->verbose;

@@ -80,7 +80,7 @@ void q3_context_free(q3_context *c)
 
 int q3_context_size(const q3_context *c) { return c->b->n_ctx; }
 int q3_context_used(const q3_context *c) { return c->pos; }
-int q3_context_pass_size(const q3_context *c) { return c->b->impl->max_batch; }
+int q3_context_pass_size(const q3_context *c) { return c->b->max_batch; }
 
 void q3_context_describe(const q3_context *c, q3_context_info *info)
 {
