@@ -155,7 +155,9 @@ typedef struct q3_tokenizer q3_tokenizer;
 Q3_API int q3_model_tokenizer(q3_model *model, const q3_tokenizer **tk, q3_err *err);
 /* Encode len bytes of text (special tokens are matched, as HF does with
  * add_special_tokens=False). Invalid UTF-8 is encoded byte by byte through the
- * byte-level alphabet, never rejected. *ids: release with q3_free. */
+ * byte-level alphabet, never rejected. *ids: release with q3_free. Threads may call
+ * it with one tokenizer at once; they take turns (encoding writes the tokenizer's
+ * scratch and word cache). */
 Q3_API int q3_tokenize(const q3_tokenizer *tk, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err);
 /* Raw bytes a token stands for (byte-level alphabet undone); NULL when id is unknown. */
 Q3_API const char *q3_token_bytes(const q3_tokenizer *tk, int32_t id, size_t *len);

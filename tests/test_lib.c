@@ -201,6 +201,71 @@ static void test_batch_other_backends(void **s)
     for (const char *const *n = q3_backend_names() + 1; *n; n++) batch_equals_single(*n);
 }
 
+/* Threads tokenizing with one model's tokenizer at once (q3.h allows it) get the
+ * ids a tokenizer of their own gives. Every text is words the tokenizer has not seen,
+ * so each encode also writes the word cache (and clears it when full), besides the
+ * regex match data: without the tokenizer's lock some of them come out wrong. */
+#define TOK_THREADS 4
+#define TOK_ROUNDS 1500
+#define TOK_WORDS 12
+
+typedef struct {
+    const q3_tokenizer *shared, *own; /* own: another model handle's, used by this thread alone */
+    int thread, wrong;
+} tok_job;
+
+/* TOK_WORDS words of letters no other (thread, round) uses. */
+static void fresh_text(int thread, int round, char *out, size_t cap)
+{
+    size_t used = 0;
+    for (int w = 0; w < TOK_WORDS && used + 8 < cap; w++) {
+        unsigned k = ((unsigned)thread * TOK_ROUNDS + (unsigned)round) * TOK_WORDS + (unsigned)w;
+        out[used++] = ' ';
+        for (int c = 0; c < 5; c++, k /= 26) out[used++] = (char)('a' + k % 26);
+    }
+    out[used] = 0;
+}
+
+static void *tokenize_rounds(void *arg)
+{
+    tok_job *j = arg;
+    for (int r = 0; r < TOK_ROUNDS; r++) {
+        char text[TOK_WORDS * 6 + 1];
+        fresh_text(j->thread, r, text, sizeof text);
+        int32_t *ids = NULL, *want = NULL;
+        size_t n = 0, n_want = 0;
+        q3_err err;
+        int rc = q3_tokenize(j->shared, text, strlen(text), &ids, &n, &err) |
+                 q3_tokenize(j->own, text, strlen(text), &want, &n_want, &err);
+        j->wrong += rc || n != n_want || memcmp(ids, want, n * sizeof *ids) != 0;
+        q3_free(ids);
+        q3_free(want);
+    }
+    return NULL;
+}
+
+static void test_tokenize_in_parallel(void **s)
+{
+    (void)s;
+    q3_model *m = open_model(), *own[TOK_THREADS];
+    q3_err err = {{0}};
+    tok_job jobs[TOK_THREADS];
+    pthread_t th[TOK_THREADS];
+    for (int t = 0; t < TOK_THREADS; t++) {
+        own[t] = open_model();
+        jobs[t] = (tok_job){.thread = t};
+        assert_int_equal(q3_model_tokenizer(m, &jobs[t].shared, &err), Q3_OK);
+        assert_int_equal(q3_model_tokenizer(own[t], &jobs[t].own, &err), Q3_OK);
+    }
+    for (int t = 0; t < TOK_THREADS; t++) assert_int_equal(pthread_create(&th[t], NULL, tokenize_rounds, &jobs[t]), 0);
+    for (int t = 0; t < TOK_THREADS; t++) pthread_join(th[t], NULL);
+    for (int t = 0; t < TOK_THREADS; t++) {
+        if (jobs[t].wrong) fail_msg("thread %d: %d of %d texts tokenized otherwise than alone", t, jobs[t].wrong, TOK_ROUNDS);
+        q3_model_close(own[t]);
+    }
+    q3_model_close(m);
+}
+
 /* Truncating the cache to the prompt and decoding again gives the same tokens;
  * the same seed gives the same sampled tokens. */
 static void test_truncate_and_sampler(void **s)
@@ -518,6 +583,7 @@ static void test_state_refused(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tokenize_in_parallel),
         cmocka_unit_test(test_parallel_cpu),
         cmocka_unit_test(test_parallel_other_backends),
         cmocka_unit_test(test_batch_cpu),
