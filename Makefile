@@ -2,9 +2,10 @@
 CC ?= gcc
 OPT ?= -O2
 # -fPIC: the same objects go into libq3.so; -fno-semantic-interposition keeps calls
-# inside the library as direct (and inlinable) as in an executable.
+# inside the library as direct (and inlinable) as in an executable. -fvisibility=hidden:
+# libq3.so exports only what include/q3.h marks Q3_API (tests/e2e_public_api.sh).
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wshadow -Wno-unused-parameter -pthread -fno-strict-aliasing \
-	-fPIC -fno-semantic-interposition
+	-fPIC -fno-semantic-interposition -fvisibility=hidden
 BUILD ?= build
 ifeq ($(SAN),1)
 BUILD = build-san
@@ -44,13 +45,21 @@ CL_EMBED = $(BUILD)/gen/cl_sources.c
 
 all: $(TOOL_BINS) $(TEST_BINS) $(LIB_Q3)
 
-$(BUILD)/obj/%.o: %.c
+# Objects are rebuilt when the flags change (a build folder made before -fvisibility
+# would otherwise keep exporting everything): a stamp rewritten only when they differ.
+FLAGS_STAMP = $(BUILD)/cflags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(CFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(CFLAGS_ALL)' >$@
+FORCE:
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
-$(BUILD)/obj/kernels/cpu_avx512%.o: kernels/cpu_avx512%.c
+$(BUILD)/obj/kernels/cpu_avx512%.o: kernels/cpu_avx512%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
-$(BUILD)/obj/kernels/cpu_avx2%.o: kernels/cpu_avx2%.c
+$(BUILD)/obj/kernels/cpu_avx2%.o: kernels/cpu_avx2%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
 
@@ -72,7 +81,7 @@ $(LIB_MODEL): $(call obj,$(MODEL_SRC))
 	rm -f $@ && ar rcs $@ $^
 $(LIB_RUNTIME): $(call obj,$(RUNTIME_SRC)) $(BUILD)/obj/gen/cl_sources.o
 	rm -f $@ && ar rcs $@ $^
-$(BUILD)/obj/gen/cl_sources.o: $(CL_EMBED)
+$(BUILD)/obj/gen/cl_sources.o: $(CL_EMBED) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -86,8 +95,12 @@ Q3_SOVERSION = 1
 $(BUILD)/libq3.a: $(LIB_Q3_OBJS)
 	rm -f $@
 	ar rcs $@ $^
+# -Bsymbolic-functions: the library's calls to its own public functions stay direct.
 $(BUILD)/libq3.so: $(LIB_Q3_OBJS)
-	$(CC) -shared $(LDFLAGS_SAN) -pthread -Wl,-soname,libq3.so.$(Q3_SOVERSION) $^ $(LDLIBS) -o $@
+	$(CC) -shared $(LDFLAGS_SAN) -pthread -Wl,-soname,libq3.so.$(Q3_SOVERSION) -Wl,-Bsymbolic-functions $^ $(LDLIBS) -o $@
+# The name programs linked against it look for (its soname), beside it in the build.
+$(BUILD)/libq3.so.$(Q3_SOVERSION): $(BUILD)/libq3.so
+	ln -sf libq3.so $@
 
 # make install PREFIX=...: the header, both libraries and q3.pc for pkg-config.
 PREFIX ?= /usr/local
@@ -116,19 +129,24 @@ $(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(CONVERT_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
-$(BUILD)/q3run: $(call obj,$(Q3RUN_SRC)) $(ALL_LIBS)
-	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+# q3run, q3bench and q3serve are on include/q3.h alone: they link libq3.so, which
+# exports nothing else, so a call into the internals would not link. $ORIGIN: the
+# library is found beside them, in the build folder.
+ON_LIBQ3 = $(BUILD)/libq3.so $(BUILD)/libq3.so.$(Q3_SOVERSION)
+LINK_LIBQ3 = -L$(BUILD) -lq3 -Wl,-rpath,'$$ORIGIN'
+$(BUILD)/q3run: $(call obj,$(Q3RUN_SRC)) $(ON_LIBQ3)
+	$(CC) $(LDFLAGS_SAN) -pthread $(filter %.o,$^) $(LINK_LIBQ3) -o $@
 # q3bench's pure helpers (list parsing, top-2, messages) are linked into it and into their test.
 BENCH_FMT = $(call obj,tools/bench_fmt.c)
-$(BUILD)/q3bench: $(call obj,tools/q3bench.c) $(BENCH_FMT) $(ALL_LIBS)
-	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
+$(BUILD)/q3bench: $(call obj,tools/q3bench.c) $(BENCH_FMT) $(ON_LIBQ3)
+	$(CC) $(LDFLAGS_SAN) -pthread $(filter %.o,$^) $(LINK_LIBQ3) -lcjson -lxxhash -lm -o $@
 $(BUILD)/tests/test_bench: $(BENCH_FMT)
-# q3serve (serve/): built on the library alone (include/q3.h, libq3.a), with libmicrohttpd.
+# q3serve (serve/): built on the library alone (include/q3.h, libq3.so), with libmicrohttpd.
 # Its parts are serve/serve_*.c; the request parser, the stop matcher and the response
 # objects are also linked into their unit test, the parser into the fuzz replay.
 SERVE_SRC = $(wildcard serve/serve_*.c)
-$(BUILD)/q3serve: $(call obj,serve/q3serve.c $(SERVE_SRC)) $(BUILD)/libq3.a
-	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -lmicrohttpd -o $@
+$(BUILD)/q3serve: $(call obj,serve/q3serve.c $(SERVE_SRC)) $(ON_LIBQ3)
+	$(CC) $(LDFLAGS_SAN) -pthread $(filter %.o,$^) $(LINK_LIBQ3) -lmicrohttpd -lcjson -lm -o $@
 # Its own recipe: the serve objects come before the library they call.
 $(BUILD)/tests/test_serve: $(BUILD)/obj/tests/test_serve.o $(call obj,$(filter-out serve/serve_http.c,$(SERVE_SRC))) $(BUILD)/libq3.a
 	@mkdir -p $(dir $@)
@@ -191,7 +209,7 @@ test: all $(DEMO) $(TEST_MODELS) $(EXAMPLE_BINS)
 clean:
 	rm -rf build build-san
 
-.PHONY: all test demo model models fixtures clean install examples
+.PHONY: all test demo model models fixtures clean install examples FORCE
 .SECONDARY:
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 

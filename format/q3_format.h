@@ -40,10 +40,8 @@ enum q3_compression { Q3_COMP_NONE = 0, Q3_COMP_ZLIB = 1 };
 enum q3_dtype { Q3_DTYPE_BF16 = 1 };
 enum q3_layout { Q3_LAYOUT_ROWMAJOR = 0, Q3_LAYOUT_R16C32 = 1 };
 
-/* Error reporting (q3_err, include/q3.h): every failing call fills msg with one
- * line that names the file and the offset / section / tensor and what was expected. */
-void q3_set_err(q3_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Error reporting (q3_err and q3_set_err, include/q3.h): every failing call fills msg
+ * with one line that names the file and the offset / section / tensor and what was expected. */
 
 typedef struct {
     uint32_t kind;

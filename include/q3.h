@@ -4,7 +4,8 @@
  * (q3_model_open), creates as many contexts on it as it needs (q3_context_create:
  * a backend by name, a KV cache each; the weights are shared: on the CPU the one
  * mapping, on OpenCL one upload per device), and drives tokenize / prefill / decode /
- * sample itself. examples/simple.c is the smallest complete program.
+ * sample itself; a context's cache can be truncated, saved and restored (q3_state_*).
+ * examples/simple.c is the smallest complete program.
  *
  * Errors: every call that can fail returns Q3_OK (0) or a negative Q3_ERROR_* code
  * and fills the caller's q3_err with one line naming the file, the offset, section,
@@ -15,7 +16,8 @@
  * is used by one thread at a time; different contexts run in parallel.
  *
  * Memory: buffers the library returns through a pointer argument (token ids, text)
- * are released with q3_free. */
+ * are released with q3_free, which is the C library's free: a C program may also
+ * realloc or free them. */
 #ifndef Q3_H
 #define Q3_H
 
@@ -24,6 +26,15 @@
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* The library exports these declarations and nothing else: it is built with
+ * -fvisibility=hidden, and Q3_API marks what a program may call
+ * (tests/e2e_public_api.sh checks the two lists are the same). */
+#if defined(__GNUC__)
+#define Q3_API __attribute__((visibility("default")))
+#else
+#define Q3_API
 #endif
 
 /* ---- errors ---- */
@@ -40,13 +51,21 @@ typedef struct {
     char msg[512];
 } q3_err;
 
-void q3_free(void *p);
+Q3_API void q3_free(void *p);
+/* Fill err with a formatted one-line message as the library's own are (a control
+ * byte, e.g. a newline quoted from a file name, becomes '?'), for programs that
+ * report their errors the same way. err may be NULL. */
+Q3_API void q3_set_err(q3_err *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 /* Put "path: " before err's message, for messages from code that does not know which
  * file its input came from (the tokenizer, the chat template). Returns -1. */
-int q3_err_name_file(q3_err *err, const char *path);
+Q3_API int q3_err_name_file(q3_err *err, const char *path);
 /* For command-line programs: flush stdout at exit; a write error (full disk, closed
  * pipe) becomes one line on stderr and exit status 1. Returns the status to exit with. */
-int q3_finish_stdout(const char *prog, int rc);
+Q3_API int q3_finish_stdout(const char *prog, int rc);
 
 /* ---- model ---- */
 
@@ -100,11 +119,11 @@ typedef struct {
 } q3_model_params;
 
 /* params NULL: the defaults (all zero). */
-int q3_model_open(const char *path, const q3_model_params *params, q3_model **model, q3_err *err);
+Q3_API int q3_model_open(const char *path, const q3_model_params *params, q3_model **model, q3_err *err);
 /* After every context and sampler made on it is gone. */
-void q3_model_close(q3_model *model);
-const q3_config *q3_model_config(const q3_model *model);
-const q3_generation *q3_model_generation(const q3_model *model);
+Q3_API void q3_model_close(q3_model *model);
+Q3_API const q3_config *q3_model_config(const q3_model *model);
+Q3_API const q3_generation *q3_model_generation(const q3_model *model);
 
 typedef struct {
     const char *path;
@@ -114,40 +133,42 @@ typedef struct {
     uint32_t n_sections, n_tensors;
     uint32_t bpe_vocab;       /* ids below it are the tokenizer's BPE vocabulary: no added or special tokens */
 } q3_model_info;
-int q3_model_describe(const q3_model *model, q3_model_info *info, q3_err *err);
+Q3_API int q3_model_describe(const q3_model *model, q3_model_info *info, q3_err *err);
 
 /* Every checksum of the file (the header, each section, each tensor, the whole file);
  * report(ctx, line) for each one that does not match. Reading the weights leaves
  * the mapping's pages to the page cache, not to the process. Returns Q3_OK when all
  * match, else Q3_ERROR; *n_checked and *n_bad (may be NULL) count them. */
-int q3_model_verify(const q3_model *model, void (*report)(void *ctx, const char *line), void *ctx,
+Q3_API int q3_model_verify(const q3_model *model, void (*report)(void *ctx, const char *line), void *ctx,
                     unsigned *n_checked, unsigned *n_bad);
 
 /* Special tokens: -1 where the model has none. */
-int32_t q3_token_bos(const q3_model *model);
+Q3_API int32_t q3_token_bos(const q3_model *model);
 /* 1 when generation stops at id (any of the generation config's EOS ids, or the config's). */
-int q3_token_is_eos(const q3_model *model, int32_t id);
+Q3_API int q3_token_is_eos(const q3_model *model, int32_t id);
 
 /* ---- tokenizer (byte-level BPE, identical to HuggingFace tokenizers) ---- */
 
 typedef struct q3_tokenizer q3_tokenizer;
 
 /* The model's tokenizer, built on first use (the model keeps it). */
-int q3_model_tokenizer(q3_model *model, const q3_tokenizer **tk, q3_err *err);
+Q3_API int q3_model_tokenizer(q3_model *model, const q3_tokenizer **tk, q3_err *err);
 /* Encode len bytes of text (special tokens are matched, as HF does with
  * add_special_tokens=False). Invalid UTF-8 is encoded byte by byte through the
- * byte-level alphabet, never rejected. *ids: release with q3_free. */
-int q3_tokenize(const q3_tokenizer *tk, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err);
+ * byte-level alphabet, never rejected. *ids: release with q3_free. Threads may call
+ * it with one tokenizer at once; they take turns (encoding writes the tokenizer's
+ * scratch and word cache). */
+Q3_API int q3_tokenize(const q3_tokenizer *tk, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err);
 /* Raw bytes a token stands for (byte-level alphabet undone); NULL when id is unknown. */
-const char *q3_token_bytes(const q3_tokenizer *tk, int32_t id, size_t *len);
+Q3_API const char *q3_token_bytes(const q3_tokenizer *tk, int32_t id, size_t *len);
 /* The token's text as tokenizer.json writes it; NULL when unknown. */
-const char *q3_token_piece(const q3_tokenizer *tk, int32_t id, size_t *len);
+Q3_API const char *q3_token_piece(const q3_tokenizer *tk, int32_t id, size_t *len);
 /* Id of a vocab or added token with exactly this text, or -1. */
-int32_t q3_token_lookup(const q3_tokenizer *tk, const char *text, size_t len);
-int q3_token_is_special(const q3_tokenizer *tk, int32_t id);
-uint32_t q3_tokenizer_size(const q3_tokenizer *tk); /* 1 + highest id */
+Q3_API int32_t q3_token_lookup(const q3_tokenizer *tk, const char *text, size_t len);
+Q3_API int q3_token_is_special(const q3_tokenizer *tk, int32_t id);
+Q3_API uint32_t q3_tokenizer_size(const q3_tokenizer *tk); /* 1 + highest id */
 /* Decode ids to bytes (skip_special = 0 keeps special tokens' text); *out NUL-terminated, release with q3_free. */
-int q3_detokenize(const q3_tokenizer *tk, const int32_t *ids, size_t n_ids, int skip_special, char **out,
+Q3_API int q3_detokenize(const q3_tokenizer *tk, const int32_t *ids, size_t n_ids, int skip_special, char **out,
                   size_t *out_len, q3_err *err);
 
 /* Streaming decode: emits only complete UTF-8 sequences, so a character split
@@ -159,9 +180,13 @@ typedef struct {
 } q3_utf8_stream;
 /* Append a token's bytes; writes the printable complete part into out (cap >= len + 8)
  * and returns its length. */
-size_t q3_utf8_stream_push(q3_utf8_stream *s, const char *bytes, size_t len, char *out, size_t cap);
+Q3_API size_t q3_utf8_stream_push(q3_utf8_stream *s, const char *bytes, size_t len, char *out, size_t cap);
 /* Flush what remains at the end of generation (an incomplete tail as U+FFFD). */
-size_t q3_utf8_stream_flush(q3_utf8_stream *s, char *out, size_t cap);
+Q3_API size_t q3_utf8_stream_flush(q3_utf8_stream *s, char *out, size_t cap);
+/* The UTF-8 sequence at s, n bytes available: > 0 the length of a valid one; 0 valid
+ * so far but cut off at n; -k an invalid maximal subpart of k bytes (one U+FFFD in
+ * the stream above). For programs that show a token's bytes themselves. */
+Q3_API int q3_utf8_seq(const uint8_t *s, size_t n);
 
 /* ---- chat template ---- */
 
@@ -173,21 +198,27 @@ typedef struct {
 /* The conversation rendered with the model's chat template, byte for byte as
  * transformers' apply_chat_template does; enable_thinking = 0 appends the empty
  * <think></think> block. *text is NUL-terminated; release with q3_free. */
-int q3_chat_apply(q3_model *model, const q3_chat_message *msgs, size_t n_msgs, int add_generation_prompt,
+Q3_API int q3_chat_apply(q3_model *model, const q3_chat_message *msgs, size_t n_msgs, int add_generation_prompt,
                   int enable_thinking, char **text, size_t *len, q3_err *err);
 /* The tokens that close an assistant turn whose generation stopped (at an EOS or a
  * length limit), so that the next user turn continues the same cache. *ids: q3_free. */
-int q3_chat_end_turn(q3_model *model, int32_t **ids, size_t *n_ids, q3_err *err);
+Q3_API int q3_chat_end_turn(q3_model *model, int32_t **ids, size_t *n_ids, q3_err *err);
 
 /* ---- backends ---- */
 
 /* NULL-terminated names of the compiled-in backends ("cpu" first: the default). */
-const char *const *q3_backend_names(void);
+Q3_API const char *const *q3_backend_names(void);
 /* Numbered devices of a backend: *n = -1 when it has none to choose (the CPU);
  * Q3_ERROR when it has a numbering but no device (err says how to get one). */
-int q3_backend_device_count(const char *backend, int *n, q3_err *err);
+Q3_API int q3_backend_device_count(const char *backend, int *n, q3_err *err);
 /* One line describing device i. */
-int q3_backend_device_describe(const char *backend, int i, char *buf, size_t cap, q3_err *err);
+Q3_API int q3_backend_device_describe(const char *backend, int i, char *buf, size_t cap, q3_err *err);
+/* 1 when the backend numbers its devices (q3_context_params.device picks one), 0 when
+ * it has none to choose or is unknown. Looks for no device (cheap, no driver loaded). */
+Q3_API int q3_backend_has_devices(const char *backend);
+/* The environment variables the backend reads, one line each ("  NAME=VALUES   what
+ * it does\n"), for a program's --help; "" when it reads none, NULL when unknown. */
+Q3_API const char *q3_backend_env_help(const char *backend);
 
 /* ---- context: one KV cache on one backend ---- */
 
@@ -201,30 +232,30 @@ typedef struct {
     int verbose;         /* print the backend and device chosen on stderr */
 } q3_context_params;
 
-q3_context_params q3_context_default_params(void);
+Q3_API q3_context_params q3_context_default_params(void);
 /* params NULL: the defaults. */
-int q3_context_create(q3_model *model, const q3_context_params *params, q3_context **ctx, q3_err *err);
-void q3_context_free(q3_context *ctx);
-int q3_context_size(const q3_context *ctx); /* n_ctx */
+Q3_API int q3_context_create(q3_model *model, const q3_context_params *params, q3_context **ctx, q3_err *err);
+Q3_API void q3_context_free(q3_context *ctx);
+Q3_API int q3_context_size(const q3_context *ctx); /* n_ctx */
 /* Tokens the backend evaluates in one pass: q3_prefill cuts a longer batch into passes
  * of this many (a program that feeds a prompt in chunks and wants the cache bit for bit
  * as one q3_prefill leaves it cuts at the same places). */
-int q3_context_pass_size(const q3_context *ctx);
-int q3_context_used(const q3_context *ctx); /* positions the cache holds */
+Q3_API int q3_context_pass_size(const q3_context *ctx);
+Q3_API int q3_context_used(const q3_context *ctx); /* positions the cache holds */
 
 typedef struct {
     const char *backend;
     int threads;         /* CPU worker threads; 0 where the backend has none */
     const char *variant; /* the kernels in use (the CPU's SIMD level); NULL where the backend names none */
 } q3_context_info;
-void q3_context_describe(const q3_context *ctx, q3_context_info *info);
+Q3_API void q3_context_describe(const q3_context *ctx, q3_context_info *info);
 
 /* Append n tokens to the cache (a prompt batch, or one token to decode) and compute
  * the logits of the last one (q3_logits). Q3_ERROR_CONTEXT_FULL when they do not fit. */
-int q3_prefill(q3_context *ctx, const int32_t *tokens, size_t n, q3_err *err);
-int q3_decode(q3_context *ctx, int32_t token, q3_err *err);
+Q3_API int q3_prefill(q3_context *ctx, const int32_t *tokens, size_t n, q3_err *err);
+Q3_API int q3_decode(q3_context *ctx, int32_t token, q3_err *err);
 /* The same, with every token's logits into all (n * vocab_size floats). */
-int q3_prefill_all(q3_context *ctx, const int32_t *tokens, size_t n, float *all, q3_err *err);
+Q3_API int q3_prefill_all(q3_context *ctx, const int32_t *tokens, size_t n, float *all, q3_err *err);
 /* One decode step of n contexts at once: ctxs[i] decodes tokens[i], after which
  * q3_logits(ctxs[i]) holds bit for bit what q3_decode(ctxs[i], tokens[i]) would have
  * given. For serving several sequences: on the CPU the weights (what bounds decode) are
@@ -232,12 +263,33 @@ int q3_prefill_all(q3_context *ctx, const int32_t *tokens, size_t n, float *all,
  * another. The contexts are of one model on one backend and device, each at most once
  * in the list, none in use by another thread. Nothing runs unless every context has a
  * free position (Q3_ERROR_CONTEXT_FULL names the first that has none). */
-int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3_err *err);
+Q3_API int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3_err *err);
 /* vocab_size logits of the last token evaluated, valid until the next call on ctx
  * (the caller may modify them, e.g. a sampler does). */
-float *q3_logits(q3_context *ctx);
+Q3_API float *q3_logits(q3_context *ctx);
 /* Forget every position from n_keep on (0: an empty cache); the next tokens go there. */
-int q3_kv_truncate(q3_context *ctx, int n_keep, q3_err *err);
+Q3_API int q3_kv_truncate(q3_context *ctx, int n_keep, q3_err *err);
+
+/* ---- context state: save and restore ---- */
+
+/* A context's state is the positions its KV cache holds and the logits of the last
+ * one (q3_logits), as bytes in a layout of the library's (runtime/lib_state.c), not
+ * a backend's: a state saved on one backend loads on any, into any context of the
+ * same model with room for its positions. Keep a prompt's cache and start from it
+ * again, or resume a conversation in another context. Checksummed; host byte order. */
+
+/* The bytes q3_state_save writes for the context as it is now. */
+Q3_API size_t q3_state_size(const q3_context *ctx);
+/* The state into buf (cap bytes, at least q3_state_size); *written (may be NULL) gets
+ * its size. The context is unchanged. Q3_ERROR_ARG when buf is too small. */
+Q3_API int q3_state_save(q3_context *ctx, void *buf, size_t cap, size_t *written, q3_err *err);
+/* The context's cache and logits replaced by a saved state's (len bytes): decoding
+ * then goes on as it would have in the context that saved it. Q3_ERROR_ARG, and the
+ * context unchanged, when the state is of another model (another file checksum or
+ * shape), holds more positions than this context has, or is damaged (not a state,
+ * cut short, its checksum wrong); err says which. Q3_ERROR when the backend fails
+ * while copying (the context is then empty). */
+Q3_API int q3_state_load(q3_context *ctx, const void *buf, size_t len, q3_err *err);
 
 /* ---- sampler ---- */
 
@@ -255,18 +307,21 @@ typedef struct {
 } q3_sampler_params;
 
 /* The model's generation defaults (greedy when it does not sample), seed 0. */
-q3_sampler_params q3_sampler_defaults(const q3_model *model);
-int q3_sampler_create(const q3_model *model, const q3_sampler_params *params, q3_sampler **sampler, q3_err *err);
-void q3_sampler_destroy(q3_sampler *sampler);
+Q3_API q3_sampler_params q3_sampler_defaults(const q3_model *model);
+Q3_API int q3_sampler_create(const q3_model *model, const q3_sampler_params *params, q3_sampler **sampler, q3_err *err);
+Q3_API void q3_sampler_destroy(q3_sampler *sampler);
 /* Record a token of the prompt or the output (for the repetition penalty). */
-void q3_sampler_accept(q3_sampler *sampler, int32_t token);
+Q3_API void q3_sampler_accept(q3_sampler *sampler, int32_t token);
 /* Forget the recorded tokens (a conversation started over). */
-void q3_sampler_forget(q3_sampler *sampler);
+Q3_API void q3_sampler_forget(q3_sampler *sampler);
 /* Pick a token; logits are modified in place (penalty). At least the most likely
  * token survives every filter. -1 when a logit is NaN or infinite: the model's
  * computation went wrong, and no choice among such numbers means anything. */
-int32_t q3_sampler_sample(q3_sampler *sampler, float *logits);
-int32_t q3_argmax(const float *logits, uint32_t n);
+Q3_API int32_t q3_sampler_sample(q3_sampler *sampler, float *logits);
+/* Index of the first logit that is NaN or infinite, or -1: what to name in the
+ * message when q3_sampler_sample returns -1. */
+Q3_API int64_t q3_logits_first_nonfinite(const float *logits, uint32_t n);
+Q3_API int32_t q3_argmax(const float *logits, uint32_t n);
 
 #ifdef __cplusplus
 }

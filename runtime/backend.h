@@ -57,6 +57,14 @@ typedef struct {
      * err says why there is none and how to get one), and a one-line description of device i. */
     int (*device_count)(q3_err *err);
     int (*device_describe)(int i, char *buf, size_t cap, q3_err *err);
+    /* Optional (NULL: its contexts cannot be saved, q3_state_save says so): copy
+     * positions 0..n-1 (n >= 1) of one layer's KV cache out of the context, or into
+     * it, in the state's layout (lib_state.c): k and v each [kv head][n][head_dim]
+     * F16, no alignment promised (memcpy them). */
+    int (*kv_save)(q3_backend *b, uint32_t layer, int n, void *k, void *v, q3_err *err);
+    int (*kv_load)(q3_backend *b, uint32_t layer, int n, const void *k, const void *v, q3_err *err);
+    /* Optional: the environment variables it reads, as q3_backend_env_help hands them out. */
+    const char *env_help;
 } q3_backend_impl;
 
 /* What the contexts of one model on one device share. */

@@ -10,6 +10,7 @@
 #include "../kernels/cl_sources.h"
 #include "../kernels/qwen3_shared.h"
 #include "backend.h"
+#include "env_help.h"
 #include "ocl_device.h"
 #include "weights.h"
 
@@ -1075,6 +1076,86 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     return 0;
 }
 
+/* The state's layout (lib_state.c) is [kv head][n][HEAD_DIM] for K and for V. V on
+ * the device is that with n_ctx rows a head: one rectangular copy. K on the device is
+ * [kv head][HEAD_DIM / 8][n_ctx][8] (qwen3_attention.cl): its first n positions are
+ * copied as [kv head][HEAD_DIM / 8][n][8] into host memory (one rectangular copy)
+ * and transposed there, 8 halves (16 bytes) at a time. */
+typedef struct {
+    size_t k_region[3], v_region[3];
+    size_t k_dev_pitch, v_dev_pitch, k_host_pitch, v_host_pitch;
+} kv_copy_shape;
+
+static kv_copy_shape kv_shape(const ocl_backend *m, int n)
+{
+    size_t D = m->cfg.head_dim, G = m->cfg.num_kv_heads, n_ctx = (size_t)m->base.n_ctx;
+    return (kv_copy_shape){.k_region = {(size_t)n * 16, G * (D / 8), 1},
+                           .v_region = {(size_t)n * D * 2, G, 1},
+                           .k_dev_pitch = n_ctx * 16,
+                           .v_dev_pitch = n_ctx * D * 2,
+                           .k_host_pitch = (size_t)n * 16,
+                           .v_host_pitch = (size_t)n * D * 2};
+}
+
+/* K from the device's order, [kv head][HEAD_DIM / 8][n][8], into the state's,
+ * [kv head][n][HEAD_DIM] (from_device), or back. */
+static void k_transpose(const ocl_backend *m, int n, const char *src, char *dst, int from_device)
+{
+    size_t D8 = m->cfg.head_dim / 8;
+    for (size_t g = 0; g < m->cfg.num_kv_heads; g++)
+        for (size_t d = 0; d < D8; d++)
+            for (size_t p = 0; p < (size_t)n; p++) {
+                size_t dev = ((g * D8 + d) * (size_t)n + p) * 16, state = ((g * (size_t)n + p) * D8 + d) * 16;
+                memcpy(dst + (from_device ? state : dev), src + (from_device ? dev : state), 16);
+            }
+}
+
+static int ocl_kv_save(q3_backend *b, uint32_t layer, int n, void *k, void *v, q3_err *err)
+{
+    ocl_backend *m = (ocl_backend *)b;
+    kv_copy_shape sh = kv_shape(m, n);
+    const size_t zero[3] = {0, 0, 0};
+    char *t = malloc((size_t)n * m->kv_dim * 2);
+    if (!t) {
+        q3_set_err(err, "%s: out of memory saving the KV cache", b->file->path);
+        return -1;
+    }
+    cl_int rc = clEnqueueReadBufferRect(m->queue, m->kcache[layer], CL_FALSE, zero, zero, sh.k_region, sh.k_dev_pitch,
+                                        0, sh.k_host_pitch, 0, t, 0, NULL, NULL);
+    if (rc == CL_SUCCESS)
+        rc = clEnqueueReadBufferRect(m->queue, m->vcache[layer], CL_FALSE, zero, zero, sh.v_region, sh.v_dev_pitch, 0,
+                                     sh.v_host_pitch, 0, v, 0, NULL, NULL);
+    cl_int done = clFinish(m->queue); /* t is freed below: nothing may still write into it */
+    if (rc == CL_SUCCESS) rc = done;
+    if (rc == CL_SUCCESS) k_transpose(m, n, t, k, 1);
+    free(t);
+    CHECK(rc, "reading the KV cache");
+    return 0;
+}
+
+static int ocl_kv_load(q3_backend *b, uint32_t layer, int n, const void *k, const void *v, q3_err *err)
+{
+    ocl_backend *m = (ocl_backend *)b;
+    kv_copy_shape sh = kv_shape(m, n);
+    const size_t zero[3] = {0, 0, 0};
+    char *t = malloc((size_t)n * m->kv_dim * 2);
+    if (!t) {
+        q3_set_err(err, "%s: out of memory loading the KV cache", b->file->path);
+        return -1;
+    }
+    k_transpose(m, n, k, t, 0);
+    cl_int rc = clEnqueueWriteBufferRect(m->queue, m->kcache[layer], CL_FALSE, zero, zero, sh.k_region, sh.k_dev_pitch,
+                                         0, sh.k_host_pitch, 0, t, 0, NULL, NULL);
+    if (rc == CL_SUCCESS)
+        rc = clEnqueueWriteBufferRect(m->queue, m->vcache[layer], CL_FALSE, zero, zero, sh.v_region, sh.v_dev_pitch, 0,
+                                      sh.v_host_pitch, 0, v, 0, NULL, NULL);
+    cl_int done = clFinish(m->queue); /* the host memory must outlive the copies */
+    if (rc == CL_SUCCESS) rc = done;
+    free(t);
+    CHECK(rc, "writing the KV cache");
+    return 0;
+}
+
 static int ocl_device_count(q3_err *err)
 {
     int n = q3_cl_count_devices();
@@ -1105,4 +1186,7 @@ const q3_backend_impl q3_backend_opencl = {
     .logits_buffer = ocl_logits_buffer,
     .device_count = ocl_device_count,
     .device_describe = ocl_device_describe,
+    .kv_save = ocl_kv_save,
+    .kv_load = ocl_kv_load,
+    .env_help = Q3_ENV_HELP_OPENCL,
 };

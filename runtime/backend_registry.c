@@ -22,6 +22,18 @@ const q3_backend_impl *q3_backend_find(const char *name)
     return NULL;
 }
 
+int q3_backend_has_devices(const char *name)
+{
+    const q3_backend_impl *impl = q3_backend_find(name);
+    return impl && impl->device_count;
+}
+
+const char *q3_backend_env_help(const char *name)
+{
+    const q3_backend_impl *impl = q3_backend_find(name);
+    return !impl ? NULL : impl->env_help ? impl->env_help : "";
+}
+
 void q3_backend_names_join(char *buf, size_t cap)
 {
     size_t used = 0;

@@ -1,6 +1,8 @@
 /* env_help.h - the environment variables the runtime reads, as each tool's --help
  * lists them (one definition: the runtime's getenv calls are in kernels/cpu_dispatch.c
- * and runtime/backend_opencl.c; OCL_ICD_VENDORS is read by the OpenCL ICD loader). */
+ * and runtime/backend_opencl.c; OCL_ICD_VENDORS is read by the OpenCL ICD loader).
+ * Programs on q3.h get each backend's lines from q3_backend_env_help (the backends
+ * hand these out); kernel-level tools (q3bandwidth) include this header. */
 #ifndef Q3_ENV_HELP_H
 #define Q3_ENV_HELP_H
 

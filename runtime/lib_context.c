@@ -5,14 +5,6 @@
 #include <string.h>
 #include "lib_model.h"
 
-struct q3_context {
-    q3_model *model;
-    q3_backend *b;
-    float *logits;    /* the last token's; the backend's own memory where it has some */
-    int logits_owned; /* malloc'd here */
-    int pos;          /* positions the cache holds */
-};
-
 static const q3_backend_impl *find_backend(const char *name, q3_err *err)
 {
     const q3_backend_impl *impl = q3_backend_find(name ? name : q3_backend_names()[0]);
@@ -106,7 +98,11 @@ static int eval(q3_context *c, const int32_t *tokens, size_t n, float *all, q3_e
                    c->model->file.path, n, n_ctx - c->pos, n_ctx);
         return Q3_ERROR_CONTEXT_FULL;
     }
-    if (q3_backend_forward(c->b, tokens, (int)n, c->pos, all ? all : c->logits, all != NULL, err)) return Q3_ERROR;
+    if (q3_backend_forward(c->b, tokens, (int)n, c->pos, all ? all : c->logits, all != NULL, err)) {
+        c->logits_valid = 0; /* a pass may have stopped halfway through them */
+        return Q3_ERROR;
+    }
+    c->logits_valid = 1;
     if (all) /* the last row is what q3_logits hands out */
         memcpy(c->logits, all + (n - 1) * c->model->file.config.vocab_size,
                c->model->file.config.vocab_size * sizeof *all);
@@ -154,8 +150,10 @@ int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3
     }
     for (size_t i = 0; i < n; i++) bs[i] = ctxs[i]->b, pos[i] = ctxs[i]->pos, logits[i] = ctxs[i]->logits;
     rc = q3_backend_decode_batch(bs, tokens, pos, (int)n, logits, err) ? Q3_ERROR : Q3_OK;
-    if (rc == Q3_OK)
-        for (size_t i = 0; i < n; i++) ctxs[i]->pos++;
+    for (size_t i = 0; i < n; i++) {
+        ctxs[i]->logits_valid = rc == Q3_OK; /* a failed step may have written some of them */
+        ctxs[i]->pos += rc == Q3_OK;
+    }
 done:
     free(bs);
     free(pos);
@@ -171,6 +169,7 @@ int q3_kv_truncate(q3_context *c, int n_keep, q3_err *err)
         q3_set_err(err, "%s: cannot keep %d positions of a cache that holds %d", c->model->file.path, n_keep, c->pos);
         return Q3_ERROR_ARG;
     }
+    if (n_keep != c->pos) c->logits_valid = 0; /* they are a dropped position's */
     c->pos = n_keep; /* later positions are overwritten before anything reads them */
     return Q3_OK;
 }

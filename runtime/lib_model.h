@@ -1,5 +1,5 @@
-/* lib_model.h - the library's model (include/q3.h's q3_model), shared by the
- * files that implement q3.h (internal). */
+/* lib_model.h - the library's model and context (include/q3.h's q3_model and
+ * q3_context), shared by the files that implement q3.h (internal). */
 #ifndef Q3_LIB_MODEL_H
 #define Q3_LIB_MODEL_H
 
@@ -17,6 +17,15 @@ struct q3_model {
     /* One per backend and device that a context was created on: the shared weights. */
     q3_backend_model **backends;
     int n_backends;
+};
+
+struct q3_context {
+    q3_model *model;
+    q3_backend *b;
+    float *logits;    /* the last token's; the backend's own memory where it has some */
+    int logits_owned; /* malloc'd here */
+    int logits_valid; /* they are those of position pos - 1 (a saved state carries them) */
+    int pos;          /* positions the cache holds */
 };
 
 /* The backend model of impl on the device o asks for, created on first use. */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include "../kernels/cpu_kernels.h"
 #include "backend.h"
+#include "env_help.h"
 #include "weights.h"
 
 /* Prompt tokens per batch: each weight panel is reused this many times per pass
@@ -336,6 +337,35 @@ static int cpu_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     return 0;
 }
 
+/* The cache is [layer][kv head][n_ctx][head_dim]: a head's first n rows are one run
+ * at cache_run(), the state's [kv head][n][head_dim] one run per head. */
+static uint64_t cache_run(const cpu_backend *m, uint32_t layer, uint64_t head)
+{
+    return ((uint64_t)layer * m->cfg.num_kv_heads + head) * (uint64_t)m->base.n_ctx * m->cfg.head_dim;
+}
+
+static int cpu_kv_save(q3_backend *b, uint32_t layer, int n, void *k, void *v, q3_err *err)
+{
+    const cpu_backend *m = (const cpu_backend *)b;
+    uint64_t run = (uint64_t)n * m->cfg.head_dim * sizeof(uint16_t);
+    for (uint64_t h = 0; h < m->cfg.num_kv_heads; h++) {
+        memcpy((char *)k + h * run, m->key_cache + cache_run(m, layer, h), run);
+        memcpy((char *)v + h * run, m->val_cache + cache_run(m, layer, h), run);
+    }
+    return 0;
+}
+
+static int cpu_kv_load(q3_backend *b, uint32_t layer, int n, const void *k, const void *v, q3_err *err)
+{
+    cpu_backend *m = (cpu_backend *)b;
+    uint64_t run = (uint64_t)n * m->cfg.head_dim * sizeof(uint16_t);
+    for (uint64_t h = 0; h < m->cfg.num_kv_heads; h++) {
+        memcpy(m->key_cache + cache_run(m, layer, h), (const char *)k + h * run, run);
+        memcpy(m->val_cache + cache_run(m, layer, h), (const char *)v + h * run, run);
+    }
+    return 0;
+}
+
 static void cpu_describe(const q3_backend *b, int *threads, const char **variant)
 {
     *threads = q3_pool_size(((const cpu_backend *)b)->pool);
@@ -351,4 +381,7 @@ const q3_backend_impl q3_backend_cpu = {
     .decode_batch = cpu_decode_batch,
     .release = cpu_release,
     .describe = cpu_describe,
+    .kv_save = cpu_kv_save,
+    .kv_load = cpu_kv_load,
+    .env_help = Q3_ENV_HELP_CPU,
 };

@@ -8,9 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "model_check.h"
 #include "q3run.h"
-#include "utf8.h"
 
 volatile sig_atomic_t q3run_interrupted;
 
@@ -72,28 +70,16 @@ static char *read_prompt(const q3run_options *o, size_t *len, q3_err *err)
     return p;
 }
 
-static int is_eos(const q3run_session *s, int32_t t)
-{
-    const q3_generation *g = &s->file.generation;
-    for (uint32_t i = 0; i < g->n_eos; i++)
-        if (g->eos_token_ids[i] == t) return 1;
-    return s->file.config.eos_token_id == t;
-}
-
+/* A prompt that does not fit what is left of the context is refused by the library
+ * before any work, with a message naming --ctx. */
 int q3run_feed(q3run_session *s, const int32_t *ids, size_t n, q3_err *err)
 {
     if (n == 0) return 0;
-    if ((size_t)s->pos + n > (size_t)s->be->n_ctx) {
-        q3_set_err(err, "%s: the prompt needs %zu positions but only %d of the context (--ctx %d) are left", s->o->model,
-                   n, s->be->n_ctx - s->pos, s->be->n_ctx);
-        return -1;
-    }
     double t0 = now_ms();
-    if (q3_backend_forward(s->be, ids, (int)n, s->pos, s->logits, 0, err)) return -1;
+    if (q3_prefill(s->ctx, ids, n, err)) return -1;
     s->prefill_ms += now_ms() - t0;
     s->n_prefill += (int)n;
-    s->pos += (int)n;
-    for (size_t i = 0; i < n; i++) q3_sampler_accept(&s->sampler, ids[i]);
+    for (size_t i = 0; i < n; i++) q3_sampler_accept(s->sampler, ids[i]);
     return 0;
 }
 
@@ -116,14 +102,16 @@ static int append_text(q3run_text *t, const char *b, size_t len)
 static const char *nonfinite_name(float v) { return v != v ? "NaN" : v > 0 ? "+Inf" : "-Inf"; }
 
 /* One sampled token; -1 with err naming the step when the logits are not finite. */
-static int32_t sample(q3_sampler *smp, float *logits, const q3run_session *s, int step, q3_err *err)
+static int32_t sample(const q3run_session *s, int step, q3_err *err)
 {
-    int32_t t = q3_sampler_sample(smp, logits);
+    float *logits = q3_logits(s->ctx);
+    int32_t t = q3_sampler_sample(s->sampler, logits);
     if (t < 0) {
-        int64_t bad = q3_logits_first_nonfinite(logits, s->file.config.vocab_size);
+        int64_t bad = q3_logits_first_nonfinite(logits, q3_model_config(s->model)->vocab_size);
         q3_set_err(err, "%s: decode step %d (position %d): the logit of token %lld is %s; the model's weights or its "
                    "computation gave a non-finite value",
-                   s->o->model, step, s->pos, (long long)bad, bad >= 0 ? nonfinite_name(logits[bad]) : "?");
+                   s->o->model, step, q3_context_used(s->ctx), (long long)bad,
+                   bad >= 0 ? nonfinite_name(logits[bad]) : "?");
     }
     return t;
 }
@@ -150,10 +138,10 @@ int q3run_generate(q3run_session *s, q3run_text *reply, q3run_stop *why, q3_err 
             *why = Q3RUN_STOP_INTERRUPT;
             break;
         }
-        int32_t t = sample(&s->sampler, s->logits, s, i + 1, err);
+        int32_t t = sample(s, i + 1, err);
         if (t < 0) return -1;
-        q3_sampler_accept(&s->sampler, t);
-        if (is_eos(s, t)) {
+        q3_sampler_accept(s->sampler, t);
+        if (q3_token_is_eos(s->model, t)) {
             *why = Q3RUN_STOP_EOS;
             break;
         }
@@ -166,16 +154,15 @@ int q3run_generate(q3run_session *s, q3run_text *reply, q3run_stop *why, q3_err 
             return -1;
         }
         s->n_decoded++;
-        if (s->pos >= s->be->n_ctx) {
+        if (q3_context_used(s->ctx) >= q3_context_size(s->ctx)) {
             *why = Q3RUN_STOP_CONTEXT;
             break;
         }
         if (!s->feed_last_token && i + 1 == limit) break; /* its logits would go unused */
         double t0 = now_ms();
-        if (q3_backend_forward(s->be, &t, 1, s->pos, s->logits, 0, err)) return -1;
+        if (q3_decode(s->ctx, t, err)) return -1;
         s->decode_ms += now_ms() - t0;
         s->n_decode_steps++;
-        s->pos++;
     }
     char out[16];
     fwrite(out, 1, q3_utf8_stream_flush(&stream, out, sizeof out), stdout);
@@ -193,11 +180,9 @@ int q3run_render(q3run_session *s, const q3_chat_message *msgs, size_t n_msgs, i
 {
     char *text;
     size_t len;
-    const q3_tokdata *td = &s->td;
-    if (q3_chat_render(td->chat_template.text, td->chat_template.len, msgs, n_msgs, 1, s->o->think, &text, &len, err))
-        return -1;
+    if (q3_chat_apply(s->model, msgs, n_msgs, 1, s->o->think, &text, &len, err)) return -1;
     int rc = q3run_encode(s, text, len, ids, n, err);
-    free(text);
+    q3_free(text);
     return rc;
 }
 
@@ -258,12 +243,12 @@ static int prompt_ids(q3run_session *s, const char *prompt, size_t len, int32_t 
         return -1;
     }
     if (*n > 0) return 0;
-    int32_t bos = s->file.generation.bos_token_id >= 0 ? s->file.generation.bos_token_id : s->file.config.bos_token_id;
+    int32_t bos = q3_token_bos(s->model);
     if (bos < 0) {
         q3_set_err(err, "%s: the prompt is empty and the model has no BOS token to start from", o->model);
         return -1;
     }
-    free(*ids);
+    q3_free(*ids);
     *ids = malloc(sizeof **ids);
     if (!*ids) {
         q3_set_err(err, "q3run: out of memory");
@@ -278,9 +263,8 @@ static int prompt_ids(q3run_session *s, const char *prompt, size_t len, int32_t 
 static q3_sampler_params sampler_params(const q3run_session *s)
 {
     const q3run_options *o = s->o;
-    const q3_generation *g = &s->file.generation;
-    q3_sampler_params sp = {g->do_sample ? g->temperature : 0.0f, g->top_k, g->top_p, g->min_p, g->repetition_penalty,
-                            o->have_seed ? o->sp.seed : q3run_random_seed()};
+    q3_sampler_params sp = q3_sampler_defaults(s->model);
+    sp.seed = o->have_seed ? o->sp.seed : q3run_random_seed();
     if (o->have_temp) sp.temperature = o->sp.temperature;
     if (o->have_top_k) sp.top_k = o->sp.top_k;
     if (o->have_top_p) sp.top_p = o->sp.top_p;
@@ -292,22 +276,23 @@ static q3_sampler_params sampler_params(const q3run_session *s)
     return sp;
 }
 
+/* The checksums of everything but the weights (all with --verify) and the load
+ * checks (the config binds to the tensors, the tokenizer builds, the template renders). */
 static int open_model(q3run_session *s, q3_err *err)
 {
     const q3run_options *o = s->o;
-    unsigned flags = Q3_OPEN_VERIFY_META | (o->verify ? Q3_OPEN_VERIFY_WEIGHTS : 0) | (o->no_mmap ? Q3_OPEN_LOAD : 0);
-    return q3_open(&s->file, o->model, flags, err) || q3_model_check(&s->file, &s->td, &s->tk, err) ? -1 : 0;
+    q3_model_params mp = {.verify = o->verify ? Q3_VERIFY_ALL : Q3_VERIFY_META, .no_mmap = o->no_mmap};
+    return q3_model_open(o->model, &mp, &s->model, err) || q3_model_tokenizer(s->model, &s->tk, err) ? -1 : 0;
 }
 
 static int start_backend(q3run_session *s, q3_err *err)
 {
     const q3run_options *o = s->o;
-    q3_backend_opts bo = {.n_threads = o->n_threads, .n_ctx = o->n_ctx, .device = o->device, .verbose = o->verbose};
-    s->be = q3_backend_create(o->backend, &s->file, &bo, err);
-    if (!s->be) return -1;
-    q3_sampler_params sp = sampler_params(s);
-    s->logits = q3_backend_logits(s->be, s->file.config.vocab_size, &s->logits_owned);
-    if (!s->logits || q3_sampler_init(&s->sampler, &sp, s->file.config.vocab_size)) {
+    q3_context_params cp = {.backend = o->backend, .n_ctx = o->n_ctx, .n_threads = o->n_threads, .device = o->device,
+                            .verbose = o->verbose};
+    if (q3_context_create(s->model, &cp, &s->ctx, err)) return -1;
+    s->sp = sampler_params(s);
+    if (q3_sampler_create(s->model, &s->sp, &s->sampler, err)) {
         q3_set_err(err, "q3run: out of memory");
         return -1;
     }
@@ -327,18 +312,15 @@ static void print_stats(const q3run_session *s, double load_ms)
     fprintf(stderr, "q3run: load %.0f ms", load_ms);
     print_count("prefill", s->n_prefill, s->n_prefill, s->prefill_ms);
     print_count("decode", s->n_decoded, s->n_decode_steps, s->decode_ms);
-    if (s->sampler.p.temperature > 0) fprintf(stderr, ", seed %llu", (unsigned long long)s->sampler.p.seed);
+    if (s->sp.temperature > 0) fprintf(stderr, ", seed %llu", (unsigned long long)s->sp.seed);
     fprintf(stderr, "\n");
 }
 
 static void session_free(q3run_session *s)
 {
-    if (s->logits_owned) free(s->logits);
-    q3_sampler_free(&s->sampler);
-    q3_backend_destroy(s->be);
-    q3_tokenizer_free(s->tk);
-    q3_tokdata_free(&s->td);
-    q3_close(&s->file);
+    q3_sampler_destroy(s->sampler);
+    q3_context_free(s->ctx);
+    q3_model_close(s->model);
 }
 
 int main(int argc, char **argv)
@@ -383,7 +365,7 @@ fail:
     fflush(stdout);
     fprintf(stderr, "%s\n", err.msg);
 done:
-    free(ids);
+    q3_free(ids);
     free(prompt);
     session_free(&s);
     return q3_finish_stdout("q3run", rc);

@@ -1,17 +1,15 @@
 /* q3run.h - what the parts of q3run share: its options (q3run_args.c), the
  * session that generates (q3run.c) and the interactive chat (q3run_chat.c).
- * These files make the q3run program only; they are not in libq3runtime. */
+ * These files make the q3run program only, on the public include/q3.h alone (it
+ * links the shared library, which exports nothing else): backend names, special
+ * tokens and a turn's end come from the library, never spelled here. */
 #ifndef Q3RUN_H
 #define Q3RUN_H
 
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "../format/q3_format.h"
-#include "backend.h"
-#include "chat_template.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "../include/q3.h"
 
 #define EXIT_USAGE 2
 
@@ -43,14 +41,11 @@ typedef struct {
 
 typedef struct {
     const q3run_options *o;
-    q3_file file;
-    q3_tokdata td;
-    q3_tokenizer *tk;
-    q3_backend *be;
-    q3_sampler sampler;
-    float *logits;
-    int logits_owned; /* malloc'd here, not the backend's */
-    int pos;          /* positions of the KV cache in use */
+    q3_model *model;
+    const q3_tokenizer *tk; /* the model's */
+    q3_context *ctx;        /* its KV cache: q3_context_used positions in use */
+    q3_sampler *sampler;
+    q3_sampler_params sp;   /* what the sampler was made with (the stats line's seed) */
     int feed_last_token; /* the chat goes on after a reply: its last token goes into the cache too */
     double prefill_ms, decode_ms;
     int n_prefill, n_decode_steps, n_decoded;
@@ -62,7 +57,7 @@ extern volatile sig_atomic_t q3run_interrupted;
 int q3run_encode(q3run_session *s, const char *text, size_t len, int32_t **ids, size_t *n, q3_err *err);
 /* The chat template over msgs with the generation prompt, tokenized. */
 int q3run_render(q3run_session *s, const q3_chat_message *msgs, size_t n_msgs, int32_t **ids, size_t *n, q3_err *err);
-/* Feed tokens into the KV cache at s->pos; the logits of the last one. */
+/* Feed tokens into the KV cache after what it holds; the logits of the last one. */
 int q3run_feed(q3run_session *s, const int32_t *ids, size_t n, q3_err *err);
 /* Sample and stream until EOS, -n, a full context or q3run_interrupted; the
  * reply's bytes are appended to reply when it is not NULL. */

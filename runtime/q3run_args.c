@@ -1,7 +1,9 @@
 /* q3run_args.c - q3run's command line: parsing (strict: a value that is not
  * exactly a number of the option's range is a usage error), --help, and what the
  * options mean together (the mode, the thread cap, warnings for options that do
- * nothing in the mode given). */
+ * nothing in the mode given). The backends, their devices and the environment
+ * variables they read are the library's lists (q3_backend_names and its kin), so
+ * a new backend appears here without a change. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,12 +12,23 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-#include "env_help.h"
-#include "ocl_device.h"
 #include "q3run.h"
+
+/* The backend names joined by sep ("cpu|opencl"), with their devices: only those
+ * that number devices ("opencl"). */
+static void backend_list(char *buf, size_t cap, const char *sep, int with_devices_only)
+{
+    size_t used = 0;
+    buf[0] = 0;
+    for (const char *const *n = q3_backend_names(); *n && used < cap; n++)
+        if (!with_devices_only || q3_backend_has_devices(*n))
+            used += (size_t)snprintf(buf + used, cap - used, "%s%s", used ? sep : "", *n);
+}
 
 static void usage(FILE *f)
 {
+    char backends[256];
+    backend_list(backends, sizeof backends, "|", 0);
     fprintf(f,
             "usage: q3run [options] MODEL.q3 [\"PROMPT\" | -]\n"
             "  Generates a continuation of PROMPT (raw text; - reads it from stdin). Without a\n"
@@ -37,7 +50,7 @@ static void usage(FILE *f)
             "  --ids                print generated token ids instead of text\n"
             "  --tokenize           print the ids of PROMPT (no template) and exit\n"
             "  --pieces             with --tokenize: one token a line: id, piece, its text quoted\n"
-            "  --backend cpu|opencl compute backend (default cpu)\n"
+            "  --backend %s compute backend (default %s)\n"
             "  --device N           OpenCL device (default: the first GPU, else device 0)\n"
             "  --list-devices       print the OpenCL devices and exit\n"
             "  --verify             hash every tensor before running (q3check does the same)\n"
@@ -47,8 +60,10 @@ static void usage(FILE *f)
             "  --                   end of options (a prompt may then start with -)\n"
             "  -h, --help           this text\n"
             "A prompt is text: a NUL byte in it (from stdin) is refused, naming its offset.\n"
-            "environment:\n" Q3_ENV_HELP_CPU Q3_ENV_HELP_OPENCL
-            "exit status: 0 ok, 1 error (bad model, prompt too long, non-finite logits, ...), 2 usage\n");
+            "environment:\n",
+            backends, q3_backend_names()[0]);
+    for (const char *const *n = q3_backend_names(); *n; n++) fputs(q3_backend_env_help(*n), f);
+    fprintf(f, "exit status: 0 ok, 1 error (bad model, prompt too long, non-finite logits, ...), 2 usage\n");
 }
 
 /* A whole decimal int in [lo, 1 << 30]. */
@@ -86,21 +101,30 @@ static int parse_seed(const char *s, uint64_t *out)
     return 0;
 }
 
-/* --list-devices: one line per OpenCL device, numbered as --device takes them. */
+/* --list-devices: one line per device of each backend that numbers its devices
+ * (OpenCL), numbered as --device takes them; none is an error that says how to get one. */
 static int list_devices(void)
 {
-    int n = q3_cl_count_devices();
-    if (n == 0) {
-        fprintf(stderr, "q3run: no OpenCL device found (install an ICD such as pocl-opencl-icd, or set OCL_ICD_VENDORS)\n");
-        return 1;
-    }
-    for (int i = 0; i < n; i++) {
-        q3_cl_device d;
+    for (const char *const *b = q3_backend_names(); *b; b++) {
+        int n;
         q3_err err;
-        if (q3_cl_pick_device(i, &d, &err)) continue;
-        printf("%d: %s | %s | %s | %u compute units | %.1f GiB%s\n", i, d.name, d.platform_name, d.c_version,
-               d.compute_units, (double)d.global_mem / (1u << 30), d.is_gpu ? " | GPU" : "");
+        if (!q3_backend_has_devices(*b)) continue;
+        if (q3_backend_device_count(*b, &n, &err)) {
+            fprintf(stderr, "q3run: %s\n", err.msg);
+            return 1;
+        }
+        for (int i = 0; i < n; i++) {
+            char line[512];
+            if (q3_backend_device_describe(*b, i, line, sizeof line, &err) == Q3_OK) printf("%d: %s\n", i, line);
+        }
     }
+    return 0;
+}
+
+static int known_backend(const char *name)
+{
+    for (const char *const *n = q3_backend_names(); *n; n++)
+        if (!strcmp(name, *n)) return 1;
     return 0;
 }
 
@@ -157,7 +181,7 @@ int q3run_parse_args(int argc, char **argv, q3run_options *o)
     o->n_predict = 256;
     o->think = 1;
     o->device = -1;
-    o->backend = "cpu";
+    o->backend = q3_backend_names()[0];
     const char *positional[2] = {NULL, NULL};
     int n_pos = 0, options_end = 0;
     for (int i = 1; i < argc; i++) {
@@ -187,8 +211,10 @@ int q3run_parse_args(int argc, char **argv, q3run_options *o)
         fprintf(stderr, "q3run: no model given (usage: q3run [options] MODEL.q3 [\"PROMPT\" | -])\n");
         return -1;
     }
-    if (strcmp(o->backend, "cpu") != 0 && strcmp(o->backend, "opencl") != 0) {
-        fprintf(stderr, "q3run: unknown backend '%s' (available: cpu, opencl)\n", o->backend);
+    if (!known_backend(o->backend)) {
+        char backends[256];
+        backend_list(backends, sizeof backends, ", ", 0);
+        fprintf(stderr, "q3run: unknown backend '%s' (available: %s)\n", o->backend, backends);
         return -1;
     }
     o->model = positional[0];
@@ -215,7 +241,12 @@ void q3run_settle_options(q3run_options *o, int stdin_is_terminal)
         if (o->system) warn("--system has no effect without --chat or -i");
         if (o->have_no_think) warn("--no-think has no effect without --chat or -i");
     }
-    if (o->device >= 0 && strcmp(o->backend, "opencl") != 0) warn("--device has no effect without --backend opencl");
+    if (o->device >= 0 && !q3_backend_has_devices(o->backend)) {
+        char with[256], what[320];
+        backend_list(with, sizeof with, " or ", 1);
+        snprintf(what, sizeof what, "--device has no effect without --backend %s", with);
+        warn(what);
+    }
 }
 
 uint64_t q3run_random_seed(void)

@@ -139,7 +139,7 @@ static int read_line(char **line, size_t *cap, size_t *len)
 /* Positions kept free for a reply when the oldest turns are dropped. */
 static size_t reply_room(const q3run_session *s)
 {
-    size_t quarter = (size_t)s->be->n_ctx / 4 + 1;
+    size_t quarter = (size_t)q3_context_size(s->ctx) / 4 + 1;
     int n = s->o->n_predict;
     return n > 0 && (size_t)n < quarter ? (size_t)n : quarter;
 }
@@ -150,15 +150,15 @@ static int render_range(q3run_session *s, const history *h, size_t from, int32_t
 }
 
 /* A later turn: the previous turn's end, then the new user turn alone. The end is
- * the text both chat templates (Qwen3's, ChatML) close a turn with, tokenized as the
- * template's output is: a vocabulary without <|im_end|> gets its byte pieces. */
+ * the library's (q3_chat_end_turn: the text the chat template closes a turn with,
+ * tokenized as the template's output is, so a vocabulary without the special token
+ * gets its byte pieces). */
 static int continuation_ids(q3run_session *s, const history *h, int32_t **ids, size_t *n, q3_err *err)
 {
-    static const char turn_end[] = "<|im_end|>\n";
     int32_t *end = NULL, *turn = NULL;
     size_t n_end = 0, n_turn = 0;
-    if (q3run_encode(s, turn_end, sizeof turn_end - 1, &end, &n_end, err) ||
-        render_range(s, h, h->n - 1, &turn, &n_turn, err)) {
+    if (q3_chat_end_turn(s->model, &end, &n_end, err)) return q3_err_name_file(err, s->o->model);
+    if (render_range(s, h, h->n - 1, &turn, &n_turn, err)) {
         free(end);
         return -1;
     }
@@ -174,6 +174,14 @@ static int continuation_ids(q3run_session *s, const history *h, int32_t **ids, s
     *ids = all;
     *n = n_end + n_turn;
     return 0;
+}
+
+/* The cache emptied (truncating to 0 positions cannot fail) and the penalty's tokens
+ * forgotten: the next turn is prefilled from position 0. */
+static void forget_conversation(q3run_session *s)
+{
+    q3_kv_truncate(s->ctx, 0, NULL);
+    q3_sampler_forget(s->sampler);
 }
 
 /* The system prompt and the new user turn alone need this many positions. */
@@ -194,7 +202,7 @@ static int minimal_size(q3run_session *s, const history *h, size_t *n, q3_err *e
  * 1: the new turn cannot fit even alone (not sent, said so); 0: ready; -1: error. */
 static int start_over_within_context(q3run_session *s, history *h, int32_t **ids, size_t *n, q3_err *err)
 {
-    size_t n_min, n_ctx = (size_t)s->be->n_ctx;
+    size_t n_min, n_ctx = (size_t)q3_context_size(s->ctx);
     if (minimal_size(s, h, &n_min, err)) return -1;
     if (n_min + 1 > n_ctx) {
         fprintf(stderr, "q3run: this message needs %zu positions and the context holds %zu (--ctx): not sent\n", n_min,
@@ -212,8 +220,7 @@ static int start_over_within_context(q3run_session *s, history *h, int32_t **ids
     if (dropped)
         fprintf(stderr, "q3run: the context (%zu positions) is full: dropped the %d oldest turn%s%s and continuing\n",
                 n_ctx, dropped, dropped == 1 ? "" : "s", h->first ? ", kept the system prompt," : "");
-    s->pos = 0;
-    q3_sampler_forget(&s->sampler);
+    forget_conversation(s);
     return 0;
 }
 
@@ -222,7 +229,7 @@ static void say_why_it_stopped(const q3run_session *s, q3run_stop why)
     if (why == Q3RUN_STOP_CONTEXT)
         fprintf(stderr, "q3run: the context (%d positions) is full: the reply was cut; the next message drops the "
                         "oldest turns\n",
-                s->be->n_ctx);
+                q3_context_size(s->ctx));
     else if (why == Q3RUN_STOP_INTERRUPT)
         fprintf(stderr, "q3run: reply stopped (Ctrl-C at the prompt ends the chat)\n");
 }
@@ -236,9 +243,10 @@ static int send_turn(q3run_session *s, history *h, const char *line, size_t len,
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    int rc = s->pos > 0 ? continuation_ids(s, h, &ids, &n, err) : render_range(s, h, 0, &ids, &n, err);
+    size_t used = (size_t)q3_context_used(s->ctx);
+    int rc = used > 0 ? continuation_ids(s, h, &ids, &n, err) : render_range(s, h, 0, &ids, &n, err);
     if (rc) return -1;
-    if ((size_t)s->pos + n + reply_room(s) > (size_t)s->be->n_ctx) {
+    if (used + n + reply_room(s) > (size_t)q3_context_size(s->ctx)) {
         free(ids);
         rc = start_over_within_context(s, h, &ids, &n, err);
         if (rc) {
@@ -265,8 +273,7 @@ static int send_turn(q3run_session *s, history *h, const char *line, size_t len,
 static void reset(q3run_session *s, history *h)
 {
     while (h->n > h->first) history_pop(h);
-    s->pos = 0;
-    q3_sampler_forget(&s->sampler);
+    forget_conversation(s);
     fprintf(stderr, "q3run: conversation cleared\n");
 }
 
@@ -282,7 +289,7 @@ int q3run_chat(q3run_session *s, q3_err *err)
     s->feed_last_token = 1;
     setvbuf(stdin, NULL, _IONBF, 0); /* what ppoll sees waiting is all there is */
     fprintf(stderr, "q3run: chat with %s (%d positions); /reset starts over, /exit or Ctrl-D ends, Ctrl-C stops a reply\n",
-            s->o->model, s->be->n_ctx);
+            s->o->model, q3_context_size(s->ctx));
     char *line = NULL;
     size_t cap = 0, len = 0;
     int rc = 0, got;

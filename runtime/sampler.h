@@ -7,8 +7,8 @@
 #include <stdint.h>
 #include "../include/q3.h"
 
-/* q3_sampler and q3_sampler_params of include/q3.h; accept, forget, sample and
- * argmax are declared there. */
+/* q3_sampler and q3_sampler_params of include/q3.h; accept, forget, sample, argmax
+ * and q3_logits_first_nonfinite are declared there. */
 struct q3_sampler {
     q3_sampler_params p;
     uint32_t vocab;
@@ -20,7 +20,5 @@ struct q3_sampler {
 
 int q3_sampler_init(q3_sampler *s, const q3_sampler_params *p, uint32_t vocab);
 void q3_sampler_free(q3_sampler *s);
-/* Index of the first logit that is NaN or infinite, or -1 (for the caller's message). */
-int64_t q3_logits_first_nonfinite(const float *logits, uint32_t n);
 
 #endif

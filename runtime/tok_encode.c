@@ -516,9 +516,8 @@ static int encode_plain(tok_ctx *tk, const uint8_t *s, size_t n, id_vec *out)
     return out->failed ? -1 : 0;
 }
 
-int q3_tokenize(const q3_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err)
+static int tokenize_locked(tok_ctx *tk, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err)
 {
-    tok_ctx *tk = (tok_ctx *)t; /* the word cache is updated: one thread per tokenizer */
     const uint8_t *s = (const uint8_t *)text;
     id_vec out = {0};
     size_t pos = 0, ms, me;
@@ -542,4 +541,13 @@ fail:
         q3_set_err(err, "tokenizer: out of memory encoding %zu bytes", len);
     }
     return -1;
+}
+
+int q3_tokenize(const q3_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n_ids, q3_err *err)
+{
+    tok_ctx *tk = (tok_ctx *)t; /* its encoding scratch and word cache are written: tok_internal.h */
+    pthread_mutex_lock(&tk->encode_lock);
+    int rc = tokenize_locked(tk, text, len, ids, n_ids, err);
+    pthread_mutex_unlock(&tk->encode_lock);
+    return rc;
 }

@@ -4,6 +4,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,6 +77,10 @@ typedef struct {
     pcre2_jit_stack *jit_stack; /* 32 KiB growing to 64 MiB: long runs of one class */
     pcre2_match_context *match_ctx;
     tok_cache cache;
+    /* q3_tokenize writes the regex stages' match data, the JIT stack, match_text and
+     * the word cache, and q3.h lets threads tokenize with one model's tokenizer at
+     * once: one encode at a time (each is short next to a decode step). */
+    pthread_mutex_t encode_lock;
 } tok_ctx;
 
 void tok_cache_free(tok_cache *c);

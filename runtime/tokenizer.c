@@ -155,6 +155,7 @@ q3_tokenizer *q3_tokenizer_create(const q3_tokdata *td, q3_err *err)
 {
     tok_ctx *tk = calloc(1, sizeof *tk);
     if (!tk) goto oom;
+    pthread_mutex_init(&tk->encode_lock, NULL);
     uint32_t byte_to_cp[256];
     byte_alphabet(byte_to_cp);
     for (int i = 0; i < 512; i++) tk->cp_to_byte[i] = -1;
@@ -278,6 +279,7 @@ void q3_tokenizer_free(q3_tokenizer *t)
     free(tk->bytes_slots);
     free(tk->merge_slots);
     tok_cache_free(&tk->cache);
+    pthread_mutex_destroy(&tk->encode_lock);
     free(tk);
 }
 

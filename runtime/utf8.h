@@ -4,10 +4,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "../include/q3.h" /* q3_utf8_seq: public, for programs that show bytes themselves */
 
-/* >0: length of the valid sequence at s; 0: valid so far but cut off at n;
- * -k: an invalid maximal subpart of k bytes. */
-int q3_utf8_seq(const uint8_t *s, size_t n);
 /* in -> out with U+FFFD for each invalid subpart; out needs 3 * n bytes. Returns bytes written. */
 size_t q3_utf8_lossy(const uint8_t *in, size_t n, char *out);
 

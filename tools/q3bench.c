@@ -16,7 +16,6 @@
 #define XXH_STATIC_LINKING_ONLY /* XXH64_state_t on the stack: hashing cannot fail */
 #include <xxhash.h>
 #include "../include/q3.h"
-#include "../runtime/env_help.h" /* strings only: the variables --help lists */
 #include "bench_fmt.h"
 
 #define MAX_BACKENDS 8
@@ -790,8 +789,9 @@ static void usage(FILE *out)
             "  in GB/s (1e9 bytes/s) for the decode floor. --no-mmap: read the weights into memory (huge\n"
             "  pages) instead of mapping the file.\n"
             "  -h, --help  this text\n"
-            "environment:\n" Q3_ENV_HELP_CPU Q3_ENV_HELP_OPENCL
-            "exit status: 0 ok, 1 error, 2 usage, 3 generated tokens differ\n");
+            "environment:\n");
+    for (const char *const *n = q3_backend_names(); *n; n++) fputs(q3_backend_env_help(*n), out);
+    fprintf(out, "exit status: 0 ok, 1 error, 2 usage, 3 generated tokens differ\n");
 }
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
