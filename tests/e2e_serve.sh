@@ -8,8 +8,13 @@ set -u
 BUILD=${BUILD:-build}
 MODEL=$BUILD/models/demo-tiny.q3
 T=$(mktemp -d /tmp/q3_e2e_serve_XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
+# Only this shell's jobs that still run are killed: a pid already reaped may be another's now.
+cleanup() {
+    local p
+    p=$(jobs -rp)
+    [ -z "$p" ] || kill -9 $p 2>/dev/null
+    rm -rf "$T"
+}
 trap cleanup EXIT
 fails=0
 check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails + 1)); fi; }
@@ -24,7 +29,6 @@ start() {
     : >"$T/$name.log"
     "$BUILD/q3serve" "$MODEL" --port 0 "$@" 2>"$T/$name.log" &
     SPID=$!
-    pids+=("$SPID")
     PORT=
     for _ in $(seq 100); do
         PORT=$(sed -n 's/.*http:\/\/127\.0\.0\.1:\([0-9]*\)\/v1.*/\1/p' "$T/$name.log")
