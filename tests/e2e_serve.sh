@@ -133,7 +133,9 @@ curl -s -m 10 -o "$T/after" -w '%{http_code}' "http://127.0.0.1:$PORT/v1/complet
 check "the freed slot serves the next request" '[ "$(cat "$T/status")" = 200 ] && [ "$(jq -r .usage.completion_tokens <"$T/after")" -ge 1 ]'
 
 # SIGTERM mid-generation: the request completes whole, new connections are refused, exit 0.
-curl -s -m 60 "http://127.0.0.1:$PORT/v1/completions" -d '{"prompt":"Hello","max_tokens":150,"temperature":0}' >"$T/drain" &
+# (2000 tokens: long enough that the request is still in flight when the signal lands
+# on a fast, idle machine; 150 once finished first and the server drained 0 requests)
+curl -s -m 60 "http://127.0.0.1:$PORT/v1/completions" -d '{"prompt":"Hello","max_tokens":2000,"temperature":0}' >"$T/drain" &
 cpid=$!
 for _ in $(seq 100); do [ "$(metric q3serve_active_sequences)" = 1 ] && break; sleep 0.05; done
 kill -TERM "$SPID"
@@ -141,8 +143,8 @@ sleep 0.3
 curl -s -m 5 -o /dev/null "http://127.0.0.1:$PORT/health"; refused=$?
 wait "$cpid"
 wait "$SPID"; rc=$?
-check "SIGTERM: the request in flight completes (150 tokens)" \
-    '[ "$(jq -r "[.usage.completion_tokens, .choices[0].finish_reason] | join(\" \")" <"$T/drain")" = "150 length" ]'
+check "SIGTERM: the request in flight completes (2000 tokens)" \
+    '[ "$(jq -r "[.usage.completion_tokens, .choices[0].finish_reason] | join(\" \")" <"$T/drain")" = "2000 length" ]'
 check "SIGTERM: new connections refused while draining" '[ $refused -ne 0 ]'
 check "SIGTERM: exit 0, said it was draining" '[ $rc -eq 0 ] && grep -q "draining 1 request" "$T/one.log"'
 
