@@ -187,6 +187,21 @@ static void run_model(const char *name)
     q3_close(&f);
 }
 
+/* demo-tiny (converted on first use), opened with its metadata verified. */
+static void open_demo_tiny(q3_file *f)
+{
+    char path[512];
+    q3_err err = {{0}};
+    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
+    if (q3_open(f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+}
+
+/* n ids spread over demo-tiny's first 8000 (a prompt of no particular text). */
+static void spread_ids(int32_t *tok, int n)
+{
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)((i * 7919u + 13u) % 8000u);
+}
+
 /* The decode path (one token at a time) and the prefill path (one chunk) must agree:
  * feed a prompt both ways and compare every position's logits. Crosses the attention
  * kernels' 128-key blocks, with positions spread over all 8 decode splits. The bound:
@@ -197,15 +212,13 @@ static void run_model(const char *name)
 static void test_decode_matches_prefill(void **s)
 {
     (void)s;
-    char path[512];
-    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
     q3_file f;
     q3_err err = {{0}};
-    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    open_demo_tiny(&f);
     uint32_t V = f.config.vocab_size;
     enum { N = 150 };
     int32_t tok[N];
-    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 7919u + 13u) % 8000u);
+    spread_ids(tok, N);
     float *all = malloc(sizeof *all * (size_t)N * V), *one = malloc(sizeof *one * V);
     assert_true(all && one);
     /* A decode step multiplies f32 activations; prompts on NVIDIA's tensor cores
@@ -261,15 +274,13 @@ static void test_decode_matches_prefill(void **s)
 static void test_pass_sizes(void **s)
 {
     (void)s;
-    char path[512];
-    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
     q3_file f;
     q3_err err = {{0}};
-    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    open_demo_tiny(&f);
     uint32_t V = f.config.vocab_size;
     enum { N = 600 };
     static int32_t tok[N];
-    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 7919u + 13u) % 8000u);
+    spread_ids(tok, N);
     float *ref = malloc(sizeof *ref * V), *one = malloc(sizeof *one * V), *all = malloc(sizeof *all * (size_t)N * V);
     assert_true(ref && one && all);
     setenv("Q3_OPENCL_MMA", "0", 1); /* f32 activations: the passes' sums are the same products */
@@ -307,11 +318,9 @@ static void test_pass_sizes(void **s)
 static void test_device_errors(void **s)
 {
     (void)s;
-    char path[512];
-    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
     q3_file f;
     q3_err err = {{0}};
-    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    open_demo_tiny(&f);
     q3_backend_opts o = {.n_ctx = 64, .device = 999};
     assert_null(q3_backend_create("opencl", &f, &o, &err));
     assert_non_null(strstr(err.msg, "device 999 requested"));
