@@ -83,7 +83,6 @@ typedef struct {
     cl_program program;
     cl_program narrow; /* matmul_mma with NARROW_BT-token blocks, or NULL */
     int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
-    cl_uint compute_units;
     int mma, mma_emulate, verbose;
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, fa_wg;
     cl_mem weights;
@@ -866,7 +865,6 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
     const char *narrow_env = getenv("Q3_OPENCL_MM_NARROW"); /* tuning and tests: 0 never, all always */
     sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
-    sh->compute_units = d->compute_units;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
     sh->fa_wg = fa_env && (atoi(fa_env) == 128 || atoi(fa_env) == 256) ? (cl_uint)atoi(fa_env) : FA_WG;
     const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
@@ -977,7 +975,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->program = sh->program;
     m->narrow = sh->narrow;
     m->narrow_mode = sh->narrow_mode;
-    m->compute_units = sh->compute_units;
+    m->compute_units = sh->d.compute_units;
     m->mma = sh->mma;
     m->mma_emulate = sh->mma_emulate;
     m->verbose = sh->verbose;
