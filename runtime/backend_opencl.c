@@ -32,6 +32,10 @@
 #define ATT_SPLIT_DEEP 16
 #define ATT_DEEP_POS 1536
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
+/* The most MiB of the next decode launch's weights matvec prefetches into L2.
+ * H200, decode tok/s against none: 4 MiB +1-3 % at every size; 8 better at 0.6B
+ * but -1 % at 1.7B; 16 and 32 slower at 1.7B and 4B (docs/opencl.md). */
+#define PREFETCH_MB_DEFAULT 4
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
 #define ACT_REGIONS 20 /* the most regions of the activation buffer (16 used) */
 
@@ -145,6 +149,11 @@ typedef struct {
     long n_decode;   /* single-token passes timed */
     double dec_enqueue_ms, dec_read_ms;
     size_t mv_groups; /* matvec grid: about the work-groups resident at once */
+    /* matvec's L2 prefetch (decode): the weights the next launch streams first,
+     * set by prefetch_next before the matvec that issues it, taken by mm_small */
+    cl_ulong pf_off; /* in uint4s from the weights' start */
+    cl_uint pf_lines; /* 128-byte lines; 0: none */
+    uint64_t pf_cap;  /* the most bytes prefetched (Q3_OPENCL_PREFETCH_MB) */
     double host_enqueue_ms, host_read_ms; /* profile: host time enqueueing, and waiting in the logits read */
     prof_entry prof[PROF_SLOTS];
     int n_prof, n_pending;
@@ -441,6 +450,20 @@ typedef struct {
     cl_uint ld;
 } mm_seg;
 
+/* What the next decode launch streams first, for the matvec about to be set up
+ * to prefetch into L2 as it ends (kernels/qwen3.cl, prefetch_l2): the span of
+ * ts[0..n) where they lie one after another in the file (the writer's table
+ * order: q, k, v; gate, up), else ts[0] alone; at most pf_cap bytes. */
+static void prefetch_next(ocl_backend *m, const q3_tensor *const *ts, int n)
+{
+    uint64_t lo = ts[0]->offset, hi = lo + ts[0]->size;
+    for (int i = 1; i < n && ts[i]->offset >= hi && ts[i]->offset - hi < Q3_TENSOR_ALIGN; i++)
+        hi = ts[i]->offset + ts[i]->size;
+    uint64_t bytes = hi - lo < m->pf_cap ? hi - lo : m->pf_cap;
+    m->pf_off = (cl_ulong)((lo - m->w_base) / 16);
+    m->pf_lines = (cl_uint)(bytes / 128);
+}
+
 /* W x for n_tok tokens through matmul_small: up to three matrices sharing x (and
  * cols). xmode: XMODE_NORM normalises x with norm first, XMODE_SILU takes
  * silu(x) * x2; ymode: MODE_STORE or MODE_ADD. */
@@ -473,7 +496,8 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
      * least 256 are in flight. (Choosing the split that fills matvec's rounds
      * best was tried: Qwen3-4B decode 280 -> 260 tok/s; docs/opencl.md.) */
     cl_uint rsplit = panels >= 256 ? 1 : panels >= 128 ? 2 : 4;
-    rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit);
+    rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit) | ARG(k, 25, m->pf_off) | ARG(k, 26, m->pf_lines);
+    m->pf_off = 0, m->pf_lines = 0; /* one launch's */
     CHECK(rc, "setting matmul_small arguments");
     size_t groups = panels * rsplit;
     size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
@@ -586,8 +610,10 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     cl_uint qd = (cl_uint)m->q_dim, kvd = (cl_uint)m->kv_dim, H = c->hidden_size, I = c->intermediate_size;
     cl_float eps = (cl_float)c->rms_norm_eps;
     int small = n_tok <= SMALL_MAX;
+    int one = n_tok == 1;
     if (small) {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
+        if (one) prefetch_next(m, &L->slot[Q3_QWEN3_WO], 1); /* o_proj: it streams during attention */
         if (mm_small(m, qkv, 3, m->x, m->x, H, XMODE_NORM, L->input_norm, n_tok, MODE_STORE, 1, err)) return -1;
     } else {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
@@ -613,9 +639,9 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         CHECK(rc, "setting attention arguments");
         size_t ga[2] = {(size_t)(nq / m->att_hg) * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
         mm_seg o = {L->wo, m->x, H};
-        if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err) ||
-            mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err))
-            return -1;
+        if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
+        prefetch_next(m, &L->slot[Q3_QWEN3_W_GATE], 2);
+        if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
     } else {
         k = kern(m, K_QKROPE);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
@@ -645,8 +671,12 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     }
     if (small) {
         mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}};
-        return mm_small(m, gu, 2, m->x, m->x, H, XMODE_NORM, L->post_norm, n_tok, MODE_STORE, 1, err) ||
-               mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
+        if (one) prefetch_next(m, &L->slot[Q3_QWEN3_W_DOWN], 1);
+        if (mm_small(m, gu, 2, m->x, m->x, H, XMODE_NORM, L->post_norm, n_tok, MODE_STORE, 1, err)) return -1;
+        /* then the next layer's q, k, v, or lm_head */
+        if (one && l + 1 < c->num_layers) prefetch_next(m, &m->w.layers[l + 1].slot[Q3_QWEN3_WQ], 3);
+        else if (one) prefetch_next(m, &m->w.slot[Q3_QWEN3_LM_HEAD], 1);
+        return mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
                         1, err);
     }
     mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}}, down = {L->w_down, m->x, H};
@@ -682,6 +712,7 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
         last = m->tmp;
     }
     mm_seg sg = {m->w.lm_head, m->logits, V};
+    if (nb == 1) prefetch_next(m, &m->w.layers[0].slot[Q3_QWEN3_WQ], 3); /* the next token's first launch */
     return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, 1, err);
 }
 
@@ -990,6 +1021,10 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->weights = sh->weights;
     m->w_base = sh->w_base;
     m->mv_groups = sh->mv_groups;
+    /* tuning: the most MiB matvec prefetches into L2 for the next launch (0: none) */
+    const char *pf_env = getenv("Q3_OPENCL_PREFETCH_MB");
+    int pf_mb = pf_env && *pf_env ? atoi(pf_env) : PREFETCH_MB_DEFAULT;
+    m->pf_cap = (uint64_t)(pf_mb > 0 ? pf_mb : 0) << 20;
     m->act_align = sh->act_align;
     cl_ulong max_alloc = sh->max_alloc;
     const char *name = sh->d.name;
