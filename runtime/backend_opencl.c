@@ -54,11 +54,10 @@ static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NO
 /* The tensor-core kernels, built only where sh->mma. */
 static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64; }
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
- * every compute unit a 128 x 128 block: 64-token blocks, 3 pipeline steps (36 KiB).
+ * every compute unit a 128 x 128 block: 64-token blocks.
  * H200, 512-token prompt: q/k/v at 1.7B 64.4 -> 53.6 us, at 0.6B 36.8 -> 30.0;
  * no gain where the wide blocks fill the device (docs/opencl.md). */
 #define NARROW_BT 64
-#define NARROW_OPTS " -DMM_STAGES=3"
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -253,8 +252,8 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BR=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s %s",
-             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_br, bt, sh->mm_wg, sh->fa_wg,
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s %s",
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->fa_wg,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", more,
              extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
@@ -316,7 +315,7 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     if (build_one(sh, f, &sh->program, sh->mm_bt, "", 0, err)) return -1;
     if (!sh->mma || !sh->narrow_mode) return 0;
     q3_err narrow_err = {{0}};
-    if (build_one(sh, f, &sh->narrow, NARROW_BT, NARROW_OPTS, 1, &narrow_err)) {
+    if (build_one(sh, f, &sh->narrow, NARROW_BT, "", 1, &narrow_err)) {
         if (sh->mma_emulate) { /* tests: the emulation must build every variant */
             *err = narrow_err;
             return -1;
@@ -888,12 +887,12 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
     sh->mvx = matvec_cols(c, local_bytes);
-    /* tuning: blocks of 64, 128, 192 or 256 tokens, and of 128, 192 or 256 rows */
-    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG"), *br_env = getenv("Q3_OPENCL_MM_BR");
-    int bt = bt_env ? atoi(bt_env) : 0, br = br_env ? atoi(br_env) : 0;
+    /* tuning: blocks of 64, 128, 192 or 256 tokens, and 4 or 8 warps (64 or 128 rows) */
+    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
+    int bt = bt_env ? atoi(bt_env) : 0;
     sh->mm_bt = bt >= 64 && bt <= 256 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
-    sh->mm_br = br >= 128 && br <= 256 && br % 64 == 0 ? (cl_uint)br : MM_BR;
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
+    sh->mm_br = sh->mm_wg / 2; /* MM_BR: a 16-row panel a warp */
     const char *narrow_env = getenv("Q3_OPENCL_MM_NARROW"); /* tuning and tests: 0 never, all always */
     sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
