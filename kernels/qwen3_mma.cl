@@ -227,6 +227,9 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
  * on, and add_parts sums them in a fixed order (deterministic). */
 #define MM_STAGE_BYTES (MM_BT * MM_ROWB)
 #define MM_FN (MM_BT / 8)
+#ifndef MM_APF
+#define MM_APF 1 /* steps ahead the weights are loaded (2: a tuning build option) */
+#endif
 __kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))
 void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, uint ldx, uint n_tok, uint add,
                 uint part_stride,
@@ -238,7 +241,11 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     __local uchar *smem = (__local uchar *)smem_v;
     MM_EMU_DECL
     uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
+#ifdef MM_TOKEN_MAJOR /* the token blocks of a row block launch one after another: its weights read once */
+    uint blk = get_group_id(1), tb = get_group_id(0) * MM_BT;
+#else
     uint blk = get_group_id(0), tb = get_group_id(1) * MM_BT;
+#endif
     uint seg = seg_of(&blk, (rows0 + MM_BR - 1) / MM_BR, (rows1 + MM_BR - 1) / MM_BR);
     ulong off = PICK3(seg, off0, off1, off2);
     uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
@@ -285,11 +292,21 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     }
     uint an[MM_BK / 16][4];
     if (nk) MM_LOAD_A(an, c_lo);
+#if MM_APF == 2 /* tuning: the weights two steps ahead (8 more registers) */
+    uint an2[MM_BK / 16][4];
+    if (nk > 1) MM_LOAD_A(an2, c_lo + 1);
+#endif
     for (uint kt = 0; kt < nk; kt++) {
         uint af[MM_BK / 16][4];
         for (uint ks = 0; ks < MM_BK / 16; ks++)
             for (uint i = 0; i < 4; i++) af[ks][i] = an[ks][i];
+#if MM_APF == 2
+        for (uint ks = 0; ks < MM_BK / 16; ks++)
+            for (uint i = 0; i < 4; i++) an[ks][i] = an2[ks][i];
+        if (kt + 2 < nk) MM_LOAD_A(an2, c_lo + kt + 2);
+#else
         if (kt + 1 < nk) MM_LOAD_A(an, c_lo + kt + 1);
+#endif
         CP_WAIT_STAGES(); /* this thread's copies of step kt have landed ... */
         barrier(CLK_LOCAL_MEM_FENCE); /* ... everyone's; and step kt - 1's buffer is free */
         uint nx = kt + MM_STAGES - 1;

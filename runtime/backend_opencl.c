@@ -88,6 +88,7 @@ typedef struct {
     int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
     int mma, mma_emulate, verbose;
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, fa_wg;
+    int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
     cl_mem weights;
     uint64_t w_base;
     cl_ulong max_alloc;
@@ -117,6 +118,7 @@ typedef struct {
     cl_uint mm_br;     /* matmul_mma: rows of a block (MM_BR) */
     cl_uint mm_bt;     /* ... and tokens (MM_BT) */
     cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
+    int mm_token_major; /* ... and its grid's order (ocl_shared) */
     cl_uint fa_wg;     /* attention_mma: its work-group size (FA_WG; FA_Q = FA_WG / 2 queries) */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
@@ -252,10 +254,10 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s %s",
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s%s %s",
              c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->fa_wg,
-             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", more,
-             extra ? extra : "");
+             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
+             sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", more, extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
@@ -547,6 +549,7 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
     CHECK(rc, "setting matmul arguments");
     size_t wg = m->mma ? m->mm_wg : kernel_group_size[kind];
     size_t global[3] = {blocks * wg, tblocks, ksplit}, local[3] = {wg, 1, 1};
+    if (m->mma && m->mm_token_major) global[0] = tblocks * wg, global[1] = blocks;
     if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
     if (ksplit == 1) return 0;
     k = kern(m, K_ADD_PARTS);
@@ -893,6 +896,11 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->mm_bt = bt >= 64 && bt <= 256 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
     sh->mm_br = sh->mm_wg / 2; /* MM_BR: a 16-row panel a warp */
+    /* matmul_mma's grid: the token blocks of one row block launch together, so its
+     * weights come from memory once (H200: 4B pp4096 +2 %, 1.7B pp512 +3 %, the
+     * rest within 0.5 %); tuning: Q3_OPENCL_MM_RASTER=row, the other order */
+    const char *raster_env = getenv("Q3_OPENCL_MM_RASTER");
+    sh->mm_token_major = !(raster_env && !strcmp(raster_env, "row"));
     const char *narrow_env = getenv("Q3_OPENCL_MM_NARROW"); /* tuning and tests: 0 never, all always */
     sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
@@ -1016,6 +1024,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mm_br = sh->mm_br;
     m->mm_bt = sh->mm_bt;
     m->mm_wg = sh->mm_wg;
+    m->mm_token_major = sh->mm_token_major;
     m->fa_wg = sh->fa_wg;
     m->weights = sh->weights;
     m->w_base = sh->w_base;
