@@ -213,18 +213,22 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
 #endif
 
 /* y (+)= W x for a prompt on tensor cores, x in BF16 (xb: [n_tok][ldx]). A
- * work-group of MM_WG / 32 warps takes MM_BR = 16 rows a warp x MM_BT tokens,
- * MM_BK columns a step. Warp w owns 16-row panel rb / 16 + w and multiplies it
- * by every token of the block: no two warps share a weight, so the weights go
- * from memory straight to registers, one step ahead (a fragment's 4 registers
- * read from the panel's R16C32 tile, whose 1 KiB a step L1 merges into whole
- * sectors), and local memory holds x alone, MM_STAGES steps of it in flight
- * through cp.async, read by ldmatrix from rows swizzled by mm_swz. (Weights in
- * local memory too, as before 2026-12-01, left room for 2 steps: 5-12 % slower.)
- * Up to three matrices that share x (q, k, v; gate, up) run in one launch, their
- * row blocks numbered one after another. A grid of depth nz > 1 splits the
- * columns: work-group z stores its partial product part_stride floats further
- * on, and add_parts sums them in a fixed order (deterministic). */
+ * work-group of MM_WG / 32 warps takes MM_BR = 16 MM_RP rows a warp x MM_BT
+ * tokens, MM_BK columns a step. Warp w owns the MM_RP 16-row panels from
+ * rb / 16 + w MM_RP on and multiplies them by every token of the block: no two
+ * warps share a weight, so the weights go from memory straight to registers,
+ * one step ahead (a fragment's 4 registers read from the panel's R16C32 tile,
+ * whose 1 KiB a step L1 merges into whole sectors), and local memory holds x
+ * alone, MM_STAGES steps of it in flight through cp.async, read by ldmatrix from
+ * rows swizzled by mm_swz; each x fragment serves the warp's MM_RP panels (2:
+ * half the local-memory reads of 1 per product; H200 +3-8 % on 1.7B and 4B).
+ * Every loop over fragments is unrolled: an array indexed in a loop the
+ * compiler keeps goes to the stack. (Weights in local memory too, as before
+ * 2026-12-01, left room for 2 steps: 5-12 % slower.) Up to three matrices that
+ * share x (q, k, v; gate, up) run in one launch, their row blocks numbered one
+ * after another. A grid of depth nz > 1 splits the columns: work-group z stores
+ * its partial product part_stride floats further on, and add_parts sums them
+ * in a fixed order (deterministic). */
 #define MM_STAGE_BYTES (MM_BT * MM_ROWB)
 #define MM_FN (MM_BT / 8)
 #ifndef MM_APF
