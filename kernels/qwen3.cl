@@ -45,6 +45,78 @@ inline float dot8(uint4 w, float4 a, float4 b)
 #define XCH 1024 /* columns of x staged in local memory at a time */
 #define UNR 8    /* tiles per thread per chunk: XCH / 32 columns / 4 groups */
 
+/* matvec's x, transformed per xmode, into xs (cols / 4 float4s) by the 256
+ * threads of a work-group: loaded as float4 into registers for the norm (one
+ * trip to memory, not two), the attention splits combined with their weights
+ * computed in parallel. red and attw are scratch. Ends with a barrier. */
+inline void mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global const float *x,
+                     __global const float *x2, __global const uint4 *W, uint cols, uint xmode, ulong norm_off,
+                     float eps, uint nsplit, uint l)
+{
+    uint c4 = cols / 4;
+    __global const float4 *x4 = (__global const float4 *)x;
+    __global const float4 *x24 = (__global const float4 *)x2;
+    if (xmode == XMODE_NORM) {
+        float4 v[MVX_NORM / 1024];
+        float ss = 0.0f;
+#pragma unroll
+        for (uint i = 0; i < MVX_NORM / 1024; i++) {
+            uint k = l + 256 * i;
+            v[i] = k < c4 ? x4[k] : (float4)(0.0f);
+            ss += dot(v[i], v[i]);
+        }
+        red[l] = ss;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < 32) {
+            float s = 0.0f;
+            for (uint i = 0; i < 8; i++) s += red[l * 8 + i];
+            attw[l] = s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float tot = 0.0f;
+        for (uint i = 0; i < 32; i++) tot += attw[i];
+        float inv = 1.0f / sqrt(tot / (float)cols + eps);
+        __global const ushort *g = (__global const ushort *)W + norm_off;
+#pragma unroll
+        for (uint i = 0; i < MVX_NORM / 1024; i++) {
+            uint k = l + 256 * i;
+            if (k < c4) {
+                float4 gg = (float4)(bf16(g[4 * k]), bf16(g[4 * k + 1]), bf16(g[4 * k + 2]), bf16(g[4 * k + 3]));
+                xs[k] = (v[i] * inv) * gg;
+            }
+        }
+    } else if (xmode == XMODE_SILU) {
+        for (uint k = l; k < c4; k += 256) {
+            float4 a = x4[k], b = x24[k];
+            xs[k] = a / (1.0f + exp(-a)) * b;
+        }
+    } else if (xmode == XMODE_ATTN) {
+        /* (max, sum) of split sp, head h at x2[2 (sp nh + h)]; a thread per head
+         * weighs its splits: exp(max_sp - max) / the total. Splits that saw no
+         * position (max -inf) weigh 0 and are skipped below. */
+        uint nh = cols / HEAD_DIM;
+        for (uint h = l; h < nh; h += MV_WG) {
+            float mx = -INFINITY, den = 0.0f;
+            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[2 * (sp * nh + h)]);
+            for (uint sp = 0; sp < nsplit; sp++) den += exp(x2[2 * (sp * nh + h)] - mx) * x2[2 * (sp * nh + h) + 1];
+            for (uint sp = 0; sp < nsplit; sp++) attw[sp * nh + h] = exp(x2[2 * (sp * nh + h)] - mx) / den;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = l; k < c4; k += MV_WG) {
+            uint hk = k / (HEAD_DIM / 4);
+            float4 a = (float4)(0.0f);
+            for (uint sp = 0; sp < nsplit; sp++) {
+                float wgt = attw[sp * nh + hk];
+                if (wgt != 0.0f) a += wgt * x4[(ulong)sp * c4 + k];
+            }
+            xs[k] = a;
+        }
+    } else {
+        for (uint k = l; k < c4; k += 256) xs[k] = x4[k];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
 /* Launches of up to three matrices that share x number their panels (or row
  * blocks) one matrix after another: seg_of says which matrix unit *u (of n0
  * in the first, n1 in the second) belongs to and makes *u relative to it;
@@ -200,7 +272,6 @@ void matmul_small(MM_SMALL_ARGS)
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec(MM_SMALL_ARGS)
 {
-    __global const float *x = act + x_off, *x2 = act + x2_off;
     __local float4 xs[MVX / 4];
     __local float red[MV_WG];
     __local float attw[ATT_COMBINE_MAX]; /* XMODE_ATTN: each (split, head)'s weight; else scratch */
@@ -220,68 +291,7 @@ void matvec(MM_SMALL_ARGS)
 #pragma unroll
     for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
 
-    uint c4 = cols / 4;
-    __global const float4 *x4 = (__global const float4 *)x;
-    __global const float4 *x24 = (__global const float4 *)x2;
-    if (xmode == XMODE_NORM) {
-        float4 v[MVX_NORM / 1024];
-        float ss = 0.0f;
-#pragma unroll
-        for (uint i = 0; i < MVX_NORM / 1024; i++) {
-            uint k = l + 256 * i;
-            v[i] = k < c4 ? x4[k] : (float4)(0.0f);
-            ss += dot(v[i], v[i]);
-        }
-        red[l] = ss;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (l < 32) {
-            float s = 0.0f;
-            for (uint i = 0; i < 8; i++) s += red[l * 8 + i];
-            attw[l] = s;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        float tot = 0.0f;
-        for (uint i = 0; i < 32; i++) tot += attw[i];
-        float inv = 1.0f / sqrt(tot / (float)cols + eps);
-        __global const ushort *g = (__global const ushort *)W + norm_off;
-#pragma unroll
-        for (uint i = 0; i < MVX_NORM / 1024; i++) {
-            uint k = l + 256 * i;
-            if (k < c4) {
-                float4 gg = (float4)(bf16(g[4 * k]), bf16(g[4 * k + 1]), bf16(g[4 * k + 2]), bf16(g[4 * k + 3]));
-                xs[k] = (v[i] * inv) * gg;
-            }
-        }
-    } else if (xmode == XMODE_SILU) {
-        for (uint k = l; k < c4; k += 256) {
-            float4 a = x4[k], b = x24[k];
-            xs[k] = a / (1.0f + exp(-a)) * b;
-        }
-    } else if (xmode == XMODE_ATTN) {
-        /* (max, sum) of split sp, head h at x2[2 (sp nh + h)]; a thread per head
-         * weighs its splits: exp(max_sp - max) / the total. Splits that saw no
-         * position (max -inf) weigh 0 and are skipped below. */
-        uint nh = cols / HEAD_DIM;
-        for (uint h = l; h < nh; h += MV_WG) {
-            float mx = -INFINITY, den = 0.0f;
-            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[2 * (sp * nh + h)]);
-            for (uint sp = 0; sp < nsplit; sp++) den += exp(x2[2 * (sp * nh + h)] - mx) * x2[2 * (sp * nh + h) + 1];
-            for (uint sp = 0; sp < nsplit; sp++) attw[sp * nh + h] = exp(x2[2 * (sp * nh + h)] - mx) / den;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint k = l; k < c4; k += MV_WG) {
-            uint hk = k / (HEAD_DIM / 4);
-            float4 a = (float4)(0.0f);
-            for (uint sp = 0; sp < nsplit; sp++) {
-                float wgt = attw[sp * nh + hk];
-                if (wgt != 0.0f) a += wgt * x4[(ulong)sp * c4 + k];
-            }
-            xs[k] = a;
-        }
-    } else {
-        for (uint k = l; k < c4; k += 256) xs[k] = x4[k];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    mv_stage(xs, red, attw, act + x_off, act + x2_off, W, cols, xmode, norm_off, eps, nsplit, l);
 
     uint prows = 16 / rsplit; /* rows of one part */
     for (; item < n_items; item += stride) {

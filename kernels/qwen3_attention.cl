@@ -149,27 +149,27 @@ inline float4 att_max4(float4 v, __local float4 *red, uint l)
  * (XMODE_ATTN). It also does qk_norm_rope's job for its heads, every input
  * loaded in one trip to memory; the work-group whose share holds position last
  * writes the new K and V (groups of the same KV head write the same values).
- * kcache / vcache are one layer's. */
-__kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attention(__global float *act, __global half *kcache, __global half *vcache, __global const ushort *W,
-               uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx,
-               ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off, ulong v_new_off, ulong cos_off,
-               ulong sin_off, ulong ml_off)
+ * kcache / vcache are one layer's. The work of one work-group, (c, sp), is
+ * attend_token. */
+/* The local memory attend_token works in, declared by each kernel that calls it. */
+#define ATT_LOCALS                                                                                                   \
+    __local float4 red[ATT_WG + ATT_RED];                                                                            \
+    __local float qa[ATT_HG + 1][HEAD_DIM]; /* the heads' q, then the new k (row ATT_HG) */                          \
+    __local float qs[ATT_HG][HEAD_DIM];                                                                              \
+    __local float part_ss[ATT_HG + 1][ATT_RED];                                                                      \
+    __local float4 ps[ATT_WG];                                                                                       \
+    __local float8 part[ATT_HG][ATT_WG]
+#define ATT_LOCAL_ARGS red, qa, qs, part_ss, ps, part
+
+inline void attend_token(__global const float *q, __global const float *k_new, __global const float *v_new,
+                         __global const float *cos_t, __global const float *sin_t, __global float *out,
+                         __global float *part_ml, __global half *kcache, __global half *vcache,
+                         __global const ushort *W, uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps,
+                         uint nsplit, uint n_ctx, uint last, uint c, uint sp, uint l, __local float4 *red,
+                         __local float (*qa)[HEAD_DIM], __local float (*qs)[HEAD_DIM],
+                         __local float (*part_ss)[ATT_RED], __local float4 *ps, __local float8 (*part)[ATT_WG])
 {
-    /* the activations are regions of one buffer (fewer arguments to enqueue) */
-    __global const float *q = act + q_off, *k_new = act + k_new_off, *v_new = act + v_new_off;
-    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
-    __global const int *stage = (__global const int *)(act + stage_off);
-    __global float *out = act + out_off, *part_ml = act + ml_off;
-    __local float4 red[ATT_WG + ATT_RED];
-    __local float qa[ATT_HG + 1][HEAD_DIM]; /* the heads' q, then the new k (row ATT_HG) */
-    __local float qs[ATT_HG][HEAD_DIM];
-    __local float part_ss[ATT_HG + 1][ATT_RED];
-    __local float4 ps[ATT_WG];
-    __local float8 part[ATT_HG][ATT_WG];
-    uint c = get_group_id(0), sp = get_group_id(1), l = get_local_id(0);
     uint h0 = c * ATT_HG, g = h0 / (nq / nkv);
-    uint last = (uint)stage[0];
     uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);
     int has_last = lo <= last && last < hi;
     const uint half_d = HEAD_DIM / 2;
@@ -270,6 +270,21 @@ void attention(__global float *act, __global half *kcache, __global half *vcache
         vstore8(s8, d, out + ((ulong)sp * nq + h) * HEAD_DIM);
         if (d == 0) part_ml[(sp * nq + h) * 2] = lane4(m_run, hh), part_ml[(sp * nq + h) * 2 + 1] = lane4(tot, hh);
     }
+}
+
+__kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+void attention(__global float *act, __global half *kcache, __global half *vcache, __global const ushort *W,
+               uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx,
+               ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off, ulong v_new_off, ulong cos_off,
+               ulong sin_off, ulong ml_off)
+{
+    ATT_LOCALS;
+    /* the activations are regions of one buffer (fewer arguments to enqueue); the
+     * position is the staging buffer's first int */
+    uint last = (uint)((__global const int *)(act + stage_off))[0];
+    attend_token(act + q_off, act + k_new_off, act + v_new_off, act + cos_off, act + sin_off, act + out_off,
+                 act + ml_off, kcache, vcache, W, nq, nkv, qn_off, kn_off, eps, nsplit, n_ctx, last,
+                 get_group_id(0), get_group_id(1), get_local_id(0), ATT_LOCAL_ARGS);
 }
 
 /* Causal attention for a prompt, on any device: one work-group per (head, block
