@@ -48,7 +48,9 @@ inline float dot8(uint4 w, float4 a, float4 b)
 /* matvec's x, transformed per xmode, into xs (cols / 4 float4s) by the 256
  * threads of a work-group: loaded as float4 into registers for the norm (one
  * trip to memory, not two), the attention splits combined with their weights
- * computed in parallel. red and attw are scratch. Ends with a barrier. */
+ * computed in parallel. red and attw are scratch. One definition for matvec
+ * and matvec_stage (a batched step), so that each token of a batch is staged
+ * to the bit as matvec stages it alone. Ends with a barrier. */
 inline void mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global const float *x,
                      __global const float *x2, __global const uint4 *W, uint cols, uint xmode, ulong norm_off,
                      float eps, uint nsplit, uint l)
@@ -327,6 +329,107 @@ void matvec(MM_SMALL_ARGS)
                 for (uint k = 0; k < 4; k++) s += red[q * lanes + l * 4 + k];
             __global float *dst = y + row0 + l;
             *dst = ymode == MODE_ADD ? *dst + s : s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        P = Pn, panel = next_panel, seg = next_seg;
+    }
+}
+
+/* A batched decode step, its x: token t's x (at x_off + t x_ld, x2 at x2_off +
+ * t x2_ld) staged by mv_stage, exactly as matvec stages it, then written to
+ * out_off + t out_ld for matvec_batch. One work-group per token; token t's
+ * attention splits (XMODE_ATTN) are the staging buffer's DB_SPLIT + t. */
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, ulong x_ld,
+                  ulong x2_ld, uint xmode, ulong norm_off, float eps, ulong stage_off, ulong out_off, ulong out_ld)
+{
+    __local float4 xs[MVX / 4];
+    __local float red[MV_WG];
+    __local float attw[ATT_COMBINE_MAX];
+    uint t = get_group_id(0), l = get_local_id(0);
+    uint nsplit = (uint)((__global const int *)(act + stage_off))[DB_SPLIT + t];
+    mv_stage(xs, red, attw, act + x_off + t * x_ld, act + x2_off + t * x2_ld, W, cols, xmode, norm_off, eps, nsplit,
+             l);
+    __global float4 *out = (__global float4 *)(act + out_off + t * out_ld);
+    for (uint k = l; k < cols / 4; k += MV_WG) out[k] = xs[k];
+}
+
+/* Matrix times the n_tok (<= DEC_BATCH_MAX) tokens of a batched decode step,
+ * each weight tile loaded once for all of them. x (x_off) holds each token's
+ * staged x (matvec_stage), ldx floats apart; token t's rows go to y + t ld. The
+ * tile walk is matvec's (the same rsplit from the host, items, lanes, subs and
+ * tiles per thread), and each token has its own accumulator, summed in matvec's
+ * order and reduced in matvec's order: row for row the bits matvec gives that
+ * token alone. x is read from global memory (a 16-token stage of the widest x
+ * does not fit local memory); all threads of a column group read the same
+ * addresses. xmode, x2, norm and nsplit were the staging's. */
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_batch(MM_SMALL_ARGS)
+{
+    __global const float4 *xb = (__global const float4 *)(act + x_off);
+    __local float red[DEC_BATCH_MAX][MV_WG];
+    uint l = get_local_id(0), item = get_group_id(0), stride = get_num_groups(0);
+    uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16, p2 = (rows2 + 15) / 16;
+    uint n_items = (p0 + p1 + p2) * rsplit;
+    uint part = item % rsplit, lanes = 64 / rsplit, nsub = 256 / lanes;
+    uint col_tiles = cols / 32;
+    uint jl = l % lanes, j = part * lanes + jl, sub = l / lanes, c0 = (j & 3) * 8;
+    uint ntile = (col_tiles - sub + nsub - 1) / nsub; /* tiles this thread reads per item */
+    ulong tile_stride = (ulong)nsub * 64, ld4 = ldx / 4;
+    uint nb = min(n_tok, (uint)DEC_BATCH_MAX);
+
+    uint panel = item / rsplit, seg = seg_of(&panel, p0, p1);
+    __global const uint4 *P =
+        W + PICK3(seg, off0, off1, off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
+    uint4 wb[8];
+#pragma unroll
+    for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
+
+    uint prows = 16 / rsplit; /* rows of one part */
+    for (; item < n_items; item += stride) {
+        __global float *y = act + PICK3(seg, y0, y1, y2);
+        uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2), row0 = panel * 16 + part * prows;
+        uint next_panel = (item + stride) / rsplit, next_seg = seg_of(&next_panel, p0, p1);
+        __global const uint4 *Pn = W + PICK3(next_seg, off0, off1, off2) +
+                                   (ulong)next_panel * col_tiles * 64 + sub * 64 + j;
+        int more = item + stride < n_items;
+        float acc[DEC_BATCH_MAX];
+#pragma unroll
+        for (uint b = 0; b < DEC_BATCH_MAX; b++) acc[b] = 0.0f;
+        for (uint u0 = 0; u0 < ntile; u0 += 8) {
+            uint4 cur[8];
+#pragma unroll
+            for (uint u = 0; u < 8; u++) cur[u] = wb[u];
+            if (u0 + 8 < ntile) {
+#pragma unroll
+                for (uint u = 0; u < 8; u++) wb[u] = u0 + 8 + u < ntile ? P[(u0 + 8 + u) * tile_stride] : (uint4)(0);
+            } else {
+#pragma unroll
+                for (uint u = 0; u < 8; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
+            }
+#pragma unroll
+            for (uint u = 0; u < 8; u++) {
+                uint xi = (sub + nsub * (u0 + u)) * 8 + (c0 >> 2);
+                if (u0 + u < ntile) {
+#pragma unroll
+                    for (uint b = 0; b < DEC_BATCH_MAX; b++)
+                        if (b < nb) acc[b] += dot8(cur[u], xb[b * ld4 + xi], xb[b * ld4 + xi + 1]);
+                }
+            }
+        }
+#pragma unroll
+        for (uint b = 0; b < DEC_BATCH_MAX; b++)
+            if (b < nb) red[b][l] = acc[b];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < prows * nb) {
+            uint t = l / prows, r = l % prows;
+            if (row0 + r < rows) {
+                float s = 0.0f;
+                for (uint q = 0; q < nsub; q++)
+                    for (uint k = 0; k < 4; k++) s += red[t][q * lanes + r * 4 + k];
+                __global float *dst = y + (ulong)t * ld + row0 + r;
+                *dst = ymode == MODE_ADD ? *dst + s : s;
+            }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         P = Pn, panel = next_panel, seg = next_seg;

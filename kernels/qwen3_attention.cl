@@ -150,7 +150,8 @@ inline float4 att_max4(float4 v, __local float4 *red, uint l)
  * loaded in one trip to memory; the work-group whose share holds position last
  * writes the new K and V (groups of the same KV head write the same values).
  * kcache / vcache are one layer's. The work of one work-group, (c, sp), is
- * attend_token. */
+ * attend_token, shared by attention and attention_batch (one definition: a
+ * batched step gives each token the bits of its own decode). */
 /* The local memory attend_token works in, declared by each kernel that calls it. */
 #define ATT_LOCALS                                                                                                   \
     __local float4 red[ATT_WG + ATT_RED];                                                                            \
@@ -285,6 +286,43 @@ void attention(__global float *act, __global half *kcache, __global half *vcache
     attend_token(act + q_off, act + k_new_off, act + v_new_off, act + cos_off, act + sin_off, act + out_off,
                  act + ml_off, kcache, vcache, W, nq, nkv, qn_off, kn_off, eps, nsplit, n_ctx, last,
                  get_group_id(0), get_group_id(1), get_local_id(0), ATT_LOCAL_ARGS);
+}
+
+/* attention for the tokens of a batched decode step: work-group (c, sp, t) is
+ * work-group (c, sp) of token t's own attention launch, with the position, split
+ * count and cache size of sequence t from the staging buffer (DB_POS, DB_SPLIT,
+ * DB_NCTX) and its caches, one layer's: kcache / vcache for t = 0, k1 / v1 ...
+ * for the others. Its q, new k and v are rows t of q_off, k_new_off, v_new_off;
+ * it writes its partial outputs and (max, sum) at out_off + t out_ld and
+ * ml_off + t ml_ld. */
+#define CACHES15(p)                                                                                                  \
+    __global half *p##1, __global half *p##2, __global half *p##3, __global half *p##4, __global half *p##5,         \
+        __global half *p##6, __global half *p##7, __global half *p##8, __global half *p##9, __global half *p##10,    \
+        __global half *p##11, __global half *p##12, __global half *p##13, __global half *p##14,                     \
+        __global half *p##15
+#define PICK16(t, p, p0)                                                                                             \
+    ((t) == 0 ? p0 : (t) == 1 ? p##1 : (t) == 2 ? p##2 : (t) == 3 ? p##3 : (t) == 4 ? p##4 : (t) == 5 ? p##5         \
+     : (t) == 6 ? p##6 : (t) == 7 ? p##7 : (t) == 8 ? p##8 : (t) == 9 ? p##9 : (t) == 10 ? p##10                    \
+     : (t) == 11 ? p##11 : (t) == 12 ? p##12 : (t) == 13 ? p##13 : (t) == 14 ? p##14 : p##15)
+__kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+void attention_batch(__global float *act, __global half *kcache, __global half *vcache, __global const ushort *W,
+                     uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit_unused,
+                     uint n_ctx_unused, ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off,
+                     ulong v_new_off, ulong cos_off, ulong sin_off, ulong ml_off, ulong out_ld, ulong ml_ld,
+                     CACHES15(k), CACHES15(v))
+{
+    ATT_LOCALS;
+    uint t = get_group_id(2), sp = get_group_id(1);
+    __global const int *stage = (__global const int *)(act + stage_off);
+    /* Work-groups past this token's split count (another token of the step has
+     * more) find no position in their share and write partials o_proj never reads.
+     * They must not return early: PoCL then gave wrong results, barriers or not. */
+    uint nsplit = (uint)stage[DB_SPLIT + t];
+    ulong qd = (ulong)nq * HEAD_DIM, kvd = (ulong)nkv * HEAD_DIM;
+    attend_token(act + q_off + t * qd, act + k_new_off + t * kvd, act + v_new_off + t * kvd, act + cos_off,
+                 act + sin_off, act + out_off + t * out_ld, act + ml_off + t * ml_ld, PICK16(t, k, kcache),
+                 PICK16(t, v, vcache), W, nq, nkv, qn_off, kn_off, eps, nsplit, (uint)stage[DB_NCTX + t],
+                 (uint)stage[DB_POS + t], get_group_id(0), sp, get_local_id(0), ATT_LOCAL_ARGS);
 }
 
 /* Causal attention for a prompt, on any device: one work-group per (head, block
