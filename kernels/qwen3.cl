@@ -148,7 +148,27 @@ inline uint seg_of(uint *u, uint n0, uint n1)
         ulong norm_off, float eps, uint n_tok, uint ymode, uint rsplit, uint nsplit,                                  \
         ulong off0, uint rows0, ulong y0, uint ld0,                                                                    \
         ulong off1, uint rows1, ulong y1, uint ld1,                                                                    \
-        ulong off2, uint rows2, ulong y2, uint ld2
+        ulong off2, uint rows2, ulong y2, uint ld2, ulong pf_off, uint pf_lines
+
+/* Decode streams one matrix a launch, and between two launches (the last loads'
+ * products, the reductions and stores, the next launch's start: ~5 us on NVIDIA)
+ * the memory would idle: so matvec asks L2 for the next launch's first pf_lines
+ * 128-byte lines of weights (from uint4 pf_off), every thread its share, once its
+ * work-group has issued its own last loads. NVIDIA: prefetch.global.L2 (or with
+ * -DQ3_PF_BULK sm_90's bulk prefetch, 4 KiB an instruction); elsewhere nothing. */
+inline void prefetch_l2(__global const uint4 *W, ulong pf_off, uint pf_lines)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    uint n = get_num_groups(0) * MV_WG, i = get_group_id(0) * MV_WG + get_local_id(0);
+#ifdef Q3_PF_BULK
+    for (i *= 32; i < pf_lines; i += n * 32)
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((ulong)(W + pf_off + (ulong)i * 8)),
+                     "r"(min(32u, pf_lines - i) * 128u));
+#else
+    for (; i < pf_lines; i += n) asm volatile("prefetch.global.L2 [%0];" ::"l"((ulong)(W + pf_off + (ulong)i * 8)));
+#endif
+#endif
+}
 
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matmul_small(MM_SMALL_ARGS)
@@ -314,6 +334,7 @@ void matvec(MM_SMALL_ARGS)
             } else {
 #pragma unroll
                 for (uint u = 0; u < 8; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
+                if (!more) prefetch_l2(W, pf_off, pf_lines);
             }
 #pragma unroll
             for (uint u = 0; u < 8; u++) {
@@ -362,7 +383,8 @@ void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong
  * order and reduced in matvec's order: row for row the bits matvec gives that
  * token alone. x is read from global memory (a 16-token stage of the widest x
  * does not fit local memory); all threads of a column group read the same
- * addresses. xmode, x2, norm and nsplit were the staging's. */
+ * addresses. xmode, x2, norm and nsplit were the staging's. Like matvec it asks
+ * L2 for the next product's first weights (pf_off, pf_lines) as it ends. */
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_batch(MM_SMALL_ARGS)
 {
@@ -406,6 +428,7 @@ void matvec_batch(MM_SMALL_ARGS)
             } else {
 #pragma unroll
                 for (uint u = 0; u < 8; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
+                if (!more) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's weights */
             }
 #pragma unroll
             for (uint u = 0; u < 8; u++) {

@@ -28,19 +28,9 @@
 #define MM_CPR (MM_BK / 8)  /* 16-byte chunks of a staged row */
 #define MM_ROWB (MM_BK * 2) /* bytes of a staged row (BF16) */
 #ifndef MM_STAGES
-#define MM_STAGES 2  /* pipeline steps in local memory (3 need 1 byte more than NVIDIA's 48 KiB) */
+#define MM_STAGES 3  /* steps of x in local memory (3, 4, 5 measured alike on the H200; 3 takes least) */
 #endif
-#define MM_STAGE_BYTES ((MM_BR + MM_BT) * MM_ROWB)
-#define MM_WARPS (MM_WG / 32)
-#ifndef MM_WARPS_R
-#define MM_WARPS_R 2 /* the warps are MM_WARPS_R (rows) x MM_WARPS / MM_WARPS_R (tokens) */
-#endif
-#define MM_WR (MM_BR / MM_WARPS_R)              /* a warp's rows */
-#define MM_WT (MM_BT / (MM_WARPS / MM_WARPS_R)) /* ... and tokens */
-#define MM_A_CHUNKS (MM_BR * MM_CPR) /* 16-byte copies of a step's weights ... */
-#define MM_X_CHUNKS (MM_BT * MM_CPR) /* ... and tokens: MM_WG threads share them */
-#define MM_FM (MM_WR / 16) /* m16 fragments per warp */
-#define MM_FN (MM_WT / 8)  /* n8 fragments per warp */
+#define MM_X_CHUNKS (MM_BT * MM_CPR) /* 16-byte copies of a step's tokens: MM_WG threads share them */
 
 /* Chunk c of staged row r is stored at chunk c ^ ((r >> 1) & 3) (4 chunks a row;
  * 2: c ^ ((r >> 2) & 1)): the 8 rows an ldmatrix reads at once then hit 8
@@ -65,8 +55,10 @@ inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 #define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 0;" ::: "memory")
 #elif MM_STAGES == 3
 #define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 1;" ::: "memory")
-#else
+#elif MM_STAGES == 4
 #define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 2;" ::: "memory")
+#else
+#define CP_WAIT_STAGES() asm volatile("cp.async.wait_group 3;" ::: "memory")
 #endif
 #else
 #define CP_ASYNC16(smem, off, src, ok) \
@@ -220,15 +212,24 @@ inline uint half2_of(float a, float b) /* cvt.rn.f16x2.f32 d, hi, lo */
 inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
 #endif
 
-/* y (+)= W x for a prompt, x in BF16 (xb: [n_tok][ldx]). A work-group of 4
- * warps takes MM_BR rows x MM_BT tokens, MM_BK columns a step, MM_STAGES steps
- * in flight; each warp MM_WR x MM_WT: MM_FM x MM_FN fragments, loaded by
- * ldmatrix from rows swizzled by mm_swz. The weights' R16C32 tiles are 16
- * rows of 64 bytes, so a step of a 16-row panel is one contiguous KiB. Up to
- * three matrices that share x (q, k, v; gate, up) run in one launch, their row
- * blocks numbered one after another. A grid of depth nz > 1 splits the columns:
- * work-group z stores its partial product part_stride floats further on, and
- * add_parts sums them in a fixed order (deterministic). */
+/* y (+)= W x for a prompt on tensor cores, x in BF16 (xb: [n_tok][ldx]). A
+ * work-group of MM_WG / 32 warps takes MM_BR = 16 rows a warp x MM_BT tokens,
+ * MM_BK columns a step. Warp w owns 16-row panel rb / 16 + w and multiplies it
+ * by every token of the block: no two warps share a weight, so the weights go
+ * from memory straight to registers, one step ahead (a fragment's 4 registers
+ * read from the panel's R16C32 tile, whose 1 KiB a step L1 merges into whole
+ * sectors), and local memory holds x alone, MM_STAGES steps of it in flight
+ * through cp.async, read by ldmatrix from rows swizzled by mm_swz. (Weights in
+ * local memory too, as before 2026-12-01, left room for 2 steps: 5-12 % slower.)
+ * Up to three matrices that share x (q, k, v; gate, up) run in one launch, their
+ * row blocks numbered one after another. A grid of depth nz > 1 splits the
+ * columns: work-group z stores its partial product part_stride floats further
+ * on, and add_parts sums them in a fixed order (deterministic). */
+#define MM_STAGE_BYTES (MM_BT * MM_ROWB)
+#define MM_FN (MM_BT / 8)
+#ifndef MM_APF
+#define MM_APF 1 /* steps ahead the weights are loaded (2: a tuning build option) */
+#endif
 __kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))
 void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, uint ldx, uint n_tok, uint add,
                 uint part_stride,
@@ -236,12 +237,15 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
                 ulong off1, uint rows1, __global float *y1, uint ld1,
                 ulong off2, uint rows2, __global float *y2, uint ld2)
 {
-    /* uint4: cp.async and ldmatrix need 16-byte aligned local addresses */
     __local uint4 smem_v[MM_STAGES * MM_STAGE_BYTES / 16];
     __local uchar *smem = (__local uchar *)smem_v;
     MM_EMU_DECL
     uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
+#ifdef MM_TOKEN_MAJOR /* the token blocks of a row block launch one after another: its weights read once */
+    uint blk = get_group_id(1), tb = get_group_id(0) * MM_BT;
+#else
     uint blk = get_group_id(0), tb = get_group_id(1) * MM_BT;
+#endif
     uint seg = seg_of(&blk, (rows0 + MM_BR - 1) / MM_BR, (rows1 + MM_BR - 1) / MM_BR);
     ulong off = PICK3(seg, off0, off1, off2);
     uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
@@ -252,77 +256,86 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
     y += (ulong)get_group_id(2) * part_stride;
 
-    /* One step's copies: MM_BR rows and MM_BT tokens of MM_CPR 16-byte chunks,
-     * (MM_BR + MM_BT) * MM_CPR / MM_WG of them a thread. Chunk q of the rows: panel
-     * q / (16 MM_CPR), its row w / MM_CPR and chunk w % MM_CPR (w = q % (16
-     * MM_CPR)), at uint4 4 row + the step's chunk offset in the tile + chunk. */
-#define MM_LOAD_STEP(buf, c)                                                                                     \
+    /* this warp's panel, as 32-bit words: tile c at 256 c, row r at 16 r */
+    uint panel = rb / 16 + warp;
+    int pok = panel < n_panels;
+    __global const uint *wp = (__global const uint *)(W + off) + (pok ? (ulong)panel * col_tiles * 256 : 0);
+    uint w0 = g * 16 + tig, w1 = w0 + 8 * 16; /* rows g, g + 8; + 4: columns + 8 */
+#define MM_LOAD_A(dst, c)                                                                                       \
     do {                                                                                                         \
-        __local uchar *st_ = smem + (buf) * MM_STAGE_BYTES;                                                      \
-        uint tile_ = (c) * MM_BK / 32, sub_ = (c) * MM_BK % 32 / 8;                                              \
-        for (uint i_ = 0; i_ < (MM_A_CHUNKS + MM_WG - 1) / MM_WG; i_++) {                                        \
-            uint q_ = l + i_ * MM_WG, p_ = rb / 16 + q_ / (16 * MM_CPR), w_ = q_ % (16 * MM_CPR);                 \
-            if (MM_A_CHUNKS % MM_WG && q_ >= MM_A_CHUNKS) break;                                                 \
-            uint row_ = w_ / MM_CPR, ch_ = w_ % MM_CPR;                                                           \
-            int ok_ = p_ < n_panels;                                                                             \
-            __global const uint4 *src_ =                                                                         \
-                W + off + (ok_ ? ((ulong)p_ * col_tiles + tile_) * 64 + row_ * 4 + sub_ + ch_ : 0);              \
-            CP_ASYNC16(st_, mm_swz(q_ / (16 * MM_CPR) * 16 + row_, ch_), src_, ok_);                              \
+        __global const uint *t_ = wp + (ulong)((c) * MM_BK / 32) * 256 + ((c) * MM_BK % 32) / 2;                 \
+        for (uint ks_ = 0; ks_ < MM_BK / 16; ks_++) {                                                            \
+            (dst)[ks_][0] = pok ? t_[w0 + 8 * ks_] : 0u;                                                         \
+            (dst)[ks_][1] = pok ? t_[w1 + 8 * ks_] : 0u;                                                         \
+            (dst)[ks_][2] = pok ? t_[w0 + 8 * ks_ + 4] : 0u;                                                     \
+            (dst)[ks_][3] = pok ? t_[w1 + 8 * ks_ + 4] : 0u;                                                     \
         }                                                                                                        \
+    } while (0)
+#define MM_LOAD_X(buf, c)                                                                                       \
+    do {                                                                                                         \
+        __local uchar *st_ = smem + (buf) * MM_STAGE_BYTES;                                                     \
         for (uint i_ = 0; i_ < (MM_X_CHUNKS + MM_WG - 1) / MM_WG; i_++) {                                        \
             uint q_ = l + i_ * MM_WG, t_ = q_ / MM_CPR, k_ = (c) * MM_BK + (q_ % MM_CPR) * 8;                     \
             if (MM_X_CHUNKS % MM_WG && q_ >= MM_X_CHUNKS) break;                                                 \
             int ok_ = tb + t_ < n_tok && k_ < cols;                                                               \
             __global const ushort *src_ = xb + (ok_ ? (ulong)(tb + t_) * ldx + k_ : 0);                           \
-            CP_ASYNC16(st_ + MM_BR * MM_ROWB, mm_swz(t_, q_ % MM_CPR), src_, ok_);                                \
+            CP_ASYNC16(st_, mm_swz(t_, q_ % MM_CPR), src_, ok_);                                                  \
         }                                                                                                        \
     } while (0)
 
-    float4 acc[MM_FM][MM_FN];
-    for (uint a = 0; a < MM_FM; a++)
-        for (uint b = 0; b < MM_FN; b++) acc[a][b] = (float4)(0.0f);
-    uint wrow = (warp % MM_WARPS_R) * MM_WR, wtok = (warp / MM_WARPS_R) * MM_WT;
-    /* ldmatrix row addresses: A (weights): matrix j = lane / 8 is rows +8 (j & 1),
-     * chunk +(j >> 1); B (tokens): tokens +8 (j >> 1), chunk +(j & 1). */
-    uint a_row = wrow + (lane & 7) + 8 * ((lane >> 3) & 1), a_chk = lane >> 4;
-    uint b_tok = wtok + (lane & 7) + 8 * (lane >> 4), b_chk = (lane >> 3) & 1;
-
+    float4 acc[MM_FN];
+    for (uint b = 0; b < MM_FN; b++) acc[b] = (float4)(0.0f);
+    uint b_tok = (lane & 7) + 8 * (lane >> 4), b_chk = (lane >> 3) & 1;
     for (uint s = 0; s < MM_STAGES - 1; s++) {
-        if (s < nk) MM_LOAD_STEP(s, c_lo + s);
+        if (s < nk) MM_LOAD_X(s, c_lo + s);
         CP_COMMIT();
     }
+    uint an[MM_BK / 16][4];
+    if (nk) MM_LOAD_A(an, c_lo);
+#if MM_APF == 2 /* tuning: the weights two steps ahead (8 more registers) */
+    uint an2[MM_BK / 16][4];
+    if (nk > 1) MM_LOAD_A(an2, c_lo + 1);
+#endif
     for (uint kt = 0; kt < nk; kt++) {
+        uint af[MM_BK / 16][4];
+        for (uint ks = 0; ks < MM_BK / 16; ks++)
+            for (uint i = 0; i < 4; i++) af[ks][i] = an[ks][i];
+#if MM_APF == 2
+        for (uint ks = 0; ks < MM_BK / 16; ks++)
+            for (uint i = 0; i < 4; i++) an[ks][i] = an2[ks][i];
+        if (kt + 2 < nk) MM_LOAD_A(an2, c_lo + kt + 2);
+#else
+        if (kt + 1 < nk) MM_LOAD_A(an, c_lo + kt + 1);
+#endif
         CP_WAIT_STAGES(); /* this thread's copies of step kt have landed ... */
         barrier(CLK_LOCAL_MEM_FENCE); /* ... everyone's; and step kt - 1's buffer is free */
         uint nx = kt + MM_STAGES - 1;
-        if (nx < nk) MM_LOAD_STEP(nx % MM_STAGES, c_lo + nx);
+        if (nx < nk) MM_LOAD_X(nx % MM_STAGES, c_lo + nx);
         CP_COMMIT();
-        __local uchar *st = smem + (kt % MM_STAGES) * MM_STAGE_BYTES, *xt = st + MM_BR * MM_ROWB;
-        for (uint ks = 0; ks < MM_BK / 16; ks++) {
-            uint af[MM_FM][4], bfr[MM_FN / 2][4];
-            for (uint a = 0; a < MM_FM; a++) LDSM_X4(st, mm_swz(a_row + 16 * a, a_chk + 2 * ks), af[a]);
-            for (uint b = 0; b < MM_FN / 2; b++) LDSM_X4(xt, mm_swz(b_tok + 16 * b, b_chk + 2 * ks), bfr[b]);
-            for (uint a = 0; a < MM_FM; a++)
-                for (uint b = 0; b < MM_FN; b++)
-                    MMA_BF16(&acc[a][b], af[a], bfr[b / 2][2 * (b & 1)], bfr[b / 2][2 * (b & 1) + 1]);
-        }
+        __local uchar *xt = smem + (kt % MM_STAGES) * MM_STAGE_BYTES;
+        for (uint ks = 0; ks < MM_BK / 16; ks++)
+            for (uint b = 0; b < MM_FN / 2; b++) {
+                uint bfr[4];
+                LDSM_X4(xt, mm_swz(b_tok + 16 * b, b_chk + 2 * ks), bfr);
+                MMA_BF16(&acc[2 * b], af[ks], bfr[0], bfr[1]);
+                MMA_BF16(&acc[2 * b + 1], af[ks], bfr[2], bfr[3]);
+            }
     }
-#undef MM_LOAD_STEP
+#undef MM_LOAD_A
+#undef MM_LOAD_X
 
-    for (uint a = 0; a < MM_FM; a++)
-        for (uint b = 0; b < MM_FN; b++) {
-            uint r = rb + wrow + a * 16 + g, t = tb + wtok + b * 8 + tig * 2;
-            float v[4] = {acc[a][b].x, acc[a][b].y, acc[a][b].z, acc[a][b].w};
-            for (uint e = 0; e < 4; e++) {
-                uint re = r + (e >> 1) * 8, te = t + (e & 1);
-                if (re < rows && te < n_tok) {
-                    __global float *dst = y + (ulong)te * ld + re;
-                    *dst = add ? *dst + v[e] : v[e];
-                }
+    for (uint b = 0; b < MM_FN; b++) {
+        uint r = rb + warp * 16 + g, t = tb + b * 8 + tig * 2;
+        float v[4] = {acc[b].x, acc[b].y, acc[b].z, acc[b].w};
+        for (uint e = 0; e < 4; e++) {
+            uint re = r + (e >> 1) * 8, te = t + (e & 1);
+            if (re < rows && te < n_tok) {
+                __global float *dst = y + (ulong)te * ld + re;
+                *dst = add ? *dst + v[e] : v[e];
             }
         }
+    }
 }
-
 /* Causal attention for a prompt on tensor cores (flash-attention style). A
  * work-group of 4 warps takes FA_Q query tokens of one head, 16 a warp, and
  * walks the keys FA_K at a time: S = Q K^T (F16 products of Q rounded to F16,

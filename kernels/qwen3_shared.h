@@ -23,9 +23,7 @@
 #define TOKB 4 /* tokens per matmul_small work-group: each weight load serves TOKB tokens */
 #define GM_R 64 /* matmul_gemm: rows of a work-group's block */
 #define GM_T 64 /* ... and tokens */
-#ifndef MM_BR
-#define MM_BR 128 /* matmul_mma: rows of a work-group's block (Q3_OPENCL_MM_BR, a tuning knob, passes -DMM_BR) */
-#endif
+#define MM_BR (MM_WG / 2) /* matmul_mma: rows of a work-group's block, a 16-row panel a warp */
 #ifndef MM_BT
 #define MM_BT 128 /* ... and tokens (64 or 128; Q3_OPENCL_MM_BT, a tuning knob, passes -DMM_BT) */
 #endif

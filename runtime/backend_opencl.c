@@ -33,6 +33,10 @@
 #define ATT_SPLIT_DEEP 16
 #define ATT_DEEP_POS 1536
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
+/* The most MiB of the next decode launch's weights matvec prefetches into L2.
+ * H200, decode tok/s against none: 4 MiB +1-3 % at every size; 8 better at 0.6B
+ * but -1 % at 1.7B; 16 and 32 slower at 1.7B and 4B (docs/opencl.md). */
+#define PREFETCH_MB_DEFAULT 4
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
 #define ACT_REGIONS 20 /* the most regions of the activation buffer (17 used) */
 _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits the staging buffer");
@@ -54,11 +58,10 @@ static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NO
 /* The tensor-core kernels, built only where sh->mma. */
 static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64; }
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
- * every compute unit a 128 x 128 block: 64-token blocks, 3 pipeline steps (36 KiB).
+ * every compute unit a 128 x 128 block: 64-token blocks.
  * H200, 512-token prompt: q/k/v at 1.7B 64.4 -> 53.6 us, at 0.6B 36.8 -> 30.0;
  * no gain where the wide blocks fill the device (docs/opencl.md). */
 #define NARROW_BT 64
-#define NARROW_OPTS " -DMM_STAGES=3"
 
 #define PROF_SLOTS 32
 #define PROF_PENDING 4096
@@ -89,6 +92,7 @@ typedef struct {
     int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
     int mma, mma_emulate, verbose;
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, fa_wg;
+    int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
     cl_mem weights;
     uint64_t w_base;
     cl_ulong max_alloc;
@@ -118,6 +122,7 @@ typedef struct {
     cl_uint mm_br;     /* matmul_mma: rows of a block (MM_BR) */
     cl_uint mm_bt;     /* ... and tokens (MM_BT) */
     cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
+    int mm_token_major; /* ... and its grid's order (ocl_shared) */
     cl_uint fa_wg;     /* attention_mma: its work-group size (FA_WG; FA_Q = FA_WG / 2 queries) */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
@@ -157,6 +162,11 @@ typedef struct {
     long n_decode;   /* single-token passes timed */
     double dec_enqueue_ms, dec_read_ms;
     size_t mv_groups; /* matvec grid: about the work-groups resident at once */
+    /* matvec's L2 prefetch (decode): the weights the next launch streams first,
+     * set by prefetch_next before the matvec that issues it, taken by mm_small */
+    cl_ulong pf_off; /* in uint4s from the weights' start */
+    cl_uint pf_lines; /* 128-byte lines; 0: none */
+    uint64_t pf_cap;  /* the most bytes prefetched (Q3_OPENCL_PREFETCH_MB) */
     double host_enqueue_ms, host_read_ms; /* profile: host time enqueueing, and waiting in the logits read */
     prof_entry prof[PROF_SLOTS];
     int n_prof, n_pending;
@@ -270,10 +280,10 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BR=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s %s",
-             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), sh->mm_br, bt, sh->mm_wg, sh->fa_wg,
-             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "", more,
-             extra ? extra : "");
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s%s %s",
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->fa_wg,
+             sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
+             sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", more, extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
@@ -333,7 +343,7 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     if (build_one(sh, f, &sh->program, sh->mm_bt, "", 0, err)) return -1;
     if (!sh->mma || !sh->narrow_mode) return 0;
     q3_err narrow_err = {{0}};
-    if (build_one(sh, f, &sh->narrow, NARROW_BT, NARROW_OPTS, 1, &narrow_err)) {
+    if (build_one(sh, f, &sh->narrow, NARROW_BT, "", 1, &narrow_err)) {
         if (sh->mma_emulate) { /* tests: the emulation must build every variant */
             *err = narrow_err;
             return -1;
@@ -467,6 +477,20 @@ typedef struct {
     cl_uint ld;
 } mm_seg;
 
+/* What the next decode launch streams first, for the matvec about to be set up
+ * to prefetch into L2 as it ends (kernels/qwen3.cl, prefetch_l2): the span of
+ * ts[0..n) where they lie one after another in the file (the writer's table
+ * order: q, k, v; gate, up), else ts[0] alone; at most pf_cap bytes. */
+static void prefetch_next(ocl_backend *m, const q3_tensor *const *ts, int n)
+{
+    uint64_t lo = ts[0]->offset, hi = lo + ts[0]->size;
+    for (int i = 1; i < n && ts[i]->offset >= hi && ts[i]->offset - hi < Q3_TENSOR_ALIGN; i++)
+        hi = ts[i]->offset + ts[i]->size;
+    uint64_t bytes = hi - lo < m->pf_cap ? hi - lo : m->pf_cap;
+    m->pf_off = (cl_ulong)((lo - m->w_base) / 16);
+    m->pf_lines = (cl_uint)(bytes / 128);
+}
+
 /* matvec's and matmul_small's argument n_tok: a batched step sets it when its
  * token count changes (run_batch_plan). */
 #define MV_ARG_NTOK 9
@@ -533,7 +557,8 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
      * least 256 are in flight. (Choosing the split that fills matvec's rounds
      * best was tried: Qwen3-4B decode 280 -> 260 tok/s; docs/opencl.md.) */
     cl_uint rsplit = panels >= 256 ? 1 : panels >= 128 ? 2 : 4;
-    rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit);
+    rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit) | ARG(k, 25, m->pf_off) | ARG(k, 26, m->pf_lines);
+    m->pf_off = 0, m->pf_lines = 0; /* one launch's */
     CHECK(rc, "setting matmul_small arguments");
     size_t groups = panels * rsplit;
     size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
@@ -584,6 +609,7 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
     CHECK(rc, "setting matmul arguments");
     size_t wg = m->mma ? m->mm_wg : kernel_group_size[kind];
     size_t global[3] = {blocks * wg, tblocks, ksplit}, local[3] = {wg, 1, 1};
+    if (m->mma && m->mm_token_major) global[0] = tblocks * wg, global[1] = blocks;
     if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
     if (ksplit == 1) return 0;
     k = kern(m, K_ADD_PARTS);
@@ -665,8 +691,10 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     cl_uint qd = (cl_uint)m->q_dim, kvd = (cl_uint)m->kv_dim, H = c->hidden_size, I = c->intermediate_size;
     cl_float eps = (cl_float)c->rms_norm_eps;
     int small = n_tok <= SMALL_MAX;
+    int one = n_tok == 1;
     if (small) {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
+        if (one) prefetch_next(m, &L->slot[Q3_QWEN3_WO], 1); /* o_proj: it streams during attention */
         if (mm_small(m, qkv, 3, m->x, m->x, H, XMODE_NORM, L->input_norm, n_tok, MODE_STORE, 1, err)) return -1;
     } else {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
@@ -694,9 +722,9 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         if (kind == K_ATTN_BATCH && batch_attention_args(m, k, l, (q3_backend *const *)&m, 1, err)) return -1;
         size_t ga[3] = {(size_t)(nq / m->att_hg) * ATT_WG, nsplit, 1}, la[3] = {ATT_WG, 1, 1};
         mm_seg o = {L->wo, m->x, H};
-        if (launch(m, k, kind, kind == K_ATTN_BATCH ? 3 : 2, ga, la, 0, 0, err) ||
-            mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err))
-            return -1;
+        if (launch(m, k, kind, kind == K_ATTN_BATCH ? 3 : 2, ga, la, 0, 0, err)) return -1;
+        prefetch_next(m, &L->slot[Q3_QWEN3_W_GATE], 2);
+        if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
     } else {
         k = kern(m, K_QKROPE);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
@@ -726,8 +754,12 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     }
     if (small) {
         mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}};
-        return mm_small(m, gu, 2, m->x, m->x, H, XMODE_NORM, L->post_norm, n_tok, MODE_STORE, 1, err) ||
-               mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
+        if (one) prefetch_next(m, &L->slot[Q3_QWEN3_W_DOWN], 1);
+        if (mm_small(m, gu, 2, m->x, m->x, H, XMODE_NORM, L->post_norm, n_tok, MODE_STORE, 1, err)) return -1;
+        /* then the next layer's q, k, v, or lm_head */
+        if (one && l + 1 < c->num_layers) prefetch_next(m, &m->w.layers[l + 1].slot[Q3_QWEN3_WQ], 3);
+        else if (one) prefetch_next(m, &m->w.slot[Q3_QWEN3_LM_HEAD], 1);
+        return mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
                         1, err);
     }
     mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}}, down = {L->w_down, m->x, H};
@@ -763,6 +795,7 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
         last = m->tmp;
     }
     mm_seg sg = {m->w.lm_head, m->logits, V};
+    if (nb == 1) prefetch_next(m, &m->w.layers[0].slot[Q3_QWEN3_WQ], 3); /* the next token's first launch */
     return mm_small(m, &sg, 1, last, last, H, XMODE_NORM, m->w.norm, 1, MODE_STORE, 1, err);
 }
 
@@ -1036,12 +1069,17 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
     sh->mvx = matvec_cols(c, local_bytes);
-    /* tuning: blocks of 64, 128, 192 or 256 tokens, and of 128, 192 or 256 rows */
-    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG"), *br_env = getenv("Q3_OPENCL_MM_BR");
-    int bt = bt_env ? atoi(bt_env) : 0, br = br_env ? atoi(br_env) : 0;
+    /* tuning: blocks of 64, 128, 192 or 256 tokens, and 4 or 8 warps (64 or 128 rows) */
+    const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
+    int bt = bt_env ? atoi(bt_env) : 0;
     sh->mm_bt = bt >= 64 && bt <= 256 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
-    sh->mm_br = br >= 128 && br <= 256 && br % 64 == 0 ? (cl_uint)br : MM_BR;
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
+    sh->mm_br = sh->mm_wg / 2; /* MM_BR: a 16-row panel a warp */
+    /* matmul_mma's grid: the token blocks of one row block launch together, so its
+     * weights come from memory once (H200: 4B pp4096 +2 %, 1.7B pp512 +3 %, the
+     * rest within 0.5 %); tuning: Q3_OPENCL_MM_RASTER=row, the other order */
+    const char *raster_env = getenv("Q3_OPENCL_MM_RASTER");
+    sh->mm_token_major = !(raster_env && !strcmp(raster_env, "row"));
     const char *narrow_env = getenv("Q3_OPENCL_MM_NARROW"); /* tuning and tests: 0 never, all always */
     sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
@@ -1168,10 +1206,15 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mm_br = sh->mm_br;
     m->mm_bt = sh->mm_bt;
     m->mm_wg = sh->mm_wg;
+    m->mm_token_major = sh->mm_token_major;
     m->fa_wg = sh->fa_wg;
     m->weights = sh->weights;
     m->w_base = sh->w_base;
     m->mv_groups = sh->mv_groups;
+    /* tuning: the most MiB matvec prefetches into L2 for the next launch (0: none) */
+    const char *pf_env = getenv("Q3_OPENCL_PREFETCH_MB");
+    int pf_mb = pf_env && *pf_env ? atoi(pf_env) : PREFETCH_MB_DEFAULT;
+    m->pf_cap = (uint64_t)(pf_mb > 0 ? pf_mb : 0) << 20;
     m->act_align = sh->act_align;
     cl_ulong max_alloc = sh->max_alloc;
     const char *name = sh->d.name;
