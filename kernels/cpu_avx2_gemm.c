@@ -5,7 +5,8 @@
  * per 4 FMAs and ended every output in a horizontal sum; it ran at ~42 % of the FMA
  * peak on Zen 3 (issue 17), 50-54 % on the Sapphire-Rapids-class guest. Here:
  *  - the weights of one panel are widened to f32 once per KC columns and transposed
- *    to [column][16 rows] (16 KiB: stays in L1) and then reused by every token;
+ *    to [column][16 rows] (8 KiB: stays in L1) and then reused by every token of a
+ *    prompt pass (once per call, not once per chunk of tokens);
  *  - the activations are packed once per call by q3_avx2_pack_x as [column block]
  *    [group of 6 tokens][column][6], so the micro-panels one weight block meets are
  *    one contiguous stream;
@@ -17,10 +18,14 @@
  * Activations stay f32 and every product is exact (BF16 widened to f32), so the
  * result differs from the scalar reference only in the order of the f32 sums. */
 #include <immintrin.h>
+#include "cpu_kernels.h"
 #include "cpu_panel.h"
 
-/* Columns per weight block: 16 rows x 256 f32 = 16 KiB, half of a 32 KiB L1. A multiple of 32 (one tile). */
-#define KC 256
+/* Columns per weight block: 16 rows x 128 f32 = 8 KiB, so that it and a whole pass's
+ * results (cbuf, 33 KiB) share a 48 KiB L1 (256: 16 KiB, 2-5 % slower with NC at a
+ * whole pass; the micro kernel alone runs at 95-97 % of the FMA peak either way).
+ * A multiple of 32 (one tile). */
+#define KC 128
 
 /* 8 rows x 8 BF16 columns (row stride 32 halves, one tile row apart) -> 8 f32 columns
  * of 8 rows each, stored 16 floats apart (dst holds [column][16 rows]). */
@@ -65,28 +70,64 @@ static inline uint64_t xpk_offset(uint64_t k0, uint64_t kc, int groups, int g)
     return (k0 * (uint64_t)groups + (uint64_t)g * kc) * Q3_AVX2_NR;
 }
 
+/* 6 tokens' rows (8 floats each, at src[t] + c) -> 8 columns of 6 floats at dst, dst[j * 6 + t]:
+ * an 8 x 8 transpose with two zero rows, each column stored as 4 + 2 floats. */
+static inline void pack6x8(const float *const src[Q3_AVX2_NR], uint64_t c, float *dst)
+{
+    __m256 z = _mm256_setzero_ps();
+    __m256 r0 = _mm256_loadu_ps(src[0] + c), r1 = _mm256_loadu_ps(src[1] + c), r2 = _mm256_loadu_ps(src[2] + c);
+    __m256 r3 = _mm256_loadu_ps(src[3] + c), r4 = _mm256_loadu_ps(src[4] + c), r5 = _mm256_loadu_ps(src[5] + c);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    __m256 u4 = _mm256_shuffle_ps(t4, z, 0x44), u5 = _mm256_shuffle_ps(t4, z, 0xee);
+    __m256 u6 = _mm256_shuffle_ps(t5, z, 0x44), u7 = _mm256_shuffle_ps(t5, z, 0xee);
+    __m256 col[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                     _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                     _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                     _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+        _mm_storeu_ps(dst + j * Q3_AVX2_NR, _mm256_castps256_ps128(col[j]));
+        _mm_storel_pi((__m64 *)(dst + j * Q3_AVX2_NR + 4), _mm256_extractf128_ps(col[j], 1));
+    }
+}
+
 void q3_avx2_pack_x(const float *x, uint64_t cols, int n_tok, float *xpk, int g_lo, int g_hi)
 {
     uint64_t kpad = (cols + 31) / 32 * 32;
     int groups = (n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
-    for (int g = g_lo; g < g_hi; g++)
-        for (uint64_t k0 = 0; k0 < kpad; k0 += KC) {
-            uint64_t kc = kpad - k0 < KC ? kpad - k0 : KC;
-            float *dst = xpk + xpk_offset(k0, kc, groups, g);
-            for (int t = 0; t < Q3_AVX2_NR; t++) {
-                int tok = g * Q3_AVX2_NR + t;
-                const float *src = tok < n_tok ? x + (uint64_t)tok * cols : NULL;
-                for (uint64_t c = 0; c < kc; c++)
-                    dst[c * Q3_AVX2_NR + t] = src && k0 + c < cols ? src[k0 + c] : 0.0f;
-            }
+    for (int g = g_lo; g < g_hi; g++) {
+        const float *src[Q3_AVX2_NR];
+        int full = 1; /* all 6 tokens exist: the vector path */
+        for (int t = 0; t < Q3_AVX2_NR; t++) {
+            int tok = g * Q3_AVX2_NR + t;
+            src[t] = tok < n_tok ? x + (uint64_t)tok * cols : NULL;
+            full &= tok < n_tok;
         }
+        for (uint64_t k0 = 0; k0 < kpad; k0 += KC) {
+            uint64_t kc = kpad - k0 < KC ? kpad - k0 : KC, c = 0;
+            float *dst = xpk + xpk_offset(k0, kc, groups, g);
+            if (full)
+                for (; c + 8 <= kc && k0 + c + 8 <= cols; c += 8) pack6x8(src, k0 + c, dst + c * Q3_AVX2_NR);
+            /* The rest: missing tokens and the columns past cols are zeros. */
+            for (; c < kc; c++)
+                for (int t = 0; t < Q3_AVX2_NR; t++)
+                    dst[c * Q3_AVX2_NR + t] = src[t] && k0 + c < cols ? src[t][k0 + c] : 0.0f;
+        }
+    }
 }
 
-/* Tokens per chunk: the chunk's 16 x NC results live in a contiguous buffer (12 KiB)
- * while the weight blocks pass, and go to y once. Accumulating in y itself cost ~15 %:
- * y's rows are 4-12 KiB apart in the model, so a panel's 16-column stripe of y fell
- * into a few cache sets and was evicted between weight blocks. A multiple of NR. */
-#define NC 192
+/* Tokens per chunk: the chunk's 16 x NC results live in a contiguous buffer while the
+ * weight blocks pass, and go to y once. Accumulating in y itself cost ~15 %: y's rows
+ * are 4-12 KiB apart in the model, so a panel's 16-column stripe of y fell into a few
+ * cache sets and was evicted between weight blocks. A whole CPU pass is one chunk
+ * (33 KiB), so each weight block is widened once per call: with 192 tokens a chunk
+ * (12 KiB) a 512-token pass widened every weight three times, ~6 % of the GEMM's
+ * time; a panel at 1024 columns, hot, went from 89-92 % to 94-96 % of the FMA peak.
+ * A multiple of NR. */
+#define NC ((Q3_CPU_PASS_TOKENS + Q3_AVX2_NR - 1) / Q3_AVX2_NR * Q3_AVX2_NR)
 
 /* One 16 x 6 block: acc = (first ? 0 : c) + wpk[0..kc) x xp[0..kc); stored to c, or,
  * on the last weight block (y != NULL), to y: tokens < nt, rows < n_rows only. */

@@ -18,6 +18,11 @@ q3_simd q3_simd_active(void);
 void q3_simd_set(q3_simd level);
 const char *q3_simd_name(q3_simd level);
 
+/* Prompt tokens per CPU pass (runtime/model_cpu.c): each weight panel is reused this
+ * many times per pass (512 measured 3-5 % faster than 128 for a 512-token prompt on
+ * Zen 4, docs/perf.md); the AVX2 GEMM keeps a whole pass's results of a panel in L1. */
+#define Q3_CPU_PASS_TOKENS 512
+
 typedef struct q3_pool q3_pool;
 q3_pool *q3_pool_create(int n_threads); /* n_threads <= 0: online cores */
 void q3_pool_destroy(q3_pool *p);

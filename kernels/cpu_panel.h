@@ -31,7 +31,7 @@ void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const f
 /* 1 when the GEMV (AVX-512 and AVX2) should prefetch: GenuineIntel, unless Q3_GEMV_PREFETCH=0|1 says otherwise. */
 int q3_gemv_prefetch_wanted(void);
 /* AVX2 GEMM (cpu_avx2_gemm.c): tokens in groups of Q3_AVX2_NR, activations packed once
- * per call as xpk[256-column block][group][column][Q3_AVX2_NR] f32 (columns zero padded to whole tiles,
+ * per call as xpk[128-column block][group][column][Q3_AVX2_NR] f32 (columns zero padded to whole tiles,
  * missing tokens of the last group zero). q3_avx2_pack_x packs groups [g_lo, g_hi). */
 #define Q3_AVX2_NR 6
 void q3_avx2_pack_x(const float *x, uint64_t cols, int n_tok, float *xpk, int g_lo, int g_hi);

@@ -60,7 +60,8 @@ static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i =
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
  * every compute unit a 128 x 128 block: 64-token blocks.
  * H200, 512-token prompt: q/k/v at 1.7B 64.4 -> 53.6 us, at 0.6B 36.8 -> 30.0;
- * no gain where the wide blocks fill the device (docs/opencl.md). */
+ * no gain where the wide blocks fill the device (docs/opencl.md). Measured with
+ * the matmul_mma before its weights went to registers; not measured again since. */
 #define NARROW_BT 64
 
 #define PROF_SLOTS 32

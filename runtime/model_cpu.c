@@ -9,9 +9,8 @@
 #include "env_help.h"
 #include "weights.h"
 
-/* Prompt tokens per batch: each weight panel is reused this many times per pass
- * (512 measured 3-5 % faster than 128 for a 512-token prompt on Zen 4, docs/perf.md). */
-#define MAX_BATCH 512
+/* Prompt tokens per batch (cpu_kernels.h says why 512). */
+#define MAX_BATCH Q3_CPU_PASS_TOKENS
 
 typedef struct cpu_backend {
     q3_backend base;

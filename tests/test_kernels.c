@@ -78,6 +78,8 @@ static void test_all_levels(void **state)
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++)
                     check_shape(pool, shapes[s][0], shapes[s][1], toks[k]);
+            /* More tokens than one CPU pass: the AVX2 GEMM's second chunk of tokens. */
+            check_shape(pool, 20, 300, Q3_CPU_PASS_TOKENS + 13);
             q3_pool_destroy(pool);
         }
     }

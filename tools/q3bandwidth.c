@@ -16,6 +16,13 @@
  *       cycle each) gives cycles per CPU second; 12 independent FMA chains give
  *       the f32 FMA throughput (AVX2, and AVX-512 where the CPU has it). CPU time,
  *       not wall time, so a busy machine does not lower the figures.
+ *   q3bandwidth --gemm-panel [--cols C] [--tokens T] [--runs R]
+ *       The AVX2 prefill GEMM on 16-row panels of C columns (default 1024) for T
+ *       tokens (default 512), one thread, next to the AVX2 FMA peak measured in the
+ *       same run: one panel hot in cache, cold panels (a 64 MiB ring), and cold
+ *       panels writing y with a model's row stride (2048 floats). Each figure is the
+ *       best of R x 8 short windows (default R 5), so another program's bursts on
+ *       the core are left out: the kernel's own rate, not a prompt's.
  *   q3bandwidth --attention [--positions P] [--runs R] [--json]
  *       One thread, head_dim 128, P positions (default 600), K/V hot in cache:
  *       q3_attend_head per query, q3_attend_rows for 16 causal queries and for a
@@ -35,6 +42,7 @@
 #include <time.h>
 #include "../format/q3_format.h"
 #include "../kernels/cpu_kernels.h"
+#include "../kernels/cpu_panel.h"
 #include "../runtime/env_help.h"
 
 static double now(void)
@@ -555,11 +563,75 @@ static int run_attention_decode(int n_pos, int group, int runs, int json)
     return 0;
 }
 
+/* ---- the AVX2 GEMM on single panels ---- */
+
+/* GFLOP/s of the best of windows of 8 panel calls; panel p % n_panels of ring, y at
+ * y + (p % y_cols) * 16 with row stride ldy. */
+static double gemm_panel_rate(const uint16_t *ring, uint64_t n_panels, uint64_t cols, const float *xpk, int n_tok,
+                              float *y, uint64_t ldy, uint64_t y_cols, int windows)
+{
+    uint64_t panel_elems = q3_col_tiles(cols) * TILE_ELEMS, p = 0;
+    double best = 1e30;
+    for (int w = 0; w < windows; w++) {
+        double t0 = cpu_now();
+        for (int i = 0; i < 8; i++, p++)
+            q3_gemm_panel_avx2(ring + (p % n_panels) * panel_elems, cols, xpk, n_tok, y + (p % y_cols) * 16, ldy, 16);
+        double t = cpu_now() - t0;
+        best = t < best ? t : best;
+    }
+    return 8.0 * 2 * 16 * (double)cols * n_tok / best / 1e9;
+}
+
+static int run_gemm_panel(uint64_t cols, int n_tok, int runs)
+{
+    if (q3_simd_detect() < Q3_SIMD_AVX2) {
+        fprintf(stderr, "q3bandwidth: --gemm-panel needs AVX2 and FMA\n");
+        return 1;
+    }
+    const uint64_t ldy = 2048, ring_bytes = 64ull << 20;
+    uint64_t panel_elems = q3_col_tiles(cols) * TILE_ELEMS, n_panels = ring_bytes / (panel_elems * 2);
+    int groups = (n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
+    uint16_t *ring = NULL;
+    float *x = malloc((size_t)n_tok * cols * sizeof *x), *y = malloc((size_t)n_tok * ldy * sizeof *y), *xpk = NULL;
+    void *mem = NULL;
+    if (posix_memalign(&mem, 4096, n_panels * panel_elems * 2) == 0) ring = mem;
+    mem = NULL;
+    if (posix_memalign(&mem, 64, (size_t)groups * Q3_AVX2_NR * q3_col_tiles(cols) * TILE_COLS * sizeof *xpk) == 0)
+        xpk = mem;
+    if (!ring || !x || !y || !xpk || n_panels == 0) {
+        fprintf(stderr, "q3bandwidth: out of memory\n");
+        free(ring), free(x), free(y), free(xpk);
+        return 1;
+    }
+    for (uint64_t i = 0; i < n_panels * panel_elems; i++) ring[i] = rand_bf16();
+    for (uint64_t i = 0; i < (uint64_t)n_tok * cols; i++) x[i] = q3_bf16_to_f32(rand_bf16());
+    q3_avx2_pack_x(x, cols, n_tok, xpk, 0, groups);
+    double peak = 0, hot = 0, cold = 0, cold_ldy = 0, r;
+    volatile float sink = 0;
+    for (int i = 0; i < runs; i++) {
+        double t0 = cpu_now();
+        sink += fma_avx2(5000000);
+        r = 12.0 * 8 * 2 * 5000000 / (cpu_now() - t0) / 1e9, peak = r > peak ? r : peak;
+        r = gemm_panel_rate(ring, 1, cols, xpk, n_tok, y, 16, 1, 8), hot = r > hot ? r : hot;
+        r = gemm_panel_rate(ring, n_panels, cols, xpk, n_tok, y, 16, 1, 8), cold = r > cold ? r : cold;
+        r = gemm_panel_rate(ring, n_panels, cols, xpk, n_tok, y, ldy, ldy / 16, 8), cold_ldy = r > cold_ldy ? r : cold_ldy;
+    }
+    (void)sink;
+    printf("AVX2 GEMM panels, %llu columns, %d tokens, 1 thread, best of %d x 8 windows, GFLOP per CPU second:\n"
+           "  AVX2 FMA peak %.1f; one panel hot %.1f (%.0f %%); cold panels %.1f (%.0f %%); "
+           "cold, y row stride %llu: %.1f (%.0f %%)\n",
+           (unsigned long long)cols, n_tok, runs, peak, hot, 100 * hot / peak, cold, 100 * cold / peak,
+           (unsigned long long)ldy, cold_ldy, 100 * cold_ldy / peak);
+    free(ring), free(x), free(y), free(xpk);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: q3bandwidth [--gib G] [--threads N] [--runs R] [--json]\n"
                "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n"
                "       q3bandwidth --peak [--runs R] [--json]\n"
+               "       q3bandwidth --gemm-panel [--cols C] [--tokens T] [--runs R]\n"
                "       q3bandwidth --attention [--positions P] [--runs R] [--json]\n"
                "       q3bandwidth --attention-decode [--positions P] [--group G] [--runs R] [--json]\n"
                "  -h, --help  this text\n"
@@ -571,6 +643,8 @@ int main(int argc, char **argv)
 {
     double gib = 2.0;
     int threads = 0, runs = 5, json = 0, matmul = 0, attention = 0, peak = 0, n_tok = 1, tok_set = 0, n_pos = 600, group = 2;
+    int gemm_panel = 0;
+    long cols = 1024;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -581,6 +655,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--attention")) attention = 1;
         else if (!strcmp(a, "--attention-decode")) attention = 2;
         else if (!strcmp(a, "--peak")) peak = 1;
+        else if (!strcmp(a, "--gemm-panel")) gemm_panel = 1;
+        else if (v && !strcmp(a, "--cols")) cols = atol(v), i++;
         else if (v && !strcmp(a, "--positions")) n_pos = atoi(v), i++;
         else if (v && !strcmp(a, "--group")) group = atoi(v), i++;
         else if (v && !strcmp(a, "--gib")) gib = atof(v), i++;
@@ -593,14 +669,15 @@ int main(int argc, char **argv)
         }
     }
     if (gib < 0.01 || gib > 64 || runs < 1 || runs > 1000 || threads < 0 || threads > 256 || n_tok < 1 || n_tok > 4096 ||
-        n_pos < 1 || n_pos > 1000000 || group < 1 || group > 8) {
+        n_pos < 1 || n_pos > 1000000 || group < 1 || group > 8 || cols < 1 || cols > 65536) {
         fprintf(stderr, "q3bandwidth: --gib must be 0.01..64, --runs 1..1000, --threads 0..256, --tokens 1..4096, "
-                        "--positions 1..1000000, --group 1..8\n");
+                        "--positions 1..1000000, --group 1..8, --cols 1..65536\n");
         return 2;
     }
     if (attention == 2) return run_attention_decode(n_pos, group, runs, json);
     if (attention) return run_attention(n_pos, runs, json);
     if (peak) return run_peak(runs, json);
+    if (gemm_panel) return run_gemm_panel((uint64_t)cols, tok_set ? n_tok : 512, runs);
     if (matmul) return run_matmul(threads, runs, tok_set ? n_tok : 1, json);
     if (threads == 0) {
         q3_pool *p = q3_pool_create(0);
