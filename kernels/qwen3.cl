@@ -51,8 +51,8 @@ inline float dot8(uint4 w, float4 a, float4 b)
  * computed in parallel. red and attw are scratch. One definition for matvec
  * and matvec_stage (a batched step), so that each token of a batch is staged
  * to the bit as matvec stages it alone. Ends with a barrier. */
-/* always inlined: a called function (clang left attend_token one) reaches its locals through
- * pointers, and the merged tree decoded 5-7 % slower on the H200 */
+/* always inlined: a called function would reach the caller's local arrays through pointers
+ * (clang left one such shared function of decode attention uninlined) */
 inline __attribute__((always_inline)) void
 mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global const float *x,
          __global const float *x2, __global const uint4 *W, uint cols, uint xmode, ulong norm_off,
