@@ -256,19 +256,22 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
     uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
     y += (ulong)get_group_id(2) * part_stride;
 
-    /* this warp's panel, as 32-bit words: tile c at 256 c, row r at 16 r */
-    uint panel = rb / 16 + warp;
-    int pok = panel < n_panels;
-    __global const uint *wp = (__global const uint *)(W + off) + (pok ? (ulong)panel * col_tiles * 256 : 0);
+    /* this warp's panels (MM_RP of them, consecutive), as 32-bit words: tile c at 256 c, row r at 16 r */
+    uint panel0 = rb / 16 + warp * MM_RP;
+    __global const uint *wpb = (__global const uint *)(W + off);
     uint w0 = g * 16 + tig, w1 = w0 + 8 * 16; /* rows g, g + 8; + 4: columns + 8 */
 #define MM_LOAD_A(dst, c)                                                                                       \
     do {                                                                                                         \
-        __global const uint *t_ = wp + (ulong)((c) * MM_BK / 32) * 256 + ((c) * MM_BK % 32) / 2;                 \
-        for (uint ks_ = 0; ks_ < MM_BK / 16; ks_++) {                                                            \
-            (dst)[ks_][0] = pok ? t_[w0 + 8 * ks_] : 0u;                                                         \
-            (dst)[ks_][1] = pok ? t_[w1 + 8 * ks_] : 0u;                                                         \
-            (dst)[ks_][2] = pok ? t_[w0 + 8 * ks_ + 4] : 0u;                                                     \
-            (dst)[ks_][3] = pok ? t_[w1 + 8 * ks_ + 4] : 0u;                                                     \
+        _Pragma("unroll") for (uint p_ = 0; p_ < MM_RP; p_++) {                                                 \
+            int pok_ = panel0 + p_ < n_panels;                                                                   \
+            __global const uint *t_ = wpb + (pok_ ? (ulong)(panel0 + p_) * col_tiles * 256 : 0) +                \
+                                      (ulong)((c) * MM_BK / 32) * 256 + ((c) * MM_BK % 32) / 2;                  \
+            _Pragma("unroll") for (uint ks_ = 0; ks_ < MM_BK / 16; ks_++) {                                     \
+                (dst)[p_][ks_][0] = pok_ ? t_[w0 + 8 * ks_] : 0u;                                                \
+                (dst)[p_][ks_][1] = pok_ ? t_[w1 + 8 * ks_] : 0u;                                                \
+                (dst)[p_][ks_][2] = pok_ ? t_[w0 + 8 * ks_ + 4] : 0u;                                            \
+                (dst)[p_][ks_][3] = pok_ ? t_[w1 + 8 * ks_ + 4] : 0u;                                            \
+            }                                                                                                    \
         }                                                                                                        \
     } while (0)
 #define MM_LOAD_X(buf, c)                                                                                       \
@@ -283,26 +286,38 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
         }                                                                                                        \
     } while (0)
 
-    float4 acc[MM_FN];
-    for (uint b = 0; b < MM_FN; b++) acc[b] = (float4)(0.0f);
+    float4 acc[MM_RP][MM_FN];
+#pragma unroll
+    for (uint p = 0; p < MM_RP; p++)
+#pragma unroll
+        for (uint b = 0; b < MM_FN; b++) acc[p][b] = (float4)(0.0f);
     uint b_tok = (lane & 7) + 8 * (lane >> 4), b_chk = (lane >> 3) & 1;
+#pragma unroll
     for (uint s = 0; s < MM_STAGES - 1; s++) {
         if (s < nk) MM_LOAD_X(s, c_lo + s);
         CP_COMMIT();
     }
-    uint an[MM_BK / 16][4];
+    uint an[MM_RP][MM_BK / 16][4];
     if (nk) MM_LOAD_A(an, c_lo);
-#if MM_APF == 2 /* tuning: the weights two steps ahead (8 more registers) */
-    uint an2[MM_BK / 16][4];
+#if MM_APF == 2 /* tuning: the weights two steps ahead (8 more registers a panel) */
+    uint an2[MM_RP][MM_BK / 16][4];
     if (nk > 1) MM_LOAD_A(an2, c_lo + 1);
 #endif
     for (uint kt = 0; kt < nk; kt++) {
-        uint af[MM_BK / 16][4];
-        for (uint ks = 0; ks < MM_BK / 16; ks++)
-            for (uint i = 0; i < 4; i++) af[ks][i] = an[ks][i];
+        uint af[MM_RP][MM_BK / 16][4];
+#pragma unroll
+        for (uint p = 0; p < MM_RP; p++)
+#pragma unroll
+            for (uint ks = 0; ks < MM_BK / 16; ks++)
+#pragma unroll
+                for (uint i = 0; i < 4; i++) af[p][ks][i] = an[p][ks][i];
 #if MM_APF == 2
-        for (uint ks = 0; ks < MM_BK / 16; ks++)
-            for (uint i = 0; i < 4; i++) an[ks][i] = an2[ks][i];
+#pragma unroll
+        for (uint p = 0; p < MM_RP; p++)
+#pragma unroll
+            for (uint ks = 0; ks < MM_BK / 16; ks++)
+#pragma unroll
+                for (uint i = 0; i < 4; i++) an[p][ks][i] = an2[p][ks][i];
         if (kt + 2 < nk) MM_LOAD_A(an2, c_lo + kt + 2);
 #else
         if (kt + 1 < nk) MM_LOAD_A(an, c_lo + kt + 1);
@@ -313,20 +328,29 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
         if (nx < nk) MM_LOAD_X(nx % MM_STAGES, c_lo + nx);
         CP_COMMIT();
         __local uchar *xt = smem + (kt % MM_STAGES) * MM_STAGE_BYTES;
+#pragma unroll
         for (uint ks = 0; ks < MM_BK / 16; ks++)
+#pragma unroll
             for (uint b = 0; b < MM_FN / 2; b++) {
                 uint bfr[4];
                 LDSM_X4(xt, mm_swz(b_tok + 16 * b, b_chk + 2 * ks), bfr);
-                MMA_BF16(&acc[2 * b], af[ks], bfr[0], bfr[1]);
-                MMA_BF16(&acc[2 * b + 1], af[ks], bfr[2], bfr[3]);
+#pragma unroll
+                for (uint p = 0; p < MM_RP; p++) { /* each x fragment serves MM_RP panels */
+                    MMA_BF16(&acc[p][2 * b], af[p][ks], bfr[0], bfr[1]);
+                    MMA_BF16(&acc[p][2 * b + 1], af[p][ks], bfr[2], bfr[3]);
+                }
             }
     }
 #undef MM_LOAD_A
 #undef MM_LOAD_X
 
+#pragma unroll
+    for (uint p = 0; p < MM_RP; p++)
+#pragma unroll
     for (uint b = 0; b < MM_FN; b++) {
-        uint r = rb + warp * 16 + g, t = tb + b * 8 + tig * 2;
-        float v[4] = {acc[b].x, acc[b].y, acc[b].z, acc[b].w};
+        uint r = rb + (warp * MM_RP + p) * 16 + g, t = tb + b * 8 + tig * 2;
+        float v[4] = {acc[p][b].x, acc[p][b].y, acc[p][b].z, acc[p][b].w};
+#pragma unroll
         for (uint e = 0; e < 4; e++) {
             uint re = r + (e >> 1) * 8, te = t + (e & 1);
             if (re < rows && te < n_tok) {

@@ -14,7 +14,7 @@
 #define ATT_WG 128  /* attention (decode) and attention_prefill: one key position per thread */
 #define GM_WG 256   /* matmul_gemm */
 #ifndef MM_WG
-#define MM_WG 256   /* matmul_mma: 8 warps (Q3_OPENCL_MM_WG=128, a tuning knob, passes -DMM_WG: 4) */
+#define MM_WG 128   /* matmul_mma: 4 warps (Q3_OPENCL_MM_WG=256, a tuning knob, passes -DMM_WG: 8) */
 #endif
 #ifndef FA_WG
 #define FA_WG 128   /* attention_mma: 4 warps, 16 query rows each (Q3_OPENCL_FA_WG=256, a tuning knob: 8) */
@@ -23,7 +23,10 @@
 #define TOKB 4 /* tokens per matmul_small work-group: each weight load serves TOKB tokens */
 #define GM_R 64 /* matmul_gemm: rows of a work-group's block */
 #define GM_T 64 /* ... and tokens */
-#define MM_BR (MM_WG / 2) /* matmul_mma: rows of a work-group's block, a 16-row panel a warp */
+#ifndef MM_RP
+#define MM_RP 2 /* matmul_mma: 16-row panels a warp, each x fragment serving both (Q3_OPENCL_MM_RP=1, a tuning knob) */
+#endif
+#define MM_BR (MM_WG / 2 * MM_RP) /* matmul_mma: rows of a work-group's block */
 #ifndef MM_BT
 #define MM_BT 128 /* ... and tokens (64 or 128; Q3_OPENCL_MM_BT, a tuning knob, passes -DMM_BT) */
 #endif

@@ -92,7 +92,7 @@ typedef struct {
     cl_program narrow; /* matmul_mma with NARROW_BT-token blocks, or NULL */
     int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
     int mma, mma_emulate, verbose;
-    cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, fa_wg;
+    cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
     cl_mem weights;
     uint64_t w_base;
@@ -281,8 +281,8 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DFA_WG=%u%s%s%s %s",
-             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->fa_wg,
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DMM_RP=%u -DFA_WG=%u%s%s%s %s",
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, sh->fa_wg,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
              sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", more, extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
@@ -1070,12 +1070,15 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
     sh->mvx = matvec_cols(c, local_bytes);
-    /* tuning: blocks of 64, 128, 192 or 256 tokens, and 4 or 8 warps (64 or 128 rows) */
+    /* tuning: blocks of 64, 128 or 192 tokens (256 would stage 48 KiB + 16 B of x: on the H200
+     * it built and ran 12x slower), 4 or 8 warps of 1 or 2 16-row panels each */
     const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
     int bt = bt_env ? atoi(bt_env) : 0;
-    sh->mm_bt = bt >= 64 && bt <= 256 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
+    sh->mm_bt = bt >= 64 && bt <= 192 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
-    sh->mm_br = sh->mm_wg / 2; /* MM_BR: a 16-row panel a warp */
+    const char *rp_env = getenv("Q3_OPENCL_MM_RP"); /* tuning: 1 or 2 16-row panels a warp */
+    sh->mm_rp = rp_env && (atoi(rp_env) == 1 || atoi(rp_env) == 2) ? (cl_uint)atoi(rp_env) : MM_RP;
+    sh->mm_br = sh->mm_wg / 2 * sh->mm_rp; /* MM_BR: MM_RP 16-row panels a warp */
     /* matmul_mma's grid: the token blocks of one row block launch together, so its
      * weights come from memory once (H200: 4B pp4096 +2 %, 1.7B pp512 +3 %, the
      * rest within 0.5 %); tuning: Q3_OPENCL_MM_RASTER=row, the other order */
