@@ -19,7 +19,7 @@ LDLIBS = -lz -lxxhash -lcjson -lpcre2-8 -lutf8proc -lOpenCL -lm -lpthread
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
 AVX2_FLAGS = -mavx2 -mfma -mf16c
 
-MAINS = convert/q3convert.c runtime/q3run.c serve/q3serve.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3bandwidth.c tools/q3tokbench.c
+MAINS = convert/q3convert.c runtime/q3run.c serve/q3serve.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3batch.c tools/q3bandwidth.c tools/q3tokbench.c
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
 # q3run's own parts (runtime/q3run_*.c) make the program, not the library.
@@ -129,7 +129,7 @@ $(BUILD)/q3convert: $(call obj,convert/q3convert.c) $(CONVERT_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
 $(BUILD)/%: $(BUILD)/obj/tools/%.o $(ALL_LIBS)
 	$(CC) $(LDFLAGS_SAN) -pthread $^ $(LDLIBS) -o $@
-# q3run, q3bench and q3serve are on include/q3.h alone: they link libq3.so, which
+# q3run, q3bench, q3batch and q3serve are on include/q3.h alone: they link libq3.so, which
 # exports nothing else, so a call into the internals would not link. $ORIGIN: the
 # library is found beside them, in the build folder.
 ON_LIBQ3 = $(BUILD)/libq3.so $(BUILD)/libq3.so.$(Q3_SOVERSION)
@@ -141,6 +141,9 @@ BENCH_FMT = $(call obj,tools/bench_fmt.c)
 $(BUILD)/q3bench: $(call obj,tools/q3bench.c) $(BENCH_FMT) $(ON_LIBQ3)
 	$(CC) $(LDFLAGS_SAN) -pthread $(filter %.o,$^) $(LINK_LIBQ3) -lcjson -lxxhash -lm -o $@
 $(BUILD)/tests/test_bench: $(BENCH_FMT)
+# q3batch: the batched decode step alone, on the library (its list parsing is q3bench's).
+$(BUILD)/q3batch: $(call obj,tools/q3batch.c) $(BENCH_FMT) $(ON_LIBQ3)
+	$(CC) $(LDFLAGS_SAN) -pthread $(filter %.o,$^) $(LINK_LIBQ3) -o $@
 # q3serve (serve/): built on the library alone (include/q3.h, libq3.so), with libmicrohttpd.
 # Its parts are serve/serve_*.c; the request parser, the stop matcher and the response
 # objects are also linked into their unit test, the parser into the fuzz replay.

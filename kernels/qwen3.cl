@@ -45,6 +45,83 @@ inline float dot8(uint4 w, float4 a, float4 b)
 #define XCH 1024 /* columns of x staged in local memory at a time */
 #define UNR 8    /* tiles per thread per chunk: XCH / 32 columns / 4 groups */
 
+/* matvec's x, transformed per xmode, into xs (cols / 4 float4s) by the 256
+ * threads of a work-group: loaded as float4 into registers for the norm (one
+ * trip to memory, not two), the attention splits combined with their weights
+ * computed in parallel. red and attw are scratch. One definition for matvec
+ * and matvec_stage (a batched step), so that each token of a batch is staged
+ * to the bit as matvec stages it alone. Ends with a barrier. */
+/* always inlined: a called function would reach the caller's local arrays through pointers
+ * (clang left one such shared function of decode attention uninlined) */
+inline __attribute__((always_inline)) void
+mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global const float *x,
+         __global const float *x2, __global const uint4 *W, uint cols, uint xmode, ulong norm_off,
+         float eps, uint nsplit, uint l)
+{
+    uint c4 = cols / 4;
+    __global const float4 *x4 = (__global const float4 *)x;
+    __global const float4 *x24 = (__global const float4 *)x2;
+    if (xmode == XMODE_NORM) {
+        float4 v[MVX_NORM / 1024];
+        float ss = 0.0f;
+#pragma unroll
+        for (uint i = 0; i < MVX_NORM / 1024; i++) {
+            uint k = l + 256 * i;
+            v[i] = k < c4 ? x4[k] : (float4)(0.0f);
+            ss += dot(v[i], v[i]);
+        }
+        red[l] = ss;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < 32) {
+            float s = 0.0f;
+            for (uint i = 0; i < 8; i++) s += red[l * 8 + i];
+            attw[l] = s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float tot = 0.0f;
+        for (uint i = 0; i < 32; i++) tot += attw[i];
+        float inv = 1.0f / sqrt(tot / (float)cols + eps);
+        __global const ushort *g = (__global const ushort *)W + norm_off;
+#pragma unroll
+        for (uint i = 0; i < MVX_NORM / 1024; i++) {
+            uint k = l + 256 * i;
+            if (k < c4) {
+                float4 gg = (float4)(bf16(g[4 * k]), bf16(g[4 * k + 1]), bf16(g[4 * k + 2]), bf16(g[4 * k + 3]));
+                xs[k] = (v[i] * inv) * gg;
+            }
+        }
+    } else if (xmode == XMODE_SILU) {
+        for (uint k = l; k < c4; k += 256) {
+            float4 a = x4[k], b = x24[k];
+            xs[k] = a / (1.0f + exp(-a)) * b;
+        }
+    } else if (xmode == XMODE_ATTN) {
+        /* (max, sum) of split sp, head h at x2[2 (sp nh + h)]; a thread per head
+         * weighs its splits: exp(max_sp - max) / the total. Splits that saw no
+         * position (max -inf) weigh 0 and are skipped below. */
+        uint nh = cols / HEAD_DIM;
+        for (uint h = l; h < nh; h += MV_WG) {
+            float mx = -INFINITY, den = 0.0f;
+            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[2 * (sp * nh + h)]);
+            for (uint sp = 0; sp < nsplit; sp++) den += exp(x2[2 * (sp * nh + h)] - mx) * x2[2 * (sp * nh + h) + 1];
+            for (uint sp = 0; sp < nsplit; sp++) attw[sp * nh + h] = exp(x2[2 * (sp * nh + h)] - mx) / den;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = l; k < c4; k += MV_WG) {
+            uint hk = k / (HEAD_DIM / 4);
+            float4 a = (float4)(0.0f);
+            for (uint sp = 0; sp < nsplit; sp++) {
+                float wgt = attw[sp * nh + hk];
+                if (wgt != 0.0f) a += wgt * x4[(ulong)sp * c4 + k];
+            }
+            xs[k] = a;
+        }
+    } else {
+        for (uint k = l; k < c4; k += 256) xs[k] = x4[k];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
 /* Launches of up to three matrices that share x number their panels (or row
  * blocks) one matrix after another: seg_of says which matrix unit *u (of n0
  * in the first, n1 in the second) belongs to and makes *u relative to it;
@@ -220,7 +297,6 @@ void matmul_small(MM_SMALL_ARGS)
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec(MM_SMALL_ARGS)
 {
-    __global const float *x = act + x_off, *x2 = act + x2_off;
     __local float4 xs[MVX / 4];
     __local float red[MV_WG];
     __local float attw[ATT_COMBINE_MAX]; /* XMODE_ATTN: each (split, head)'s weight; else scratch */
@@ -240,68 +316,7 @@ void matvec(MM_SMALL_ARGS)
 #pragma unroll
     for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
 
-    uint c4 = cols / 4;
-    __global const float4 *x4 = (__global const float4 *)x;
-    __global const float4 *x24 = (__global const float4 *)x2;
-    if (xmode == XMODE_NORM) {
-        float4 v[MVX_NORM / 1024];
-        float ss = 0.0f;
-#pragma unroll
-        for (uint i = 0; i < MVX_NORM / 1024; i++) {
-            uint k = l + 256 * i;
-            v[i] = k < c4 ? x4[k] : (float4)(0.0f);
-            ss += dot(v[i], v[i]);
-        }
-        red[l] = ss;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (l < 32) {
-            float s = 0.0f;
-            for (uint i = 0; i < 8; i++) s += red[l * 8 + i];
-            attw[l] = s;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        float tot = 0.0f;
-        for (uint i = 0; i < 32; i++) tot += attw[i];
-        float inv = 1.0f / sqrt(tot / (float)cols + eps);
-        __global const ushort *g = (__global const ushort *)W + norm_off;
-#pragma unroll
-        for (uint i = 0; i < MVX_NORM / 1024; i++) {
-            uint k = l + 256 * i;
-            if (k < c4) {
-                float4 gg = (float4)(bf16(g[4 * k]), bf16(g[4 * k + 1]), bf16(g[4 * k + 2]), bf16(g[4 * k + 3]));
-                xs[k] = (v[i] * inv) * gg;
-            }
-        }
-    } else if (xmode == XMODE_SILU) {
-        for (uint k = l; k < c4; k += 256) {
-            float4 a = x4[k], b = x24[k];
-            xs[k] = a / (1.0f + exp(-a)) * b;
-        }
-    } else if (xmode == XMODE_ATTN) {
-        /* (max, sum) of split sp, head h at x2[2 (sp nh + h)]; a thread per head
-         * weighs its splits: exp(max_sp - max) / the total. Splits that saw no
-         * position (max -inf) weigh 0 and are skipped below. */
-        uint nh = cols / HEAD_DIM;
-        for (uint h = l; h < nh; h += MV_WG) {
-            float mx = -INFINITY, den = 0.0f;
-            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[2 * (sp * nh + h)]);
-            for (uint sp = 0; sp < nsplit; sp++) den += exp(x2[2 * (sp * nh + h)] - mx) * x2[2 * (sp * nh + h) + 1];
-            for (uint sp = 0; sp < nsplit; sp++) attw[sp * nh + h] = exp(x2[2 * (sp * nh + h)] - mx) / den;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint k = l; k < c4; k += MV_WG) {
-            uint hk = k / (HEAD_DIM / 4);
-            float4 a = (float4)(0.0f);
-            for (uint sp = 0; sp < nsplit; sp++) {
-                float wgt = attw[sp * nh + hk];
-                if (wgt != 0.0f) a += wgt * x4[(ulong)sp * c4 + k];
-            }
-            xs[k] = a;
-        }
-    } else {
-        for (uint k = l; k < c4; k += 256) xs[k] = x4[k];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    mv_stage(xs, red, attw, act + x_off, act + x2_off, W, cols, xmode, norm_off, eps, nsplit, l);
 
     uint prows = 16 / rsplit; /* rows of one part */
     for (; item < n_items; item += stride) {
@@ -338,6 +353,109 @@ void matvec(MM_SMALL_ARGS)
                 for (uint k = 0; k < 4; k++) s += red[q * lanes + l * 4 + k];
             __global float *dst = y + row0 + l;
             *dst = ymode == MODE_ADD ? *dst + s : s;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        P = Pn, panel = next_panel, seg = next_seg;
+    }
+}
+
+/* A batched decode step, its x: token t's x (at x_off + t x_ld, x2 at x2_off +
+ * t x2_ld) staged by mv_stage, exactly as matvec stages it, then written to
+ * out_off + t out_ld for matvec_batch. One work-group per token; token t's
+ * attention splits (XMODE_ATTN) are the staging buffer's DB_SPLIT + t. */
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, ulong x_ld,
+                  ulong x2_ld, uint xmode, ulong norm_off, float eps, ulong stage_off, ulong out_off, ulong out_ld)
+{
+    __local float4 xs[MVX / 4];
+    __local float red[MV_WG];
+    __local float attw[ATT_COMBINE_MAX];
+    uint t = get_group_id(0), l = get_local_id(0);
+    uint nsplit = (uint)((__global const int *)(act + stage_off))[DB_SPLIT + t];
+    mv_stage(xs, red, attw, act + x_off + t * x_ld, act + x2_off + t * x2_ld, W, cols, xmode, norm_off, eps, nsplit,
+             l);
+    __global float4 *out = (__global float4 *)(act + out_off + t * out_ld);
+    for (uint k = l; k < cols / 4; k += MV_WG) out[k] = xs[k];
+}
+
+/* Matrix times the n_tok (<= DEC_BATCH_MAX) tokens of a batched decode step,
+ * each weight tile loaded once for all of them. x (x_off) holds each token's
+ * staged x (matvec_stage), ldx floats apart; token t's rows go to y + t ld. The
+ * tile walk is matvec's (the same rsplit from the host, items, lanes, subs and
+ * tiles per thread), and each token has its own accumulator, summed in matvec's
+ * order and reduced in matvec's order: row for row the bits matvec gives that
+ * token alone. x is read from global memory (a 16-token stage of the widest x
+ * does not fit local memory); all threads of a column group read the same
+ * addresses. xmode, x2, norm and nsplit were the staging's. Like matvec it asks
+ * L2 for the next product's first weights (pf_off, pf_lines) as it ends. */
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_batch(MM_SMALL_ARGS)
+{
+    __global const float4 *xb = (__global const float4 *)(act + x_off);
+    __local float red[DEC_BATCH_MAX][MV_WG];
+    uint l = get_local_id(0), item = get_group_id(0), stride = get_num_groups(0);
+    uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16, p2 = (rows2 + 15) / 16;
+    uint n_items = (p0 + p1 + p2) * rsplit;
+    uint part = item % rsplit, lanes = 64 / rsplit, nsub = 256 / lanes;
+    uint col_tiles = cols / 32;
+    uint jl = l % lanes, j = part * lanes + jl, sub = l / lanes, c0 = (j & 3) * 8;
+    uint ntile = (col_tiles - sub + nsub - 1) / nsub; /* tiles this thread reads per item */
+    ulong tile_stride = (ulong)nsub * 64, ld4 = ldx / 4;
+    uint nb = min(n_tok, (uint)DEC_BATCH_MAX);
+
+    uint panel = item / rsplit, seg = seg_of(&panel, p0, p1);
+    __global const uint4 *P =
+        W + PICK3(seg, off0, off1, off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
+    uint4 wb[8];
+#pragma unroll
+    for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
+
+    uint prows = 16 / rsplit; /* rows of one part */
+    for (; item < n_items; item += stride) {
+        __global float *y = act + PICK3(seg, y0, y1, y2);
+        uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2), row0 = panel * 16 + part * prows;
+        uint next_panel = (item + stride) / rsplit, next_seg = seg_of(&next_panel, p0, p1);
+        __global const uint4 *Pn = W + PICK3(next_seg, off0, off1, off2) +
+                                   (ulong)next_panel * col_tiles * 64 + sub * 64 + j;
+        int more = item + stride < n_items;
+        float acc[DEC_BATCH_MAX];
+#pragma unroll
+        for (uint b = 0; b < DEC_BATCH_MAX; b++) acc[b] = 0.0f;
+        for (uint u0 = 0; u0 < ntile; u0 += 8) {
+            uint4 cur[8];
+#pragma unroll
+            for (uint u = 0; u < 8; u++) cur[u] = wb[u];
+            if (u0 + 8 < ntile) {
+#pragma unroll
+                for (uint u = 0; u < 8; u++) wb[u] = u0 + 8 + u < ntile ? P[(u0 + 8 + u) * tile_stride] : (uint4)(0);
+            } else {
+#pragma unroll
+                for (uint u = 0; u < 8; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
+                if (!more) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's weights */
+            }
+#pragma unroll
+            for (uint u = 0; u < 8; u++) {
+                uint xi = (sub + nsub * (u0 + u)) * 8 + (c0 >> 2);
+                if (u0 + u < ntile) {
+#pragma unroll
+                    for (uint b = 0; b < DEC_BATCH_MAX; b++)
+                        if (b < nb) acc[b] += dot8(cur[u], xb[b * ld4 + xi], xb[b * ld4 + xi + 1]);
+                }
+            }
+        }
+#pragma unroll
+        for (uint b = 0; b < DEC_BATCH_MAX; b++)
+            if (b < nb) red[b][l] = acc[b];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (l < prows * nb) {
+            uint t = l / prows, r = l % prows;
+            if (row0 + r < rows) {
+                float s = 0.0f;
+                for (uint q = 0; q < nsub; q++)
+                    for (uint k = 0; k < 4; k++) s += red[t][q * lanes + r * 4 + k];
+                __global float *dst = y + (ulong)t * ld + row0 + r;
+                *dst = ymode == MODE_ADD ? *dst + s : s;
+            }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         P = Pn, panel = next_panel, seg = next_seg;

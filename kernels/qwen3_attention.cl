@@ -149,7 +149,128 @@ inline float4 att_max4(float4 v, __local float4 *red, uint l)
  * (XMODE_ATTN). It also does qk_norm_rope's job for its heads, every input
  * loaded in one trip to memory; the work-group whose share holds position last
  * writes the new K and V (groups of the same KV head write the same values).
- * kcache / vcache are one layer's. */
+ * kcache / vcache are one layer's. The work of one work-group, (c, sp), is
+ * ATTEND_TOKEN_BODY, shared by attention and attention_batch (one definition: a
+ * batched step gives each token the bits of its own decode). */
+/* The local memory ATTEND_TOKEN_BODY works in, declared by each kernel that uses it. */
+#define ATT_LOCALS                                                                                                   \
+    __local float4 red[ATT_WG + ATT_RED];                                                                            \
+    __local float qa[ATT_HG + 1][HEAD_DIM]; /* the heads' q, then the new k (row ATT_HG) */                          \
+    __local float qs[ATT_HG][HEAD_DIM];                                                                              \
+    __local float part_ss[ATT_HG + 1][ATT_RED];                                                                      \
+    __local float4 ps[ATT_WG];                                                                                       \
+    __local float8 part[ATT_HG][ATT_WG]
+
+/* The work of one work-group (c, sp) of decode attention for one token, as a macro so that
+ * each kernel using it is one function: as a function (inlined or not) it made NVIDIA's
+ * compiler give `attention` 142 registers instead of 138, and single-token decode was 3 us a
+ * layer slower after 4096 positions on the H200. It expects, in scope: q, k_new, v_new, cos_t,
+ * sin_t, out, part_ml (this token's), kcache, vcache, W, nq, nkv, qn_off, kn_off, eps, nsplit,
+ * n_ctx, last (the new position), c, sp, l and the local arrays of ATT_LOCALS. */
+#define ATTEND_TOKEN_BODY                                                                                            \
+    uint h0 = c * ATT_HG, g = h0 / (nq / nkv);                                                                       \
+    uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);                             \
+    int has_last = lo <= last && last < hi;                                                                          \
+    const uint half_d = HEAD_DIM / 2;                                                                                \
+                                                                                                                     \
+    /* q of the heads and the new k, normalised (as qk_norm_rope does) and rotated */                                \
+    for (uint i = l; i < HEAD_DIM; i += ATT_WG) {                                                                    \
+_Pragma("unroll")                                                                                                    \
+        for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = q[(ulong)(h0 + hh) * HEAD_DIM + i];                         \
+        qa[ATT_HG][i] = k_new[(ulong)g * HEAD_DIM + i];                                                              \
+    }                                                                                                                \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
+    if (l < (ATT_HG + 1) * ATT_RED) part_ss[l / ATT_RED][l % ATT_RED] = sumsq_part(qa[l / ATT_RED], l % ATT_RED);    \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
+    for (uint i = l; i < HEAD_DIM; i += ATT_WG) { /* own elements only: no barrier before */                         \
+        float wq = bf16(W[qn_off + i]);                                                                              \
+_Pragma("unroll")                                                                                                    \
+        for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = wq * (qa[hh][i] * head_rms_inv(part_ss[hh], eps));          \
+        qa[ATT_HG][i] = bf16(W[kn_off + i]) * (qa[ATT_HG][i] * head_rms_inv(part_ss[ATT_HG], eps));                  \
+    }                                                                                                                \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
+    for (uint i = l; i < HEAD_DIM; i += ATT_WG) {                                                                    \
+        float cs = cos_t[(ulong)last * half_d + i % half_d], sn = sin_t[(ulong)last * half_d + i % half_d];          \
+_Pragma("unroll")                                                                                                    \
+        for (uint hh = 0; hh < ATT_HG; hh++) qs[hh][i] = rope_at(qa[hh], i, cs, sn);                                 \
+        if (has_last) { /* only the work-groups that read position last write it */                                  \
+            vstore_half_rte(rope_at(qa[ATT_HG], i, cs, sn), 0, kcache + kt_index(g, i, n_ctx, last));                \
+            vstore_half_rte(v_new[(ulong)g * HEAD_DIM + i], 0, vcache + v_index(g, i, n_ctx, last));                 \
+        }                                                                                                            \
+    }                                                                                                                \
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);                                                             \
+                                                                                                                     \
+    const float scale = 1.0f / sqrt((float)HEAD_DIM);                                                                \
+    /* lanes past ATT_HG carry finite dummies (no -inf - -inf) and are never read */                                 \
+    const float4 s_none = (float4)(-INFINITY, ATT_HG > 1 ? -INFINITY : 0.0f, ATT_HG > 2 ? -INFINITY : 0.0f,          \
+                                   ATT_HG > 3 ? -INFINITY : 0.0f);                                                   \
+    float4 m_run = (float4)(-INFINITY), l_sum = (float4)(0.0f);                                                      \
+    float8 acc[ATT_HG];                                                                                              \
+_Pragma("unroll")                                                                                                    \
+    for (uint hh = 0; hh < ATT_HG; hh++) acc[hh] = (float8)(0.0f);                                                   \
+    uint grp = l / D8, d8 = l % D8;                                                                                  \
+    __global const half *kt = kcache + (ulong)g * D8 * n_ctx * 8;                                                    \
+    __global const half *vg = vcache + v_index(g, d8 * 8, n_ctx, 0);                                                 \
+    for (uint base = lo; base < hi; base += ATT_WG) {                                                                \
+        uint jj = base + l, n = min((uint)ATT_WG, hi - base);                                                        \
+        /* Every V row of the block is requested first, with the K loads: one                                        \
+         * trip to memory, its latency hidden behind the scores and the softmax. */                                  \
+        uint4 vr[D8]; /* ATT_WG / ATT_G8 rows a thread */                                                            \
+_Pragma("unroll")                                                                                                    \
+        for (uint r = 0; r < D8; r++) {                                                                              \
+            uint k = grp + r * ATT_G8;                                                                               \
+            vr[r] = k < n ? *(__global const uint4 *)(vg + (ulong)(base + k) * HEAD_DIM) : (uint4)(0);               \
+        }                                                                                                            \
+        float4 s = s_none;                                                                                           \
+        if (jj < hi) {                                                                                               \
+            float8 a[ATT_HG];                                                                                        \
+_Pragma("unroll")                                                                                                    \
+            for (uint hh = 0; hh < ATT_HG; hh++) a[hh] = (float8)(0.0f);                                             \
+_Pragma("unroll")                                                                                                    \
+            for (uint i = 0; i < D8; i++) {                                                                          \
+                float8 k8 = vload_half8(0, kt + ((ulong)i * n_ctx + jj) * 8);                                        \
+_Pragma("unroll")                                                                                                    \
+                for (uint hh = 0; hh < ATT_HG; hh++) a[hh] += vload8(i, qs[hh]) * k8;                                \
+            }                                                                                                        \
+            float sc[4] = {s.x, s.y, s.z, s.w};                                                                      \
+_Pragma("unroll")                                                                                                    \
+            for (uint hh = 0; hh < ATT_HG; hh++) sc[hh] = hsum8(a[hh]) * scale;                                      \
+            s = (float4)(sc[0], sc[1], sc[2], sc[3]);                                                                \
+        }                                                                                                            \
+        float4 m_new = fmax(m_run, att_max4(s, red, l));                                                             \
+        float4 corr = exp(m_run - m_new); /* 0 on the first block (m_run = -inf) */                                  \
+        float4 p = jj < hi ? exp(s - m_new) : (float4)(0.0f);                                                        \
+        ps[l] = p;                                                                                                   \
+        l_sum = l_sum * corr + p;                                                                                    \
+_Pragma("unroll")                                                                                                    \
+        for (uint hh = 0; hh < ATT_HG; hh++) acc[hh] *= lane4(corr, hh);                                             \
+        m_run = m_new;                                                                                               \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                                                \
+_Pragma("unroll")                                                                                                    \
+        for (uint r = 0; r < D8; r++) {                                                                              \
+            uint k = grp + r * ATT_G8;                                                                               \
+            if (k < n) {                                                                                             \
+                float8 v = half8_bits(vr[r]);                                                                        \
+                float4 pk = ps[k];                                                                                   \
+_Pragma("unroll")                                                                                                    \
+                for (uint hh = 0; hh < ATT_HG; hh++) acc[hh] += lane4(pk, hh) * v;                                   \
+            }                                                                                                        \
+        }                                                                                                            \
+    }                                                                                                                \
+    /* The weight sums over the work-group, and each head's output over the row groups. */                           \
+    float4 tot = att_sum4(l_sum, red, l);                                                                            \
+_Pragma("unroll")                                                                                                    \
+    for (uint hh = 0; hh < ATT_HG; hh++) part[hh][l] = acc[hh];                                                      \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
+    for (uint o = l; o < ATT_HG * D8; o += ATT_WG) {                                                                 \
+        uint hh = o / D8, d = o % D8, h = h0 + hh;                                                                   \
+        float8 s8 = (float8)(0.0f);                                                                                  \
+        for (uint k = 0; k < ATT_G8; k++) s8 += part[hh][k * D8 + d];                                                \
+        vstore8(s8, d, out + ((ulong)sp * nq + h) * HEAD_DIM);                                                       \
+        if (d == 0) part_ml[(sp * nq + h) * 2] = lane4(m_run, hh), part_ml[(sp * nq + h) * 2 + 1] = lane4(tot, hh);  \
+    }                                                                                                                \
+    do {} while (0)
+
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
 void attention(__global float *act, __global half *kcache, __global half *vcache, __global const ushort *W,
                uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx,
@@ -161,115 +282,49 @@ void attention(__global float *act, __global half *kcache, __global half *vcache
     __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
     __global const int *stage = (__global const int *)(act + stage_off);
     __global float *out = act + out_off, *part_ml = act + ml_off;
-    __local float4 red[ATT_WG + ATT_RED];
-    __local float qa[ATT_HG + 1][HEAD_DIM]; /* the heads' q, then the new k (row ATT_HG) */
-    __local float qs[ATT_HG][HEAD_DIM];
-    __local float part_ss[ATT_HG + 1][ATT_RED];
-    __local float4 ps[ATT_WG];
-    __local float8 part[ATT_HG][ATT_WG];
+    ATT_LOCALS;
     uint c = get_group_id(0), sp = get_group_id(1), l = get_local_id(0);
-    uint h0 = c * ATT_HG, g = h0 / (nq / nkv);
     uint last = (uint)stage[0];
-    uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);
-    int has_last = lo <= last && last < hi;
-    const uint half_d = HEAD_DIM / 2;
+    ATTEND_TOKEN_BODY;
+}
 
-    /* q of the heads and the new k, normalised (as qk_norm_rope does) and rotated */
-    for (uint i = l; i < HEAD_DIM; i += ATT_WG) {
-#pragma unroll
-        for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = q[(ulong)(h0 + hh) * HEAD_DIM + i];
-        qa[ATT_HG][i] = k_new[(ulong)g * HEAD_DIM + i];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (l < (ATT_HG + 1) * ATT_RED) part_ss[l / ATT_RED][l % ATT_RED] = sumsq_part(qa[l / ATT_RED], l % ATT_RED);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint i = l; i < HEAD_DIM; i += ATT_WG) { /* own elements only: no barrier before */
-        float wq = bf16(W[qn_off + i]);
-#pragma unroll
-        for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = wq * (qa[hh][i] * head_rms_inv(part_ss[hh], eps));
-        qa[ATT_HG][i] = bf16(W[kn_off + i]) * (qa[ATT_HG][i] * head_rms_inv(part_ss[ATT_HG], eps));
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint i = l; i < HEAD_DIM; i += ATT_WG) {
-        float cs = cos_t[(ulong)last * half_d + i % half_d], sn = sin_t[(ulong)last * half_d + i % half_d];
-#pragma unroll
-        for (uint hh = 0; hh < ATT_HG; hh++) qs[hh][i] = rope_at(qa[hh], i, cs, sn);
-        if (has_last) { /* only the work-groups that read position last write it */
-            vstore_half_rte(rope_at(qa[ATT_HG], i, cs, sn), 0, kcache + kt_index(g, i, n_ctx, last));
-            vstore_half_rte(v_new[(ulong)g * HEAD_DIM + i], 0, vcache + v_index(g, i, n_ctx, last));
-        }
-    }
-    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
-
-    const float scale = 1.0f / sqrt((float)HEAD_DIM);
-    /* lanes past ATT_HG carry finite dummies (no -inf - -inf) and are never read */
-    const float4 s_none = (float4)(-INFINITY, ATT_HG > 1 ? -INFINITY : 0.0f, ATT_HG > 2 ? -INFINITY : 0.0f,
-                                   ATT_HG > 3 ? -INFINITY : 0.0f);
-    float4 m_run = (float4)(-INFINITY), l_sum = (float4)(0.0f);
-    float8 acc[ATT_HG];
-#pragma unroll
-    for (uint hh = 0; hh < ATT_HG; hh++) acc[hh] = (float8)(0.0f);
-    uint grp = l / D8, d8 = l % D8;
-    __global const half *kt = kcache + (ulong)g * D8 * n_ctx * 8;
-    __global const half *vg = vcache + v_index(g, d8 * 8, n_ctx, 0);
-    for (uint base = lo; base < hi; base += ATT_WG) {
-        uint jj = base + l, n = min((uint)ATT_WG, hi - base);
-        /* Every V row of the block is requested first, with the K loads: one
-         * trip to memory, its latency hidden behind the scores and the softmax. */
-        uint4 vr[D8]; /* ATT_WG / ATT_G8 rows a thread */
-#pragma unroll
-        for (uint r = 0; r < D8; r++) {
-            uint k = grp + r * ATT_G8;
-            vr[r] = k < n ? *(__global const uint4 *)(vg + (ulong)(base + k) * HEAD_DIM) : (uint4)(0);
-        }
-        float4 s = s_none;
-        if (jj < hi) {
-            float8 a[ATT_HG];
-#pragma unroll
-            for (uint hh = 0; hh < ATT_HG; hh++) a[hh] = (float8)(0.0f);
-#pragma unroll
-            for (uint i = 0; i < D8; i++) {
-                float8 k8 = vload_half8(0, kt + ((ulong)i * n_ctx + jj) * 8);
-#pragma unroll
-                for (uint hh = 0; hh < ATT_HG; hh++) a[hh] += vload8(i, qs[hh]) * k8;
-            }
-            float sc[4] = {s.x, s.y, s.z, s.w};
-#pragma unroll
-            for (uint hh = 0; hh < ATT_HG; hh++) sc[hh] = hsum8(a[hh]) * scale;
-            s = (float4)(sc[0], sc[1], sc[2], sc[3]);
-        }
-        float4 m_new = fmax(m_run, att_max4(s, red, l));
-        float4 corr = exp(m_run - m_new); /* 0 on the first block (m_run = -inf) */
-        float4 p = jj < hi ? exp(s - m_new) : (float4)(0.0f);
-        ps[l] = p;
-        l_sum = l_sum * corr + p;
-#pragma unroll
-        for (uint hh = 0; hh < ATT_HG; hh++) acc[hh] *= lane4(corr, hh);
-        m_run = m_new;
-        barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
-        for (uint r = 0; r < D8; r++) {
-            uint k = grp + r * ATT_G8;
-            if (k < n) {
-                float8 v = half8_bits(vr[r]);
-                float4 pk = ps[k];
-#pragma unroll
-                for (uint hh = 0; hh < ATT_HG; hh++) acc[hh] += lane4(pk, hh) * v;
-            }
-        }
-    }
-    /* The weight sums over the work-group, and each head's output over the row groups. */
-    float4 tot = att_sum4(l_sum, red, l);
-#pragma unroll
-    for (uint hh = 0; hh < ATT_HG; hh++) part[hh][l] = acc[hh];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint o = l; o < ATT_HG * D8; o += ATT_WG) {
-        uint hh = o / D8, d = o % D8, h = h0 + hh;
-        float8 s8 = (float8)(0.0f);
-        for (uint k = 0; k < ATT_G8; k++) s8 += part[hh][k * D8 + d];
-        vstore8(s8, d, out + ((ulong)sp * nq + h) * HEAD_DIM);
-        if (d == 0) part_ml[(sp * nq + h) * 2] = lane4(m_run, hh), part_ml[(sp * nq + h) * 2 + 1] = lane4(tot, hh);
-    }
+/* attention for the tokens of a batched decode step: work-group (c, sp, t) is
+ * work-group (c, sp) of token t's own attention launch, with the position, split
+ * count and cache size of sequence t from the staging buffer (DB_POS, DB_SPLIT,
+ * DB_NCTX) and its caches, one layer's: kcache / vcache for t = 0, k1 / v1 ...
+ * for the others. Its q, new k and v are rows t of q_off, k_new_off, v_new_off;
+ * it writes its partial outputs and (max, sum) at out_off + t out_ld and
+ * ml_off + t ml_ld. */
+#define CACHES15(p)                                                                                                  \
+    __global half *p##1, __global half *p##2, __global half *p##3, __global half *p##4, __global half *p##5,         \
+        __global half *p##6, __global half *p##7, __global half *p##8, __global half *p##9, __global half *p##10,    \
+        __global half *p##11, __global half *p##12, __global half *p##13, __global half *p##14,                     \
+        __global half *p##15
+#define PICK16(t, p, p0)                                                                                             \
+    ((t) == 0 ? p0 : (t) == 1 ? p##1 : (t) == 2 ? p##2 : (t) == 3 ? p##3 : (t) == 4 ? p##4 : (t) == 5 ? p##5         \
+     : (t) == 6 ? p##6 : (t) == 7 ? p##7 : (t) == 8 ? p##8 : (t) == 9 ? p##9 : (t) == 10 ? p##10                    \
+     : (t) == 11 ? p##11 : (t) == 12 ? p##12 : (t) == 13 ? p##13 : (t) == 14 ? p##14 : p##15)
+__kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
+void attention_batch(__global float *act, __global half *kcache0, __global half *vcache0, __global const ushort *W,
+                     uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit_unused,
+                     uint n_ctx_unused, ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off,
+                     ulong v_new_off, ulong cos_off, ulong sin_off, ulong ml_off, ulong out_ld, ulong ml_ld,
+                     CACHES15(k), CACHES15(v))
+{
+    ATT_LOCALS;
+    uint c = get_group_id(0), sp = get_group_id(1), t = get_group_id(2), l = get_local_id(0);
+    __global const int *stage = (__global const int *)(act + stage_off);
+    /* Work-groups past this token's split count (another token of the step has
+     * more) find no position in their share and write partials o_proj never reads.
+     * They must not return early: PoCL then gave wrong results, barriers or not. */
+    uint nsplit = (uint)stage[DB_SPLIT + t], n_ctx = (uint)stage[DB_NCTX + t], last = (uint)stage[DB_POS + t];
+    ulong qd = (ulong)nq * HEAD_DIM, kvd = (ulong)nkv * HEAD_DIM;
+    __global const float *q = act + q_off + t * qd, *k_new = act + k_new_off + t * kvd,
+                         *v_new = act + v_new_off + t * kvd;
+    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
+    __global float *out = act + out_off + t * out_ld, *part_ml = act + ml_off + t * ml_ld;
+    __global half *kcache = PICK16(t, k, kcache0), *vcache = PICK16(t, v, vcache0);
+    ATTEND_TOKEN_BODY;
 }
 
 /* Causal attention for a prompt, on any device: one work-group per (head, block

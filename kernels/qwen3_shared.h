@@ -45,6 +45,17 @@
 #define ATT_COMBINE_MAX 1024 /* the most (split, head) pairs o_proj combines */
 
 #define ATT_MAX_D 256 /* the largest head_dim the attention kernels take */
+
+/* A batched decode step (matvec_stage, matvec_batch, attention_batch): up to
+ * DEC_BATCH_MAX sequences, one token each. The staging buffer then holds, as ints,
+ * [unused, token of each sequence, their positions, attention splits, cache sizes],
+ * each list DEC_BATCH_MAX long. The tokens start at 1, where embed reads them. */
+#define DEC_BATCH_MAX 16
+#define DB_TOK 1
+#define DB_POS (DB_TOK + DEC_BATCH_MAX)
+#define DB_SPLIT (DB_POS + DEC_BATCH_MAX)
+#define DB_NCTX (DB_SPLIT + DEC_BATCH_MAX)
+#define DB_STAGE_INTS (DB_NCTX + DEC_BATCH_MAX)
 #define MVX_LOCAL_SPARE ((MV_WG + ATT_COMBINE_MAX) * 4) /* matvec's local bytes beside the staged x */
 
 #endif

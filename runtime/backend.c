@@ -152,8 +152,9 @@ int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const 
             if (impl->pass(bs[i], &tokens[i], 1, pos[i], logits[i], 0, err)) return -1;
         return 0;
     }
-    for (int done = 0; done < n; done += impl->max_batch) {
-        int nb = n - done < impl->max_batch ? n - done : impl->max_batch;
+    int most = impl->max_decode ? impl->max_decode : impl->max_batch;
+    for (int done = 0; done < n; done += most) {
+        int nb = n - done < most ? n - done : most;
         if (impl->decode_batch(bs + done, tokens + done, pos + done, nb, logits + done, err)) return -1;
     }
     return 0;

@@ -40,12 +40,13 @@ typedef struct {
      * logits NULL: none wanted (an earlier pass of a long prompt); else the last
      * token's vocab_size floats, or with all_logits every token's. */
     int (*pass)(q3_backend *b, const int32_t *tokens, int n, int pos, float *logits, int all_logits, q3_err *err);
-    /* Optional: one decode step of n <= max_batch contexts of this backend model at once,
+    /* Optional: one decode step of n <= max_decode contexts of this backend model at once,
      * token i into bs[i] at position pos[i] (checked by the caller; no context twice),
      * its vocab_size logits into logits[i], each bit for bit what pass() would give for
      * that context alone. NULL: backend.c runs the contexts one after another. */
     int (*decode_batch)(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
                         q3_err *err);
+    int max_decode; /* the most contexts decode_batch takes (0: max_batch); backend.c cuts larger steps */
     /* Frees what init allocated (the struct itself is freed by the caller). */
     void (*release)(q3_backend *b);
     /* Optional: room for n_floats logits that pass() delivers into fastest, owned by

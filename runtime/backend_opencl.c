@@ -3,6 +3,7 @@
  * file's tiled layout, and shared by every context there (ocl_shared); each context
  * has its own queue, kernels, activations and KV cache on the device. Per pass the
  * host sends the token ids and reads back only the logits it asked for. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,20 +38,23 @@
  * but -1 % at 1.7B; 16 and 32 slower at 1.7B and 4B (docs/opencl.md). */
 #define PREFETCH_MB_DEFAULT 4
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
-#define ACT_REGIONS 20 /* the most regions of the activation buffer (16 used) */
+#define ACT_REGIONS 20 /* the most regions of the activation buffer (17 used) */
+_Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits the staging buffer");
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
-    K_ATTN_MMA, K_MM_MMA64, K_COUNT
+    K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
     "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma", "attention_mma",
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
+    "matvec_stage", "matvec_batch", "attention_batch",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
-                                                   ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG};
+                                                   ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
+                                                   MV_WG,  MV_WG,  ATT_WG};
 /* The tensor-core kernels, built only where sh->mma. */
 static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64; }
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
@@ -125,6 +129,7 @@ typedef struct {
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
     cl_mem xb; /* a prompt GEMM's input in BF16, written by its producer (tensor-core path) */
+    cl_mem bx; /* a batched decode step's x, each token's staged as matvec stages it: DEC_BATCH_MAX x mvx */
     cl_mem parts; /* split-K partial products: KSPLIT x batch x hidden */
     /* The buffers above are regions (sub-buffers) of one buffer, act: the decode
      * kernels take act and float offsets instead, since NVIDIA's enqueue costs
@@ -145,7 +150,14 @@ typedef struct {
     int recording;               /* kern() hands out fresh kernels, launch() records */
     cl_int record_failed;
     plan_entry plan[PLAN_MAX];   /* the single-token passes, arguments set once: */
-    int n_plan, plan_start[2], plan_len[2]; /* plan 0 below ATT_DEEP_POS, plan 1 from there */
+    int n_plan, plan_start[3], plan_len[3]; /* plan 0 below ATT_DEEP_POS, plan 1 from there, */
+    /* plan 2 (PLAN_BATCH): a batched decode step led by this context (ocl_decode_batch),
+     * recorded on its first one; its token count and other contexts' caches are set
+     * when they change: for batch_n contexts, these by uid */
+    int batching;          /* recording plan 2: mm_small and run_layer take the batch kernels */
+    int batch_recorded, batch_unsupported, batch_n;
+    unsigned long batch_uid[DEC_BATCH_MAX];
+    unsigned long uid;     /* this context, unique in the process (the batch plan's caches) */
     int profile;    /* Q3_OPENCL_PROFILE=1: events per launch (device time per kernel) */
     int host_timing; /* =1 or =host: the host's time per pass (no events: the pace stays as it is) */
     long n_decode;   /* single-token passes timed */
@@ -207,6 +219,20 @@ static cl_ulong aoff(const ocl_backend *m, cl_mem buf)
     for (int i = 0; i < m->n_regions; i++)
         if (*m->regions[i].buf == buf) return (cl_ulong)(m->regions[i].off / 4);
     return 0; /* every buffer the decode kernels take is a region */
+}
+
+/* A token's decode attention leaves its partial outputs and (max, sum) for up to
+ * the larger split count of the two plans: floats per token of att and att_ml in a
+ * batched step (rows of those regions). */
+static cl_ulong att_rows_ld(const ocl_backend *m)
+{
+    cl_uint most = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
+    return (cl_ulong)most * m->q_dim;
+}
+static cl_ulong att_ml_ld(const ocl_backend *m)
+{
+    cl_uint most = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
+    return (cl_ulong)most * m->cfg.num_heads * 2;
 }
 
 static cl_uint round_up(cl_uint v, cl_uint to) { return (v + to - 1) / to * to; }
@@ -466,16 +492,50 @@ static void prefetch_next(ocl_backend *m, const q3_tensor *const *ts, int n)
     m->pf_lines = (cl_uint)(bytes / 128);
 }
 
+/* matvec's and matmul_small's argument n_tok: a batched step sets it when its
+ * token count changes (run_batch_plan). */
+#define MV_ARG_NTOK 9
+
+/* A batched decode step's x for a product that matvec would run: each token's
+ * (rows ldx floats apart; XMODE_ATTN: its attention's rows, att_rows_ld and
+ * att_ml_ld) staged by matvec_stage as matvec stages it, into m->bx, mvx floats
+ * a token. One work-group per token (run_batch_plan sets how many). */
+static int stage_batch(ocl_backend *m, cl_uint cols, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
+                       const q3_tensor *norm, q3_err *err)
+{
+    cl_kernel k = kern(m, K_MV_STAGE);
+    cl_ulong x_off = aoff(m, x), x2_off = aoff(m, x2), norm_off = norm ? woff(m, norm, 2) : 0;
+    cl_ulong x_ld = xmode == XMODE_ATTN ? att_rows_ld(m) : ldx, x2_ld = xmode == XMODE_ATTN ? att_ml_ld(m) : ldx;
+    cl_ulong stage_off = aoff(m, m->tokens), out_off = aoff(m, m->bx), out_ld = m->mvx;
+    cl_float eps = (cl_float)m->cfg.rms_norm_eps;
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, m->act) | ARG(k, 3, x_off) | ARG(k, 4, x2_off) |
+                ARG(k, 5, x_ld) | ARG(k, 6, x2_ld) | ARG(k, 7, xmode) | ARG(k, 8, norm_off) | ARG(k, 9, eps) |
+                ARG(k, 10, stage_off) | ARG(k, 11, out_off) | ARG(k, 12, out_ld);
+    CHECK(rc, "setting matvec_stage arguments");
+    size_t global = MV_WG, local = MV_WG;
+    return launch(m, k, K_MV_STAGE, 1, &global, &local, 0, cols, err);
+}
+
 /* W x for n_tok tokens through matmul_small: up to three matrices sharing x (and
  * cols). xmode: XMODE_NORM normalises x with norm first, XMODE_SILU takes
- * silu(x) * x2; ymode: MODE_STORE or MODE_ADD. */
+ * silu(x) * x2; ymode: MODE_STORE or MODE_ADD. Recording a batched step
+ * (m->batching): matvec's products stage each token's x, then stream the
+ * weights once for all (matvec_batch); matmul_small's take every token (each
+ * token's rows are the bits of a launch of its own), but cannot combine the
+ * attention splits of more than one. */
 static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
                     const q3_tensor *norm, cl_uint n_tok, cl_uint ymode, cl_uint nsplit, q3_err *err)
 {
     cl_uint cols = (cl_uint)segs[0].t->shape[1];
     /* One token: matvec, where x fits its stage and the attention weights its 256 threads. */
     int vec = n_tok == 1 && cols <= m->mvx && cols % 32 == 0 && (xmode != XMODE_NORM || cols <= matvec_norm_cols(m));
-    cl_kernel k = kern(m, vec ? K_MATVEC : K_MM_SMALL);
+    int kind = vec ? K_MATVEC : K_MM_SMALL;
+    if (m->batching && !vec && xmode == XMODE_ATTN) m->batch_unsupported = 1;
+    if (m->batching && vec) {
+        if (stage_batch(m, cols, x, x2, ldx, xmode, norm, err)) return -1;
+        kind = K_MV_BATCH, x = x2 = m->bx, ldx = m->mvx;
+    }
+    cl_kernel k = kern(m, kind);
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
     cl_ulong x_off = aoff(m, x), x2_off = aoff(m, x2);
@@ -505,7 +565,7 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
     if (vec && groups > cap) groups = cap;
     size_t global[2] = {groups * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
-    return launch(m, k, vec ? K_MATVEC : K_MM_SMALL, 2, global, local, rows_all, cols, err);
+    return launch(m, k, kind, 2, global, local, rows_all, cols, err);
 }
 
 /* y (+)= W x for many tokens: matmul_mma on tensor cores, else matmul_gemm; up
@@ -602,6 +662,25 @@ static int silu_mul(ocl_backend *m, size_t n, q3_err *err)
     return launch(m, k, K_SILU, 1, &pairs, NULL, 0, 0, err);
 }
 
+/* attention_batch's own arguments (after attention's): the rows of each token's
+ * partial outputs, and layer l's caches of the n contexts of a batched step (the
+ * slots past n take the first's: every argument must be set). */
+#define ATT_ARG_OUT_LD 19
+#define ATT_ARG_K1 (ATT_ARG_OUT_LD + 2)
+#define ATT_ARG_V1 (ATT_ARG_K1 + DEC_BATCH_MAX - 1)
+static int batch_attention_args(ocl_backend *m, cl_kernel k, uint32_t l, q3_backend *const *bs, int n, q3_err *err)
+{
+    cl_ulong out_ld = att_rows_ld(m), ml_ld = att_ml_ld(m);
+    cl_int rc = ARG(k, ATT_ARG_OUT_LD, out_ld) | ARG(k, ATT_ARG_OUT_LD + 1, ml_ld);
+    for (int i = 0; i < DEC_BATCH_MAX; i++) {
+        const ocl_backend *s = (const ocl_backend *)bs[i < n ? i : 0];
+        rc |= i == 0 ? ARG(k, 1, s->kcache[l]) | ARG(k, 2, s->vcache[l])
+                     : ARG(k, ATT_ARG_K1 + i - 1, s->kcache[l]) | ARG(k, ATT_ARG_V1 + i - 1, s->vcache[l]);
+    }
+    CHECK(rc, "setting attention_batch arguments");
+    return 0;
+}
+
 /* One layer on m->x (the residual stream, updated in place). A few tokens: six
  * launches (norms fused into the projections, residual adds into o_proj and
  * down_proj, SiLU into gate/up); a prompt: GEMMs with separate norms. */
@@ -632,7 +711,8 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
          * split over att_split work-groups per group of att_hg heads, and o_proj
          * combines them. */
         cl_uint nsplit = m->att_split;
-        k = kern(m, K_ATTN);
+        int kind = m->batching ? K_ATTN_BATCH : K_ATTN; /* a batched step: the tokens in a third dimension */
+        k = kern(m, kind);
         cl_ulong a_off[8] = {aoff(m, m->q),        aoff(m, m->att),      aoff(m, m->tokens),   aoff(m, m->kk),
                              aoff(m, m->v),        aoff(m, m->rope_cos), aoff(m, m->rope_sin), aoff(m, m->att_ml)};
         rc = ARG(k, 0, m->act) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, m->weights) |
@@ -640,9 +720,10 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
              ARG(k, 10, n_ctx);
         for (int i = 0; i < 8; i++) rc |= ARG(k, 11 + i, a_off[i]);
         CHECK(rc, "setting attention arguments");
-        size_t ga[2] = {(size_t)(nq / m->att_hg) * ATT_WG, nsplit}, la[2] = {ATT_WG, 1};
+        if (kind == K_ATTN_BATCH && batch_attention_args(m, k, l, (q3_backend *const *)&m, 1, err)) return -1;
+        size_t ga[3] = {(size_t)(nq / m->att_hg) * ATT_WG, nsplit, 1}, la[3] = {ATT_WG, 1, 1};
         mm_seg o = {L->wo, m->x, H};
-        if (launch(m, k, K_ATTN, 2, ga, la, 0, 0, err)) return -1;
+        if (launch(m, k, kind, kind == K_ATTN_BATCH ? 3 : 2, ga, la, 0, 0, err)) return -1;
         prefetch_next(m, &L->slot[Q3_QWEN3_W_GATE], 2);
         if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
     } else {
@@ -755,6 +836,104 @@ static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float 
     return 0;
 }
 
+/* Batched decode (q3_backend_impl.decode_batch). The step runs on the queue and
+ * activations of one context, the lead, in rows of DEC_BATCH_MAX tokens; each
+ * token's attention reads and writes its own context's cache. Every context of the
+ * model shares the device's cl_context, so the lead's queue can use another's
+ * caches; each of the library's calls on a context ends with a blocking read of its
+ * logits (or a finish), so no other queue still has work on them. */
+#define PLAN_BATCH 2
+
+/* The step is recorded once per lead (as the single-token passes are), with the
+ * token count 1 and the lead's own caches; run_batch_plan adapts it. */
+static int record_batch_plan(ocl_backend *m, q3_err *err)
+{
+    m->recording = m->batching = 1;
+    m->att_split = m->att_splits[0]; /* unused by the batch kernels: each token's comes from the stage */
+    m->plan_start[PLAN_BATCH] = m->n_plan;
+    int rc = enqueue_pass(m, 1, 1, err);
+    m->plan_len[PLAN_BATCH] = m->n_plan - m->plan_start[PLAN_BATCH];
+    m->recording = m->batching = 0;
+    if (rc) return -1;
+    if (m->record_failed) {
+        q3_set_err(err, "%s: OpenCL: recording the batched decode step failed: %s (%d)", m->base.file->path,
+                   q3_cl_err_name(m->record_failed), m->record_failed);
+        return -1;
+    }
+    m->batch_recorded = 1;
+    m->batch_n = 0; /* its token count and caches are set before the first replay */
+    return 0;
+}
+
+/* Replays the batched step for the n contexts bs: the launches' sizes by n (a
+ * work-group a token for the staging, a third dimension of attention up to the
+ * largest split count), matvec_batch's and matmul_small's token count and the
+ * attention launches' caches where they changed since the last step. */
+static int run_batch_plan(ocl_backend *m, q3_backend *const *bs, int n, cl_uint max_split, q3_err *err)
+{
+    int same = m->batch_n == n;
+    for (int i = 0; i < n && same; i++) same = m->batch_uid[i] == ((const ocl_backend *)bs[i])->uid;
+    cl_uint n_tok = (cl_uint)n;
+    uint32_t layer = 0;
+    for (int i = m->plan_start[PLAN_BATCH]; i < m->plan_start[PLAN_BATCH] + m->plan_len[PLAN_BATCH]; i++) {
+        const plan_entry *e = &m->plan[i];
+        size_t g[3] = {e->global[0], e->global[1], e->global[2]};
+        if (e->kind == K_EMBED) g[1] = (size_t)n;
+        else if (e->kind == K_MV_STAGE) g[0] = (size_t)n * MV_WG;
+        else if (e->kind == K_MM_SMALL) g[1] = (size_t)(n + TOKB - 1) / TOKB;
+        else if (e->kind == K_ATTN_BATCH) {
+            g[1] = max_split, g[2] = (size_t)n;
+            if (!same && batch_attention_args(m, e->k, layer, bs, n, err)) return -1;
+            layer++;
+        }
+        if (!same && (e->kind == K_MV_BATCH || e->kind == K_MM_SMALL))
+            CHECK(ARG(e->k, MV_ARG_NTOK, n_tok), "setting the batch's token count");
+        if (launch(m, e->k, e->kind, e->dims, g, e->has_local ? e->local : NULL, e->rows, e->cols, err)) return -1;
+    }
+    m->batch_n = n;
+    for (int i = 0; i < n; i++) m->batch_uid[i] = ((const ocl_backend *)bs[i])->uid;
+    return 0;
+}
+
+/* One decode step of n <= DEC_BATCH_MAX contexts: [unused, tokens, positions,
+ * split counts, cache sizes] staged in one write (each token's split count that
+ * of the plan its own decode would replay), the recorded step replayed, each
+ * token's logits read into its context's memory. The lead is the context with
+ * the largest cache, whose RoPE tables cover every position. One context alone,
+ * or a model whose o_proj matvec does not take (matmul_small cannot combine the
+ * attention of several tokens), runs its own single-token passes. */
+static int ocl_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n,
+                            float *const *logits, q3_err *err)
+{
+    ocl_backend *m = (ocl_backend *)bs[0];
+    for (int i = 1; i < n; i++)
+        if (bs[i]->n_ctx > m->base.n_ctx) m = (ocl_backend *)bs[i];
+    if (n > 1 && !m->batch_recorded && !m->batch_unsupported && record_batch_plan(m, err)) return -1;
+    if (n == 1 || m->batch_unsupported) {
+        for (int i = 0; i < n; i++)
+            if (ocl_pass(bs[i], &tokens[i], 1, pos[i], logits[i], 0, err)) return -1;
+        return 0;
+    }
+    cl_uint V = m->cfg.vocab_size, max_split = 0;
+    memset(m->stage, 0, DB_STAGE_INTS * sizeof *m->stage);
+    for (int i = 0; i < n; i++) {
+        cl_uint split = m->att_splits[pos[i] >= ATT_DEEP_POS];
+        m->stage[DB_TOK + i] = tokens[i];
+        m->stage[DB_POS + i] = pos[i];
+        m->stage[DB_SPLIT + i] = (cl_int)split;
+        m->stage[DB_NCTX + i] = bs[i]->n_ctx;
+        if (split > max_split) max_split = split;
+    }
+    CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, CL_FALSE, 0, DB_STAGE_INTS * sizeof(cl_int), m->stage, 0, NULL,
+                               NULL), "writing the batch's tokens");
+    if (run_batch_plan(m, bs, n, max_split, err)) return -1;
+    /* the last read blocks: the queue is in order, so every read (and the stage write) is done after it */
+    for (int i = 0; i < n; i++)
+        CHECK(clEnqueueReadBuffer(m->queue, m->logits, i == n - 1 ? CL_TRUE : CL_FALSE, (size_t)i * V * sizeof(float),
+                                  V * sizeof(float), logits[i], 0, NULL, NULL), "reading logits");
+    return 0;
+}
+
 /* Pinned host memory: an ALLOC_HOST_PTR buffer, mapped once. One per backend. */
 static float *ocl_logits_buffer(q3_backend *b, size_t n_floats)
 {
@@ -792,7 +971,7 @@ static void ocl_release(q3_backend *b)
                 m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
     cl_mem bufs[] = {m->x,      m->xn,     m->q,        m->kk,       m->v,     m->att,
                      m->tmp,     m->gate,   m->up,     m->tokens,   m->logits,   m->att_ml, m->rope_cos,
-                     m->rope_sin, m->parts, m->xb,     m->act};
+                     m->rope_sin, m->parts, m->xb,     m->bx,       m->act};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) clReleaseMemObject(bufs[i]);
     for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
@@ -975,20 +1154,23 @@ static void *ocl_shared_create(const q3_file *f, const q3_weights *w, int device
 }
 
 /* The activations' regions for passes of batch tokens (at least MAX_BATCH: att
- * also holds a token's att_split partial outputs). Every token's logits come
- * in passes of MAX_BATCH (q3_backend_forward), so logits holds MAX_BATCH rows. */
+ * also holds a token's att_split partial outputs), and for a batched decode step
+ * of DEC_BATCH_MAX tokens. Every token's logits come in passes of MAX_BATCH
+ * (q3_backend_forward), so logits holds MAX_BATCH rows. */
 static void reserve_activations(ocl_backend *m, int batch)
 {
     const q3_config *c = &m->cfg;
     uint64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, half = c->head_dim / 2;
     uint64_t B = batch > MAX_BATCH ? (uint64_t)batch : MAX_BATCH, n_ctx = (uint64_t)m->base.n_ctx;
+    uint64_t att_floats = B * m->q_dim, att_batch = DEC_BATCH_MAX * att_rows_ld(m);
     act_reserve(m, &m->x, B * H * 4);
     act_reserve(m, &m->xn, B * H * 4);
     act_reserve(m, &m->tmp, B * H * 4);
     act_reserve(m, &m->q, B * m->q_dim * 4);
-    act_reserve(m, &m->att, B * m->q_dim * 4); /* also att_split partial outputs (B >= att_split) */
-    cl_uint most_splits = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
-    act_reserve(m, &m->att_ml, (uint64_t)most_splits * c->num_heads * 2 * 4);
+    /* also att_split partial outputs (B >= att_split), of every token of a batched step */
+    act_reserve(m, &m->att, (att_floats > att_batch ? att_floats : att_batch) * 4);
+    act_reserve(m, &m->att_ml, DEC_BATCH_MAX * att_ml_ld(m) * 4);
+    act_reserve(m, &m->bx, (uint64_t)DEC_BATCH_MAX * m->mvx * 4);
     act_reserve(m, &m->kk, B * m->kv_dim * 4);
     act_reserve(m, &m->v, B * m->kv_dim * 4);
     act_reserve(m, &m->gate, B * I * 4);
@@ -1040,6 +1222,8 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->act_align = sh->act_align;
     cl_ulong max_alloc = sh->max_alloc;
     const char *name = sh->d.name;
+    static atomic_ulong next_uid;
+    m->uid = atomic_fetch_add(&next_uid, 1) + 1;
     const char *prof = getenv("Q3_OPENCL_PROFILE");
     m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
     m->profile = m->host_timing && strcmp(prof, "host") != 0;
@@ -1227,6 +1411,8 @@ const q3_backend_impl q3_backend_opencl = {
     .shared_free = ocl_shared_free,
     .init = ocl_init,
     .pass = ocl_pass,
+    .decode_batch = ocl_decode_batch,
+    .max_decode = DEC_BATCH_MAX,
     .release = ocl_release,
     .logits_buffer = ocl_logits_buffer,
     .device_count = ocl_device_count,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e_bench.sh - q3bench as a user runs it, on the demo model with tiny -p/-n/-r: the report and
+# e2e_bench.sh - q3bench (and q3batch, the batched decode step) as a user runs it, on the demo model with tiny -p/-n/-r: the report and
 # its token checksum, the JSON, lists of prompt lengths and depths, refusal of a damaged file
 # before anything is timed, and CPU and OpenCL (PoCL in CI) generating the same tokens. No timing is asserted: speed is measured by
 # benchmarks, never by tests.
@@ -12,7 +12,7 @@ fails=0
 pass() { echo "ok   $1"; }
 fail() { echo "FAIL $1"; fails=$((fails + 1)); }
 check() { if eval "$2"; then pass "$1"; else fail "$1"; echo "  stdout:"; sed 's/^/    /' "$T/out"; echo "  stderr:"; sed 's/^/    /' "$T/err"; fi; }
-for tool in q3bench q3info; do
+for tool in q3bench q3batch q3info; do
     [ -x "$BUILD/$tool" ] || { echo "FAIL $BUILD/$tool is not built"; exit 1; }
 done
 [ -f "$MODEL" ] || { echo "FAIL $MODEL is missing (make model)"; exit 1; }
@@ -144,6 +144,19 @@ check "lists with --backend both: eight rows, each test's checksum equal on cpu 
     '[ $rc -eq 0 ] && [ "$(grep -cE "^\| (cpu|opencl)" "$T/out")" -eq 8 ] &&
      [ "$(grep -E "^\| (cpu|opencl)" "$T/out" | awk -F"|" "{print \$5 \$10}" | sort -u | wc -l)" -eq 4 ] &&
      grep -q "^tokens: cpu and opencl generated identical ids in all 4 runs" "$T/out"'
+
+# ---- q3batch: the batched decode step alone ----
+Q="$BUILD/q3batch"
+"$Q" >/dev/null 2>"$T/err"; rc=$?
+check "q3batch without a model: exit 2" '[ $rc -eq 2 ] && grep -q "no model given" "$T/err"'
+"$Q" "$MODEL" -b 0 >/dev/null 2>"$T/err"; rc=$?
+check "q3batch -b 0: exit 2, names it" '[ $rc -eq 2 ] && grep -q "bad option or value: -b 0" "$T/err"'
+for be in cpu opencl; do
+    [ $be = opencl ] && ! "$BUILD/q3run" --list-devices >/dev/null 2>&1 && { echo "skip q3batch on opencl: no device"; continue; }
+    "$Q" "$MODEL" --backend $be -b 1,3,17 --depth 8 -n 4 -r 1 >"$T/out" 2>"$T/err"; rc=$?
+    check "q3batch on $be: a row per batch size (17: two steps on OpenCL), ids the same in each, exit 0" \
+        '[ $rc -eq 0 ] && [ "$(grep -cE "^(1|3|17) +[0-9.]+ / " "$T/out")" -eq 3 ] && [ ! -s "$T/err" ]'
+done
 
 echo "e2e_bench: $fails failed"
 [ $fails -eq 0 ]

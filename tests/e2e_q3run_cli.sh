@@ -110,7 +110,7 @@ printf 'The license' | "$RUN" "$MODEL" -n 4 --temp 0 >"$T/out" 2>"$T/err"; rc=$?
 check "no prompt and stdin not a terminal: stdin is the prompt" '[ $rc -eq 0 ] && [ -s "$T/out" ] && ! grep -q "chat with" "$T/err"'
 
 # ---- --help: every tool, stdout, exit 0, the environment it reads ----
-for tool in q3convert q3check q3info q3run q3bench q3synth q3bandwidth q3tokbench embed_cl; do
+for tool in q3convert q3check q3info q3run q3bench q3batch q3synth q3bandwidth q3tokbench embed_cl; do
     [ -x "$BUILD/$tool" ] || { echo "FAIL $BUILD/$tool is not built"; fails=$((fails + 1)); continue; }
     for h in --help -h; do
         "$BUILD/$tool" $h >"$T/out" 2>"$T/err"; rc=$?

@@ -30,7 +30,7 @@ start() {
     "$BUILD/q3serve" "$MODEL" --port 0 "$@" 2>"$T/$name.log" &
     SPID=$!
     PORT=
-    for _ in $(seq 100); do
+    for _ in $(seq "${START_TRIES:-100}"); do
         PORT=$(sed -n 's/.*http:\/\/127\.0\.0\.1:\([0-9]*\)\/v1.*/\1/p' "$T/$name.log")
         [ -n "$PORT" ] && return 0
         kill -0 "$SPID" 2>/dev/null || break
@@ -147,6 +147,32 @@ check "SIGTERM: the request in flight completes (2000 tokens)" \
     '[ "$(jq -r "[.usage.completion_tokens, .choices[0].finish_reason] | join(\" \")" <"$T/drain")" = "2000 length" ]'
 check "SIGTERM: new connections refused while draining" '[ $refused -ne 0 ]'
 check "SIGTERM: exit 0, said it was draining" '[ $rc -eq 0 ] && grep -q "draining 1 request" "$T/one.log"'
+
+# OpenCL (where there is a device: PoCL in CI): the batched device step. The same four
+# prompts at once, each equal to q3run --backend opencl --temp 0, in steps of more than
+# one sequence. (A first build of the kernels can take a minute on PoCL: a longer wait.)
+if "$BUILD/q3run" --list-devices >/dev/null 2>&1; then
+    for i in "${!prompts[@]}"; do
+        "$BUILD/q3run" --backend opencl "$MODEL" "${prompts[$i]}" -n 40 --temp 0 2>/dev/null >"$T/ocl_want$i"
+    done
+    START_TRIES=1800 start ocl --parallel 4 --ctx 512 --backend opencl
+    for i in "${!prompts[@]}"; do
+        post /v1/completions "$(jq -nc --arg p "${prompts[$i]}" '{prompt: $p, max_tokens: 40, temperature: 0}')" \
+            >"$T/ocl_got$i" &
+    done
+    wait $(jobs -p | grep -v "$SPID") 2>/dev/null
+    for i in "${!prompts[@]}"; do
+        { jq -j '.choices[0].text' <"$T/ocl_got$i"; echo; } >"$T/ocl_text$i"
+        check "opencl: completion $i in a batch of 4 = q3run --backend opencl --temp 0" \
+            '[ -s "$T/ocl_want$i" ] && cmp -s "$T/ocl_want$i" "$T/ocl_text$i"'
+    done
+    metric() { curl -s -m 5 "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+    check "opencl: decode steps of several sequences (rows > steps)" \
+        '[ "$(metric q3serve_decode_rows_total)" -gt "$(metric q3serve_decode_steps_total)" ]'
+    kill -TERM "$SPID"; wait "$SPID"
+else
+    echo "skip opencl: no OpenCL device"
+fi
 
 "$BUILD/q3serve" "$MODEL" --chunk 6 2>"$T/usage"; rc=$?
 check "a bad option: exit 2, one line" '[ $rc -eq 2 ] && [ "$(wc -l <"$T/usage")" -eq 1 ]'

@@ -201,6 +201,101 @@ static void test_batch_other_backends(void **s)
     for (const char *const *n = q3_backend_names() + 1; *n; n++) batch_equals_single(*n);
 }
 
+/* A wider batched decode: more sequences than one backend step takes (OpenCL's
+ * takes 16, so backend.c cuts it in two, each part with its own lead), prompts of
+ * different lengths, caches of different sizes, two sequences that cross the
+ * position where OpenCL's decode attention doubles its splits (1536) while the others
+ * stay below (one step then mixes split counts), the batch's order rotated every
+ * step (so the lead and each sequence's slot change), sequences that join late,
+ * leave early, and are decoded alone (q3_decode) between batched steps. Every
+ * sequence's logits at every step are memcmp-equal to its own decoded alone. */
+#define WIDE_SEQ 19
+#define WIDE_STEPS 12
+#define DEEP_PROMPT 1530 /* WIDE_STEPS decodes from here cross 1536 */
+
+static int wide_prompt(int s, int32_t *ids, uint32_t vocab) /* s's prompt ids, deterministic; their count */
+{
+    int n = s < 2 ? DEEP_PROMPT : 2 + 3 * s;
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(((uint32_t)i * 37u + (uint32_t)s * 101u) % (vocab - 16) + 8);
+    return n;
+}
+static int wide_ctx(int s) { return s < 2 ? DEEP_PROMPT + WIDE_STEPS + 8 : s % 3 == 0 ? 96 : 80; }
+static int wide_joins(int s) { return s < 2 ? 1 : s % 5; }                  /* the step it joins at */
+static int wide_steps(int s) { return s < 2 ? WIDE_STEPS : 5 + s % 8; }     /* decodes it makes */
+static int wide_alone(int s, int done) { return s % 4 == 3 && done % 3 == 1; } /* this decode by q3_decode */
+
+static void batch_wide(const char *backend)
+{
+    q3_model *m = open_model();
+    uint32_t V = q3_model_config(m)->vocab_size;
+    q3_err err = {{0}};
+    int32_t *ids = malloc(DEEP_PROMPT * sizeof *ids);
+    float *ref = malloc((size_t)WIDE_SEQ * (WIDE_STEPS + 1) * V * sizeof *ref);
+    int32_t next[WIDE_SEQ][WIDE_STEPS + 1];
+    assert_non_null(ids);
+    assert_non_null(ref);
+    for (int s = 0; s < WIDE_SEQ; s++) { /* the reference: each alone */
+        q3_context *c = context_on(m, backend, wide_ctx(s));
+        if (q3_prefill(c, ids, (size_t)wide_prompt(s, ids, V), &err)) fail_msg("%s: %s", backend, err.msg);
+        for (int i = 0; i <= wide_steps(s); i++) {
+            memcpy(ref + ((size_t)s * (WIDE_STEPS + 1) + i) * V, q3_logits(c), V * sizeof *ref);
+            next[s][i] = q3_argmax(q3_logits(c), V);
+            if (i < wide_steps(s) && q3_decode(c, next[s][i], &err)) fail_msg("%s: %s", backend, err.msg);
+        }
+        q3_context_free(c);
+    }
+    assert_memory_not_equal(next[2], next[3], 4 * sizeof next[0][0]);
+    q3_context *c[WIDE_SEQ];
+    int done[WIDE_SEQ] = {0}, batched = 0, widest = 0;
+    for (int s = 0; s < WIDE_SEQ; s++) c[s] = context_on(m, backend, wide_ctx(s));
+    for (int step = 0;; step++) {
+        q3_context *batch[WIDE_SEQ];
+        int32_t tok[WIDE_SEQ];
+        int who[WIDE_SEQ], n = 0, left = 0;
+        for (int k = 0; k < WIDE_SEQ; k++) {
+            int s = (k + step) % WIDE_SEQ;
+            if (step == wide_joins(s) && q3_prefill(c[s], ids, (size_t)wide_prompt(s, ids, V), &err))
+                fail_msg("%s: %s", backend, err.msg);
+            if (step < wide_joins(s) || done[s] == wide_steps(s)) {
+                left += step < wide_joins(s);
+                continue;
+            }
+            left++;
+            const float *want = ref + ((size_t)s * (WIDE_STEPS + 1) + done[s]) * V;
+            if (memcmp(q3_logits(c[s]), want, V * sizeof *want) != 0)
+                fail_msg("%s: sequence %d (position %d), decode %d: logits differ from its own", backend, s,
+                         q3_context_used(c[s]), done[s]);
+            int32_t t = q3_argmax(q3_logits(c[s]), V);
+            assert_int_equal(t, next[s][done[s]]);
+            if (wide_alone(s, done[s])) {
+                if (q3_decode(c[s], t, &err)) fail_msg("%s: %s", backend, err.msg);
+                done[s]++;
+            } else {
+                batch[n] = c[s], who[n] = s, tok[n++] = t;
+            }
+        }
+        if (left == 0) break;
+        if (n == 0) continue;
+        if (q3_decode_batch(batch, tok, (size_t)n, &err)) fail_msg("%s: %s", backend, err.msg);
+        for (int i = 0; i < n; i++) done[who[i]]++;
+        batched += n;
+        if (n > widest) widest = n;
+    }
+    assert_true(widest > 16); /* a step larger than OpenCL's, cut in two */
+    assert_true(batched > 100);
+    for (int s = 0; s < WIDE_SEQ; s++) q3_context_free(c[s]);
+    free(ref);
+    free(ids);
+    q3_model_close(m);
+}
+
+static void test_batch_wide_cpu(void **s) { (void)s; batch_wide("cpu"); }
+static void test_batch_wide_other_backends(void **s)
+{
+    (void)s;
+    for (const char *const *n = q3_backend_names() + 1; *n; n++) batch_wide(*n);
+}
+
 /* Threads tokenizing with one model's tokenizer at once (q3.h allows it) get the
  * ids a tokenizer of their own gives. Every text is words the tokenizer has not seen,
  * so each encode also writes the word cache (and clears it when full), besides the
@@ -588,6 +683,8 @@ int main(void)
         cmocka_unit_test(test_parallel_other_backends),
         cmocka_unit_test(test_batch_cpu),
         cmocka_unit_test(test_batch_other_backends),
+        cmocka_unit_test(test_batch_wide_cpu),
+        cmocka_unit_test(test_batch_wide_other_backends),
         cmocka_unit_test(test_truncate_and_sampler),
         cmocka_unit_test(test_errors_and_chat),
         cmocka_unit_test(test_state_cpu),
@@ -595,5 +692,7 @@ int main(void)
         cmocka_unit_test(test_state_across_backends),
         cmocka_unit_test(test_state_refused),
     };
+    const char *only = getenv("Q3_TEST_FILTER"); /* e.g. Q3_TEST_FILTER=test_batch_wide_other_backends */
+    if (only && *only) cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
