@@ -97,6 +97,19 @@ static void metric(text *t, const char *name, const char *type, const char *help
     put(t, "# HELP q3serve_%s %s\n# TYPE q3serve_%s %s\n", name, help, name, type);
 }
 
+/* A metric of one unlabelled sample: its name is written once, here. */
+static void metric_int(text *t, const char *name, const char *type, const char *help, long long v)
+{
+    metric(t, name, type, help);
+    put(t, "q3serve_%s %lld\n", name, v);
+}
+
+static void metric_real(text *t, const char *name, const char *type, const char *help, double v)
+{
+    metric(t, name, type, help);
+    put(t, "q3serve_%s %.2f\n", name, v);
+}
+
 char *serve_metrics_text(serve_metrics *m, size_t *len)
 {
     text t = {0};
@@ -107,28 +120,20 @@ char *serve_metrics_text(serve_metrics *m, size_t *len)
     for (int i = 0; i <= SERVE_METRIC_CODES; i++)
         if (i == SERVE_METRIC_CODES) put(&t, "q3serve_requests_total{code=\"other\"} %llu\n", (unsigned long long)s.requests[i]);
         else put(&t, "q3serve_requests_total{code=\"%d\"} %llu\n", codes[i], (unsigned long long)s.requests[i]);
-    metric(&t, "requests_cancelled_total", "counter", "Requests whose client disconnected before the end.");
-    put(&t, "q3serve_requests_cancelled_total %llu\n", (unsigned long long)s.cancelled);
-    metric(&t, "prompt_tokens_total", "counter", "Prompt tokens prefilled.");
-    put(&t, "q3serve_prompt_tokens_total %llu\n", (unsigned long long)s.prompt_tokens);
-    metric(&t, "generated_tokens_total", "counter", "Completion tokens generated.");
-    put(&t, "q3serve_generated_tokens_total %llu\n", (unsigned long long)s.generated_tokens);
-    metric(&t, "decode_steps_total", "counter", "Batched decode steps.");
-    put(&t, "q3serve_decode_steps_total %llu\n", (unsigned long long)s.decode_steps);
-    metric(&t, "decode_rows_total", "counter", "Sequences over all decode steps (divided by steps: the mean batch size).");
-    put(&t, "q3serve_decode_rows_total %llu\n", (unsigned long long)s.decode_rows);
-    metric(&t, "prefill_chunks_total", "counter", "Prompt chunks prefilled.");
-    put(&t, "q3serve_prefill_chunks_total %llu\n", (unsigned long long)s.prefill_chunks);
-    metric(&t, "queue_depth", "gauge", "Requests waiting for a free slot.");
-    put(&t, "q3serve_queue_depth %d\n", s.queue_depth);
-    metric(&t, "active_sequences", "gauge", "Requests holding a slot (prefilling or decoding).");
-    put(&t, "q3serve_active_sequences %d\n", s.active);
-    metric(&t, "slots", "gauge", "Sequences that can decode together (--parallel).");
-    put(&t, "q3serve_slots %d\n", s.slots);
-    metric(&t, "batch_size", "gauge", "Sequences in the last decode step.");
-    put(&t, "q3serve_batch_size %d\n", s.last_batch);
-    metric(&t, "tokens_per_second", "gauge", "Generated tokens per second over the last window of about a second.");
-    put(&t, "q3serve_tokens_per_second %.2f\n", s.tok_per_s);
+    metric_int(&t, "requests_cancelled_total", "counter", "Requests whose client disconnected before the end.",
+               (long long)s.cancelled);
+    metric_int(&t, "prompt_tokens_total", "counter", "Prompt tokens prefilled.", (long long)s.prompt_tokens);
+    metric_int(&t, "generated_tokens_total", "counter", "Completion tokens generated.", (long long)s.generated_tokens);
+    metric_int(&t, "decode_steps_total", "counter", "Batched decode steps.", (long long)s.decode_steps);
+    metric_int(&t, "decode_rows_total", "counter",
+               "Sequences over all decode steps (divided by steps: the mean batch size).", (long long)s.decode_rows);
+    metric_int(&t, "prefill_chunks_total", "counter", "Prompt chunks prefilled.", (long long)s.prefill_chunks);
+    metric_int(&t, "queue_depth", "gauge", "Requests waiting for a free slot.", s.queue_depth);
+    metric_int(&t, "active_sequences", "gauge", "Requests holding a slot (prefilling or decoding).", s.active);
+    metric_int(&t, "slots", "gauge", "Sequences that can decode together (--parallel).", s.slots);
+    metric_int(&t, "batch_size", "gauge", "Sequences in the last decode step.", s.last_batch);
+    metric_real(&t, "tokens_per_second", "gauge",
+                "Generated tokens per second over the last window of about a second.", s.tok_per_s);
     if (t.failed) {
         free(t.buf);
         return NULL;

@@ -6,6 +6,8 @@
 # slot; SIGTERM finishes the request in flight and exits 0. Every wait is bounded.
 set -u
 BUILD=${BUILD:-build}
+# shellcheck source=tools/q3serve_port.sh
+. "$(dirname "$0")/../tools/q3serve_port.sh"
 MODEL=$BUILD/models/demo-tiny.q3
 T=$(mktemp -d /tmp/q3_e2e_serve_XXXXXX)
 # Only this shell's jobs that still run are killed: a pid already reaped may be another's now.
@@ -29,13 +31,7 @@ start() {
     : >"$T/$name.log"
     "$BUILD/q3serve" "$MODEL" --port 0 "$@" 2>"$T/$name.log" &
     SPID=$!
-    PORT=
-    for _ in $(seq "${START_TRIES:-100}"); do
-        PORT=$(sed -n 's/.*http:\/\/127\.0\.0\.1:\([0-9]*\)\/v1.*/\1/p' "$T/$name.log")
-        [ -n "$PORT" ] && return 0
-        kill -0 "$SPID" 2>/dev/null || break
-        sleep 0.1
-    done
+    PORT=$(q3serve_port "$T/$name.log" "$SPID" "${START_TRIES:-100}") && return 0
     echo "FAIL q3serve $name did not start: $(cat "$T/$name.log")"
     exit 1
 }

@@ -6,6 +6,8 @@
 # `npm install -g openai`) and otherwise says why it skips and passes.
 set -u
 BUILD=${BUILD:-build}
+# shellcheck source=tools/q3serve_port.sh
+. "$(dirname "$0")/../tools/q3serve_port.sh"
 MODEL=$BUILD/models/demo-tiny.q3
 command -v node >/dev/null || { echo "skip: node is not installed"; exit 0; }
 sdk=
@@ -25,13 +27,7 @@ T=$(mktemp -d /tmp/q3_e2e_js_XXXXXX)
 "$BUILD/q3serve" "$MODEL" --port 0 --api-key js-key 2>"$T/log" &
 spid=$!
 trap 'kill -9 $spid 2>/dev/null; rm -rf "$T"' EXIT
-port=
-for _ in $(seq 100); do
-    port=$(sed -n 's/.*http:\/\/127\.0\.0\.1:\([0-9]*\)\/v1.*/\1/p' "$T/log")
-    [ -n "$port" ] && break
-    sleep 0.1
-done
-[ -n "$port" ] || { echo "FAIL q3serve did not start: $(cat "$T/log")"; exit 1; }
+port=$(q3serve_port "$T/log" $spid) || { echo "FAIL q3serve did not start: $(cat "$T/log")"; exit 1; }
 "$BUILD/q3run" "$MODEL" --chat "What is a license?" -n 24 --temp 0 2>/dev/null >"$T/want"
 timeout 120 node tests/openai_sdk.cjs "$sdk" "http://127.0.0.1:$port/v1" js-key "$T/want"; rc=$?
 kill -TERM $spid

@@ -9,6 +9,8 @@
 # Each replica names itself in its responses (--alias), so the test sees who answered.
 set -u
 BUILD=${BUILD:-build}
+# shellcheck source=tools/q3serve_port.sh
+. "$(dirname "$0")/../tools/q3serve_port.sh"
 MODEL=$BUILD/models/demo-tiny.q3
 DOC=$(dirname "$0")/../docs/serve.md
 T=$(mktemp -d /tmp/q3_e2e_replicas_XXXXXX)
@@ -48,14 +50,8 @@ done
 # sets PORT_NAME and PID_NAME.
 replica() {
     "$BUILD/q3serve" "$MODEL" --port 0 --parallel 8 --ctx 1024 -t 1 --alias "$1" 2>"$T/$1.log" &
-    local pid=$! port=
-    for _ in $(seq 100); do
-        port=$(sed -n 's/.*http:\/\/127\.0\.0\.1:\([0-9]*\)\/v1.*/\1/p' "$T/$1.log")
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$port" ] || { echo "FAIL q3serve $1 did not start: $(cat "$T/$1.log")"; exit 1; }
+    local pid=$! port
+    port=$(q3serve_port "$T/$1.log" "$pid") || { echo "FAIL q3serve $1 did not start: $(cat "$T/$1.log")"; exit 1; }
     eval "PORT_$1=$port PID_$1=$pid"
 }
 replica a

@@ -2,14 +2,18 @@
 # serve_bench.sh - aggregate decode throughput of q3serve at several numbers of
 # concurrent streams: for each S, S greedy completions of TOKENS tokens each (short
 # prompts, so decode dominates) are sent at once; the rate is all their completion
-# tokens over the wall time from the first request to the last answer.
-usage="usage: serve_bench.sh MODEL.q3 [STREAMS...]   (default streams: 1 4 16)
+# tokens over the wall time from the first request to the last answer. Given a .gguf,
+# the same requests go to llama.cpp's llama-server (LLAMA_SERVER), for the comparison.
+usage="usage: serve_bench.sh MODEL.q3|MODEL.gguf [STREAMS...]   (default streams: 1 4 16)
   environment: BUILD (default build), TOKENS per request (default 64), CTX per slot
-  (default 512), ARGS: more q3serve options (e.g. '--threads 2')
+  (default 512), ARGS: more q3serve options (e.g. '--threads 2');
+  a .gguf: LLAMA_SERVER (the llama-server binary, required), LLAMA_ARGS (e.g. '-t 2')
 exit status: 0 measured, 1 a run failed, 2 usage"
 case "${1:-}" in -h | --help) echo "$usage"; exit 0 ;; esac
 [ $# -ge 1 ] || { echo "$usage" >&2; exit 2; }
 BUILD=${BUILD:-build}
+# shellcheck source=tools/q3serve_port.sh
+. "$(dirname "$0")/q3serve_port.sh"
 TOKENS=${TOKENS:-64}
 CTX=${CTX:-512}
 model=$1
@@ -21,18 +25,36 @@ for s in "${streams[@]}"; do [ "$s" -gt "$max" ] && max=$s; done
 for t in curl jq; do command -v $t >/dev/null || { echo "serve_bench.sh: $t is missing (./setup --deps)" >&2; exit 1; }; done
 T=$(mktemp -d /tmp/q3_serve_bench_XXXXXX)
 : >"$T/log"
-# shellcheck disable=SC2086
-"$BUILD/q3serve" "$model" --port 0 --parallel "$max" --ctx "$CTX" ${ARGS:-} 2>"$T/log" &
-spid=$!
-trap 'kill -9 $spid 2>/dev/null; rm -rf "$T"' EXIT
+spid=
+trap '[ -n "$spid" ] && kill -9 $spid 2>/dev/null; rm -rf "$T"' EXIT
 port=
-for _ in $(seq 600); do
-    port=$(sed -n 's/.*http:\/\/[^:]*:\([0-9]*\)\/v1.*/\1/p' "$T/log")
-    [ -n "$port" ] && break
-    kill -0 $spid 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$port" ] || { echo "serve_bench.sh: q3serve did not start: $(cat "$T/log")" >&2; exit 1; }
+if [[ $model == *.gguf ]]; then
+    [ -x "${LLAMA_SERVER:-}" ] || { echo "serve_bench.sh: a .gguf needs LLAMA_SERVER, the llama-server binary" >&2; exit 2; }
+    # llama-server takes no port 0: try free-looking ports until one serves /health.
+    # -c is the whole cache, which it splits over the slots: CTX each, as q3serve's --ctx.
+    for _ in 1 2 3 4 5; do
+        p=$((20000 + RANDOM % 20000))
+        # shellcheck disable=SC2086
+        "$LLAMA_SERVER" -m "$model" --host 127.0.0.1 --port $p --parallel "$max" -c $((CTX * max)) \
+            ${LLAMA_ARGS:-} >"$T/log" 2>&1 &
+        spid=$!
+        for _ in $(seq 1200); do
+            curl -sf -m 2 "http://127.0.0.1:$p/health" >/dev/null 2>&1 && { port=$p; break; }
+            kill -0 $spid 2>/dev/null || break
+            sleep 0.1
+        done
+        [ -n "$port" ] && break
+        kill -9 $spid 2>/dev/null
+        wait $spid 2>/dev/null
+    done
+    [ -n "$port" ] || { echo "serve_bench.sh: llama-server did not start: $(tail -n 3 "$T/log")" >&2; exit 1; }
+else
+    # shellcheck disable=SC2086
+    "$BUILD/q3serve" "$model" --port 0 --parallel "$max" --ctx "$CTX" ${ARGS:-} 2>"$T/log" &
+    spid=$!
+    port=$(q3serve_port "$T/log" $spid 600) ||
+        { echo "serve_bench.sh: q3serve did not start: $(cat "$T/log")" >&2; exit 1; }
+fi
 words=(The Once In def Copyright Hello Today Water Music Every Some When Our This My A)
 printf '%-8s %10s %12s %14s\n' streams tokens seconds "tok/s (all)"
 base=
