@@ -94,6 +94,7 @@ typedef struct {
     int mma, mma_emulate, verbose;
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
+    uint64_t pf_cap;    /* matvec's L2 prefetch of the next launch's weights, the most bytes */
     cl_mem weights;
     uint64_t w_base;
     cl_ulong max_alloc;
@@ -1084,6 +1085,10 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
      * rest within 0.5 %); tuning: Q3_OPENCL_MM_RASTER=row, the other order */
     const char *raster_env = getenv("Q3_OPENCL_MM_RASTER");
     sh->mm_token_major = !(raster_env && !strcmp(raster_env, "row"));
+    /* tuning: the most MiB matvec prefetches into L2 for the next launch (0: none) */
+    const char *pf_env = getenv("Q3_OPENCL_PREFETCH_MB");
+    int pf_mb = pf_env && *pf_env ? atoi(pf_env) : PREFETCH_MB_DEFAULT;
+    sh->pf_cap = (uint64_t)(pf_mb > 0 ? pf_mb : 0) << 20;
     const char *narrow_env = getenv("Q3_OPENCL_MM_NARROW"); /* tuning and tests: 0 never, all always */
     sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
@@ -1215,10 +1220,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->weights = sh->weights;
     m->w_base = sh->w_base;
     m->mv_groups = sh->mv_groups;
-    /* tuning: the most MiB matvec prefetches into L2 for the next launch (0: none) */
-    const char *pf_env = getenv("Q3_OPENCL_PREFETCH_MB");
-    int pf_mb = pf_env && *pf_env ? atoi(pf_env) : PREFETCH_MB_DEFAULT;
-    m->pf_cap = (uint64_t)(pf_mb > 0 ? pf_mb : 0) << 20;
+    m->pf_cap = sh->pf_cap;
     m->act_align = sh->act_align;
     cl_ulong max_alloc = sh->max_alloc;
     const char *name = sh->d.name;
