@@ -278,6 +278,13 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
             }                                                                                                    \
         }                                                                                                        \
     } while (0)
+/* the weight fragments of one step, register array to register array */
+#define MM_COPY_A(dst, src)                                                                                     \
+    do {                                                                                                         \
+        _Pragma("unroll") for (uint p_ = 0; p_ < MM_RP; p_++)                                                   \
+        _Pragma("unroll") for (uint ks_ = 0; ks_ < MM_BK / 16; ks_++)                                           \
+        _Pragma("unroll") for (uint i_ = 0; i_ < 4; i_++)(dst)[p_][ks_][i_] = (src)[p_][ks_][i_];                 \
+    } while (0)
 #define MM_LOAD_X(buf, c)                                                                                       \
     do {                                                                                                         \
         __local uchar *st_ = smem + (buf) * MM_STAGE_BYTES;                                                     \
@@ -309,19 +316,9 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
 #endif
     for (uint kt = 0; kt < nk; kt++) {
         uint af[MM_RP][MM_BK / 16][4];
-#pragma unroll
-        for (uint p = 0; p < MM_RP; p++)
-#pragma unroll
-            for (uint ks = 0; ks < MM_BK / 16; ks++)
-#pragma unroll
-                for (uint i = 0; i < 4; i++) af[p][ks][i] = an[p][ks][i];
+        MM_COPY_A(af, an);
 #if MM_APF == 2
-#pragma unroll
-        for (uint p = 0; p < MM_RP; p++)
-#pragma unroll
-            for (uint ks = 0; ks < MM_BK / 16; ks++)
-#pragma unroll
-                for (uint i = 0; i < 4; i++) an[p][ks][i] = an2[p][ks][i];
+        MM_COPY_A(an, an2);
         if (kt + 2 < nk) MM_LOAD_A(an2, c_lo + kt + 2);
 #else
         if (kt + 1 < nk) MM_LOAD_A(an, c_lo + kt + 1);
@@ -346,6 +343,7 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
             }
     }
 #undef MM_LOAD_A
+#undef MM_COPY_A
 #undef MM_LOAD_X
 
 #pragma unroll
