@@ -99,7 +99,7 @@ typedef struct {
     float *xf;          /* AVX2 GEMM: f32 activations packed by q3_avx2_pack_x */
     uint64_t xb_stride;
     uint64_t total_panels, pack_units;
-    uint64_t min_chunk, nth;    /* the fewest panels a unit takes; threads */
+    uint64_t nth;               /* threads */
     _Atomic uint64_t next;      /* the first panel no thread has taken */
     q3_gemv_panel_fn gemv;
 } matmul_job;
@@ -153,20 +153,23 @@ static void run_range(const matmul_job *j, uint64_t begin, uint64_t end)
 /* Threads take units of consecutive panels from a shared counter: each unit is
  * one sequential stream, and a thread that the OS descheduled (a busy machine)
  * leaves its share to the others instead of holding up the whole call. Guided:
- * a unit is half an even share of the panels left (at least min_chunk, an even
- * count, so AMX keeps its panel pairs), long at first, short at the end, where
- * fixed units of 1/16 of the call left one thread idle for up to a unit. */
+ * a unit is half an even share of the panels left (an even count, so AMX keeps
+ * its panel pairs), long at first, short at the end, where fixed units of 1/16
+ * of the call left one thread idle for up to a unit. At least 4 panels (128 KiB
+ * at cols 1024) for the prefetchers of a streaming GEMV; the GEMMs, where a
+ * panel is much work, take 2. */
 static void matmul_worker(void *ctx, int ith, int nth)
 {
     (void)ith, (void)nth;
     matmul_job *j = ctx;
+    uint64_t min_chunk = j->mode == MODE_GEMV ? 4 : 2;
     for (;;) {
         uint64_t begin = atomic_load_explicit(&j->next, memory_order_relaxed), len;
         do {
             if (begin >= j->total_panels) return;
             uint64_t rest = j->total_panels - begin;
             len = (rest + 2 * j->nth - 1) / (2 * j->nth);
-            if (len < j->min_chunk) len = j->min_chunk;
+            if (len < min_chunk) len = min_chunk;
             len += len & 1;
             if (len > rest) len = rest;
         } while (!atomic_compare_exchange_weak_explicit(&j->next, &begin, begin + len, memory_order_relaxed,
@@ -245,10 +248,7 @@ static void matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *
                                          : q3_gemv_panel_scalar;
     for (int o = 0; o < n_ops; o++) j.total_panels += panels_of(&ops[o]);
     if (n_ops <= 0 || j.total_panels == 0) return;
-    /* Units of at least 4 panels (128 KiB at cols 1024) for the prefetchers of a
-     * streaming GEMV; the GEMMs below, where a panel is much work, take 2. */
     j.nth = (uint64_t)q3_pool_size(p);
-    j.min_chunk = 4;
     atomic_init(&j.next, 0);
     uint64_t col_tiles = q3_col_tiles(ops[0].cols); /* all ops of one call share x, hence cols */
     if (gemm_ok && level >= Q3_SIMD_AVX512BF16 && n_tok >= GEMM_MIN_TOKENS && p) {
@@ -272,13 +272,11 @@ static void matmul(q3_pool *p, const q3_matmul_op *ops, int n_ops, const float *
             }
         }
     }
-    if (j.mode != MODE_GEMV) j.min_chunk = 2;
     if (gemm_ok && level == Q3_SIMD_AVX2 && n_tok >= GEMM_MIN_TOKENS && p) {
         uint64_t groups = ((uint64_t)n_tok + Q3_AVX2_NR - 1) / Q3_AVX2_NR;
         float *xf = q3_pool_scratch(p, (size_t)(groups * Q3_AVX2_NR * col_tiles * 32) * sizeof *xf);
         if (xf) {
             j.mode = MODE_AVX2_GEMM;
-            j.min_chunk = 2;
             j.xf = xf;
             q3_pool_run(p, avx2_pack_worker, &j);
         }
