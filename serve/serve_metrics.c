@@ -98,15 +98,21 @@ static void metric(text *t, const char *name, const char *type, const char *help
 }
 
 /* A metric of one unlabelled sample: its name is written once, here. */
-static void metric_int(text *t, const char *name, const char *type, const char *help, long long v)
+static void metric_count(text *t, const char *name, const char *help, uint64_t v)
 {
-    metric(t, name, type, help);
-    put(t, "q3serve_%s %lld\n", name, v);
+    metric(t, name, "counter", help);
+    put(t, "q3serve_%s %llu\n", name, (unsigned long long)v);
 }
 
-static void metric_real(text *t, const char *name, const char *type, const char *help, double v)
+static void metric_gauge(text *t, const char *name, const char *help, int v)
 {
-    metric(t, name, type, help);
+    metric(t, name, "gauge", help);
+    put(t, "q3serve_%s %d\n", name, v);
+}
+
+static void metric_gauge_real(text *t, const char *name, const char *help, double v)
+{
+    metric(t, name, "gauge", help);
     put(t, "q3serve_%s %.2f\n", name, v);
 }
 
@@ -120,20 +126,19 @@ char *serve_metrics_text(serve_metrics *m, size_t *len)
     for (int i = 0; i <= SERVE_METRIC_CODES; i++)
         if (i == SERVE_METRIC_CODES) put(&t, "q3serve_requests_total{code=\"other\"} %llu\n", (unsigned long long)s.requests[i]);
         else put(&t, "q3serve_requests_total{code=\"%d\"} %llu\n", codes[i], (unsigned long long)s.requests[i]);
-    metric_int(&t, "requests_cancelled_total", "counter", "Requests whose client disconnected before the end.",
-               (long long)s.cancelled);
-    metric_int(&t, "prompt_tokens_total", "counter", "Prompt tokens prefilled.", (long long)s.prompt_tokens);
-    metric_int(&t, "generated_tokens_total", "counter", "Completion tokens generated.", (long long)s.generated_tokens);
-    metric_int(&t, "decode_steps_total", "counter", "Batched decode steps.", (long long)s.decode_steps);
-    metric_int(&t, "decode_rows_total", "counter",
-               "Sequences over all decode steps (divided by steps: the mean batch size).", (long long)s.decode_rows);
-    metric_int(&t, "prefill_chunks_total", "counter", "Prompt chunks prefilled.", (long long)s.prefill_chunks);
-    metric_int(&t, "queue_depth", "gauge", "Requests waiting for a free slot.", s.queue_depth);
-    metric_int(&t, "active_sequences", "gauge", "Requests holding a slot (prefilling or decoding).", s.active);
-    metric_int(&t, "slots", "gauge", "Sequences that can decode together (--parallel).", s.slots);
-    metric_int(&t, "batch_size", "gauge", "Sequences in the last decode step.", s.last_batch);
-    metric_real(&t, "tokens_per_second", "gauge",
-                "Generated tokens per second over the last window of about a second.", s.tok_per_s);
+    metric_count(&t, "requests_cancelled_total", "Requests whose client disconnected before the end.", s.cancelled);
+    metric_count(&t, "prompt_tokens_total", "Prompt tokens prefilled.", s.prompt_tokens);
+    metric_count(&t, "generated_tokens_total", "Completion tokens generated.", s.generated_tokens);
+    metric_count(&t, "decode_steps_total", "Batched decode steps.", s.decode_steps);
+    metric_count(&t, "decode_rows_total", "Sequences over all decode steps (divided by steps: the mean batch size).",
+                 s.decode_rows);
+    metric_count(&t, "prefill_chunks_total", "Prompt chunks prefilled.", s.prefill_chunks);
+    metric_gauge(&t, "queue_depth", "Requests waiting for a free slot.", s.queue_depth);
+    metric_gauge(&t, "active_sequences", "Requests holding a slot (prefilling or decoding).", s.active);
+    metric_gauge(&t, "slots", "Sequences that can decode together (--parallel).", s.slots);
+    metric_gauge(&t, "batch_size", "Sequences in the last decode step.", s.last_batch);
+    metric_gauge_real(&t, "tokens_per_second", "Generated tokens per second over the last window of about a second.",
+                      s.tok_per_s);
     if (t.failed) {
         free(t.buf);
         return NULL;
