@@ -225,16 +225,12 @@ static cl_ulong aoff(const ocl_backend *m, cl_mem buf)
 /* A token's decode attention leaves its partial outputs and (max, sum) for up to
  * the larger split count of the two plans: floats per token of att and att_ml in a
  * batched step (rows of those regions). */
-static cl_ulong att_rows_ld(const ocl_backend *m)
+static cl_ulong most_splits(const ocl_backend *m)
 {
-    cl_uint most = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
-    return (cl_ulong)most * m->q_dim;
+    return m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
 }
-static cl_ulong att_ml_ld(const ocl_backend *m)
-{
-    cl_uint most = m->att_splits[0] > m->att_splits[1] ? m->att_splits[0] : m->att_splits[1];
-    return (cl_ulong)most * m->cfg.num_heads * 2;
-}
+static cl_ulong att_rows_ld(const ocl_backend *m) { return most_splits(m) * m->q_dim; }
+static cl_ulong att_ml_ld(const ocl_backend *m) { return most_splits(m) * m->cfg.num_heads * 2; }
 
 static cl_uint round_up(cl_uint v, cl_uint to) { return (v + to - 1) / to * to; }
 
