@@ -841,22 +841,35 @@ static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float 
  * logits (or a finish), so no other queue still has work on them. */
 #define PLAN_BATCH 2
 
-/* The step is recorded once per lead (as the single-token passes are), with the
- * token count 1 and the lead's own caches; run_batch_plan adapts it. */
-static int record_batch_plan(ocl_backend *m, q3_err *err)
+/* Records plan p: the single-token pass (as enqueue_pass issues it, attention
+ * split split ways) on kernel objects of its own whose arguments stay set; what
+ * names it in an error. */
+static int record_plan(ocl_backend *m, int p, cl_uint split, const char *what, q3_err *err)
 {
-    m->recording = m->batching = 1;
-    m->att_split = m->att_splits[0]; /* unused by the batch kernels: each token's comes from the stage */
-    m->plan_start[PLAN_BATCH] = m->n_plan;
+    m->recording = 1;
+    m->att_split = split;
+    m->plan_start[p] = m->n_plan;
     int rc = enqueue_pass(m, 1, 1, err);
-    m->plan_len[PLAN_BATCH] = m->n_plan - m->plan_start[PLAN_BATCH];
-    m->recording = m->batching = 0;
+    m->plan_len[p] = m->n_plan - m->plan_start[p];
+    m->recording = 0;
     if (rc) return -1;
     if (m->record_failed) {
-        q3_set_err(err, "%s: OpenCL: recording the batched decode step failed: %s (%d)", m->base.file->path,
+        q3_set_err(err, "%s: OpenCL: recording %s failed: %s (%d)", m->base.file->path, what,
                    q3_cl_err_name(m->record_failed), m->record_failed);
         return -1;
     }
+    return 0;
+}
+
+/* The step is recorded once per lead (as the single-token passes are), with the
+ * token count 1 and the lead's own caches; run_batch_plan adapts it. The split
+ * count is unused by the batch kernels: each token's comes from the stage. */
+static int record_batch_plan(ocl_backend *m, q3_err *err)
+{
+    m->batching = 1;
+    int rc = record_plan(m, PLAN_BATCH, m->att_splits[0], "the batched decode step", err);
+    m->batching = 0;
+    if (rc) return -1;
     m->batch_recorded = 1;
     m->batch_n = 0; /* its token count and caches are set before the first replay */
     return 0;
@@ -1285,21 +1298,8 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     CHECK(clFinish(m->queue), "finishing the upload");
 
     /* Record the single-token pass once per split count: decode then only enqueues. */
-    int rec = 0;
-    m->recording = 1;
-    for (int p = 0; p < 2 && !rec; p++) {
-        m->att_split = m->att_splits[p];
-        m->plan_start[p] = m->n_plan;
-        rec = enqueue_pass(m, 1, 1, err);
-        m->plan_len[p] = m->n_plan - m->plan_start[p];
-    }
-    m->recording = 0;
-    if (rec) return -1;
-    if (m->record_failed) {
-        q3_set_err(err, "%s: OpenCL: recording the decode pass failed: %s (%d)", f->path,
-                   q3_cl_err_name(m->record_failed), m->record_failed);
-        return -1;
-    }
+    for (int p = 0; p < 2; p++)
+        if (record_plan(m, p, m->att_splits[p], "the decode pass", err)) return -1;
     return 0;
 }
 
