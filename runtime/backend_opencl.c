@@ -33,6 +33,7 @@
 #define ATT_SPLIT_DEEP 16
 #define ATT_DEEP_POS 1536
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
+#define MM_PER_CU 2 /* matmul_mma work-groups resident a compute unit (254 registers x 128 threads) */
 /* The most MiB of the next decode launch's weights matvec prefetches into L2.
  * H200, decode tok/s against none: 4 MiB +1-3 % at every size; 8 better at 0.6B
  * but -1 % at 1.7B; 16 and 32 slower at 1.7B and 4B (docs/opencl.md). */
@@ -93,6 +94,7 @@ typedef struct {
     int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
     int mma, mma_emulate, verbose;
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
+    cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
     int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
     uint64_t pf_cap;    /* matvec's L2 prefetch of the next launch's weights, the most bytes */
     cl_mem weights;
@@ -124,6 +126,7 @@ typedef struct {
     cl_uint mm_br;     /* matmul_mma: rows of a block (MM_BR) */
     cl_uint mm_bt;     /* ... and tokens (MM_BT) */
     cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
+    cl_uint mm_ksplit; /* ... a fixed column split of lone matrices, or 0 (ocl_shared) */
     int mm_token_major; /* ... and its grid's order (ocl_shared) */
     cl_uint fa_wg;     /* attention_mma: its work-group size (FA_WG; FA_Q = FA_WG / 2 queries) */
     cl_mem weights;    /* the WEIGHTS section */
@@ -565,6 +568,23 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     return launch(m, k, kind, 2, global, local, rows_all, cols, err);
 }
 
+/* The column split of a lone matrix of few row blocks (o_proj, down_proj) whose
+ * blocks number n: the count (1 to KSPLIT, each split keeping 8 column steps or
+ * more) with the fewest rounds of resident work-groups (MM_PER_CU a compute
+ * unit) per share of the work, the smaller on a tie (add_parts costs a pass).
+ * Qwen3-4B's o_proj at 512 tokens, 80 blocks on 132 units: 3 splits, 240
+ * work-groups in one round, where doubling to 4 made 320 in two. */
+static size_t mm_ksplit(const ocl_backend *m, size_t n, size_t steps)
+{
+    if (m->mm_ksplit) return m->mm_ksplit <= steps ? m->mm_ksplit : 1;
+    size_t slots = (size_t)m->compute_units * MM_PER_CU, best = 1, best_rounds = (n + slots - 1) / slots;
+    for (size_t ks = 2; ks <= KSPLIT && steps / ks >= 8; ks++) {
+        size_t rounds = (n * ks + slots - 1) / slots;
+        if (rounds * best < best_rounds * ks) best = ks, best_rounds = rounds;
+    }
+    return best;
+}
+
 /* y (+)= W x for many tokens: matmul_mma on tensor cores, else matmul_gemm; up
  * to three matrices sharing x (and cols). A lone matrix of few row blocks
  * (o_proj, down_proj) on tensor cores is split over the columns into up to
@@ -581,11 +601,7 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
     if (m->mma && m->narrow && n_segs > 1 && (m->narrow_mode == 2 || blocks * tblocks < m->compute_units))
         kind = K_MM_MMA64, bt = NARROW_BT, tblocks = (n_tok + bt - 1) / bt;
     cl_kernel k = kern(m, kind);
-    /* a lone matrix of few row blocks (o_proj, down_proj): split over the columns
-     * until about the resident work-groups run, keeping 8 column steps each */
-    if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size)
-        while (ksplit < KSPLIT && blocks * tblocks * ksplit < m->mv_groups && (cols + 31) / 32 / (ksplit * 2) >= 8)
-            ksplit *= 2;
+    if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size) ksplit = mm_ksplit(m, blocks * tblocks, (cols + 31) / 32);
     cl_mem y0 = ksplit > 1 ? m->parts : segs[0].y;
     cl_uint ld0 = ksplit > 1 ? rows0 : segs[0].ld, part_stride = n_tok * rows0;
     cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, ldx) | ARG(k, 4, n_tok);
@@ -1102,6 +1118,8 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
     sh->fa_wg = fa_env && (atoi(fa_env) == 128 || atoi(fa_env) == 256) ? (cl_uint)atoi(fa_env) : FA_WG;
+    const char *ks_env = getenv("Q3_OPENCL_MM_KSPLIT"); /* tuning: 1-4 column splits of o_proj/down */
+    sh->mm_ksplit = ks_env && atoi(ks_env) >= 1 && atoi(ks_env) <= KSPLIT ? (cl_uint)atoi(ks_env) : 0;
     const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
     if (pcu_env && atoi(pcu_env) > 0 && atoi(pcu_env) <= 8) sh->mv_groups = (size_t)d->compute_units * atoi(pcu_env);
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
@@ -1224,6 +1242,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mm_br = sh->mm_br;
     m->mm_bt = sh->mm_bt;
     m->mm_wg = sh->mm_wg;
+    m->mm_ksplit = sh->mm_ksplit;
     m->mm_token_major = sh->mm_token_major;
     m->fa_wg = sh->fa_wg;
     m->weights = sh->weights;
