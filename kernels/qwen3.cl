@@ -380,85 +380,123 @@ void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong
 
 /* Matrix times the n_tok (<= DEC_BATCH_MAX) tokens of a batched decode step,
  * each weight tile loaded once for all of them. x (x_off) holds each token's
- * staged x (matvec_stage), ldx floats apart; token t's rows go to y + t ld. The
- * tile walk is matvec's (the same rsplit from the host, items, lanes, subs and
- * tiles per thread), and each token has its own accumulator, summed in matvec's
- * order and reduced in matvec's order: row for row the bits matvec gives that
- * token alone. x is read from global memory (a 16-token stage of the widest x
- * does not fit local memory); all threads of a column group read the same
- * addresses. xmode, x2, norm and nsplit were the staging's. Like matvec it asks
- * L2 for the next product's first weights (pf_off, pf_lines) as it ends. */
+ * staged x (matvec_stage), ldx floats apart; token t's rows go to y + t ld.
+ * Row for row it gives each token the bits matvec gives it alone: every
+ * partial sum is one of matvec's (the same rsplit from the host, items, lanes,
+ * subs and tiles, each token's sum over its tiles in matvec's order), and the
+ * partials are reduced in matvec's order. What differs is who computes them
+ * and where x comes from:
+ * - a thread takes MVB_R of matvec's lanes, MVB_R rows of one column group,
+ *   so each x read serves MVB_R weight loads, and a work-group of MV_WG
+ *   threads serves MVB_R items at once;
+ * - x comes through local memory, MVB_XC columns of every token a round (the
+ *   whole 16-token x does not fit), each thread's weights for the round
+ *   requested before the stage so that the two trips overlap.
+ * (One row a thread with x read through L1 ran a 16-token step at 4B in 10x a
+ * token's time, 8 % of the FP32 rate.) xmode, x2, norm and nsplit were the
+ * staging's. Like matvec it asks L2 for the next product's first weights
+ * (pf_off, pf_lines) as it ends. */
+#define MVB_XC 512 /* columns of x staged a round: 16 tiles, a whole number of each thread's (nsub <= 16) */
+#define MVB_TOK 8  /* tokens reduced a round (MVB_TOK x MV_WG x MVB_R floats, in the stage's memory) */
+#define MVB_TPR (MVB_XC / 32 / 4) /* tiles a thread a round at the most (nsub >= 4) */
+/* this thread's weights of round ch_ (tiles sub + nsub (ch_ per_round + u)), zeros past the end */
+#define MVB_LOAD(dst, ch_)                                                                         \
+    do {                                                                                          \
+        _Pragma("unroll") for (uint u_ = 0; u_ < MVB_TPR; u_++) {                                \
+            uint k_ = (ch_) * per_round + u_;                                                     \
+            int ok_ = live && u_ < per_round && sub + nsub * k_ < col_tiles;                       \
+            _Pragma("unroll") for (uint i_ = 0; i_ < MVB_R; i_++)                                \
+                (dst)[u_][i_] = ok_ ? P[k_ * tile_stride + i_ * lpt] : (uint4)(0);                \
+        }                                                                                         \
+    } while (0)
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_batch(MM_SMALL_ARGS)
 {
     __global const float4 *xb = (__global const float4 *)(act + x_off);
-    __local float red[DEC_BATCH_MAX][MV_WG];
-    uint l = get_local_id(0), item = get_group_id(0), stride = get_num_groups(0);
+    __local float4 xs[DEC_BATCH_MAX * MVB_XC / 4]; /* token b's column 4k at xs[b MVB_XC / 4 + k] */
+    __local float *red = (__local float *)xs;      /* after the products: [MVB_TOK][MV_WG MVB_R] */
+    uint l = get_local_id(0), tpi = MV_WG / MVB_R; /* threads an item */
+    uint qd = l / tpi, t = l % tpi;                 /* this thread's item of the work-group's MVB_R */
+    uint item = get_group_id(0) * MVB_R + qd, stride = get_num_groups(0) * MVB_R;
     uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16, p2 = (rows2 + 15) / 16;
     uint n_items = (p0 + p1 + p2) * rsplit;
-    uint part = item % rsplit, lanes = 64 / rsplit, nsub = 256 / lanes;
-    uint col_tiles = cols / 32;
-    uint jl = l % lanes, j = part * lanes + jl, sub = l / lanes, c0 = (j & 3) * 8;
-    uint ntile = (col_tiles - sub + nsub - 1) / nsub; /* tiles this thread reads per item */
-    ulong tile_stride = (ulong)nsub * 64, ld4 = ldx / 4;
+    uint part = item % rsplit, lanes = 64 / rsplit, nsub = 256 / lanes, lpt = lanes / MVB_R;
+    uint col_tiles = cols / 32, per_round = MVB_XC / 32 / nsub; /* this thread's tiles a round */
+    /* matvec's lanes jl + lpt i (i < MVB_R) of sub: one column group, since lpt is a multiple of 4 */
+    uint sub = t / lpt, jl = t % lpt, j = part * lanes + jl, c0 = (j & 3) * 8;
+    ulong tile_stride = (ulong)nsub * 64;
+    uint ld4 = ldx / 4, c4 = cols / 4, n_rounds = (cols + MVB_XC - 1) / MVB_XC;
     uint nb = min(n_tok, (uint)DEC_BATCH_MAX);
-
-    uint panel = item / rsplit, seg = seg_of(&panel, p0, p1);
-    __global const uint4 *P =
-        W + PICK3(seg, off0, off1, off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
-    uint4 wb[8];
-#pragma unroll
-    for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
-
     uint prows = 16 / rsplit; /* rows of one part */
-    for (; item < n_items; item += stride) {
-        __global float *y = act + PICK3(seg, y0, y1, y2);
-        uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2), row0 = panel * 16 + part * prows;
-        uint next_panel = (item + stride) / rsplit, next_seg = seg_of(&next_panel, p0, p1);
-        __global const uint4 *Pn = W + PICK3(next_seg, off0, off1, off2) +
-                                   (ulong)next_panel * col_tiles * 64 + sub * 64 + j;
-        int more = item + stride < n_items;
-        float acc[DEC_BATCH_MAX];
+
+    /* every work-group runs the same number of item rounds (its barriers): items past the end compute nothing */
+    uint base = get_group_id(0) * MVB_R, rounds = (n_items + stride - 1 - base) / stride;
+    float acc[MVB_R][DEC_BATCH_MAX];
+    uint4 cur[MVB_TPR][MVB_R];
+    for (uint rd = 0; rd < rounds; rd++) {
+        item = base + qd + rd * stride;
+        int live = item < n_items;
+        uint panel = item / rsplit, seg = seg_of(&panel, p0, p1);
+        __global const uint4 *P =
+            W + PICK3(seg, off0, off1, off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
 #pragma unroll
-        for (uint b = 0; b < DEC_BATCH_MAX; b++) acc[b] = 0.0f;
-        for (uint u0 = 0; u0 < ntile; u0 += 8) {
-            uint4 cur[8];
+        for (uint i = 0; i < MVB_R; i++)
 #pragma unroll
-            for (uint u = 0; u < 8; u++) cur[u] = wb[u];
-            if (u0 + 8 < ntile) {
-#pragma unroll
-                for (uint u = 0; u < 8; u++) wb[u] = u0 + 8 + u < ntile ? P[(u0 + 8 + u) * tile_stride] : (uint4)(0);
-            } else {
-#pragma unroll
-                for (uint u = 0; u < 8; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
-                if (!more) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's weights */
+            for (uint b = 0; b < DEC_BATCH_MAX; b++) acc[i][b] = 0.0f;
+        for (uint ch = 0; ch < n_rounds; ch++) {
+            uint u_lo = ch * per_round;
+            MVB_LOAD(cur, ch); /* requested before the stage: the two trips overlap */
+            barrier(CLK_LOCAL_MEM_FENCE); /* the last round's products (or reduction) are done with xs */
+            for (uint k = l; k < nb * (MVB_XC / 4); k += MV_WG) {
+                uint b = k / (MVB_XC / 4), c = ch * (MVB_XC / 4) + k % (MVB_XC / 4);
+                xs[k] = c < c4 ? xb[b * ld4 + c] : (float4)(0.0f);
             }
+            barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-            for (uint u = 0; u < 8; u++) {
-                uint xi = (sub + nsub * (u0 + u)) * 8 + (c0 >> 2);
-                if (u0 + u < ntile) {
+            for (uint u = 0; u < MVB_TPR; u++) {
+                uint tile = sub + nsub * (u_lo + u);
+                if (live && u < per_round && tile < col_tiles) {
+                    uint xi = (tile - ch * (MVB_XC / 32)) * 8 + (c0 >> 2);
 #pragma unroll
                     for (uint b = 0; b < DEC_BATCH_MAX; b++)
-                        if (b < nb) acc[b] += dot8(cur[u], xb[b * ld4 + xi], xb[b * ld4 + xi + 1]);
+                        if (b < nb) {
+                            float4 xa = xs[b * (MVB_XC / 4) + xi], xc = xs[b * (MVB_XC / 4) + xi + 1];
+#pragma unroll
+                            for (uint i = 0; i < MVB_R; i++) acc[i][b] += dot8(cur[u][i], xa, xc);
+                        }
                 }
             }
         }
+        if (!(item + stride < n_items)) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's */
+        /* matvec's red[l] for lane jl + lpt i of sub, item qd: red[.][qd MV_WG + sub lanes + jl + lpt i];
+         * MVB_TOK tokens a round, the rounds unrolled (acc indexed by constants only, or it would
+         * leave registers) and all of them run whatever nb is: with a break before the barriers
+         * PoCL gave wrong sums */
 #pragma unroll
-        for (uint b = 0; b < DEC_BATCH_MAX; b++)
-            if (b < nb) red[b][l] = acc[b];
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (l < prows * nb) {
-            uint t = l / prows, r = l % prows;
-            if (row0 + r < rows) {
-                float s = 0.0f;
-                for (uint q = 0; q < nsub; q++)
-                    for (uint k = 0; k < 4; k++) s += red[t][q * lanes + r * 4 + k];
-                __global float *dst = y + (ulong)t * ld + row0 + r;
-                *dst = ymode == MODE_ADD ? *dst + s : s;
+        for (uint h = 0; h < DEC_BATCH_MAX / MVB_TOK; h++) {
+            uint tb = h * MVB_TOK;
+            barrier(CLK_LOCAL_MEM_FENCE); /* xs's last products, or the last reduction, are done */
+#pragma unroll
+            for (uint b = 0; b < MVB_TOK; b++)
+#pragma unroll
+                for (uint i = 0; i < MVB_R; i++)
+                    if (tb + b < nb) red[b * (MV_WG * MVB_R) + qd * MV_WG + sub * lanes + jl + lpt * i] = acc[i][tb + b];
+            barrier(CLK_LOCAL_MEM_FENCE);
+            uint nt = tb < nb ? min((uint)MVB_TOK, nb - tb) : 0, per_item = prows * nt;
+            for (uint s_ = l; s_ < MVB_R * per_item; s_ += MV_WG) {
+                uint iq = s_ / per_item, tt = (s_ % per_item) / prows, r = s_ % prows;
+                uint it = base + rd * stride + iq, pn = it / rsplit, sg = seg_of(&pn, p0, p1);
+                uint rw = pn * 16 + (it % rsplit) * prows + r;
+                if (it < n_items && rw < PICK3(sg, rows0, rows1, rows2)) {
+                    float s = 0.0f;
+                    __local const float *rr = red + tt * (MV_WG * MVB_R) + iq * MV_WG + r * 4;
+                    for (uint q = 0; q < nsub; q++)
+                        for (uint k = 0; k < 4; k++) s += rr[q * lanes + k];
+                    __global float *dst = act + PICK3(sg, y0, y1, y2) + (ulong)(tb + tt) * PICK3(sg, ld0, ld1, ld2) + rw;
+                    *dst = ymode == MODE_ADD ? *dst + s : s;
+                }
             }
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        P = Pn, panel = next_panel, seg = next_seg;
     }
 }
 

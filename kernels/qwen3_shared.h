@@ -51,6 +51,11 @@
  * [unused, token of each sequence, their positions, attention splits, cache sizes],
  * each list DEC_BATCH_MAX long. The tokens start at 1, where embed reads them. */
 #define DEC_BATCH_MAX 16
+/* matvec_batch: rows a thread, items a work-group (1, 2 or 4; the host passes
+ * Q3_OPENCL_MVB_R's with -D) */
+#ifndef MVB_R
+#define MVB_R 2
+#endif
 #define DB_TOK 1
 #define DB_POS (DB_TOK + DEC_BATCH_MAX)
 #define DB_SPLIT (DB_POS + DEC_BATCH_MAX)

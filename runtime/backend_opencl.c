@@ -95,6 +95,7 @@ typedef struct {
     int mma, mma_emulate, verbose;
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
+    cl_uint mvb_r;      /* matvec_batch: rows a thread, items a work-group (MVB_R) */
     int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
     uint64_t pf_cap;    /* matvec's L2 prefetch of the next launch's weights, the most bytes */
     cl_mem weights;
@@ -127,6 +128,7 @@ typedef struct {
     cl_uint mm_bt;     /* ... and tokens (MM_BT) */
     cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
     cl_uint mm_ksplit; /* ... a fixed column split of lone matrices, or 0 (ocl_shared) */
+    cl_uint mvb_r;     /* matvec_batch: items a work-group (ocl_shared) */
     int mm_token_major; /* ... and its grid's order (ocl_shared) */
     cl_uint fa_wg;     /* attention_mma: its work-group size (FA_WG; FA_Q = FA_WG / 2 queries) */
     cl_mem weights;    /* the WEIGHTS section */
@@ -281,8 +283,8 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DMM_RP=%u -DFA_WG=%u%s%s%s %s",
-             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, sh->fa_wg,
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DMM_RP=%u -DFA_WG=%u -DMVB_R=%u%s%s%s %s",
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, sh->fa_wg, sh->mvb_r,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
              sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", more, extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
@@ -564,6 +566,10 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     size_t groups = panels * rsplit;
     size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
     if (vec && groups > cap) groups = cap;
+    if (kind == K_MV_BATCH) { /* MVB_R items a work-group: a stride of cap x MVB_R items keeps rsplit's parts */
+        size_t need = (panels * rsplit + m->mvb_r - 1) / m->mvb_r;
+        groups = need < cap ? need : cap;
+    }
     size_t global[2] = {groups * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
     return launch(m, k, kind, 2, global, local, rows_all, cols, err);
 }
@@ -1120,6 +1126,9 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->fa_wg = fa_env && (atoi(fa_env) == 128 || atoi(fa_env) == 256) ? (cl_uint)atoi(fa_env) : FA_WG;
     const char *ks_env = getenv("Q3_OPENCL_MM_KSPLIT"); /* tuning: 1-4 column splits of o_proj/down */
     sh->mm_ksplit = ks_env && atoi(ks_env) >= 1 && atoi(ks_env) <= KSPLIT ? (cl_uint)atoi(ks_env) : 0;
+    const char *mvb_env = getenv("Q3_OPENCL_MVB_R"); /* tuning: matvec_batch's rows a thread, 1, 2 or 4 */
+    int mvb = mvb_env ? atoi(mvb_env) : 0;
+    sh->mvb_r = mvb == 1 || mvb == 2 || mvb == 4 ? (cl_uint)mvb : MVB_R;
     const char *pcu_env = getenv("Q3_OPENCL_MV_PER_CU"); /* tuning: matvec work-groups per compute unit */
     if (pcu_env && atoi(pcu_env) > 0 && atoi(pcu_env) <= 8) sh->mv_groups = (size_t)d->compute_units * atoi(pcu_env);
     /* Tensor cores through inline PTX on NVIDIA's platform; if its compiler
@@ -1243,6 +1252,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mm_bt = sh->mm_bt;
     m->mm_wg = sh->mm_wg;
     m->mm_ksplit = sh->mm_ksplit;
+    m->mvb_r = sh->mvb_r;
     m->mm_token_major = sh->mm_token_major;
     m->fa_wg = sh->fa_wg;
     m->weights = sh->weights;
