@@ -391,11 +391,16 @@ void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong
  *   threads serves MVB_R items at once;
  * - x comes through local memory, MVB_XC columns of every token a round (the
  *   whole 16-token x does not fit), each thread's weights for the round
- *   requested before the stage so that the two trips overlap.
+ *   requested before the stage so that the two trips overlap, and on NVIDIA
+ *   the next round's asked of L2 during the products (MVB_PF: H200, 16
+ *   tokens, +3 to +6 %; holding them in registers instead spilled and lost).
  * (One row a thread with x read through L1 ran a 16-token step at 4B in 10x a
  * token's time, 8 % of the FP32 rate.) xmode, x2, norm and nsplit were the
  * staging's. Like matvec it asks L2 for the next product's first weights
  * (pf_off, pf_lines) as it ends. */
+#ifndef MVB_PF
+#define MVB_PF 1 /* NVIDIA: the next round's weights prefetched into L2 during this round's products */
+#endif
 #define MVB_XC 512 /* columns of x staged a round: 16 tiles, a whole number of each thread's (nsub <= 16) */
 #define MVB_TOK 8  /* tokens reduced a round (MVB_TOK x MV_WG x MVB_R floats, in the stage's memory) */
 #define MVB_TPR (MVB_XC / 32 / 4) /* tiles a thread a round at the most (nsub >= 4) */
@@ -452,6 +457,20 @@ void matvec_batch(MM_SMALL_ARGS)
                 xs[k] = c < c4 ? xb[b * ld4 + c] : (float4)(0.0f);
             }
             barrier(CLK_LOCAL_MEM_FENCE);
+#if MVB_PF && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+            /* the next round's weights asked of L2 now (no registers held), so that its loads
+             * find them there: a lane in 8, one 128-byte line of 8 uint4 */
+            if (live && ch + 1 < n_rounds && (jl & 7) == 0) {
+#pragma unroll
+                for (uint u = 0; u < MVB_TPR; u++) {
+                    uint k_ = (ch + 1) * per_round + u;
+                    if (u < per_round && sub + nsub * k_ < col_tiles)
+#pragma unroll
+                        for (uint i = 0; i < MVB_R; i++)
+                            asm volatile("prefetch.global.L2 [%0];" ::"l"((ulong)(P + k_ * tile_stride + i * lpt)));
+                }
+            }
+#endif
 #pragma unroll
             for (uint u = 0; u < MVB_TPR; u++) {
                 uint tile = sub + nsub * (u_lo + u);
