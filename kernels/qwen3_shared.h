@@ -52,7 +52,8 @@
  * each list DEC_BATCH_MAX long. The tokens start at 1, where embed reads them. */
 #define DEC_BATCH_MAX 16
 /* matvec_batch: rows a thread, items a work-group (1, 2 or 4; the host passes
- * Q3_OPENCL_MVB_R's with -D) */
+ * Q3_OPENCL_MVB_R's with -D). H200, 16 tokens: 2 (113-123 registers, two
+ * work-groups an SM) ahead of 4 (193, one) and of 1 at every size (docs/serve.md). */
 #ifndef MVB_R
 #define MVB_R 2
 #endif
