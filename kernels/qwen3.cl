@@ -399,7 +399,7 @@ void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong
  * staging's. Like matvec it asks L2 for the next product's first weights
  * (pf_off, pf_lines) as it ends. */
 #ifndef MVB_PF
-#define MVB_PF 1 /* NVIDIA: the next round's weights prefetched into L2 during this round's products */
+#define MVB_PF 1 /* NVIDIA: the weights MVB_PF rounds ahead prefetched into L2 during this round's products (0: none) */
 #endif
 #define MVB_XC 512 /* columns of x staged a round: 16 tiles, a whole number of each thread's (nsub <= 16) */
 #define MVB_TOK 8  /* tokens reduced a round (MVB_TOK x MV_WG x MVB_R floats, in the stage's memory) */
@@ -460,10 +460,10 @@ void matvec_batch(MM_SMALL_ARGS)
 #if MVB_PF && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
             /* the next round's weights asked of L2 now (no registers held), so that its loads
              * find them there: a lane in 8, one 128-byte line of 8 uint4 */
-            if (live && ch + 1 < n_rounds && (jl & 7) == 0) {
+            if (live && ch + MVB_PF < n_rounds && (jl & 7) == 0) {
 #pragma unroll
                 for (uint u = 0; u < MVB_TPR; u++) {
-                    uint k_ = (ch + 1) * per_round + u;
+                    uint k_ = (ch + MVB_PF) * per_round + u;
                     if (u < per_round && sub + nsub * k_ < col_tiles)
 #pragma unroll
                         for (uint i = 0; i < MVB_R; i++)
