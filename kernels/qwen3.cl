@@ -159,6 +159,14 @@ inline uint seg_of(uint *u, uint n0, uint n1)
  * 128-byte lines of weights (from uint4 pf_off), every thread its share, once its
  * work-group has issued its own last loads. NVIDIA: prefetch.global.L2 (or with
  * -DQ3_PF_BULK sm_90's bulk prefetch, 4 KiB an instruction); elsewhere nothing. */
+/* One 128-byte line asked of L2 (NVIDIA; elsewhere nothing). */
+inline void prefetch_line_l2(__global const uint4 *p)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"((ulong)p));
+#endif
+}
+
 inline void prefetch_l2(__global const uint4 *W, ulong pf_off, uint pf_lines)
 {
 #if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
@@ -168,7 +176,7 @@ inline void prefetch_l2(__global const uint4 *W, ulong pf_off, uint pf_lines)
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((ulong)(W + pf_off + (ulong)i * 8)),
                      "r"(min(32u, pf_lines - i) * 128u));
 #else
-    for (; i < pf_lines; i += n) asm volatile("prefetch.global.L2 [%0];" ::"l"((ulong)(W + pf_off + (ulong)i * 8)));
+    for (; i < pf_lines; i += n) prefetch_line_l2(W + pf_off + (ulong)i * 8);
 #endif
 #endif
 }
@@ -457,7 +465,7 @@ void matvec_batch(MM_SMALL_ARGS)
                 xs[k] = c < c4 ? xb[b * ld4 + c] : (float4)(0.0f);
             }
             barrier(CLK_LOCAL_MEM_FENCE);
-#if MVB_PF && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+#if MVB_PF && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE) /* elsewhere the loop would do nothing */
             /* the next round's weights asked of L2 now (no registers held), so that its loads
              * find them there: a lane in 8, one 128-byte line of 8 uint4 */
             if (live && ch + MVB_PF < n_rounds && (jl & 7) == 0) {
@@ -467,7 +475,7 @@ void matvec_batch(MM_SMALL_ARGS)
                     if (u < per_round && sub + nsub * k_ < col_tiles)
 #pragma unroll
                         for (uint i = 0; i < MVB_R; i++)
-                            asm volatile("prefetch.global.L2 [%0];" ::"l"((ulong)(P + k_ * tile_stride + i * lpt)));
+                            prefetch_line_l2(P + k_ * tile_stride + i * lpt);
                 }
             }
 #endif
@@ -486,7 +494,7 @@ void matvec_batch(MM_SMALL_ARGS)
                 }
             }
         }
-        if (!(item + stride < n_items)) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's */
+        if (item + stride >= n_items) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's */
         /* matvec's red[l] for lane jl + lpt i of sub, item qd: red[.][qd MV_WG + sub lanes + jl + lpt i];
          * MVB_TOK tokens a round, the rounds unrolled (acc indexed by constants only, or it would
          * leave registers) and all of them run whatever nb is: with a break before the barriers

@@ -563,13 +563,11 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit) | ARG(k, 25, m->pf_off) | ARG(k, 26, m->pf_lines);
     m->pf_off = 0, m->pf_lines = 0; /* one launch's */
     CHECK(rc, "setting matmul_small arguments");
-    size_t groups = panels * rsplit;
+    /* (panel, part) items a work-group at once: matvec_batch's MVB_R, else 1; capped, a stride
+     * of cap x items keeps each work-group's parts */
+    size_t per_group = kind == K_MV_BATCH ? m->mvb_r : 1, groups = (panels * rsplit + per_group - 1) / per_group;
     size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
     if (vec && groups > cap) groups = cap;
-    if (kind == K_MV_BATCH) { /* MVB_R items a work-group: a stride of cap x MVB_R items keeps rsplit's parts */
-        size_t need = (panels * rsplit + m->mvb_r - 1) / m->mvb_r;
-        groups = need < cap ? need : cap;
-    }
     size_t global[2] = {groups * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
     return launch(m, k, kind, 2, global, local, rows_all, cols, err);
 }
