@@ -37,10 +37,26 @@ inline float half_bits(uint h)
     return as_float(as_uint(as_float((h & 0x7fffu) << 13) * 0x1p112f) | ((h & 0x8000u) << 16));
 }
 
+/* The two halves of w (low first) to floats. On NVIDIA one cvt.f32.f16 each (exact, as
+ * half_bits for every finite half) instead of half_bits' six integer and float
+ * operations: decode attention widens 8 V halves a row a thread, and at depth it is
+ * bound by its instructions, not by memory (H200: an L2 prefetch of its K and V lost). */
+inline float2 half2_bits(uint w)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    float a, b;
+    asm("{.reg .b16 q3l, q3h; mov.b32 {q3l, q3h}, %2; cvt.f32.f16 %0, q3l; cvt.f32.f16 %1, q3h;}"
+        : "=f"(a), "=f"(b)
+        : "r"(w));
+    return (float2)(a, b);
+#else
+    return (float2)(half_bits(w), half_bits(w >> 16));
+#endif
+}
+
 inline float8 half8_bits(uint4 w)
 {
-    return (float8)(half_bits(w.x), half_bits(w.x >> 16), half_bits(w.y), half_bits(w.y >> 16), half_bits(w.z),
-                    half_bits(w.z >> 16), half_bits(w.w), half_bits(w.w >> 16));
+    return (float8)(half2_bits(w.x), half2_bits(w.y), half2_bits(w.z), half2_bits(w.w));
 }
 
 /* The q/k norm and RoPE are computed in the same order by qk_norm_rope (a
