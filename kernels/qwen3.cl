@@ -28,13 +28,13 @@ inline float bf16(ushort h) { return as_float((uint)h << 16); }
 /* Two floats rounded to BF16 (to nearest even; a NaN stays a NaN), a in the low
  * half: a prompt's activations for the tensor-core GEMM, rounded as the CPU
  * backend's GEMM rounds them. */
-inline uint bf16_pack(float a, float b)
+inline ushort bf16_round(float a)
 {
-    uint ua = as_uint(a), ub = as_uint(b);
+    uint ua = as_uint(a);
     ua = (ua & 0x7fffffffu) > 0x7f800000u ? (ua | 0x400000u) : ua + 0x7fffu + ((ua >> 16) & 1u);
-    ub = (ub & 0x7fffffffu) > 0x7f800000u ? (ub | 0x400000u) : ub + 0x7fffu + ((ub >> 16) & 1u);
-    return (ua >> 16) | (ub & 0xffff0000u);
+    return (ushort)(ua >> 16);
 }
+inline uint bf16_pack(float a, float b) { return (uint)bf16_round(a) | (uint)bf16_round(b) << 16; }
 
 inline float dot8(uint4 w, float4 a, float4 b)
 {
@@ -653,18 +653,29 @@ __kernel void embed(__global const ushort *W, ulong w_off, uint cols, __global c
 #define NORM_WG 256
 
 /* out = rmsnorm(x) * w; one work-group per token. With out_bf16, out holds BF16
- * pairs instead (the tensor-core GEMM's input; n is even). */
+ * pairs instead (the tensor-core GEMM's input; n is even). With nparts > 0 it first adds
+ * a split GEMM's partial products to x (parts: nparts x stride floats, token t's
+ * row n floats apart within each), as add_parts would, and stores the sums: the
+ * residual add of o_proj and down_proj without a launch of its own. */
 __kernel __attribute__((reqd_work_group_size(NORM_WG, 1, 1)))
-void rmsnorm(__global const float *x, __global const ushort *W, ulong w_off, __global float *out, uint n, float eps,
-             uint out_bf16)
+void rmsnorm(__global float *x, __global const ushort *W, ulong w_off, __global float *out, uint n, float eps,
+             uint out_bf16, __global const float *parts, uint nparts, uint stride)
 {
     __local float red[NORM_WG];
     uint t = get_group_id(0), l = get_local_id(0);
-    __global const float *xt = x + (ulong)t * n;
+    __global float *xt = x + (ulong)t * n;
     float ss = 0.0f;
-    for (uint i = l; i < n; i += NORM_WG) ss += xt[i] * xt[i];
+    for (uint i = l; i < n; i += NORM_WG) {
+        float v = xt[i];
+        if (nparts) {
+            float s = 0.0f;
+            for (uint p = 0; p < nparts; p++) s += parts[(ulong)p * stride + (ulong)t * n + i];
+            xt[i] = v = v + s;
+        }
+        ss += v * v;
+    }
     red[l] = ss;
-    barrier(CLK_LOCAL_MEM_FENCE);
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* the sums stored: read below by other threads */
     for (uint s = NORM_WG / 2; s > 0; s >>= 1) {
         if (l < s) red[l] += red[l + s];
         barrier(CLK_LOCAL_MEM_FENCE);

@@ -70,8 +70,12 @@ inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 
 #if defined(Q3_EMU_LDSM) || defined(Q3_EMU_MMA) || defined(Q3_EMU_SHFL)
 #define MM_EMU_DECL __local uint mm_scr[(MM_WG > FA_WG ? MM_WG : FA_WG) * 6]; /* 6 words a lane */
+#define MM_EMU_PARAM , __local uint *mm_scr /* ... handed to an inlined body */
+#define MM_EMU_ARG , mm_scr
 #else
 #define MM_EMU_DECL
+#define MM_EMU_PARAM
+#define MM_EMU_ARG
 #endif
 
 #ifndef Q3_EMU_LDSM
@@ -227,48 +231,55 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
  * 2026-12-01, left room for 2 steps: 5-12 % slower.) Up to three matrices that
  * share x (q, k, v; gate, up) run in one launch, their row blocks numbered one
  * after another. A grid of depth nz > 1 splits the columns: work-group z stores
- * its partial product part_stride floats further on, and add_parts sums them
- * in a fixed order (deterministic). */
+ * its partial product part_stride floats further on, and add_parts (or rmsnorm)
+ * sums them in a fixed order (deterministic).
+ * matmul_mma_glu (gate and up, MM_RP 2): a block is MM_BR / 2 rows of both, warp
+ * w's two panels are gate's and up's panel rb / 16 + w, so each thread holds gate
+ * and up of the same elements and stores silu(gate) up in BF16 (y0: down_proj's
+ * x, ld0 apart), as silu_mul would from their f32 sums: no f32 gate and up in
+ * memory, no silu_mul pass. One body, inlined into each kernel with glu a
+ * constant, so that matmul_mma compiles as if glu did not exist. */
 #define MM_STAGE_BYTES (MM_BT * MM_ROWB)
 #define MM_FN (MM_BT / 8)
 #ifndef MM_APF
 #define MM_APF 1 /* steps ahead the weights are loaded (2: a tuning build option) */
 #endif
-__kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1)))
-void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, uint ldx, uint n_tok, uint add,
-                uint part_stride,
-                ulong off0, uint rows0, __global float *y0, uint ld0,
-                ulong off1, uint rows1, __global float *y1, uint ld1,
-                ulong off2, uint rows2, __global float *y2, uint ld2)
+#define MM_ARGS                                                                                               \
+    __global const uint4 *W, uint cols, __global const ushort *xb, uint ldx, uint n_tok, uint add, uint part_stride, \
+        ulong off0, uint rows0, __global float *y0, uint ld0, ulong off1, uint rows1, __global float *y1, uint ld1,  \
+        ulong off2, uint rows2, __global float *y2, uint ld2
+#define MM_ARG_NAMES W, cols, xb, ldx, n_tok, add, part_stride, off0, rows0, y0, ld0, off1, rows1, y1, ld1, off2, rows2, y2, ld2
+inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __local uchar *smem MM_EMU_PARAM)
 {
-    __local uint4 smem_v[MM_STAGES * MM_STAGE_BYTES / 16];
-    __local uchar *smem = (__local uchar *)smem_v;
-    MM_EMU_DECL
     uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
 #ifdef MM_TOKEN_MAJOR /* the token blocks of a row block launch one after another: its weights read once */
     uint blk = get_group_id(1), tb = get_group_id(0) * MM_BT;
 #else
     uint blk = get_group_id(0), tb = get_group_id(1) * MM_BT;
 #endif
-    uint seg = seg_of(&blk, (rows0 + MM_BR - 1) / MM_BR, (rows1 + MM_BR - 1) / MM_BR);
+    uint seg = glu ? 0 : seg_of(&blk, (rows0 + MM_BR - 1) / MM_BR, (rows1 + MM_BR - 1) / MM_BR);
     ulong off = PICK3(seg, off0, off1, off2);
     uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
     __global float *y = PICK3(seg, y0, y1, y2);
-    uint rb = blk * MM_BR;
+    uint rb = blk * (glu ? MM_BR / 2 : MM_BR);
     uint col_tiles = (cols + 31) / 32, n_steps = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;
     uint nz = get_num_groups(2), per = (n_steps + nz - 1) / nz, c_lo = get_group_id(2) * per;
     uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
     y += (ulong)get_group_id(2) * part_stride;
 
-    /* this warp's panels (MM_RP of them, consecutive), as 32-bit words: tile c at 256 c, row r at 16 r */
-    uint panel0 = rb / 16 + warp * MM_RP;
+    /* this warp's panels (MM_RP of them, consecutive; glu: gate's and up's), as 32-bit words: tile c
+     * at 256 c, row r at 16 r; panel p is pdelta words past panel 0 and its index panel0 + p pstep */
+    uint panel0 = rb / 16 + (glu ? warp : warp * MM_RP), pstep = glu ? 0 : 1;
+    long pdelta = glu ? 4 * ((long)off1 - (long)off0) : 0; /* glu: up's panel is this far past gate's */
     __global const uint *wpb = (__global const uint *)(W + off);
     uint w0 = g * 16 + tig, w1 = w0 + 8 * 16; /* rows g, g + 8; + 4: columns + 8 */
 #define MM_LOAD_A(dst, c)                                                                                       \
     do {                                                                                                         \
         _Pragma("unroll") for (uint p_ = 0; p_ < MM_RP; p_++) {                                                 \
-            int pok_ = panel0 + p_ < n_panels;                                                                   \
-            __global const uint *t_ = wpb + (pok_ ? (ulong)(panel0 + p_) * col_tiles * 256 : 0) +                \
+            int pok_ = panel0 + p_ * pstep < n_panels;                                                           \
+            __global const uint *t_ =                                                                            \
+                wpb + (pok_ ? (glu ? (long)panel0 * col_tiles * 256 + (long)p_ * pdelta                            \
+                                   : (ulong)(panel0 + p_) * col_tiles * 256) : 0) +                              \
                                       (ulong)((c) * MM_BK / 32) * 256 + ((c) * MM_BK % 32) / 2;                  \
             _Pragma("unroll") for (uint ks_ = 0; ks_ < MM_BK / 16; ks_++) {                                     \
                 (dst)[p_][ks_][0] = pok_ ? t_[w0 + 8 * ks_] : 0u;                                                \
@@ -346,6 +357,23 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
 #undef MM_COPY_A
 #undef MM_LOAD_X
 
+#if MM_RP == 2
+    if (glu) { /* (a constant: one of the two kernels) */
+        __global ushort *yb = (__global ushort *)y;
+#pragma unroll
+        for (uint b = 0; b < MM_FN; b++) {
+            uint r = rb + warp * 16 + g, t = tb + b * 8 + tig * 2;
+            float gv[4] = {acc[0][b].x, acc[0][b].y, acc[0][b].z, acc[0][b].w};
+            float uv[4] = {acc[1][b].x, acc[1][b].y, acc[1][b].z, acc[1][b].w};
+#pragma unroll
+            for (uint e = 0; e < 4; e++) {
+                uint re = r + (e >> 1) * 8, te = t + (e & 1);
+                if (re < rows && te < n_tok) yb[(ulong)te * ld + re] = bf16_round(gv[e] / (1.0f + exp(-gv[e])) * uv[e]);
+            }
+        }
+        return;
+    }
+#endif
 #pragma unroll
     for (uint p = 0; p < MM_RP; p++)
 #pragma unroll
@@ -362,6 +390,22 @@ void matmul_mma(__global const uint4 *W, uint cols, __global const ushort *xb, u
         }
     }
 }
+
+__kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1))) void matmul_mma(MM_ARGS)
+{
+    __local uint4 smem_v[MM_STAGES * MM_STAGE_BYTES / 16];
+    MM_EMU_DECL
+    mm_body(MM_ARG_NAMES, 0, (__local uchar *)smem_v MM_EMU_ARG);
+}
+
+#if MM_RP == 2
+__kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1))) void matmul_mma_glu(MM_ARGS)
+{
+    __local uint4 smem_v[MM_STAGES * MM_STAGE_BYTES / 16];
+    MM_EMU_DECL
+    mm_body(MM_ARG_NAMES, 1, (__local uchar *)smem_v MM_EMU_ARG);
+}
+#endif
 /* Causal attention for a prompt on tensor cores (flash-attention style). A
  * work-group of 4 warps takes FA_Q query tokens of one head, 16 a warp, and
  * walks the keys FA_K at a time: S = Q K^T (F16 products of Q rounded to F16,

@@ -44,20 +44,20 @@ _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits th
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
-    K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_COUNT
+    K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
     "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma", "attention_mma",
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
-    "matvec_stage", "matvec_batch", "attention_batch",
+    "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
-                                                   MV_WG,  MV_WG,  ATT_WG};
-/* The tensor-core kernels, built only where sh->mma. */
-static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64; }
+                                                   MV_WG,  MV_WG,  ATT_WG, MM_WG};
+/* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp). */
+static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU; }
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
  * every compute unit a 128 x 128 block: 64-token blocks.
  * H200, 512-token prompt: q/k/v at 1.7B 64.4 -> 53.6 us, at 0.6B 36.8 -> 30.0;
@@ -97,6 +97,7 @@ typedef struct {
     cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
     cl_uint mvb_r;      /* matvec_batch: rows a thread, items a work-group (MVB_R) */
     int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
+    int mm_glu, mm_defer; /* matmul_mma stores silu(gate) up itself; rmsnorm adds split sums (mm_gemm's MMG_*) */
     uint64_t pf_cap;    /* matvec's L2 prefetch of the next launch's weights, the most bytes */
     cl_mem weights;
     uint64_t w_base;
@@ -130,6 +131,7 @@ typedef struct {
     cl_uint mm_ksplit; /* ... a fixed column split of lone matrices, or 0 (ocl_shared) */
     cl_uint mvb_r;     /* matvec_batch: items a work-group (ocl_shared) */
     int mm_token_major; /* ... and its grid's order (ocl_shared) */
+    int mm_glu, mm_defer; /* ... gate/up's silu and o_proj/down's split sums (ocl_shared) */
     cl_uint fa_wg;     /* attention_mma: its work-group size (FA_WG; FA_Q = FA_WG / 2 queries) */
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
@@ -137,6 +139,7 @@ typedef struct {
     cl_mem xb; /* a prompt GEMM's input in BF16, written by its producer (tensor-core path) */
     cl_mem bx; /* a batched decode step's x, each token's staged as matvec stages it: DEC_BATCH_MAX x mvx */
     cl_mem parts; /* split-K partial products: KSPLIT x batch x hidden */
+    cl_uint pend_parts, pend_stride; /* parts not yet added to x: the next rmsnorm of x adds them (or flush_parts) */
     /* The buffers above are regions (sub-buffers) of one buffer, act: the decode
      * kernels take act and float offsets instead, since NVIDIA's enqueue costs
      * ~0.3 us of host time per buffer argument, and it runs beside the device. */
@@ -307,7 +310,9 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         free(log);
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !sh->mma) || (only_mma ? i != K_MM_MMA : i == K_MM_MMA64)) continue;
+        if ((is_mma_kernel(i) && !sh->mma) || (only_mma ? i != K_MM_MMA : i == K_MM_MMA64) ||
+            (i == K_MM_MMA_GLU && sh->mm_rp != 2))
+            continue;
         cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
             q3_set_err(err, "%s: OpenCL: kernel '%s' missing from the program: %s", f->path, kernel_names[i],
@@ -323,7 +328,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
         clReleaseKernel(k);
-        unsigned want_wg = i == K_MM_MMA ? sh->mm_wg : i == K_ATTN_MMA ? sh->fa_wg : kernel_group_size[i];
+        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU ? sh->mm_wg : i == K_ATTN_MMA ? sh->fa_wg : kernel_group_size[i];
         if (max_wg < want_wg || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
@@ -362,7 +367,8 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
 static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !m->mma) || (i == K_MM_MMA64 && !m->narrow)) continue;
+        if ((is_mma_kernel(i) && !m->mma) || (i == K_MM_MMA64 && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu))
+            continue;
         cl_int rc;
         m->k[i] = clCreateKernel(i == K_MM_MMA64 ? m->narrow : m->program, kernel_names[i], &rc);
         CHECK(rc, kernel_names[i]);
@@ -589,21 +595,52 @@ static size_t mm_ksplit(const ocl_backend *m, size_t n, size_t steps)
     return best;
 }
 
+/* x += the pending partial products of a split GEMM (add_parts), where no
+ * rmsnorm of x comes to add them. */
+static int flush_parts(ocl_backend *m, cl_uint n_tok, q3_err *err)
+{
+    if (!m->pend_parts) return 0;
+    cl_kernel k = kern(m, K_ADD_PARTS);
+    cl_uint np = m->pend_parts, rows = m->cfg.hidden_size, add = 1;
+    cl_int rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, m->pend_stride) | ARG(k, 3, m->x) | ARG(k, 4, rows) |
+                ARG(k, 5, rows) | ARG(k, 6, add);
+    CHECK(rc, "setting add_parts arguments");
+    m->pend_parts = 0;
+    size_t ga[2] = {rows, n_tok};
+    return launch(m, k, K_ADD_PARTS, 2, ga, NULL, rows, 0, err);
+}
+
+/* How mm_gemm runs a product (bits). MMG_GLU: segs are gate and up, and
+ * silu(gate) up goes in BF16 to segs[0].y (not x's buffer: other work-groups
+ * still read x), rows segs[0].ld apart (matmul_mma with 2 panels a warp; else
+ * gate and up to their y, and mm_gemm returns 1). MMG_DEFER: a split product's sums are left
+ * for the next rmsnorm of m->x to add (segs[0].y is m->x, add set). */
+#define MMG_GLU 1u
+#define MMG_DEFER 2u
+
 /* y (+)= W x for many tokens: matmul_mma on tensor cores, else matmul_gemm; up
  * to three matrices sharing x (and cols). A lone matrix of few row blocks
  * (o_proj, down_proj) on tensor cores is split over the columns into up to
- * KSPLIT partial products that add_parts sums, so that enough work-groups run. */
+ * KSPLIT partial products that add_parts (or, deferred, rmsnorm) sums, so that
+ * enough work-groups run. 0 done, 1 done without MMG_GLU (the caller runs
+ * silu_mul), -1 error. */
 static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_uint ldx, cl_uint n_tok, cl_uint add,
-                   q3_err *err)
+                   unsigned how, q3_err *err)
 {
     int kind = m->mma ? K_MM_MMA : K_MM_GEMM; /* x: BF16 (m->xb) for matmul_mma, else f32 */
     size_t br = m->mma ? m->mm_br : GM_R, bt = m->mma ? m->mm_bt : GM_T;
+    int glu = (how & MMG_GLU) && m->mma && m->mm_glu && n_segs == 2;
     cl_uint cols = (cl_uint)segs[0].t->shape[1], rows0 = (cl_uint)segs[0].t->shape[0];
+    if (flush_parts(m, n_tok, err)) return -1; /* m->parts is rewritten below (not reached: a norm comes between) */
     size_t blocks = 0, tblocks = (n_tok + bt - 1) / bt, ksplit = 1;
     for (int i = 0; i < n_segs; i++) blocks += (segs[i].t->shape[0] + br - 1) / br;
+    if (glu) blocks = (rows0 + br / 2 - 1) / (br / 2); /* gate's and up's rows together */
     /* fused products that leave compute units without a block: narrower ones */
-    if (m->mma && m->narrow && n_segs > 1 && (m->narrow_mode == 2 || blocks * tblocks < m->compute_units))
+    if (m->mma && m->narrow && n_segs > 1 && (m->narrow_mode == 2 || blocks * tblocks < m->compute_units)) {
         kind = K_MM_MMA64, bt = NARROW_BT, tblocks = (n_tok + bt - 1) / bt;
+        if (glu) glu = 0, blocks = ((rows0 + br - 1) / br) * 2; /* the narrow program has no matmul_mma_glu */
+    } else if (glu)
+        kind = K_MM_MMA_GLU;
     cl_kernel k = kern(m, kind);
     if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size) ksplit = mm_ksplit(m, blocks * tblocks, (cols + 31) / 32);
     cl_mem y0 = ksplit > 1 ? m->parts : segs[0].y;
@@ -629,14 +666,21 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
     size_t global[3] = {blocks * wg, tblocks, ksplit}, local[3] = {wg, 1, 1};
     if (m->mma && m->mm_token_major) global[0] = tblocks * wg, global[1] = blocks;
     if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
-    if (ksplit == 1) return 0;
-    k = kern(m, K_ADD_PARTS);
-    cl_uint np = (cl_uint)ksplit;
-    rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, part_stride) | ARG(k, 3, segs[0].y) | ARG(k, 4, segs[0].ld) |
-         ARG(k, 5, rows0) | ARG(k, 6, add);
-    CHECK(rc, "setting add_parts arguments");
-    size_t ga[2] = {rows0, n_tok};
-    return launch(m, k, K_ADD_PARTS, 2, ga, NULL, rows0, cols, err);
+    if (ksplit > 1) {
+        m->pend_parts = (cl_uint)ksplit, m->pend_stride = part_stride;
+        if (!(how & MMG_DEFER) || !m->mm_defer || segs[0].y != m->x || segs[0].ld != rows0 || !add || rows0 != m->cfg.hidden_size) {
+            /* added here: to y as given */
+            k = kern(m, K_ADD_PARTS);
+            cl_uint np = (cl_uint)ksplit;
+            rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, part_stride) | ARG(k, 3, segs[0].y) |
+                 ARG(k, 4, segs[0].ld) | ARG(k, 5, rows0) | ARG(k, 6, add);
+            CHECK(rc, "setting add_parts arguments");
+            m->pend_parts = 0;
+            size_t ga[2] = {rows0, n_tok};
+            if (launch(m, k, K_ADD_PARTS, 2, ga, NULL, rows0, cols, err)) return -1;
+        }
+    }
+    return glu ? 0 : 1;
 }
 
 /* W x: matmul_small for a few tokens, matmul_gemm for a prompt. */
@@ -648,7 +692,7 @@ static int mm(ocl_backend *m, const q3_tensor *t, cl_mem x, cl_uint ldx, cl_mem 
         return mm_small(m, &sg, 1, x, x, ldx, XMODE_PLAIN, NULL, n_tok, add ? MODE_ADD : MODE_STORE, 1, err);
     }
     mm_seg sg = {t, y, ldy};
-    return mm_gemm(m, &sg, 1, x, ldx, n_tok, add, err);
+    return mm_gemm(m, &sg, 1, x, ldx, n_tok, add, 0, err) < 0 ? -1 : 0;
 }
 
 /* The input buffer of a prompt GEMM, and whether its producer writes it in BF16
@@ -661,9 +705,12 @@ static int run_norm(ocl_backend *m, cl_mem x, const q3_tensor *w, cl_mem out, cl
     cl_ulong off = woff(m, w, 2);
     cl_uint n = (cl_uint)w->shape[0], bf = out == m->xb;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
+    if (x != m->x && flush_parts(m, n_tok, err)) return -1;
+    cl_uint np = x == m->x ? m->pend_parts : 0; /* a split product's sums, added to x here */
     cl_int rc = ARG(k, 0, x) | ARG(k, 1, m->weights) | ARG(k, 2, off) | ARG(k, 3, out) | ARG(k, 4, n) | ARG(k, 5, eps) |
-                ARG(k, 6, bf);
+                ARG(k, 6, bf) | ARG(k, 7, m->parts) | ARG(k, 8, np) | ARG(k, 9, m->pend_stride);
     CHECK(rc, "setting rmsnorm arguments");
+    m->pend_parts = 0;
     size_t global = (size_t)n_tok * NORM_WG, local = NORM_WG;
     return launch(m, k, K_NORM, 1, &global, &local, n, 0, err);
 }
@@ -710,6 +757,7 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     cl_float eps = (cl_float)c->rms_norm_eps;
     int small = n_tok <= SMALL_MAX;
     int one = n_tok == 1;
+    if (small && flush_parts(m, n_tok, err)) return -1; /* (a pass keeps its size: not reached) */
     if (small) {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
         if (one) prefetch_next(m, &L->slot[Q3_QWEN3_WO], 1); /* o_proj: it streams during attention */
@@ -717,7 +765,7 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
     } else {
         mm_seg qkv[3] = {{L->wq, m->q, qd}, {L->wk, m->kk, kvd}, {L->wv, m->v, kvd}};
         if (run_norm(m, m->x, L->input_norm, gemm_in(m, m->xn), n_tok, err) ||
-            mm_gemm(m, qkv, 3, gemm_in(m, m->xn), H, n_tok, 0, err))
+            mm_gemm(m, qkv, 3, gemm_in(m, m->xn), H, n_tok, 0, 0, err) < 0)
             return -1;
     }
     cl_ulong qn = woff(m, L->q_norm, 2), kn = woff(m, L->k_norm, 2);
@@ -767,7 +815,11 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         CHECK(rc, "setting the prompt attention's arguments");
         size_t wg = fa ? m->fa_wg : ATT_WG, per = fa ? m->fa_wg / 2 : QB; /* FA_Q */
         size_t ga[2] = {(size_t)nq * wg, (n_tok + per - 1) / per}, la[2] = {wg, 1};
-        if (launch(m, k, kind, 2, ga, la, 0, 0, err) || mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
+        if (launch(m, k, kind, 2, ga, la, 0, 0, err)) return -1;
+        if (gemm) { /* its sums added to x by the post-attention norm */
+            mm_seg o = {L->wo, m->x, H};
+            if (mm_gemm(m, &o, 1, att_out, qd, n_tok, 1, MMG_DEFER, err) < 0) return -1;
+        } else if (mm(m, L->wo, att_out, qd, m->x, H, n_tok, 1, err))
             return -1;
     }
     if (small) {
@@ -780,10 +832,14 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         return mm_small(m, &(mm_seg){L->w_down, m->x, H}, 1, m->gate, m->up, I, XMODE_SILU, NULL, n_tok, MODE_ADD,
                         1, err);
     }
+    /* on tensor cores gate/up stores silu(gate) up in BF16 itself (MMG_GLU), and
+     * down's split sums wait for the next norm of x */
     mm_seg gu[2] = {{L->w_gate, m->gate, I}, {L->w_up, m->up, I}}, down = {L->w_down, m->x, H};
-    return run_norm(m, m->x, L->post_norm, gemm_in(m, m->xn), n_tok, err) ||
-           mm_gemm(m, gu, 2, gemm_in(m, m->xn), H, n_tok, 0, err) || silu_mul(m, (size_t)n_tok * I, err) ||
-           mm_gemm(m, &down, 1, gemm_in(m, m->gate), I, n_tok, 1, err);
+    if (run_norm(m, m->x, L->post_norm, gemm_in(m, m->xn), n_tok, err)) return -1;
+    int rc_gu = mm_gemm(m, gu, 2, gemm_in(m, m->xn), H, n_tok, 0, MMG_GLU, err); /* 0: BF16 in m->gate */
+    if (rc_gu < 0 || (rc_gu > 0 && silu_mul(m, (size_t)n_tok * I, err))) return -1;
+    cl_mem down_in = rc_gu == 0 ? m->gate : gemm_in(m, m->gate);
+    return mm_gemm(m, &down, 1, down_in, I, n_tok, 1, MMG_DEFER, err) < 0 ? -1 : 0;
 }
 
 /* Embedding, the layers and the logits for nb tokens at the staged position.
@@ -800,6 +856,7 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
     if (launch(m, k, K_EMBED, 2, ge, NULL, 0, 0, err)) return -1;
     for (uint32_t l = 0; l < c->num_layers; l++)
         if (run_layer(m, l, nb, err)) return -1;
+    if (logits != 2 && flush_parts(m, nb, err)) return -1; /* the last down_proj's sums (logits 2: the norm adds them) */
     if (logits == 2) {
         cl_mem xn = nb > SMALL_MAX ? gemm_in(m, m->xn) : m->xn;
         return run_norm(m, m->x, m->w.norm, xn, nb, err) || mm(m, m->w.lm_head, xn, H, m->logits, V, nb, 0, err);
@@ -1114,6 +1171,11 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
      * rest within 0.5 %); tuning: Q3_OPENCL_MM_RASTER=row, the other order */
     const char *raster_env = getenv("Q3_OPENCL_MM_RASTER");
     sh->mm_token_major = !(raster_env && !strcmp(raster_env, "row"));
+    /* gate/up's silu in matmul_mma (needs 2 panels a warp) and o_proj/down's split sums in the next
+     * rmsnorm, each saving a pass over the activations; tuning: Q3_OPENCL_MM_GLU=0, _MM_DEFER=0 */
+    const char *glu_env = getenv("Q3_OPENCL_MM_GLU"), *defer_env = getenv("Q3_OPENCL_MM_DEFER");
+    sh->mm_glu = sh->mm_rp == 2 && !(glu_env && !strcmp(glu_env, "0"));
+    sh->mm_defer = !(defer_env && !strcmp(defer_env, "0"));
     /* tuning: the most MiB matvec prefetches into L2 for the next launch (0: none) */
     const char *pf_env = getenv("Q3_OPENCL_PREFETCH_MB");
     int pf_mb = pf_env && *pf_env ? atoi(pf_env) : PREFETCH_MB_DEFAULT;
@@ -1252,6 +1314,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mm_ksplit = sh->mm_ksplit;
     m->mvb_r = sh->mvb_r;
     m->mm_token_major = sh->mm_token_major;
+    m->mm_glu = sh->mm_glu, m->mm_defer = sh->mm_defer;
     m->fa_wg = sh->fa_wg;
     m->weights = sh->weights;
     m->w_base = sh->w_base;
