@@ -595,19 +595,27 @@ static size_t mm_ksplit(const ocl_backend *m, size_t n, size_t steps)
     return best;
 }
 
-/* x += the pending partial products of a split GEMM (add_parts), where no
- * rmsnorm of x comes to add them. */
+/* y (+)= the sum of np partial products in m->parts (stride floats apart, rows
+ * a token), in a fixed order: add_parts. cols: the product's, for the profile. */
+static int add_parts(ocl_backend *m, cl_uint np, cl_uint stride, cl_mem y, cl_uint ld, cl_uint rows, cl_uint add,
+                     cl_uint n_tok, cl_uint cols, q3_err *err)
+{
+    cl_kernel k = kern(m, K_ADD_PARTS);
+    cl_int rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, stride) | ARG(k, 3, y) | ARG(k, 4, ld) |
+                ARG(k, 5, rows) | ARG(k, 6, add);
+    CHECK(rc, "setting add_parts arguments");
+    size_t ga[2] = {rows, n_tok};
+    return launch(m, k, K_ADD_PARTS, 2, ga, NULL, rows, cols, err);
+}
+
+/* x += the pending partial products of a split GEMM, where no rmsnorm of x
+ * comes to add them. */
 static int flush_parts(ocl_backend *m, cl_uint n_tok, q3_err *err)
 {
     if (!m->pend_parts) return 0;
-    cl_kernel k = kern(m, K_ADD_PARTS);
-    cl_uint np = m->pend_parts, rows = m->cfg.hidden_size, add = 1;
-    cl_int rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, m->pend_stride) | ARG(k, 3, m->x) | ARG(k, 4, rows) |
-                ARG(k, 5, rows) | ARG(k, 6, add);
-    CHECK(rc, "setting add_parts arguments");
+    cl_uint np = m->pend_parts, H = m->cfg.hidden_size;
     m->pend_parts = 0;
-    size_t ga[2] = {rows, n_tok};
-    return launch(m, k, K_ADD_PARTS, 2, ga, NULL, rows, 0, err);
+    return add_parts(m, np, m->pend_stride, m->x, H, H, 1, n_tok, 0, err);
 }
 
 /* How mm_gemm runs a product (bits). MMG_GLU: segs are gate and up, and
@@ -667,18 +675,12 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
     if (m->mma && m->mm_token_major) global[0] = tblocks * wg, global[1] = blocks;
     if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
     if (ksplit > 1) {
-        m->pend_parts = (cl_uint)ksplit, m->pend_stride = part_stride;
-        if (!(how & MMG_DEFER) || !m->mm_defer || segs[0].y != m->x || segs[0].ld != rows0 || !add || rows0 != m->cfg.hidden_size) {
-            /* added here: to y as given */
-            k = kern(m, K_ADD_PARTS);
-            cl_uint np = (cl_uint)ksplit;
-            rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, part_stride) | ARG(k, 3, segs[0].y) |
-                 ARG(k, 4, segs[0].ld) | ARG(k, 5, rows0) | ARG(k, 6, add);
-            CHECK(rc, "setting add_parts arguments");
-            m->pend_parts = 0;
-            size_t ga[2] = {rows0, n_tok};
-            if (launch(m, k, K_ADD_PARTS, 2, ga, NULL, rows0, cols, err)) return -1;
-        }
+        int defer = (how & MMG_DEFER) && m->mm_defer && segs[0].y == m->x && segs[0].ld == rows0 && add &&
+                    rows0 == m->cfg.hidden_size;
+        if (defer)
+            m->pend_parts = (cl_uint)ksplit, m->pend_stride = part_stride;
+        else if (add_parts(m, (cl_uint)ksplit, part_stride, segs[0].y, segs[0].ld, rows0, add, n_tok, cols, err))
+            return -1;
     }
     return glu ? 0 : 1;
 }
