@@ -221,7 +221,7 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
  * tokens, MM_BK columns a step. Warp w owns the MM_RP 16-row panels from
  * rb / 16 + w MM_RP on and multiplies them by every token of the block: no two
  * warps share a weight, so the weights go from memory straight to registers,
- * one step ahead (a fragment's 4 registers read from the panel's R16C32 tile,
+ * two steps ahead (MM_APF; a fragment's 4 registers read from the panel's R16C32 tile,
  * whose 1 KiB a step L1 merges into whole sectors), and local memory holds x
  * alone, MM_STAGES steps of it in flight through cp.async, read by ldmatrix from
  * rows swizzled by mm_swz; each x fragment serves the warp's MM_RP panels (2:
@@ -241,8 +241,11 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
  * constant, so that matmul_mma compiles as if glu did not exist. */
 #define MM_STAGE_BYTES (MM_BT * MM_ROWB)
 #define MM_FN (MM_BT / 8)
+/* Steps ahead the weights are loaded (1: a tuning build option). H200, main
+ * 9538fe0, two rounds interleaved: 2 against 1 +5.1 / +1.8 % (0.6B pp512 /
+ * pp4096), +3.6 / +3.0 % (1.7B), +3.1 / +1.9 % (4B); lost with 8 warps a block. */
 #ifndef MM_APF
-#define MM_APF 1 /* steps ahead the weights are loaded (2: a tuning build option) */
+#define MM_APF 2
 #endif
 #define MM_ARGS                                                                                               \
     __global const uint4 *W, uint cols, __global const ushort *xb, uint ldx, uint n_tok, uint add, uint part_stride, \
@@ -321,7 +324,7 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
     }
     uint an[MM_RP][MM_BK / 16][4];
     if (nk) MM_LOAD_A(an, c_lo);
-#if MM_APF == 2 /* tuning: the weights two steps ahead (8 more registers a panel) */
+#if MM_APF == 2 /* the weights two steps ahead (8 more registers a panel) */
     uint an2[MM_RP][MM_BK / 16][4];
     if (nk > 1) MM_LOAD_A(an2, c_lo + 1);
 #endif
