@@ -241,7 +241,7 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
  * constant, so that matmul_mma compiles as if glu did not exist. */
 #define MM_STAGE_BYTES (MM_BT * MM_ROWB)
 #define MM_FN (MM_BT / 8)
-/* Steps ahead the weights are loaded (1: a tuning build option). H200, main
+/* Steps ahead the weights are loaded (1 and 3: tuning build options). H200, main
  * 9538fe0, two rounds interleaved: 2 against 1 +5.1 / +1.8 % (0.6B pp512 /
  * pp4096), +3.6 / +3.0 % (1.7B), +3.1 / +1.9 % (4B); lost with 8 warps a block. */
 #ifndef MM_APF
@@ -324,14 +324,22 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
     }
     uint an[MM_RP][MM_BK / 16][4];
     if (nk) MM_LOAD_A(an, c_lo);
-#if MM_APF == 2 /* the weights two steps ahead (8 more registers a panel) */
+#if MM_APF >= 2 /* the weights two steps ahead (8 more registers a panel) */
     uint an2[MM_RP][MM_BK / 16][4];
     if (nk > 1) MM_LOAD_A(an2, c_lo + 1);
+#endif
+#if MM_APF == 3 /* tuning: three (8 more) */
+    uint an3[MM_RP][MM_BK / 16][4];
+    if (nk > 2) MM_LOAD_A(an3, c_lo + 2);
 #endif
     for (uint kt = 0; kt < nk; kt++) {
         uint af[MM_RP][MM_BK / 16][4];
         MM_COPY_A(af, an);
-#if MM_APF == 2
+#if MM_APF == 3
+        MM_COPY_A(an, an2);
+        MM_COPY_A(an2, an3);
+        if (kt + 3 < nk) MM_LOAD_A(an3, c_lo + kt + 3);
+#elif MM_APF == 2
         MM_COPY_A(an, an2);
         if (kt + 2 < nk) MM_LOAD_A(an2, c_lo + kt + 2);
 #else

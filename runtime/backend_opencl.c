@@ -1159,11 +1159,12 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     cl_ulong local_bytes = 0;
     clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_bytes, &local_bytes, NULL);
     sh->mvx = matvec_cols(c, local_bytes);
-    /* tuning: blocks of 64, 128 or 192 tokens (256 would stage 48 KiB + 16 B of x: on the H200
-     * it built and ran 12x slower), 4 or 8 warps of 1 or 2 16-row panels each */
+    /* tuning: blocks of 64, 96, 128, 160 or 192 tokens (256 would stage 48 KiB + 16 B of x: on the
+     * H200 it built and ran 12x slower; 96 leaves room in the registers for a third work-group a
+     * compute unit, untried), 4 or 8 warps of 1 or 2 16-row panels each */
     const char *bt_env = getenv("Q3_OPENCL_MM_BT"), *wg_env = getenv("Q3_OPENCL_MM_WG");
     int bt = bt_env ? atoi(bt_env) : 0;
-    sh->mm_bt = bt >= 64 && bt <= 192 && bt % 64 == 0 ? (cl_uint)bt : MM_BT;
+    sh->mm_bt = bt >= 64 && bt <= 192 && bt % 32 == 0 ? (cl_uint)bt : MM_BT;
     sh->mm_wg = wg_env && (atoi(wg_env) == 128 || atoi(wg_env) == 256) ? (cl_uint)atoi(wg_env) : MM_WG;
     const char *rp_env = getenv("Q3_OPENCL_MM_RP"); /* tuning: 1 or 2 16-row panels a warp */
     sh->mm_rp = rp_env && (atoi(rp_env) == 1 || atoi(rp_env) == 2) ? (cl_uint)atoi(rp_env) : MM_RP;
