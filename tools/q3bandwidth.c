@@ -23,6 +23,13 @@
  *       panels writing y with a model's row stride (2048 floats). Each figure is the
  *       best of R x 8 short windows (default R 5), so another program's bursts on
  *       the core are left out: the kernel's own rate, not a prompt's.
+ *   q3bandwidth --gemv-panel [--cols C] [--runs R]
+ *       The decode GEMV of the SIMD level in use (Q3_SIMD) on 16-row panels of C
+ *       columns (default 1024), one thread, with and without its software
+ *       prefetch: one panel hot in cache (the kernel's own rate), then a 256 MiB
+ *       ring of panels read once each, beside the probe reading the same ring in
+ *       the same run; GB/s of weights, best of R (default 5). What a decode
+ *       matvec reads at one thread without the pool, the other shapes or steps.
  *   q3bandwidth --attention [--positions P] [--runs R] [--json]
  *       One thread, head_dim 128, P positions (default 600), K/V hot in cache:
  *       q3_attend_head per query, q3_attend_rows for 16 causal queries and for a
@@ -626,12 +633,76 @@ static int run_gemm_panel(uint64_t cols, int n_tok, int runs)
     return 0;
 }
 
+/* ---- the decode GEMV on single panels ---- */
+
+/* GB/s of n calls of gemv on consecutive panels of ring (n_panels of them, wrapping). */
+static double gemv_panel_rate(q3_gemv_panel_fn gemv, const uint16_t *ring, uint64_t n_panels, uint64_t cols,
+                              const float *x, uint64_t n)
+{
+    uint64_t panel_elems = q3_col_tiles(cols) * TILE_ELEMS;
+    float y[PANEL_ROWS];
+    volatile float sink = 0;
+    double t0 = now();
+    for (uint64_t p = 0; p < n; p++) {
+        gemv(ring + (p % n_panels) * panel_elems, cols, x, y);
+        sink += y[0];
+    }
+    (void)sink;
+    return (double)n * panel_elems * 2 / (now() - t0) / 1e9;
+}
+
+static int run_gemv_panel(uint64_t cols, int runs)
+{
+    q3_simd level = q3_simd_active();
+    if (level < Q3_SIMD_AVX2) {
+        fprintf(stderr, "q3bandwidth: --gemv-panel needs AVX2 and FMA\n");
+        return 1;
+    }
+    int avx512 = level >= Q3_SIMD_AVX512BF16;
+    q3_gemv_panel_fn plain = avx512 ? q3_gemv_panel_avx512 : q3_gemv_panel_avx2;
+    q3_gemv_panel_fn pref = avx512 ? q3_gemv_panel_avx512_prefetch : q3_gemv_panel_avx2_prefetch;
+    const uint64_t ring_bytes = 256ull << 20;
+    uint64_t panel_elems = q3_col_tiles(cols) * TILE_ELEMS, n_panels = ring_bytes / (panel_elems * 2);
+    uint16_t *ring = NULL;
+    void *mem = NULL;
+    if (posix_memalign(&mem, 4096, n_panels * panel_elems * 2) == 0) ring = mem;
+    float *x = malloc(q3_col_tiles(cols) * TILE_COLS * sizeof *x);
+    if (!ring || !x || n_panels == 0) {
+        fprintf(stderr, "q3bandwidth: out of memory\n");
+        free(ring), free(x);
+        return 1;
+    }
+    for (uint64_t i = 0; i < n_panels * panel_elems; i++) ring[i] = rand_bf16();
+    for (uint64_t i = 0; i < q3_col_tiles(cols) * TILE_COLS; i++) x[i] = q3_bf16_to_f32(rand_bf16());
+    read_job rj = {.buf = (const uint8_t *)ring, .bytes = n_panels * panel_elems * 2, .level = level};
+    double hot = 0, cold = 0, hot_pf = 0, cold_pf = 0, probe = 0, r;
+    uint64_t hot_calls = (64ull << 20) / (panel_elems * 2);
+    for (int i = 0; i < runs; i++) { /* interleaved: the host's load moves them together */
+        r = gemv_panel_rate(plain, ring, 1, cols, x, hot_calls), hot = r > hot ? r : hot;
+        r = gemv_panel_rate(pref, ring, 1, cols, x, hot_calls), hot_pf = r > hot_pf ? r : hot_pf;
+        r = gemv_panel_rate(plain, ring, n_panels, cols, x, n_panels), cold = r > cold ? r : cold;
+        r = gemv_panel_rate(pref, ring, n_panels, cols, x, n_panels), cold_pf = r > cold_pf ? r : cold_pf;
+        prefetch_bytes = 0;
+        double t0 = now();
+        read_worker(&rj, 0, 1);
+        r = (double)rj.bytes / (now() - t0) / 1e9, probe = r > probe ? r : probe;
+    }
+    printf("%s GEMV panels, %llu columns, 1 thread, best of %d, GB/s of weights:\n"
+           "  one panel hot %.1f (prefetch variant %.1f); a 256 MiB ring %.1f (%.0f %% of the probe), prefetch variant "
+           "%.1f (%.0f %%); probe %.1f\n",
+           avx512 ? "AVX-512" : "AVX2", (unsigned long long)cols, runs, hot, hot_pf, cold, 100 * cold / probe, cold_pf,
+           100 * cold_pf / probe, probe);
+    free(ring), free(x);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: q3bandwidth [--gib G] [--threads N] [--runs R] [--json]\n"
                "       q3bandwidth --matmul [--threads N] [--runs R] [--tokens T] [--json]\n"
                "       q3bandwidth --peak [--runs R] [--json]\n"
                "       q3bandwidth --gemm-panel [--cols C] [--tokens T] [--runs R]\n"
+               "       q3bandwidth --gemv-panel [--cols C] [--runs R]\n"
                "       q3bandwidth --attention [--positions P] [--runs R] [--json]\n"
                "       q3bandwidth --attention-decode [--positions P] [--group G] [--runs R] [--json]\n"
                "  -h, --help  this text\n"
@@ -643,7 +714,7 @@ int main(int argc, char **argv)
 {
     double gib = 2.0;
     int threads = 0, runs = 5, json = 0, matmul = 0, attention = 0, peak = 0, n_tok = 1, tok_set = 0, n_pos = 600, group = 2;
-    int gemm_panel = 0;
+    int gemm_panel = 0, gemv_panel = 0;
     long cols = 1024;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -656,6 +727,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--attention-decode")) attention = 2;
         else if (!strcmp(a, "--peak")) peak = 1;
         else if (!strcmp(a, "--gemm-panel")) gemm_panel = 1;
+        else if (!strcmp(a, "--gemv-panel")) gemv_panel = 1;
         else if (v && !strcmp(a, "--cols")) cols = atol(v), i++;
         else if (v && !strcmp(a, "--positions")) n_pos = atoi(v), i++;
         else if (v && !strcmp(a, "--group")) group = atoi(v), i++;
@@ -678,6 +750,7 @@ int main(int argc, char **argv)
     if (attention) return run_attention(n_pos, runs, json);
     if (peak) return run_peak(runs, json);
     if (gemm_panel) return run_gemm_panel((uint64_t)cols, tok_set ? n_tok : 512, runs);
+    if (gemv_panel) return run_gemv_panel((uint64_t)cols, runs);
     if (matmul) return run_matmul(threads, runs, tok_set ? n_tok : 1, json);
     if (threads == 0) {
         q3_pool *p = q3_pool_create(0);
