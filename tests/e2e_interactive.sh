@@ -79,7 +79,13 @@ grown() {  # BYTES: wait until stdout holds more than BYTES
     return 1
 }
 stopped_twice() { [ "$(grep -c "reply stopped" "$T/err")" -ge 2 ]; }
+# The shell opens the FIFO before it truncates out and err, and that open waits for
+# the writer: until then the files hold the previous run's text (prompts, a reply),
+# which the waits below would take for this run's and send SIGINT before q3run
+# catches it (a background job starts with SIGINT ignored: it would be lost).
+fresh() { : >"$T/out"; : >"$T/err"; }
 # Greedy demo-tiny answers these without an EOS until the context is full: long replies.
+fresh
 "$RUN" "$MODEL" -i -n -1 --temp 0 <"$T/in" >"$T/out" 2>"$T/err" &
 pid=$!
 exec 3>"$T/in"
@@ -100,6 +106,7 @@ pid=
 check "Ctrl-C during a reply stops it and the chat goes on (a second reply, stopped too; /exit; exit 0)" \
     '[ $stopped -eq 0 ] && [ $alive -eq 0 ] && [ $second -eq 0 ] && stopped_twice && [ $rc -eq 0 ] && [ $(prompts) -eq 3 ] && ! grep -qF "the reply was cut" "$T/err"'
 
+fresh
 "$RUN" "$MODEL" -i -n 4 <"$T/in" >"$T/out" 2>"$T/err" &
 pid=$!
 exec 3>"$T/in"
