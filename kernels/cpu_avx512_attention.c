@@ -11,8 +11,14 @@
 
 static inline __mmask16 tail_mask(int left) { return left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1); }
 
-/* 16 halves (those outside m read as 0, nothing past them touched) as f32. */
-static inline __m512 load_h(__mmask16 m, const uint16_t *p) { return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p)); }
+/* 16 halves (those outside m read as 0, nothing past them touched) as f32. A whole
+ * vector is a plain load: on the Zen 5 guest the masked load of K and V rows from
+ * memory held a decode's attention over 4096 positions at 67 ms a token, the plain
+ * one 23 ms (q3bandwidth --attention-decode, 0.6B, 1 thread; docs/perf.md). */
+static inline __m512 load_h(__mmask16 m, const uint16_t *p)
+{
+    return _mm512_cvtph_ps(m == 0xffff ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi16(m, p));
+}
 
 /* vcvtps2ph rounds to nearest even, as q3_half_from_float does. */
 void q3_f16_store_avx512(uint16_t *dst, const float *src, uint64_t n)
