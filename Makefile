@@ -91,7 +91,9 @@ CONVERT_LIBS = $(LIB_CONVERT) $(LIB_MODEL) $(LIB_FORMAT)
 # The library programs link against (include/q3.h): the format reader and the runtime.
 LIB_Q3 = $(BUILD)/libq3.a $(BUILD)/libq3.so
 LIB_Q3_OBJS = $(call obj,$(FORMAT_SRC) $(MODEL_SRC) $(RUNTIME_SRC)) $(BUILD)/obj/gen/cl_sources.o
-Q3_SOVERSION = 1
+# Raised when a program built against the old include/q3.h would misbehave with the new
+# library: 2 when q3_context_params gained cache_type (a larger struct read by the library).
+Q3_SOVERSION = 2
 $(BUILD)/libq3.a: $(LIB_Q3_OBJS)
 	rm -f $@
 	ar rcs $@ $^

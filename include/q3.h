@@ -224,12 +224,24 @@ Q3_API const char *q3_backend_env_help(const char *backend);
 
 typedef struct q3_context q3_context;
 
+/* The KV cache's element type. F16: exact for what the model computes in f32 to 11
+ * bits. Q8_0: 8 bits and an F16 scale per 32 values (llama.cpp's -ctk/-ctv q8_0),
+ * 53 % of F16's bytes, so a long context takes about half the memory and a decode step
+ * at depth reads less; the logits move by the rounding (docs/kernels.md). The cpu
+ * backend has both; opencl has F16. */
+typedef enum { Q3_CACHE_F16 = 0, Q3_CACHE_Q8_0 = 1 } q3_cache_type;
+/* "f16" or "q8_0" (what --cache-type takes); NULL for another value. */
+Q3_API const char *q3_cache_type_name(q3_cache_type type);
+/* The type a name gives; Q3_ERROR_ARG (err names the choices) for another name. */
+Q3_API int q3_cache_type_parse(const char *name, q3_cache_type *type, q3_err *err);
+
 typedef struct {
     const char *backend; /* a name of q3_backend_names(); NULL: the first */
     int n_ctx;           /* KV cache positions; 0: min(max_position_embeddings, 4096) */
     int n_threads;       /* CPU worker threads; 0: every core */
     int device;          /* device index (q3_backend_device_describe); -1: the backend's choice */
     int verbose;         /* print the backend and device chosen on stderr */
+    q3_cache_type cache_type; /* the KV cache's elements; Q3_CACHE_F16 by default */
 } q3_context_params;
 
 Q3_API q3_context_params q3_context_default_params(void);

@@ -50,8 +50,7 @@ float q3_dot(const float *a, const float *b, uint64_t n)
     return q3_dot_scalar(a, b, n);
 }
 
-/* scores[0..n) <- softmax(scores[0..n)); scores[n..n_zero) <- 0 (masked positions). */
-static void softmax_masked(float *scores, int n, int n_zero)
+void q3_softmax_masked(float *scores, int n, int n_zero)
 {
     for (int j = n; j < n_zero; j++) scores[j] = 0.0f;
     q3_simd level = q3_simd_active();
@@ -89,7 +88,7 @@ static void rows4(int avx512, const float *q, uint64_t q_stride, int n_q, int i,
     int last = np[3]; /* the largest: pos_step >= 0 */
     if (avx512) q3_attn_scores4_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
     else q3_attn_scores4_avx2(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
-    for (int r = 0; r < 4; r++) softmax_masked(scores + (uint64_t)r * last, np[r], last);
+    for (int r = 0; r < 4; r++) q3_softmax_masked(scores + (uint64_t)r * last, np[r], last);
     if (avx512) q3_attn_pv4_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
     else q3_attn_pv4_avx2(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
 }
@@ -104,8 +103,8 @@ static void rows2(int avx512, const float *q, uint64_t q_stride, int i, int pos_
     int np0 = n_pos + i * pos_step, last = n_pos + (i + 1) * pos_step;
     if (avx512) q3_attn_scores2_avx512(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
     else q3_attn_scores2_avx2(qp, k, kv_stride, last, head_dim, scale, scores, (uint64_t)last);
-    softmax_masked(scores, np0, last);
-    softmax_masked(scores + last, last, last);
+    q3_softmax_masked(scores, np0, last);
+    q3_softmax_masked(scores + last, last, last);
     if (avx512) q3_attn_pv2_avx512(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
     else q3_attn_pv2_avx2(scores, (uint64_t)last, v, kv_stride, last, head_dim, op);
 }
@@ -145,7 +144,7 @@ void q3_attend_head(const float *q, const uint16_t *k, const uint16_t *v, uint64
     if (level >= Q3_SIMD_AVX512BF16) q3_attn_scores_avx512(q, k, kv_stride, n_pos, head_dim, scale, scores);
     else if (level == Q3_SIMD_AVX2) q3_attn_scores_avx2(q, k, kv_stride, n_pos, head_dim, scale, scores);
     else q3_attn_scores_scalar(q, k, kv_stride, n_pos, head_dim, scale, scores);
-    softmax_masked(scores, n_pos, n_pos);
+    q3_softmax_masked(scores, n_pos, n_pos);
     if (level >= Q3_SIMD_AVX512BF16) q3_attn_pv_avx512(scores, v, kv_stride, n_pos, head_dim, out);
     else if (level == Q3_SIMD_AVX2) q3_attn_pv_avx2(scores, v, kv_stride, n_pos, head_dim, out);
     else q3_attn_pv_scalar(scores, v, kv_stride, n_pos, head_dim, out);

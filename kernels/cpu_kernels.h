@@ -81,6 +81,26 @@ void q3_attend_head(const float *q, const uint16_t *k, const uint16_t *v, uint64
 void q3_attend_rows(const float *q, uint64_t q_stride, int n_q, int pos_step, const uint16_t *k, const uint16_t *v,
                     uint64_t kv_stride, int n_pos, int head_dim, float scale, float *scores, float *out,
                     uint64_t out_stride);
+/* The 8-bit KV cache (--cache-type q8_0, about half the bytes of F16): a row of
+ * head_dim values is head_dim / Q3_Q8_BLOCK blocks, each Q3_Q8_BLOCK int8 values and
+ * one F16 scale (llama.cpp's q8_0: d = max|x| / 127, q = round(x / d)), values and
+ * scales in two arrays so the values stay aligned; row j's values at k + j * head_dim,
+ * its scales at ks + j * (head_dim / Q3_Q8_BLOCK). head_dim a multiple of the block. */
+#define Q3_Q8_BLOCK 32
+/* The largest head_dim the 8-bit cache takes (its kernels keep a head's weights in L1). */
+#define Q3_Q8_MAX_HEAD_DIM 256
+/* n values (a multiple of Q3_Q8_BLOCK) into dst and scales; the same bits at every level
+ * (ties round to even: the vector conversion's rounding, where llama.cpp rounds them away
+ * from zero). */
+void q3_q8_store(int8_t *dst, uint16_t *scales, const float *src, uint64_t n);
+/* dst[i] = the value q3_q8_store's row holds, rounded to F16 (a state's layout). */
+void q3_q8_load_f16(uint16_t *dst, const int8_t *src, const uint16_t *scales, uint64_t n);
+/* q3_attend_rows over an 8-bit cache (rows contiguous, as above): n_q queries, query i
+ * at q + i * q_stride sees positions 0 .. n_pos + i * pos_step - 1 and writes out + i *
+ * out_stride. scores as q3_attend_rows asks. */
+void q3_attend_rows_q8(const float *q, uint64_t q_stride, int n_q, int pos_step, const int8_t *k, const uint16_t *ks,
+                       const int8_t *v, const uint16_t *vs, int n_pos, int head_dim, float scale, float *scores,
+                       float *out, uint64_t out_stride);
 /* dot(a, b) over n floats at the SIMD level in use. */
 float q3_dot(const float *a, const float *b, uint64_t n);
 

@@ -95,6 +95,27 @@ void q3_attn_pv2_avx2(const float *p, uint64_t ld, const uint16_t *v, uint64_t s
                       float *const out[2]);
 void q3_softmax_avx2(float *s, int n);
 
+/* The 8-bit cache's kernels (cpu_kernels.h: q3_attend_rows_q8), for G = 1..4 queries:
+ * scores[g * ld + j] = scale * dot(q[g], k_j) for j < n_pos, and out[g] = sum_j
+ * p[g * ld + j] * v_j (overwritten). Scalar: the reference (cpu_attention_q8.c); AVX2
+ * (cpu_avx2_attention_q8.c); AVX-512 (cpu_avx512_attention_q8.c, also at AMX). */
+void q3_q8_store_scalar(int8_t *dst, uint16_t *scales, const float *src, uint64_t n);
+void q3_q8_store_avx2(int8_t *dst, uint16_t *scales, const float *src, uint64_t n);
+void q3_attn_scores_q8_scalar(const float *const q[], int G, const int8_t *k, const uint16_t *ks, int n_pos, int d,
+                              float scale, float *scores, uint64_t ld);
+void q3_attn_pv_q8_scalar(const float *p, uint64_t ld, int G, const int8_t *v, const uint16_t *vs, int n_pos, int d,
+                          float *const out[]);
+void q3_attn_scores_q8_avx2(const float *const q[], int G, const int8_t *k, const uint16_t *ks, int n_pos, int d,
+                            float scale, float *scores, uint64_t ld);
+void q3_attn_pv_q8_avx2(const float *p, uint64_t ld, int G, const int8_t *v, const uint16_t *vs, int n_pos, int d,
+                        float *const out[]);
+void q3_attn_scores_q8_avx512(const float *const q[], int G, const int8_t *k, const uint16_t *ks, int n_pos, int d,
+                              float scale, float *scores, uint64_t ld);
+void q3_attn_pv_q8_avx512(const float *p, uint64_t ld, int G, const int8_t *v, const uint16_t *vs, int n_pos, int d,
+                          float *const out[]);
+/* scores[0..n) <- softmax(scores[0..n)) at the level in use; scores[n..n_zero) <- 0. */
+void q3_softmax_masked(float *scores, int n, int n_zero);
+
 /* The per-token steps (cpu_elementwise.c, cpu_avx2_elementwise.c), as q3_rmsnorm and
  * the others in cpu_kernels.h say. RMSNorm sums x^2 in Q3_RMS_LANES partial sums, lane
  * k taking the columns i % Q3_RMS_LANES == k, at every level (the same bits). */

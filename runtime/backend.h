@@ -19,6 +19,7 @@ typedef struct {
     int n_ctx;      /* KV cache positions (0 = min(max_position_embeddings, 4096)) */
     int device;     /* OpenCL: device index across all platforms (-1 = first GPU, else first device) */
     int verbose;    /* print backend / device choice on stderr */
+    int cache_q8;   /* the KV cache in 8 bits (Q3_CACHE_Q8_0); a backend without it refuses */
 } q3_backend_opts;
 
 typedef struct q3_backend q3_backend;
@@ -27,6 +28,7 @@ typedef struct {
     const char *name;  /* what --backend takes */
     size_t size;       /* bytes of the backend's context struct, which begins with a q3_backend */
     int max_batch;     /* tokens per pass (init may set another in q3_backend.max_batch) */
+    int has_cache_q8;  /* 1: init takes q3_backend_opts.cache_q8 (an 8-bit KV cache) */
     /* Optional (NULL: one device, 0): the device index opts ask for, resolved. */
     int (*resolve_device)(const q3_file *f, const q3_backend_opts *o, int *device, q3_err *err);
     /* Optional (NULL: nothing shared beyond the weights binding): state shared by every

@@ -39,7 +39,27 @@ int q3_backend_device_describe(const char *backend, int i, char *buf, size_t cap
 
 q3_context_params q3_context_default_params(void)
 {
-    return (q3_context_params){.backend = NULL, .n_ctx = 0, .n_threads = 0, .device = -1, .verbose = 0};
+    return (q3_context_params){
+        .backend = NULL, .n_ctx = 0, .n_threads = 0, .device = -1, .verbose = 0, .cache_type = Q3_CACHE_F16};
+}
+
+static const char *const cache_type_names[] = {[Q3_CACHE_F16] = "f16", [Q3_CACHE_Q8_0] = "q8_0"};
+#define N_CACHE_TYPES (sizeof cache_type_names / sizeof cache_type_names[0])
+
+const char *q3_cache_type_name(q3_cache_type type)
+{
+    return (unsigned)type < N_CACHE_TYPES ? cache_type_names[type] : NULL;
+}
+
+int q3_cache_type_parse(const char *name, q3_cache_type *type, q3_err *err)
+{
+    for (unsigned i = 0; name && i < N_CACHE_TYPES; i++)
+        if (!strcmp(name, cache_type_names[i])) {
+            *type = (q3_cache_type)i;
+            return Q3_OK;
+        }
+    q3_set_err(err, "unknown cache type '%s' (f16 or q8_0)", name ? name : "(null)");
+    return Q3_ERROR_ARG;
 }
 
 int q3_context_create(q3_model *m, const q3_context_params *params, q3_context **out, q3_err *err)
@@ -48,7 +68,20 @@ int q3_context_create(q3_model *m, const q3_context_params *params, q3_context *
     *out = NULL;
     const q3_backend_impl *impl = find_backend(p.backend, err);
     if (!impl) return Q3_ERROR_ARG;
-    q3_backend_opts o = {.n_threads = p.n_threads, .n_ctx = p.n_ctx, .device = p.device, .verbose = p.verbose};
+    if (!q3_cache_type_name(p.cache_type)) {
+        q3_set_err(err, "%s: unknown KV cache type %d", m->file.path, (int)p.cache_type);
+        return Q3_ERROR_ARG;
+    }
+    if (p.cache_type != Q3_CACHE_F16 && !impl->has_cache_q8) {
+        q3_set_err(err, "%s: the %s backend keeps its KV cache in f16 (cache type %s is the cpu backend's)",
+                   m->file.path, impl->name, q3_cache_type_name(p.cache_type));
+        return Q3_ERROR_ARG;
+    }
+    q3_backend_opts o = {.n_threads = p.n_threads,
+                         .n_ctx = p.n_ctx,
+                         .device = p.device,
+                         .verbose = p.verbose,
+                         .cache_q8 = p.cache_type == Q3_CACHE_Q8_0};
     q3_context *c = calloc(1, sizeof *c);
     if (!c) {
         q3_set_err(err, "%s: out of memory", m->file.path);

@@ -1,9 +1,11 @@
 /* model_cpu.c - the Qwen3 graph on the CPU (spec.md 4): weights straight from
- * the mmap, f32 activations, an F16 KV cache, every buffer allocated at create. */
+ * the mmap, f32 activations, an F16 (or 8-bit) KV cache, every buffer allocated at
+ * create. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../kernels/cpu_half.h"
 #include "../kernels/cpu_kernels.h"
 #include "backend.h"
 #include "env_help.h"
@@ -24,6 +26,11 @@ typedef struct cpu_backend {
      * pass over them is one stream that stays in L2 (rows kv_dim apart all fell in the
      * same cache sets) */
     uint16_t *key_cache, *val_cache;
+    /* Or, with --cache-type q8_0 (cache_q8), the same layout in 8 bits: values and
+     * their per-block scales (cpu_kernels.h, Q3_Q8_BLOCK); key_cache and val_cache NULL. */
+    int cache_q8;
+    int8_t *key_q8, *val_q8;
+    uint16_t *key_scale, *val_scale;
     float *rope_cos, *rope_sin;   /* [n_ctx][head_dim / 2] */
     float *scores;                /* [threads][SCORES_PER_THREAD(n_ctx)] */
     /* norm weights widened once to f32 */
@@ -68,18 +75,31 @@ static void attend(cpu_backend *m, int layer, int item, int n_tok, int pos, floa
         uint64_t head_elems = (uint64_t)kv->base.n_ctx * D;
         uint64_t at = ((uint64_t)layer * c->num_kv_heads + g) * head_elems;
         float *q = m->q + (uint64_t)t * m->q_dim, *out = m->att + (uint64_t)t * m->q_dim;
-        q3_attend_rows(q + h0 * D, D, (int)group, 0, kv->key_cache + at, kv->val_cache + at, D, n_pos, (int)D, scale,
-                       scores, out + h0 * D, D);
+        if (kv->cache_q8)
+            q3_attend_rows_q8(q + h0 * D, D, (int)group, 0, kv->key_q8 + at, kv->key_scale + at / Q3_Q8_BLOCK,
+                              kv->val_q8 + at, kv->val_scale + at / Q3_Q8_BLOCK, n_pos, (int)D, scale, scores,
+                              out + h0 * D, D);
+        else
+            q3_attend_rows(q + h0 * D, D, (int)group, 0, kv->key_cache + at, kv->val_cache + at, D, n_pos, (int)D,
+                           scale, scores, out + h0 * D, D);
         return;
     }
     uint64_t head_elems = (uint64_t)m->base.n_ctx * D;
-    const uint16_t *kc = m->key_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
-    const uint16_t *vc = m->val_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
     int blocks = (n_tok + 3) / 4;
     uint32_t h = (uint32_t)(item / blocks), g = h / group;
     int t0 = (item % blocks) * 4, n_q = n_tok - t0 < 4 ? n_tok - t0 : 4;
-    q3_attend_rows(m->q + (uint64_t)t0 * m->q_dim + h * D, m->q_dim, n_q, 1, kc + g * head_elems, vc + g * head_elems,
-                   D, pos + t0 + 1, (int)D, scale, scores, m->att + (uint64_t)t0 * m->q_dim + h * D, m->q_dim);
+    const float *q = m->q + (uint64_t)t0 * m->q_dim + h * D;
+    float *out = m->att + (uint64_t)t0 * m->q_dim + h * D;
+    if (m->cache_q8) {
+        uint64_t at = ((uint64_t)layer * c->num_kv_heads + g) * head_elems;
+        q3_attend_rows_q8(q, m->q_dim, n_q, 1, m->key_q8 + at, m->key_scale + at / Q3_Q8_BLOCK, m->val_q8 + at,
+                          m->val_scale + at / Q3_Q8_BLOCK, pos + t0 + 1, (int)D, scale, scores, out, m->q_dim);
+        return;
+    }
+    const uint16_t *kc = m->key_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
+    const uint16_t *vc = m->val_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
+    q3_attend_rows(q, m->q_dim, n_q, 1, kc + g * head_elems, vc + g * head_elems, D, pos + t0 + 1, (int)D, scale,
+                   scores, out, m->q_dim);
 }
 
 static void attn_worker(void *ctx, int ith, int nth)
@@ -94,7 +114,7 @@ static void attn_worker(void *ctx, int ith, int nth)
     for (int it = ith; it < items; it += nth) attend(m, j->layer, items - 1 - it, j->n_tok, j->pos, scores);
 }
 
-/* q/k norms, RoPE and the KV cache store (rounded to F16) for token t (at position
+/* q/k norms, RoPE and the KV cache store (rounded to F16 or 8 bits) for token t (at position
  * pos + t of this context's cache, or in a batched step at its own context's position). */
 static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
 {
@@ -115,8 +135,14 @@ static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
         q3_rmsnorm(kh, kh, kn, D, eps);
         q3_rope(kh, cs, sn, half);
         uint64_t row = (((uint64_t)layer * c->num_kv_heads + h) * kv->base.n_ctx + p) * D;
-        q3_f16_store(kv->key_cache + row, kh, D);
-        q3_f16_store(kv->val_cache + row, m->v + (uint64_t)t * kv_dim + h * D, D);
+        const float *vh = m->v + (uint64_t)t * kv_dim + h * D;
+        if (kv->cache_q8) {
+            q3_q8_store(kv->key_q8 + row, kv->key_scale + row / Q3_Q8_BLOCK, kh, D);
+            q3_q8_store(kv->val_q8 + row, kv->val_scale + row / Q3_Q8_BLOCK, vh, D);
+        } else {
+            q3_f16_store(kv->key_cache + row, kh, D);
+            q3_f16_store(kv->val_cache + row, vh, D);
+        }
     }
 }
 
@@ -260,6 +286,10 @@ static void cpu_release(q3_backend *b)
     q3_pool_destroy(m->pool);
     free(m->key_cache);
     free(m->val_cache);
+    free(m->key_q8);
+    free(m->val_q8);
+    free(m->key_scale);
+    free(m->val_scale);
     float *bufs[] = {m->x,        m->xn,         m->q,         m->k,         m->v,          m->att,
                      m->tmp,      m->gate,       m->up,        m->rope_cos,  m->rope_sin,   m->scores,
                      m->input_norm, m->post_norm, m->q_norm,   m->k_norm,    m->final_norm, m->batch_logits};
@@ -297,9 +327,23 @@ static int cpu_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->gate = alloc_f32(B * I, &failed);
     m->up = alloc_f32(B * I, &failed);
     uint64_t cache_elems = (uint64_t)c->num_layers * n_ctx * m->kv_dim;
-    m->key_cache = calloc(cache_elems ? cache_elems : 1, sizeof(uint16_t));
-    m->val_cache = calloc(cache_elems ? cache_elems : 1, sizeof(uint16_t));
-    if (!m->key_cache || !m->val_cache) failed = 1;
+    m->cache_q8 = o->cache_q8;
+    if (m->cache_q8) {
+        if (D % Q3_Q8_BLOCK || D > Q3_Q8_MAX_HEAD_DIM) {
+            q3_set_err(err, "%s: head_dim %llu is not a multiple of %d up to %d: no 8-bit KV cache (use --cache-type f16)",
+                       f->path, (unsigned long long)D, Q3_Q8_BLOCK, Q3_Q8_MAX_HEAD_DIM);
+            return -1;
+        }
+        m->key_q8 = calloc(cache_elems ? cache_elems : 1, 1);
+        m->val_q8 = calloc(cache_elems ? cache_elems : 1, 1);
+        m->key_scale = calloc(cache_elems / Q3_Q8_BLOCK + 1, sizeof(uint16_t));
+        m->val_scale = calloc(cache_elems / Q3_Q8_BLOCK + 1, sizeof(uint16_t));
+        if (!m->key_q8 || !m->val_q8 || !m->key_scale || !m->val_scale) failed = 1;
+    } else {
+        m->key_cache = calloc(cache_elems ? cache_elems : 1, sizeof(uint16_t));
+        m->val_cache = calloc(cache_elems ? cache_elems : 1, sizeof(uint16_t));
+        if (!m->key_cache || !m->val_cache) failed = 1;
+    }
     m->rope_cos = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
     m->rope_sin = alloc_f32((uint64_t)n_ctx * D / 2, &failed);
     m->scores = alloc_f32((uint64_t)q3_pool_size(m->pool) * SCORES_PER_THREAD(n_ctx), &failed);
@@ -331,8 +375,8 @@ static int cpu_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
         return -1;
     }
     if (o->verbose)
-        fprintf(stderr, "q3: cpu backend, %d threads, %s kernels, context %d\n", q3_pool_size(m->pool),
-                q3_simd_name(q3_simd_active()), n_ctx);
+        fprintf(stderr, "q3: cpu backend, %d threads, %s kernels, context %d, %s KV cache\n", q3_pool_size(m->pool),
+                q3_simd_name(q3_simd_active()), n_ctx, m->cache_q8 ? "q8_0" : "f16");
     return 0;
 }
 
@@ -343,10 +387,22 @@ static uint64_t cache_run(const cpu_backend *m, uint32_t layer, uint64_t head)
     return ((uint64_t)layer * m->cfg.num_kv_heads + head) * (uint64_t)m->base.n_ctx * m->cfg.head_dim;
 }
 
+/* The state holds F16: an 8-bit cache is saved as the values it holds, rounded to F16,
+ * and loaded by rounding those to 8 bits again (the same cache when the state came from
+ * an 8-bit one, up to the F16 rounding of the saved values). */
 static int cpu_kv_save(q3_backend *b, uint32_t layer, int n, void *k, void *v, q3_err *err)
 {
     const cpu_backend *m = (const cpu_backend *)b;
     uint64_t run = (uint64_t)n * m->cfg.head_dim * sizeof(uint16_t);
+    if (m->cache_q8) {
+        uint64_t elems = (uint64_t)n * m->cfg.head_dim;
+        for (uint64_t h = 0; h < m->cfg.num_kv_heads; h++) {
+            uint64_t at = cache_run(m, layer, h);
+            q3_q8_load_f16((uint16_t *)k + h * elems, m->key_q8 + at, m->key_scale + at / Q3_Q8_BLOCK, elems);
+            q3_q8_load_f16((uint16_t *)v + h * elems, m->val_q8 + at, m->val_scale + at / Q3_Q8_BLOCK, elems);
+        }
+        return 0;
+    }
     for (uint64_t h = 0; h < m->cfg.num_kv_heads; h++) {
         memcpy((char *)k + h * run, m->key_cache + cache_run(m, layer, h), run);
         memcpy((char *)v + h * run, m->val_cache + cache_run(m, layer, h), run);
@@ -358,6 +414,19 @@ static int cpu_kv_load(q3_backend *b, uint32_t layer, int n, const void *k, cons
 {
     cpu_backend *m = (cpu_backend *)b;
     uint64_t run = (uint64_t)n * m->cfg.head_dim * sizeof(uint16_t);
+    if (m->cache_q8) {
+        uint64_t D = m->cfg.head_dim;
+        float row[Q3_Q8_MAX_HEAD_DIM]; /* cpu_init refused a larger head_dim */
+        for (uint64_t h = 0; h < m->cfg.num_kv_heads; h++)
+            for (int j = 0; j < n; j++) {
+                uint64_t at = cache_run(m, layer, h) + (uint64_t)j * D, from = (h * (uint64_t)n + j) * D;
+                for (uint64_t i = 0; i < D; i++) row[i] = q3_half_to_float(((const uint16_t *)k)[from + i]);
+                q3_q8_store(m->key_q8 + at, m->key_scale + at / Q3_Q8_BLOCK, row, D);
+                for (uint64_t i = 0; i < D; i++) row[i] = q3_half_to_float(((const uint16_t *)v)[from + i]);
+                q3_q8_store(m->val_q8 + at, m->val_scale + at / Q3_Q8_BLOCK, row, D);
+            }
+        return 0;
+    }
     for (uint64_t h = 0; h < m->cfg.num_kv_heads; h++) {
         memcpy(m->key_cache + cache_run(m, layer, h), (const char *)k + h * run, run);
         memcpy(m->val_cache + cache_run(m, layer, h), (const char *)v + h * run, run);
@@ -375,6 +444,7 @@ const q3_backend_impl q3_backend_cpu = {
     .name = "cpu",
     .size = sizeof(cpu_backend),
     .max_batch = MAX_BATCH,
+    .has_cache_q8 = 1,
     .init = cpu_init,
     .pass = cpu_pass,
     .decode_batch = cpu_decode_batch,

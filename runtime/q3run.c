@@ -289,7 +289,7 @@ static int start_backend(q3run_session *s, q3_err *err)
 {
     const q3run_options *o = s->o;
     q3_context_params cp = {.backend = o->backend, .n_ctx = o->n_ctx, .n_threads = o->n_threads, .device = o->device,
-                            .verbose = o->verbose};
+                            .verbose = o->verbose, .cache_type = o->cache_type};
     if (q3_context_create(s->model, &cp, &s->ctx, err)) return -1;
     s->sp = sampler_params(s);
     if (q3_sampler_create(s->model, &s->sp, &s->sampler, err)) {

@@ -16,6 +16,7 @@
 typedef struct {
     const char *model, *prompt, *system, *backend;
     int n_predict, n_threads, n_ctx, device;
+    q3_cache_type cache_type;
     int chat, think, interactive, print_ids, tokenize, pieces, verify, verbose, no_mmap;
     int have_temp, have_top_k, have_top_p, have_min_p, have_penalty, have_seed, have_no_think;
     q3_sampler_params sp;

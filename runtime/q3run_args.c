@@ -41,6 +41,8 @@ static void usage(FILE *f)
             "                       seed, printed in the last line and with -v)\n"
             "  -t N                 CPU threads (default: all online CPUs; more is capped, with a note)\n"
             "  --ctx N              KV cache positions (default min(max_position_embeddings, 4096))\n"
+            "  --cache-type T       KV cache elements: f16 (default) or q8_0 (8 bits and a scale per 32\n"
+            "                       values: about half the memory; cpu backend)\n"
             "  --chat               apply the model's chat template to PROMPT (a user turn)\n"
             "  --no-think           with --chat or -i: thinking off (empty <think></think>)\n"
             "  --system TEXT        with --chat or -i: a system turn\n"
@@ -136,6 +138,7 @@ static int value_option(const char *a, const char *v, q3run_options *o, int *bad
     else if (!strcmp(a, "-t")) ok = ok && !parse_int(v, 0, &o->n_threads);
     else if (!strcmp(a, "--ctx")) ok = ok && !parse_int(v, 1, &o->n_ctx);
     else if (!strcmp(a, "--device")) ok = ok && !parse_int(v, 0, &o->device);
+    else if (!strcmp(a, "--cache-type")) ok = ok && q3_cache_type_parse(v, &o->cache_type, NULL) == Q3_OK;
     else if (!strcmp(a, "--temp")) ok = ok && !parse_float(v, &o->sp.temperature), o->have_temp = 1;
     else if (!strcmp(a, "--top-k")) {
         int k = 0;

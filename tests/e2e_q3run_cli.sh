@@ -2,7 +2,8 @@
 # e2e_q3run_cli.sh - q3run's command line as a user meets it (issue 14): sampler
 # settings that leave no candidate, non-finite logits, strict --seed, a random default
 # seed, stdin that cannot be read or holds a NUL, -t above the CPUs, options without
-# effect, --, --pieces, the stats line, no prompt on a terminal; and --help of every tool.
+# effect, --, --pieces, the stats line, no prompt on a terminal, --cache-type; and --help of
+# every tool.
 set -u
 BUILD=${BUILD:-build}
 MODEL=$BUILD/demo-tiny.q3
@@ -124,6 +125,20 @@ python3 tools/safetensors_to_gguf.py --help >"$T/out" 2>"$T/err"; rc=$?
 check "safetensors_to_gguf.py --help: the same" '[ $rc -eq 0 ] && grep -q "^usage: " "$T/out" && [ ! -s "$T/err" ] && grep -q "^environment:" "$T/out"'
 "$RUN" --help >"$T/out"
 check "q3run --help lists Q3_SIMD and Q3_OPENCL_DEVICE" 'grep -q "Q3_SIMD=" "$T/out" && grep -q "Q3_OPENCL_DEVICE=" "$T/out"'
+
+# ---- --cache-type: the KV cache in 8 bits (cpu), said with -v; refused where it is not ----
+"$RUN" "$MODEL" "The GNU General Public License" -n 24 --temp 0 >"$T/f16" 2>/dev/null
+"$RUN" "$MODEL" "The GNU General Public License" -n 24 --temp 0 --cache-type q8_0 -v >"$T/out" 2>"$T/err"; rc=$?
+check "--cache-type q8_0: exit 0, the same greedy text as f16 on demo-tiny (clear margins), -v says the cache" \
+    '[ $rc -eq 0 ] && cmp -s "$T/out" "$T/f16" && grep -qF "q8_0 KV cache" "$T/err"'
+for bad in q4_0 F16 ''; do
+    "$RUN" "$MODEL" hi --cache-type "$bad" -n 2 >"$T/out" 2>"$T/err"; rc=$?
+    check "--cache-type '$bad': usage error (exit 2) naming --cache-type" '[ $rc -eq 2 ] && grep -qF -- "--cache-type" "$T/err"'
+done
+# refused before any device is looked for: the same with or without an OpenCL device
+"$RUN" "$MODEL" hi --backend opencl --cache-type q8_0 -n 2 >"$T/out" 2>"$T/err"; rc=$?
+check "--backend opencl --cache-type q8_0: exit 1, one line naming the file and the cpu backend" \
+    '[ $rc -eq 1 ] && [ $(lines "$T/err") -eq 1 ] && grep -qF "$MODEL: the opencl backend keeps its KV cache in f16" "$T/err"'
 
 echo "e2e_q3run_cli: $fails failed"
 [ $fails -eq 0 ]

@@ -170,6 +170,26 @@ else
     echo "skip opencl: no OpenCL device"
 fi
 
+# The 8-bit KV cache: the four prompts decoded together (each sequence's own 8-bit cache
+# in the batched step), each equal to q3run --cache-type q8_0 --temp 0 alone.
+for i in "${!prompts[@]}"; do
+    "$BUILD/q3run" "$MODEL" "${prompts[$i]}" -n 40 --temp 0 --cache-type q8_0 2>/dev/null >"$T/q8_want$i"
+done
+start q8 --parallel 4 --ctx 512 --chunk 8 --cache-type q8_0
+for i in "${!prompts[@]}"; do
+    post /v1/completions "$(jq -nc --arg p "${prompts[$i]}" '{prompt: $p, max_tokens: 40, temperature: 0}')" \
+        >"$T/q8_got$i" &
+done
+wait $(jobs -p | grep -v "$SPID") 2>/dev/null
+for i in "${!prompts[@]}"; do
+    { jq -j '.choices[0].text' <"$T/q8_got$i"; echo; } >"$T/q8_text$i"
+    check "--cache-type q8_0: completion $i in a batch of 4 = q3run --cache-type q8_0 --temp 0" \
+        '[ -s "$T/q8_want$i" ] && cmp -s "$T/q8_want$i" "$T/q8_text$i"'
+done
+kill -TERM "$SPID"; wait "$SPID"
+"$BUILD/q3serve" "$MODEL" --cache-type q4_0 2>"$T/usage"; rc=$?
+check "--cache-type q4_0: exit 2, one line naming it" '[ $rc -eq 2 ] && [ "$(wc -l <"$T/usage")" -eq 1 ] && grep -qF -- "--cache-type" "$T/usage"'
+
 "$BUILD/q3serve" "$MODEL" --chunk 6 2>"$T/usage"; rc=$?
 check "a bad option: exit 2, one line" '[ $rc -eq 2 ] && [ "$(wc -l <"$T/usage")" -eq 1 ]'
 "$BUILD/q3serve" /nonexistent.q3 --port 0 2>"$T/missing"; rc=$?

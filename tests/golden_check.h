@@ -12,6 +12,9 @@
 #define LOGIT_TOL_ABS 0.08
 #define LOGIT_TOL_REL 0.01
 #define CLEAR_MARGIN 0.1 /* a top-2 margin above this is clear: the top-1 must match */
+/* What a test adds to the bound and the margin for a run that rounds more than the
+ * goldens' arithmetic does (the 8-bit KV cache: test_model_goldens.c); 0 otherwise. */
+static double golden_extra_tol;
 
 /* Where the build put binaries and fixtures: $BUILD, else build. */
 static inline const char *build_dir(void)
@@ -58,12 +61,12 @@ static inline void check_position(const char *where, const float *logits, uint32
         double want = cJSON_GetArrayItem(vals, i)->valuedouble, got = logits[id];
         double e = fabs(got - want);
         if (e > *max_err) *max_err = e;
-        if (e > LOGIT_TOL_ABS + LOGIT_TOL_REL * fabs(want))
+        if (e > LOGIT_TOL_ABS + golden_extra_tol + LOGIT_TOL_REL * fabs(want))
             fail_msg("%s: logit of token %d is %f, golden %f", where, id, got, want);
     }
     double margin = cJSON_GetArrayItem(vals, 0)->valuedouble - cJSON_GetArrayItem(vals, 1)->valuedouble;
     int top = cJSON_GetArrayItem(ids, 0)->valueint;
-    if (margin > CLEAR_MARGIN && argmax(logits, vocab) != top)
+    if (margin > CLEAR_MARGIN + 2 * golden_extra_tol && argmax(logits, vocab) != top)
         fail_msg("%s: top-1 is %d, golden %d (margin %f)", where, argmax(logits, vocab), top, margin);
 }
 

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "../format/q3_format.h"
 #include "../kernels/cpu_half.h"
@@ -332,6 +333,126 @@ static void test_attention_rows(void **state)
     free(vf);
 }
 
+/* The 8-bit cache's store: llama.cpp's q8_0 rounding (d = max|x| / 127 in F16, q =
+ * round(x / d)), zeros for a zero block, a NaN scale for a block with an inf or NaN. */
+static void test_q8_store(void **state)
+{
+    (void)state;
+    float x[64];
+    int8_t q[64];
+    uint16_t sc[2], back[64];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) * 0.25f; /* max |x| = 4 */
+    for (int i = 32; i < 64; i++) x[i] = 0.0f;
+    q3_q8_store(q, sc, x, 64);
+    assert_true(sc[0] == q3_half_from_float(4.0f / 127.0f));
+    assert_int_equal(q[0], -127);                    /* -4 */
+    assert_int_equal(q[16], 0);                      /* 0 */
+    assert_int_equal(q[17], (int)roundf(0.25f * 127.0f / 4.0f)); /* 7.94 -> 8 */
+    assert_int_equal(q[31], (int)roundf(3.75f * 127.0f / 4.0f));
+    assert_true(sc[1] == 0);
+    for (int i = 32; i < 64; i++) assert_int_equal(q[i], 0);
+    q3_q8_load_f16(back, q, sc, 64);
+    for (int i = 0; i < 64; i++) /* within half a step (4/254) and the F16 rounding */
+        assert_true(fabsf(q3_half_to_float(back[i]) - x[i]) <= 4.0f / 254.0f + 4.0f / 1024.0f);
+    x[40] = NAN;
+    x[3] = INFINITY;
+    q3_q8_store(q, sc, x, 64);
+    assert_true(isnan(q3_half_to_float(sc[0])) && isnan(q3_half_to_float(sc[1])));
+    /* Ties round to even (a block whose largest is 127: d = 1). */
+    for (int i = 0; i < 32; i++) x[i] = (float)(i % 8) - 3.5f;
+    x[31] = 127.0f;
+    q3_q8_store(q, sc, x, 32);
+    assert_int_equal(q[0], -4); /* -3.5 */
+    assert_int_equal(q[1], -2); /* -2.5 */
+    assert_int_equal(q[3], 0);  /* -0.5 */
+    assert_int_equal(q[4], 0);  /* 0.5 */
+    assert_int_equal(q[6], 2);  /* 2.5 */
+    /* Every level stores the scalar level's bits (random rows, ties, a bad block). */
+    enum { N = 4096 };
+    static float r[N];
+    static int8_t want[N], got[N];
+    static uint16_t want_s[N / 32], got_s[N / 32];
+    for (int i = 0; i < N; i++) r[i] = frand() * (float)(1 + i / 512);
+    for (int i = 0; i < 32; i++) r[i] = (float)(i % 8) - 3.5f;
+    r[31] = 127.0f;
+    r[100] = -INFINITY;
+    q3_q8_store_scalar(want, want_s, r, N);
+    q3_simd best = q3_simd_detect();
+    for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
+        q3_simd_set((q3_simd)level);
+        memset(got, 0x55, sizeof got);
+        q3_q8_store(got, got_s, r, N);
+        for (int i = 0; i < N; i++)
+            if (got[i] != want[i]) fail_msg("%s: q8 value %d is %d, scalar %d", q3_simd_name((q3_simd)level), i, got[i], want[i]);
+        for (int i = 0; i < N / 32; i++)
+            if (got_s[i] != want_s[i])
+                fail_msg("%s: q8 scale %d is %04x, scalar %04x", q3_simd_name((q3_simd)level), i, got_s[i], want_s[i]);
+    }
+    q3_simd_set(best);
+}
+
+/* q3_attend_rows_q8 at every level against a double-precision reference over the
+ * values the 8-bit cache holds: every query count (1-4 share a pass, more are several
+ * passes), causal prompt rows (step 1) and a decode's GQA group (step 0), position
+ * counts that leave every kernel's tails, head_dims 128 (the real one), 96 (a pass
+ * over 32 columns for one query) and 32. */
+static void test_attention_rows_q8(void **state)
+{
+    (void)state;
+    enum { MAXQ = 6, NPOS = 45, MAXD = 128 };
+    static const int dims[] = {128, 96, 32};
+    static const int n_qs[] = {1, 2, 3, 4, 6};
+    static const int n_poss[] = {1, 3, 8, 13, 40};
+    int8_t k[NPOS * MAXD], v[NPOS * MAXD];
+    uint16_t ks[NPOS * MAXD / Q3_Q8_BLOCK], vs[NPOS * MAXD / Q3_Q8_BLOCK];
+    float src[NPOS * MAXD], kf[NPOS * MAXD], vf[NPOS * MAXD], q[MAXQ * 130], out[MAXQ * 131], scores[4 * (NPOS + 4)];
+    q3_simd best = q3_simd_detect();
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int d = dims[di];
+        for (int kv = 0; kv < 2; kv++) { /* rows of d values, contiguous; kf/vf what they hold */
+            for (int i = 0; i < NPOS * d; i++) src[i] = frand() * (kv ? 1.0f : 2.5f);
+            int8_t *dst = kv ? v : k;
+            uint16_t *scl = kv ? vs : ks;
+            float *held = kv ? vf : kf;
+            q3_q8_store(dst, scl, src, (uint64_t)NPOS * d);
+            for (int i = 0; i < NPOS * d; i++) held[i] = dst[i] * q3_half_to_float(scl[i / Q3_Q8_BLOCK]);
+        }
+        for (int i = 0; i < MAXQ * 130; i++) q[i] = frand() * 3.0f;
+        for (int level = Q3_SIMD_SCALAR; level <= (int)best; level++) {
+            q3_simd_set((q3_simd)level);
+            for (size_t qi = 0; qi < sizeof n_qs / sizeof n_qs[0]; qi++)
+                for (size_t pi = 0; pi < sizeof n_poss / sizeof n_poss[0]; pi++)
+                    for (int step = 0; step <= 1; step++) {
+                        int n_q = n_qs[qi], n_pos = n_poss[pi];
+                        float scale = 1.0f / sqrtf((float)d);
+                        for (int i = 0; i < MAXQ * 131; i++) out[i] = 7.0f;
+                        q3_attend_rows_q8(q, 130, n_q, step, k, ks, v, vs, n_pos, d, scale, scores, out, 131);
+                        for (int r = 0; r < n_q; r++) {
+                            int np = n_pos + r * step;
+                            double sc[NPOS + MAXQ], maxv = -INFINITY, sum = 0;
+                            for (int j = 0; j < np; j++) {
+                                double t = 0;
+                                for (int i = 0; i < d; i++) t += (double)q[r * 130 + i] * kf[j * d + i];
+                                sc[j] = t * scale;
+                                if (sc[j] > maxv) maxv = sc[j];
+                            }
+                            for (int j = 0; j < np; j++) sum += (sc[j] = exp(sc[j] - maxv));
+                            for (int i = 0; i < d; i++) {
+                                double ref = 0;
+                                for (int j = 0; j < np; j++) ref += sc[j] / sum * vf[j * d + i];
+                                if (!(fabs(out[r * 131 + i] - ref) <= 1e-4))
+                                    fail_msg("%s q8 d %d n_q %d step %d n_pos %d q %d out[%d]: got %g want %g",
+                                             q3_simd_name((q3_simd)level), d, n_q, step, n_pos, r, i, out[r * 131 + i],
+                                             ref);
+                            }
+                            for (int i = d; i < 131; i++) assert_true(out[r * 131 + i] == 7.0f);
+                        }
+                    }
+        }
+    }
+    q3_simd_set(best);
+}
+
 /* The 4-query kernels themselves (AVX2, AVX-512) against the scalar one-query
  * kernels, every query over every row: q3_attend_rows masks rows a causal query may
  * not see, so through it some of their results are never looked at. Odd row counts
@@ -509,6 +630,8 @@ int main(void)
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_rows),
         cmocka_unit_test(test_attention4_kernels),
+        cmocka_unit_test(test_q8_store),
+        cmocka_unit_test(test_attention_rows_q8),
         cmocka_unit_test(test_gemv_prefetch_variants),
         cmocka_unit_test(test_softmax_levels),
     };

@@ -445,16 +445,22 @@ typedef struct {
     int32_t ids[N_STEPS];
 } greedy_run;
 
-static q3_context *new_context(q3_model *m, const char *backend, int n_ctx)
+static q3_context *new_context_of(q3_model *m, const char *backend, int n_ctx, q3_cache_type cache)
 {
     q3_context_params cp = q3_context_default_params();
     cp.backend = backend;
     cp.n_ctx = n_ctx;
     cp.n_threads = 1;
+    cp.cache_type = cache;
     q3_context *c;
     q3_err err = {{0}};
     if (q3_context_create(m, &cp, &c, &err)) fail_msg("%s: %s", backend, err.msg);
     return c;
+}
+
+static q3_context *new_context(q3_model *m, const char *backend, int n_ctx)
+{
+    return new_context_of(m, backend, n_ctx, Q3_CACHE_F16);
 }
 
 static float *copy_logits(q3_context *c, uint32_t vocab)
@@ -600,6 +606,61 @@ static void test_state_across_backends(void **s)
     q3_model_close(m);
 }
 
+/* The 8-bit cache's state (saved as F16, rounded to 8 bits again on load): loaded into
+ * another 8-bit context and into an F16 one, the next logits within the goldens' bound
+ * of the saving context's own (exact where the re-rounding lands on the same bits: not
+ * promised). The cache type's names, an unknown type refused, and a backend without
+ * the 8-bit cache refusing it by name. */
+static void test_state_cache_q8(void **s)
+{
+    (void)s;
+    q3_model *m = open_model();
+    q3_err err = {{0}};
+    q3_context *a = new_context_of(m, "cpu", 64, Q3_CACHE_Q8_0);
+    greedy_run r = run_prompt(m, a);
+    size_t len;
+    void *state = save_state(a, &len);
+    steps(a, &r, 1, "cpu q8_0");
+    q3_cache_type types[2] = {Q3_CACHE_Q8_0, Q3_CACHE_F16};
+    for (int t = 0; t < 2; t++) {
+        q3_context *b = new_context_of(m, "cpu", 64, types[t]);
+        assert_int_equal(q3_state_load(b, state, len, &err), Q3_OK);
+        assert_memory_equal(q3_logits(b), r.after[0], r.vocab * sizeof(float));
+        for (int i = 0; i < N_STEPS; i++) {
+            assert_int_equal(q3_decode(b, r.ids[i], &err), Q3_OK);
+            const float *x = r.after[i + 1], *y = q3_logits(b);
+            for (uint32_t v = 0; v < r.vocab; v++)
+                if (fabs((double)x[v] - y[v]) > LOGIT_TOL_ABS + LOGIT_TOL_REL * fabs((double)x[v]))
+                    fail_msg("q8_0 state into %s: step %d token %u: %g, the saving context %g",
+                             q3_cache_type_name(types[t]), i + 1, v, y[v], x[v]);
+        }
+        q3_context_free(b);
+    }
+    q3_cache_type ct;
+    assert_string_equal(q3_cache_type_name(Q3_CACHE_F16), "f16");
+    assert_string_equal(q3_cache_type_name(Q3_CACHE_Q8_0), "q8_0");
+    assert_null(q3_cache_type_name((q3_cache_type)7));
+    assert_int_equal(q3_cache_type_parse("q8_0", &ct, &err), Q3_OK);
+    assert_int_equal(ct, Q3_CACHE_Q8_0);
+    assert_int_equal(q3_cache_type_parse("q4_0", &ct, &err), Q3_ERROR_ARG);
+    assert_non_null(strstr(err.msg, "f16 or q8_0"));
+    q3_context_params cp = q3_context_default_params();
+    q3_context *c = NULL;
+    cp.cache_type = (q3_cache_type)7;
+    assert_int_equal(q3_context_create(m, &cp, &c, &err), Q3_ERROR_ARG);
+    assert_null(c);
+    for (const char *const *n = q3_backend_names() + 1; *n; n++) {
+        cp.backend = *n;
+        cp.cache_type = Q3_CACHE_Q8_0;
+        assert_int_equal(q3_context_create(m, &cp, &c, &err), Q3_ERROR_ARG);
+        assert_non_null(strstr(err.msg, "keeps its KV cache in f16"));
+    }
+    free(state);
+    free_run(&r);
+    q3_context_free(a);
+    q3_model_close(m);
+}
+
 /* A state that does not belong: refused with a message saying why, the context as it was. */
 static void test_state_refused(void **s)
 {
@@ -691,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_state_other_backends),
         cmocka_unit_test(test_state_across_backends),
         cmocka_unit_test(test_state_refused),
+        cmocka_unit_test(test_state_cache_q8),
     };
     const char *only = getenv("Q3_TEST_FILTER"); /* e.g. Q3_TEST_FILTER=test_batch_wide_other_backends */
     if (only && *only) cmocka_set_test_filter(only);

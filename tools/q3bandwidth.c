@@ -34,11 +34,11 @@
  *       One thread, head_dim 128, P positions (default 600), K/V hot in cache:
  *       q3_attend_head per query, q3_attend_rows for 16 causal queries and for a
  *       GQA pair, with K/V rows contiguous (stride 128) and 4 KiB apart (1024).
- *   q3bandwidth --attention-decode [--positions P] [--group G] [--runs R] [--json]
+ *   q3bandwidth --attention-decode [--positions P] [--group G] [--cache-type T] [--runs R] [--json]
  *       A decode token's attention at 0.6B (28 layers x 8 KV heads x G query heads
  *       each, default 2; 4B has 4) over a P-position F16 cache (default 600; 4096:
- *       470 MB), one thread, as GB/s of K and V read next to the probe reading the
- *       same bytes.
+ *       470 MB) or with --cache-type q8_0 an 8-bit one (250 MB), one thread, as GB/s
+ *       of K and V read next to the probe reading the same bytes.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -508,22 +508,38 @@ static int run_attention(int n_pos, int runs, int json)
  * heads x a GQA group of `group` query heads, one thread: the cache (470 MB at 4096
  * positions) is beyond the caches, as in a real decode. Each run next to the probe reading the same
  * bytes (K, then V), so both see the same memory at the same moment. */
-static int run_attention_decode(int n_pos, int group, int runs, int json)
+static int run_attention_decode(int n_pos, int group, int q8, int runs, int json)
 {
     enum { D = 128, KV_HEADS = 8, MAX_GROUP = 8 };
     uint64_t head_elems = (uint64_t)n_pos * D, cache_elems = (uint64_t)LAYERS * KV_HEADS * head_elems;
-    uint16_t *k = NULL, *v = NULL;
-    if (posix_memalign((void **)&k, 4096, cache_elems * 2) || posix_memalign((void **)&v, 4096, cache_elems * 2)) {
+    /* bytes of K (and of V): F16, or 8-bit values with their scales beside them */
+    uint64_t val_bytes = cache_elems * (q8 ? 1 : 2), scale_elems = cache_elems / Q3_Q8_BLOCK;
+    uint16_t *k = NULL, *v = NULL, *ks = NULL, *vs = NULL;
+    if (posix_memalign((void **)&k, 4096, val_bytes) || posix_memalign((void **)&v, 4096, val_bytes) ||
+        (q8 && (posix_memalign((void **)&ks, 4096, scale_elems * 2) ||
+                posix_memalign((void **)&vs, 4096, scale_elems * 2)))) {
         fprintf(stderr, "q3bandwidth: out of memory for a %d-position cache\n", n_pos);
         return 1;
     }
-    for (uint64_t i = 0; i < head_elems; i++) { /* small values, as a normed model's; every head alike */
-        float kf = (float)(int)(i % 13 - 6) * 0.05f, vf = (float)(int)(i % 7 - 3) * 0.1f;
-        q3_f16_store(k + i, &kf, 1);
-        q3_f16_store(v + i, &vf, 1);
+    float kf[D], vf[D];
+    for (uint64_t j = 0; j < (uint64_t)n_pos; j++) { /* small values, as a normed model's; every head alike */
+        for (uint64_t i = 0; i < D; i++) {
+            uint64_t e = j * D + i;
+            kf[i] = (float)(int)(e % 13 - 6) * 0.05f, vf[i] = (float)(int)(e % 7 - 3) * 0.1f;
+        }
+        if (q8) {
+            q3_q8_store((int8_t *)k + j * D, ks + j * D / Q3_Q8_BLOCK, kf, D);
+            q3_q8_store((int8_t *)v + j * D, vs + j * D / Q3_Q8_BLOCK, vf, D);
+        } else {
+            q3_f16_store(k + j * D, kf, D);
+            q3_f16_store(v + j * D, vf, D);
+        }
     }
-    for (uint64_t h = 1; h < (uint64_t)LAYERS * KV_HEADS; h++)
-        memcpy(k + h * head_elems, k, head_elems * 2), memcpy(v + h * head_elems, v, head_elems * 2);
+    uint64_t head_bytes = val_bytes / ((uint64_t)LAYERS * KV_HEADS), head_scales = scale_elems / ((uint64_t)LAYERS * KV_HEADS);
+    for (uint64_t h = 1; h < (uint64_t)LAYERS * KV_HEADS; h++) {
+        memcpy((char *)k + h * head_bytes, k, head_bytes), memcpy((char *)v + h * head_bytes, v, head_bytes);
+        if (q8) memcpy(ks + h * head_scales, ks, head_scales * 2), memcpy(vs + h * head_scales, vs, head_scales * 2);
+    }
     float q[MAX_GROUP * D], out[MAX_GROUP * D], *scores = malloc(4 * ((size_t)n_pos + 4) * sizeof *scores);
     if (!scores) {
         fprintf(stderr, "q3bandwidth: out of memory\n");
@@ -542,31 +558,36 @@ static int run_attention_decode(int n_pos, int group, int runs, int json)
         double t = 0;
         for (int half = 0; half < 2; half++) { /* the probe reads K, then V */
             rj->buf = (const uint8_t *)(half ? v : k);
-            rj->bytes = cache_elems * 2 / 256 * 256;
+            rj->bytes = val_bytes / 256 * 256;
             probe_best = read_once(pool, rj, probe);
         }
         double t0 = now();
         for (int l = 0; l < LAYERS; l++)
             for (int h = 0; h < KV_HEADS; h++) {
                 uint64_t off = ((uint64_t)l * KV_HEADS + h) * head_elems;
-                q3_attend_rows(q, D, group, 0, k + off, v + off, D, n_pos, D, 0.0883883476f, scores, out, D);
+                if (q8)
+                    q3_attend_rows_q8(q, D, group, 0, (const int8_t *)k + off, ks + off / Q3_Q8_BLOCK,
+                                      (const int8_t *)v + off, vs + off / Q3_Q8_BLOCK, n_pos, D, 0.0883883476f,
+                                      scores, out, D);
+                else
+                    q3_attend_rows(q, D, group, 0, k + off, v + off, D, n_pos, D, 0.0883883476f, scores, out, D);
             }
         t = now() - t0;
         if (t < best) best = t;
     }
-    double gb = cache_elems * 4 / 1e9;
+    double gb = (val_bytes + (q8 ? scale_elems * 2 : 0)) * 2 / 1e9;
     if (json)
-        printf("{\"simd\":\"%s\",\"positions\":%d,\"group\":%d,\"decode_attention_ms\":%.3f,\"kv_gbps\":%.2f,"
-               "\"probe_gbps\":%.2f,\"ratio\":%.3f}\n",
-               q3_simd_name(rj->level), n_pos, group, best * 1e3, gb / best, probe_best, gb / best / probe_best);
+        printf("{\"simd\":\"%s\",\"positions\":%d,\"group\":%d,\"cache_type\":\"%s\",\"decode_attention_ms\":%.3f,"
+               "\"kv_gbps\":%.2f,\"probe_gbps\":%.2f,\"ratio\":%.3f}\n",
+               q3_simd_name(rj->level), n_pos, group, q8 ? "q8_0" : "f16", best * 1e3, gb / best, probe_best, gb / best / probe_best);
     else
-        printf("decode attention, %s, 1 thread, 28 layers x 8 KV heads x %d query heads, %d positions, "
+        printf("decode attention, %s, %s cache, 1 thread, 28 layers x 8 KV heads x %d query heads, %d positions, "
                "best of %d runs:\n  %.2f ms a token for %.3f GB of K and V = %.2f GB/s; the probe on the same bytes "
                "%.2f GB/s -> %.1f%%\n",
-               q3_simd_name(rj->level), group, n_pos, runs, best * 1e3, gb, gb / best, probe_best,
+               q3_simd_name(rj->level), q8 ? "q8_0" : "f16", group, n_pos, runs, best * 1e3, gb, gb / best, probe_best,
                100.0 * gb / best / probe_best);
     q3_pool_destroy(pool);
-    free(rj), free(scores), free(k), free(v);
+    free(rj), free(scores), free(k), free(v), free(ks), free(vs);
     return 0;
 }
 
@@ -704,7 +725,8 @@ static void usage(FILE *f)
                "       q3bandwidth --gemm-panel [--cols C] [--tokens T] [--runs R]\n"
                "       q3bandwidth --gemv-panel [--cols C] [--runs R]\n"
                "       q3bandwidth --attention [--positions P] [--runs R] [--json]\n"
-               "       q3bandwidth --attention-decode [--positions P] [--group G] [--runs R] [--json]\n"
+               "       q3bandwidth --attention-decode [--positions P] [--group G] [--cache-type f16|q8_0] [--runs R]\n"
+               "                   [--json]\n"
                "  -h, --help  this text\n"
                "environment:\n" Q3_ENV_HELP_CPU
                "exit status: 0 measured, 1 error, 2 usage\n");
@@ -714,7 +736,7 @@ int main(int argc, char **argv)
 {
     double gib = 2.0;
     int threads = 0, runs = 5, json = 0, matmul = 0, attention = 0, peak = 0, n_tok = 1, tok_set = 0, n_pos = 600, group = 2;
-    int gemm_panel = 0, gemv_panel = 0;
+    int gemm_panel = 0, gemv_panel = 0, q8 = 0;
     long cols = 1024;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -731,6 +753,7 @@ int main(int argc, char **argv)
         else if (v && !strcmp(a, "--cols")) cols = atol(v), i++;
         else if (v && !strcmp(a, "--positions")) n_pos = atoi(v), i++;
         else if (v && !strcmp(a, "--group")) group = atoi(v), i++;
+        else if (v && !strcmp(a, "--cache-type") && (!strcmp(v, "f16") || !strcmp(v, "q8_0"))) q8 = v[0] == 'q', i++;
         else if (v && !strcmp(a, "--gib")) gib = atof(v), i++;
         else if (v && !strcmp(a, "--threads")) threads = atoi(v), i++;
         else if (v && !strcmp(a, "--runs")) runs = atoi(v), i++;
@@ -746,7 +769,7 @@ int main(int argc, char **argv)
                         "--positions 1..1000000, --group 1..8, --cols 1..65536\n");
         return 2;
     }
-    if (attention == 2) return run_attention_decode(n_pos, group, runs, json);
+    if (attention == 2) return run_attention_decode(n_pos, group, q8, runs, json);
     if (attention) return run_attention(n_pos, runs, json);
     if (peak) return run_peak(runs, json);
     if (gemm_panel) return run_gemm_panel((uint64_t)cols, tok_set ? n_tok : 512, runs);

@@ -30,6 +30,7 @@ typedef struct {
     int depth[MAX_LIST], n_depth; /* --depth: tg contexts; n_depth 0: each tg follows its -p prompt */
     int n, r, threads, device, json, verbose;
     int no_mmap;           /* weights read into anonymous memory (q3_load_file) */
+    q3_cache_type cache_type; /* --cache-type */
     double bandwidth_gbps; /* 0: not given */
 } bench_opts;
 
@@ -456,7 +457,7 @@ static int run_backend(q3_model *m, const bench_opts *o, const bench_plan *pl, c
     res->rss_method = hwm_ok ? "VmHWM since load" : "ru_maxrss (whole process)";
 
     q3_context_params cp = {.backend = name, .n_ctx = pl->n_ctx, .n_threads = o->threads, .device = o->device,
-                            .verbose = o->verbose};
+                            .verbose = o->verbose, .cache_type = o->cache_type};
     q3_err e = {{0}};
     int rc = 1;
     q3_context *c = NULL;
@@ -744,6 +745,7 @@ static void json_header(cJSON *root, const bench_opts *o, const bench_info *in, 
     j_num(root, "repetitions", o->r);
     j_num(root, "warmup_decode_tokens", o->n < WARMUP_DECODE ? o->n : WARMUP_DECODE);
     j_num(root, "n_ctx", pl->n_ctx);
+    j_str(root, "cache_type", q3_cache_type_name(o->cache_type));
     cJSON *fl = j_put(root, "floor", cJSON_CreateObject());
     j_num(fl, "bytes_per_token", (double)in->bytes_per_token);
     if (in->floor_tok_s > 0) {
@@ -781,13 +783,14 @@ static void usage(FILE *out)
     for (const char *const *n = q3_backend_names(); *n; n++) fprintf(out, "%s|", *n);
     fprintf(out,
             "both] [-p 512[,4096...]] [--depth D[,D...]] [-n 128]\n"
-            "               [-r 5] [-t THREADS] [--device N] [--bandwidth GBPS] [--no-mmap] [--json] [-v]\n"
+            "               [-r 5] [-t THREADS] [--device N] [--bandwidth GBPS] [--no-mmap]\n"
+            "               [--cache-type f16|q8_0] [--json] [-v]\n"
             "  verifies every checksum, then per test, R times after a warm-up: ppP times a P-token\n"
             "  prefill; tgN @ dD times N greedy decode steps after an untimed D-token prefill (without\n"
             "  --depth, D is each -p; --depth 0: an empty context). Every repetition (and with --backend\n"
             "  both, every backend) must generate the same token ids. --bandwidth: memory read bandwidth\n"
             "  in GB/s (1e9 bytes/s) for the decode floor. --no-mmap: read the weights into memory (huge\n"
-            "  pages) instead of mapping the file.\n"
+            "  pages) instead of mapping the file. --cache-type: the KV cache's elements (q3run -h).\n"
             "  -h, --help  this text\n"
             "environment:\n");
     for (const char *const *n = q3_backend_names(); *n; n++) fputs(q3_backend_env_help(*n), out);
@@ -871,6 +874,12 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             if (parse_int(a, v, 0, 4096, &o->threads)) return -1;
         } else if (!strcmp(a, "--device")) {
             if (parse_int(a, v, -1, 1 << 16, &o->device)) return -1;
+        } else if (!strcmp(a, "--cache-type")) {
+            q3_err e = {{0}};
+            if (q3_cache_type_parse(v, &o->cache_type, &e)) {
+                fprintf(stderr, "q3bench: --cache-type: %s\n", e.msg);
+                return -1;
+            }
         } else if (!strcmp(a, "--bandwidth")) {
             char *end;
             o->bandwidth_gbps = v ? strtod(v, &end) : 0;
