@@ -22,7 +22,8 @@ void q3_q8_store_scalar(int8_t *dst, uint16_t *scales, const float *src, uint64_
          * NaN, as with the F16 cache, where the caller's checks see them. */
         float d = finite ? amax / 127.0f : NAN, id = finite && d > 0.0f ? 1.0f / d : 0.0f;
         scales[b] = q3_half_from_float(d);
-        for (int i = 0; i < Q3_Q8_BLOCK; i++) dst[b * Q3_Q8_BLOCK + i] = (int8_t)(finite ? nearbyintf(x[i] * id) : 0.0f);
+        for (int i = 0; i < Q3_Q8_BLOCK; i++)
+            dst[b * Q3_Q8_BLOCK + i] = (int8_t)(finite ? nearbyintf(x[i] * id) : 0.0f);
     }
 }
 
@@ -88,12 +89,13 @@ void q3_attend_rows_q8(const float *q, uint64_t q_stride, int n_q, int pos_step,
         /* Every query scores the positions the last one sees; those it may not see get
          * weight 0 (a prompt's causal mask). */
         int last = n_pos + (i + G - 1) * pos_step;
-        if (level >= Q3_SIMD_AVX512BF16) q3_attn_scores_q8_avx512(qp, G, k, ks, last, head_dim, scale, scores, (uint64_t)last);
-        else if (level == Q3_SIMD_AVX2) q3_attn_scores_q8_avx2(qp, G, k, ks, last, head_dim, scale, scores, (uint64_t)last);
-        else q3_attn_scores_q8_scalar(qp, G, k, ks, last, head_dim, scale, scores, (uint64_t)last);
-        for (int g = 0; g < G; g++) q3_softmax_masked(scores + (uint64_t)g * last, n_pos + (i + g) * pos_step, last);
-        if (level >= Q3_SIMD_AVX512BF16) q3_attn_pv_q8_avx512(scores, (uint64_t)last, G, v, vs, last, head_dim, op);
-        else if (level == Q3_SIMD_AVX2) q3_attn_pv_q8_avx2(scores, (uint64_t)last, G, v, vs, last, head_dim, op);
-        else q3_attn_pv_q8_scalar(scores, (uint64_t)last, G, v, vs, last, head_dim, op);
+        uint64_t ld = (uint64_t)last;
+        if (level >= Q3_SIMD_AVX512BF16) q3_attn_scores_q8_avx512(qp, G, k, ks, last, head_dim, scale, scores, ld);
+        else if (level == Q3_SIMD_AVX2) q3_attn_scores_q8_avx2(qp, G, k, ks, last, head_dim, scale, scores, ld);
+        else q3_attn_scores_q8_scalar(qp, G, k, ks, last, head_dim, scale, scores, ld);
+        for (int g = 0; g < G; g++) q3_softmax_masked(scores + (uint64_t)g * ld, n_pos + (i + g) * pos_step, last);
+        if (level >= Q3_SIMD_AVX512BF16) q3_attn_pv_q8_avx512(scores, ld, G, v, vs, last, head_dim, op);
+        else if (level == Q3_SIMD_AVX2) q3_attn_pv_q8_avx2(scores, ld, G, v, vs, last, head_dim, op);
+        else q3_attn_pv_q8_scalar(scores, ld, G, v, vs, last, head_dim, op);
     }
 }

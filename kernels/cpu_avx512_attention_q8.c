@@ -13,6 +13,14 @@
 
 /* As the AVX2 kernels (cpu_avx2_attention_q8.c says why). */
 #define PV_CHUNK 64
+/* Prefetch distances in rows, as the AVX2 kernels' (cpu_avx2_attention_q8.c has the
+ * measurements). */
+#ifndef PV_PF_ROWS
+#define PV_PF_ROWS PV_CHUNK
+#endif
+#ifndef SC_PF_ROWS
+#define SC_PF_ROWS 64
+#endif
 
 INLINE __m512 load_q8(const int8_t *p)
 {
@@ -24,6 +32,10 @@ INLINE void scores_step(const float *const q[], int G, int P, const int8_t *k, c
                         float scale, float *scores, uint64_t ld)
 {
     int nb = d / Q3_Q8_BLOCK;
+    if (SC_PF_ROWS)
+        for (int p = 0; p < P; p++)
+            for (int o = 0; o < d; o += 64)
+                _mm_prefetch((const char *)(k + (uint64_t)(j + p + SC_PF_ROWS) * d + o), _MM_HINT_T0);
     float sc[16][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK]; /* the P rows' scales as f32 */
     _Pragma("GCC unroll 16") for (int p = 0; p < P; p++) {
         const uint16_t *sj = ks + (uint64_t)(j + p) * nb;
@@ -85,8 +97,9 @@ INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int 
     for (int j = j0; j < j1; j++) {
         const int8_t *vj = v + (uint64_t)j * d + c0;
         const float *wj = w + (uint64_t)(j - j0) * G * nb + b0;
-        if (c0 == 0 && j + PV_CHUNK < n_pos) /* the next chunk's row, a row at a time */
-            for (int o = 0; o < d; o += 64) _mm_prefetch((const char *)(vj + (uint64_t)PV_CHUNK * d + o), _MM_HINT_T0);
+        if (c0 == 0 && j + PV_PF_ROWS < n_pos) /* the next chunk's row, a row at a time */
+            for (int o = 0; o < d; o += 64)
+                _mm_prefetch((const char *)(vj + (uint64_t)PV_PF_ROWS * d + o), _MM_HINT_T0);
         _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) {
             __m512 x = load_q8(vj + c * 16);
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
@@ -110,7 +123,8 @@ INLINE void pv_chunks(const float *p, uint64_t ld, int G, int NV, const int8_t *
             for (; b + 4 <= nb; b += 4) {
                 __m128 sc = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sj + b)));
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
-                    _mm_storeu_ps(w + ((j - j0) * G + g) * nb + b, _mm_mul_ps(sc, _mm_set1_ps(p[(uint64_t)g * ld + j])));
+                    _mm_storeu_ps(w + ((j - j0) * G + g) * nb + b,
+                                  _mm_mul_ps(sc, _mm_set1_ps(p[(uint64_t)g * ld + j])));
             }
             for (; b < nb; b++)
                 _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
