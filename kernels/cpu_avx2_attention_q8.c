@@ -9,31 +9,12 @@
 #include "cpu_avx2_util.h"
 #include "cpu_kernels.h"
 #include "cpu_panel.h"
+#include "cpu_q8_util.h"
 
-#define INLINE static inline __attribute__((always_inline))
-
-/* V rows per chunk: the column passes after the first read the chunk (8 KiB at
- * head_dim 128) from L1, so V streams from memory once, in order. */
-#define PV_CHUNK 64
-/* V: the next chunk's rows, a row at a time (two chunks ahead: no better at AVX-512,
- * 4-9 % slower at AVX2). K: rows 64 ahead of the scores (8 KiB at head_dim 128). Measured
- * with q3bandwidth --attention-decode --positions 4096 --cache-type q8_0 on the Zen 5
- * guest, two rounds, ms a token: AVX-512 16.5, 15.5 -> 13.8, 13.8; AVX2 17.8, 17.7 ->
- * 16.1, 16.2 (32 and 96 rows about the same). Both unconditional: measured on AMD, where
- * the F16 kernels' prefetch lost (cpu_panel.h). -DPV_PF_ROWS= / -DSC_PF_ROWS= to tune. */
-#ifndef PV_PF_ROWS
-#define PV_PF_ROWS PV_CHUNK
-#endif
-#ifndef SC_PF_ROWS
-#define SC_PF_ROWS 64
-#endif
-
-INLINE __m256 load_q8(const int8_t *p)
+Q3_Q8_INLINE __m256 load_q8(const int8_t *p)
 {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
-
-INLINE float scale_of(const uint16_t *s) { return _cvtsh_ss(*s); }
 
 /* As q3_q8_store_scalar, bit for bit: the same max, the same scalar scale and reciprocal,
  * the same products; vcvtps2dq rounds ties to even as nearbyintf does. A block with an
@@ -69,7 +50,7 @@ void q3_q8_store_avx2(int8_t *dst, uint16_t *scales, const float *src, uint64_t 
 
 /* lane i = the sum of v[i]'s 8 lanes, i < 8 (two hadd levels within 128-bit lanes,
  * then the two halves added). */
-INLINE __m256 hsum8x8(const __m256 v[8])
+Q3_Q8_INLINE __m256 hsum8x8(const __m256 v[8])
 {
     __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
     __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
@@ -79,21 +60,14 @@ INLINE __m256 hsum8x8(const __m256 v[8])
 /* Scores of P positions from j for G queries, P * G <= 8 sums (query-major) in
  * registers. Each 8 values of K are widened and multiplied by their block's scale once
  * and serve every query; the 8 sums end in one reduction. */
-INLINE void scores_step(const float *const q[], int G, int P, const int8_t *k, const uint16_t *ks, int j, int d,
-                        float scale, float *scores, uint64_t ld)
+Q3_Q8_INLINE void scores_step(const float *const q[], int G, int P, const int8_t *k, const uint16_t *ks, int j,
+                              int d, float scale, float *scores, uint64_t ld)
 {
     int nb = d / Q3_Q8_BLOCK;
     if (SC_PF_ROWS)
-        for (int p = 0; p < P; p++)
-            for (int o = 0; o < d; o += 64)
-                _mm_prefetch((const char *)(k + (uint64_t)(j + p + SC_PF_ROWS) * d + o), _MM_HINT_T0);
+        for (int p = 0; p < P; p++) q8_prefetch_row(k + (uint64_t)(j + p + SC_PF_ROWS) * d, d);
     float sc[8][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK]; /* the P rows' scales as f32 */
-    _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) {
-        const uint16_t *sj = ks + (uint64_t)(j + p) * nb;
-        int b = 0;
-        for (; b + 4 <= nb; b += 4) _mm_storeu_ps(sc[p] + b, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sj + b))));
-        for (; b < nb; b++) sc[p][b] = scale_of(sj + b);
-    }
+    _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) q8_widen_scales(ks + (uint64_t)(j + p) * nb, nb, sc[p]);
     __m256 tot[8];
     _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) tot[i] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -140,8 +114,8 @@ void q3_attn_scores_q8_avx2(const float *const q[], int G, const int8_t *k, cons
 /* Columns c0 .. c0 + 8 * NV of rows j0 .. j1 added into out[g] (NV * G <= 8 sums in
  * registers: 8 independent FMA chains, enough to hide the FMA's latency). w[(r * G + g)
  * * nb + b]: row j0 + r's weight for query g in block b (p times the block's scale). */
-INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int j1, int n_pos, int d, int c0,
-                    float *const out[])
+Q3_Q8_INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int j1, int n_pos, int d,
+                          int c0, float *const out[])
 {
     int nb = d / Q3_Q8_BLOCK, b0 = c0 / Q3_Q8_BLOCK;
     __m256 acc[4][8];
@@ -151,8 +125,7 @@ INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int 
         const int8_t *vj = v + (uint64_t)j * d + c0;
         const float *wj = w + (uint64_t)(j - j0) * G * nb + b0;
         if (c0 == 0 && j + PV_PF_ROWS < n_pos) /* the next chunk's row, a row at a time */
-            for (int o = 0; o < d; o += 64)
-                _mm_prefetch((const char *)(vj + (uint64_t)PV_PF_ROWS * d + o), _MM_HINT_T0);
+            q8_prefetch_row(vj + (uint64_t)PV_PF_ROWS * d, d);
         __m256 wb[4][2]; /* [query][block of the pass]: NV <= 8 spans at most 2 blocks */
         _Pragma("GCC unroll 2") for (int bb = 0; bb < (NV * 8 + Q3_Q8_BLOCK - 1) / Q3_Q8_BLOCK; bb++)
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) wb[g][bb] = _mm256_broadcast_ss(wj + g * nb + bb);
@@ -170,26 +143,14 @@ INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int 
  * widened once), then the passes, the first of which prefetches the next chunk's rows
  * (the passes read a row's lines out of order, which the hardware prefetcher does not
  * follow; all of a chunk's prefetches at once stalled on the fill buffers). */
-INLINE void pv_chunks(const float *p, uint64_t ld, int G, int NV, const int8_t *v, const uint16_t *vs, int n_pos,
-                      int d, float *const out[])
+Q3_Q8_INLINE void pv_chunks(const float *p, uint64_t ld, int G, int NV, const int8_t *v, const uint16_t *vs,
+                            int n_pos, int d, float *const out[])
 {
     int nb = d / Q3_Q8_BLOCK;
     _Alignas(32) float w[PV_CHUNK * 4 * (Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK)];
     for (int j0 = 0; j0 < n_pos; j0 += PV_CHUNK) {
         int j1 = n_pos - j0 < PV_CHUNK ? n_pos : j0 + PV_CHUNK;
-        for (int j = j0; j < j1; j++) {
-            const uint16_t *sj = vs + (uint64_t)j * nb;
-            int b = 0;
-            for (; b + 4 <= nb; b += 4) { /* 4 scales widened at once */
-                __m128 sc = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sj + b)));
-                _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
-                    _mm_storeu_ps(w + ((j - j0) * G + g) * nb + b,
-                                  _mm_mul_ps(sc, _mm_set1_ps(p[(uint64_t)g * ld + j])));
-            }
-            for (; b < nb; b++)
-                _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
-                    w[((j - j0) * G + g) * nb + b] = p[(uint64_t)g * ld + j] * scale_of(sj + b);
-        }
+        q8_chunk_weights(p, ld, G, vs, j0, j1, nb, w);
         for (int c0 = 0; c0 < d; c0 += NV * 8) pv_pass(w, G, NV, v, j0, j1, n_pos, d, c0, out);
     }
 }

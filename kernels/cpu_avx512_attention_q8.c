@@ -8,41 +8,22 @@
 #include "cpu_avx512_util.h"
 #include "cpu_kernels.h"
 #include "cpu_panel.h"
+#include "cpu_q8_util.h"
 
-#define INLINE static inline __attribute__((always_inline))
-
-/* As the AVX2 kernels (cpu_avx2_attention_q8.c says why). */
-#define PV_CHUNK 64
-/* Prefetch distances in rows, as the AVX2 kernels' (cpu_avx2_attention_q8.c has the
- * measurements). */
-#ifndef PV_PF_ROWS
-#define PV_PF_ROWS PV_CHUNK
-#endif
-#ifndef SC_PF_ROWS
-#define SC_PF_ROWS 64
-#endif
-
-INLINE __m512 load_q8(const int8_t *p)
+Q3_Q8_INLINE __m512 load_q8(const int8_t *p)
 {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
 
 /* Scores of P positions from j for G queries, P * G <= 16 sums (query-major). */
-INLINE void scores_step(const float *const q[], int G, int P, const int8_t *k, const uint16_t *ks, int j, int d,
-                        float scale, float *scores, uint64_t ld)
+Q3_Q8_INLINE void scores_step(const float *const q[], int G, int P, const int8_t *k, const uint16_t *ks, int j,
+                              int d, float scale, float *scores, uint64_t ld)
 {
     int nb = d / Q3_Q8_BLOCK;
     if (SC_PF_ROWS)
-        for (int p = 0; p < P; p++)
-            for (int o = 0; o < d; o += 64)
-                _mm_prefetch((const char *)(k + (uint64_t)(j + p + SC_PF_ROWS) * d + o), _MM_HINT_T0);
+        for (int p = 0; p < P; p++) q8_prefetch_row(k + (uint64_t)(j + p + SC_PF_ROWS) * d, d);
     float sc[16][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK]; /* the P rows' scales as f32 */
-    _Pragma("GCC unroll 16") for (int p = 0; p < P; p++) {
-        const uint16_t *sj = ks + (uint64_t)(j + p) * nb;
-        int b = 0;
-        for (; b + 4 <= nb; b += 4) _mm_storeu_ps(sc[p] + b, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sj + b))));
-        for (; b < nb; b++) sc[p][b] = _cvtsh_ss(sj[b]);
-    }
+    _Pragma("GCC unroll 16") for (int p = 0; p < P; p++) q8_widen_scales(ks + (uint64_t)(j + p) * nb, nb, sc[p]);
     __m512 tot[16];
     _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) tot[i] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -87,8 +68,8 @@ void q3_attn_scores_q8_avx512(const float *const q[], int G, const int8_t *k, co
 }
 
 /* Columns c0 .. c0 + 16 * NV of rows j0 .. j1 added into out[g]; w as the AVX2 kernel's. */
-INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int j1, int n_pos, int d, int c0,
-                    float *const out[])
+Q3_Q8_INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int j1, int n_pos, int d,
+                          int c0, float *const out[])
 {
     int nb = d / Q3_Q8_BLOCK, b0 = c0 / Q3_Q8_BLOCK;
     __m512 acc[4][8];
@@ -98,8 +79,7 @@ INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int 
         const int8_t *vj = v + (uint64_t)j * d + c0;
         const float *wj = w + (uint64_t)(j - j0) * G * nb + b0;
         if (c0 == 0 && j + PV_PF_ROWS < n_pos) /* the next chunk's row, a row at a time */
-            for (int o = 0; o < d; o += 64)
-                _mm_prefetch((const char *)(vj + (uint64_t)PV_PF_ROWS * d + o), _MM_HINT_T0);
+            q8_prefetch_row(vj + (uint64_t)PV_PF_ROWS * d, d);
         _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) {
             __m512 x = load_q8(vj + c * 16);
             _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
@@ -110,26 +90,14 @@ INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0, int 
         _Pragma("GCC unroll 8") for (int c = 0; c < NV; c++) _mm512_storeu_ps(out[g] + c0 + c * 16, acc[g][c]);
 }
 
-INLINE void pv_chunks(const float *p, uint64_t ld, int G, int NV, const int8_t *v, const uint16_t *vs, int n_pos,
-                      int d, float *const out[])
+Q3_Q8_INLINE void pv_chunks(const float *p, uint64_t ld, int G, int NV, const int8_t *v, const uint16_t *vs,
+                            int n_pos, int d, float *const out[])
 {
     int nb = d / Q3_Q8_BLOCK;
     _Alignas(64) float w[PV_CHUNK * 4 * (Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK)];
     for (int j0 = 0; j0 < n_pos; j0 += PV_CHUNK) {
         int j1 = n_pos - j0 < PV_CHUNK ? n_pos : j0 + PV_CHUNK;
-        for (int j = j0; j < j1; j++) {
-            const uint16_t *sj = vs + (uint64_t)j * nb;
-            int b = 0;
-            for (; b + 4 <= nb; b += 4) {
-                __m128 sc = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(sj + b)));
-                _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
-                    _mm_storeu_ps(w + ((j - j0) * G + g) * nb + b,
-                                  _mm_mul_ps(sc, _mm_set1_ps(p[(uint64_t)g * ld + j])));
-            }
-            for (; b < nb; b++)
-                _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
-                    w[((j - j0) * G + g) * nb + b] = p[(uint64_t)g * ld + j] * _cvtsh_ss(sj[b]);
-        }
+        q8_chunk_weights(p, ld, G, vs, j0, j1, nb, w);
         for (int c0 = 0; c0 < d; c0 += NV * 16) pv_pass(w, G, NV, v, j0, j1, n_pos, d, c0, out);
     }
 }
