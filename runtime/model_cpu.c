@@ -57,6 +57,30 @@ typedef struct {
 /* Scratch floats per thread for q3_attend_rows: 4 queries x (n_ctx + 3) scores. */
 #define SCORES_PER_THREAD(n_ctx) (4 * ((uint64_t)(n_ctx) + 4))
 
+/* The cache is [layer][kv head][n_ctx][head_dim]: a head's first n rows are one run
+ * at cache_run(), the state's [kv head][n][head_dim] one run per head. */
+static uint64_t cache_run(const cpu_backend *m, uint32_t layer, uint64_t head)
+{
+    return ((uint64_t)layer * m->cfg.num_kv_heads + head) * (uint64_t)m->base.n_ctx * m->cfg.head_dim;
+}
+
+/* q3_attend_rows (or its 8-bit twin) of n_q queries over KV head g of this layer in kv's
+ * cache, whichever type that cache is. */
+static void attend_kv_head(const cpu_backend *kv, uint32_t layer, uint32_t g, const float *q, uint64_t q_stride,
+                           int n_q, int pos_step, int n_pos, float scale, float *scores, float *out,
+                           uint64_t out_stride)
+{
+    int D = (int)kv->cfg.head_dim;
+    uint64_t at = cache_run(kv, layer, g);
+    if (kv->cache_q8)
+        q3_attend_rows_q8(q, q_stride, n_q, pos_step, kv->key_q8 + at, kv->key_scale + at / Q3_Q8_BLOCK,
+                          kv->val_q8 + at, kv->val_scale + at / Q3_Q8_BLOCK, n_pos, D, scale, scores, out,
+                          out_stride);
+    else
+        q3_attend_rows(q, q_stride, n_q, pos_step, kv->key_cache + at, kv->val_cache + at, (uint64_t)D, n_pos, D,
+                       scale, scores, out, out_stride);
+}
+
 /* One work item: a prompt's tokens t0..t0+3 of query head h (consecutive
  * positions: each pass over K and V serves 4 queries), or, for a single token,
  * the query heads that share KV head h (GQA: one pass serves the group). */
@@ -72,34 +96,16 @@ static void attend(cpu_backend *m, int layer, int item, int n_tok, int pos, floa
         uint32_t g = (uint32_t)item % c->num_kv_heads, h0 = g * group;
         const cpu_backend *kv = m->seq ? m->seq[t] : m;
         int n_pos = (m->seq ? m->seq_pos[t] : pos) + 1;
-        uint64_t head_elems = (uint64_t)kv->base.n_ctx * D;
-        uint64_t at = ((uint64_t)layer * c->num_kv_heads + g) * head_elems;
-        float *q = m->q + (uint64_t)t * m->q_dim, *out = m->att + (uint64_t)t * m->q_dim;
-        if (kv->cache_q8)
-            q3_attend_rows_q8(q + h0 * D, D, (int)group, 0, kv->key_q8 + at, kv->key_scale + at / Q3_Q8_BLOCK,
-                              kv->val_q8 + at, kv->val_scale + at / Q3_Q8_BLOCK, n_pos, (int)D, scale, scores,
-                              out + h0 * D, D);
-        else
-            q3_attend_rows(q + h0 * D, D, (int)group, 0, kv->key_cache + at, kv->val_cache + at, D, n_pos, (int)D,
-                           scale, scores, out + h0 * D, D);
+        uint64_t row = (uint64_t)t * m->q_dim + h0 * D;
+        attend_kv_head(kv, (uint32_t)layer, g, m->q + row, D, (int)group, 0, n_pos, scale, scores, m->att + row, D);
         return;
     }
-    uint64_t head_elems = (uint64_t)m->base.n_ctx * D;
     int blocks = (n_tok + 3) / 4;
     uint32_t h = (uint32_t)(item / blocks), g = h / group;
     int t0 = (item % blocks) * 4, n_q = n_tok - t0 < 4 ? n_tok - t0 : 4;
-    const float *q = m->q + (uint64_t)t0 * m->q_dim + h * D;
-    float *out = m->att + (uint64_t)t0 * m->q_dim + h * D;
-    if (m->cache_q8) {
-        uint64_t at = ((uint64_t)layer * c->num_kv_heads + g) * head_elems;
-        q3_attend_rows_q8(q, m->q_dim, n_q, 1, m->key_q8 + at, m->key_scale + at / Q3_Q8_BLOCK, m->val_q8 + at,
-                          m->val_scale + at / Q3_Q8_BLOCK, pos + t0 + 1, (int)D, scale, scores, out, m->q_dim);
-        return;
-    }
-    const uint16_t *kc = m->key_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
-    const uint16_t *vc = m->val_cache + (uint64_t)layer * c->num_kv_heads * head_elems;
-    q3_attend_rows(q, m->q_dim, n_q, 1, kc + g * head_elems, vc + g * head_elems, D, pos + t0 + 1, (int)D, scale,
-                   scores, out, m->q_dim);
+    uint64_t row = (uint64_t)t0 * m->q_dim + h * D;
+    attend_kv_head(m, (uint32_t)layer, g, m->q + row, m->q_dim, n_q, 1, pos + t0 + 1, scale, scores, m->att + row,
+                   m->q_dim);
 }
 
 static void attn_worker(void *ctx, int ith, int nth)
@@ -134,7 +140,7 @@ static void qk_prepare(cpu_backend *m, int layer, int t, int pos)
         float *kh = m->k + (uint64_t)t * kv_dim + h * D;
         q3_rmsnorm(kh, kh, kn, D, eps);
         q3_rope(kh, cs, sn, half);
-        uint64_t row = (((uint64_t)layer * c->num_kv_heads + h) * kv->base.n_ctx + p) * D;
+        uint64_t row = cache_run(kv, (uint32_t)layer, h) + (uint64_t)p * D;
         const float *vh = m->v + (uint64_t)t * kv_dim + h * D;
         if (kv->cache_q8) {
             q3_q8_store(kv->key_q8 + row, kv->key_scale + row / Q3_Q8_BLOCK, kh, D);
@@ -378,13 +384,6 @@ static int cpu_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
         fprintf(stderr, "q3: cpu backend, %d threads, %s kernels, context %d, %s KV cache\n", q3_pool_size(m->pool),
                 q3_simd_name(q3_simd_active()), n_ctx, m->cache_q8 ? "q8_0" : "f16");
     return 0;
-}
-
-/* The cache is [layer][kv head][n_ctx][head_dim]: a head's first n rows are one run
- * at cache_run(), the state's [kv head][n][head_dim] one run per head. */
-static uint64_t cache_run(const cpu_backend *m, uint32_t layer, uint64_t head)
-{
-    return ((uint64_t)layer * m->cfg.num_kv_heads + head) * (uint64_t)m->base.n_ctx * m->cfg.head_dim;
 }
 
 /* The state holds F16: an 8-bit cache is saved as the values it holds, rounded to F16,
