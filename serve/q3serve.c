@@ -48,7 +48,8 @@ static const char usage[] =
     "exit status: 0 stopped by a signal after draining, 1 error, 2 usage\n";
 
 typedef struct {
-    const char *model, *host, *backend, *api_key, *alias, *cache_type;
+    const char *model, *host, *backend, *api_key, *alias, *cache_name;
+    q3_cache_type cache_type; /* parsed from cache_name (--cache-type) */
     int port, parallel, ctx, queue, chunk, device, threads, think, verbose;
     long max_body;
 } options;
@@ -115,7 +116,7 @@ static int parse_args(int argc, char **argv, options *o)
         STR("--backend", backend)
         STR("--api-key", api_key)
         STR("--alias", alias)
-        STR("--cache-type", cache_type)
+        STR("--cache-type", cache_name)
         if (!strcmp(a, "--max-body")) {
             if (number(a, v, 64, 1L << 30, &o->max_body)) return -1;
             i++;
@@ -137,9 +138,8 @@ static int parse_args(int argc, char **argv, options *o)
     }
     if (!o->model) return usage_error("no model given");
     if (o->chunk % 4) return usage_error("--chunk must be a multiple of 4 (the GEMM's token groups), not %d", o->chunk);
-    q3_cache_type t;
-    if (o->cache_type && q3_cache_type_parse(o->cache_type, &t, NULL))
-        return usage_error("--cache-type takes f16 or q8_0, not '%s'", o->cache_type);
+    if (o->cache_name && q3_cache_type_parse(o->cache_name, &o->cache_type, NULL))
+        return usage_error("--cache-type takes f16 or q8_0, not '%s'", o->cache_name);
     if (!o->api_key) o->api_key = getenv("Q3SERVE_API_KEY");
     if (o->api_key && !*o->api_key) return usage_error("--api-key is empty");
     return 0;
@@ -190,7 +190,7 @@ int main(int argc, char **argv)
     cp.n_threads = o.threads;
     cp.device = o.device;
     cp.verbose = o.verbose;
-    if (o.cache_type) q3_cache_type_parse(o.cache_type, &cp.cache_type, NULL); /* checked by parse_args */
+    cp.cache_type = o.cache_type;
     serve_sched_params sp = {.n_slots = o.parallel, .queue_max = o.queue, .chunk = o.chunk, .ctx = cp};
     serve_http_params hp = {.host = o.host, .port = o.port, .api_key = o.api_key, .max_body = (size_t)o.max_body,
                             .model_id = o.alias ? o.alias : name, .thinking = o.think,
