@@ -144,24 +144,32 @@ check "SIGTERM: the request in flight completes (2000 tokens)" \
 check "SIGTERM: new connections refused while draining" '[ $refused -ne 0 ]'
 check "SIGTERM: exit 0, said it was draining" '[ $rc -eq 0 ] && grep -q "draining 1 request" "$T/one.log"'
 
+# batch_of_four TAG LABEL Q3RUN_ARGS...: the four prompts posted at once to the server on
+# $PORT, each checked against q3run Q3RUN_ARGS --temp 0 alone (files $T/TAG_*).
+batch_of_four() {
+    local tag=$1 label=$2 i
+    shift 2
+    for i in "${!prompts[@]}"; do
+        "$BUILD/q3run" "$@" "$MODEL" "${prompts[$i]}" -n 40 --temp 0 2>/dev/null >"$T/${tag}_want$i"
+    done
+    for i in "${!prompts[@]}"; do
+        post /v1/completions "$(jq -nc --arg p "${prompts[$i]}" '{prompt: $p, max_tokens: 40, temperature: 0}')" \
+            >"$T/${tag}_got$i" &
+    done
+    wait $(jobs -p | grep -v "$SPID") 2>/dev/null
+    for i in "${!prompts[@]}"; do
+        { jq -j '.choices[0].text' <"$T/${tag}_got$i"; echo; } >"$T/${tag}_text$i"
+        check "$label: completion $i in a batch of 4 = q3run $* --temp 0" \
+            '[ -s "$T/${tag}_want$i" ] && cmp -s "$T/${tag}_want$i" "$T/${tag}_text$i"'
+    done
+}
+
 # OpenCL (where there is a device: PoCL in CI): the batched device step. The same four
 # prompts at once, each equal to q3run --backend opencl --temp 0, in steps of more than
 # one sequence. (A first build of the kernels can take a minute on PoCL: a longer wait.)
 if "$BUILD/q3run" --list-devices >/dev/null 2>&1; then
-    for i in "${!prompts[@]}"; do
-        "$BUILD/q3run" --backend opencl "$MODEL" "${prompts[$i]}" -n 40 --temp 0 2>/dev/null >"$T/ocl_want$i"
-    done
     START_TRIES=1800 start ocl --parallel 4 --ctx 512 --backend opencl
-    for i in "${!prompts[@]}"; do
-        post /v1/completions "$(jq -nc --arg p "${prompts[$i]}" '{prompt: $p, max_tokens: 40, temperature: 0}')" \
-            >"$T/ocl_got$i" &
-    done
-    wait $(jobs -p | grep -v "$SPID") 2>/dev/null
-    for i in "${!prompts[@]}"; do
-        { jq -j '.choices[0].text' <"$T/ocl_got$i"; echo; } >"$T/ocl_text$i"
-        check "opencl: completion $i in a batch of 4 = q3run --backend opencl --temp 0" \
-            '[ -s "$T/ocl_want$i" ] && cmp -s "$T/ocl_want$i" "$T/ocl_text$i"'
-    done
+    batch_of_four ocl opencl --backend opencl
     metric() { curl -s -m 5 "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
     check "opencl: decode steps of several sequences (rows > steps)" \
         '[ "$(metric q3serve_decode_rows_total)" -gt "$(metric q3serve_decode_steps_total)" ]'
@@ -172,20 +180,8 @@ fi
 
 # The 8-bit KV cache: the four prompts decoded together (each sequence's own 8-bit cache
 # in the batched step), each equal to q3run --cache-type q8_0 --temp 0 alone.
-for i in "${!prompts[@]}"; do
-    "$BUILD/q3run" "$MODEL" "${prompts[$i]}" -n 40 --temp 0 --cache-type q8_0 2>/dev/null >"$T/q8_want$i"
-done
 start q8 --parallel 4 --ctx 512 --chunk 8 --cache-type q8_0
-for i in "${!prompts[@]}"; do
-    post /v1/completions "$(jq -nc --arg p "${prompts[$i]}" '{prompt: $p, max_tokens: 40, temperature: 0}')" \
-        >"$T/q8_got$i" &
-done
-wait $(jobs -p | grep -v "$SPID") 2>/dev/null
-for i in "${!prompts[@]}"; do
-    { jq -j '.choices[0].text' <"$T/q8_got$i"; echo; } >"$T/q8_text$i"
-    check "--cache-type q8_0: completion $i in a batch of 4 = q3run --cache-type q8_0 --temp 0" \
-        '[ -s "$T/q8_want$i" ] && cmp -s "$T/q8_want$i" "$T/q8_text$i"'
-done
+batch_of_four q8 "--cache-type q8_0" --cache-type q8_0
 kill -TERM "$SPID"; wait "$SPID"
 "$BUILD/q3serve" "$MODEL" --cache-type q4_0 2>"$T/usage"; rc=$?
 check "--cache-type q4_0: exit 2, one line naming it" '[ $rc -eq 2 ] && [ "$(wc -l <"$T/usage")" -eq 1 ] && grep -qF -- "--cache-type" "$T/usage"'
