@@ -280,6 +280,36 @@ static void test_attention(void **state)
 
 /* Several queries against one KV head: causal consecutive tokens (pos_step 1) and
  * the heads of one GQA group (pos_step 0), against the same double reference. */
+/* q3_attend_rows' (or its 8-bit twin's) out[r * 131 + i] for n_q queries at q[r * 130]
+ * against a double-precision softmax attention (scores times scale) over the rows K and V
+ * hold (kf, vf: row j at j * kv_stride), query r seeing n_pos + r * step rows; past d, out
+ * stays 7. */
+static void check_rows(const char *what, q3_simd level, const float *q, int n_q, int step, int n_pos, int d,
+                       float scale, const float *kf, const float *vf, int kv_stride, const float *out)
+{
+    enum { MAXROWS = 64 };
+    for (int r = 0; r < n_q; r++) {
+        int np = n_pos + r * step;
+        assert_true(np <= MAXROWS);
+        double sc[MAXROWS], maxv = -INFINITY, sum = 0;
+        for (int j = 0; j < np; j++) {
+            double t = 0;
+            for (int i = 0; i < d; i++) t += (double)q[r * 130 + i] * kf[j * kv_stride + i];
+            sc[j] = t * scale;
+            if (sc[j] > maxv) maxv = sc[j];
+        }
+        for (int j = 0; j < np; j++) sum += (sc[j] = exp(sc[j] - maxv));
+        for (int i = 0; i < d; i++) {
+            double ref = 0;
+            for (int j = 0; j < np; j++) ref += sc[j] / sum * vf[j * kv_stride + i];
+            if (!(fabs(out[r * 131 + i] - ref) <= 1e-4))
+                fail_msg("%s %s d %d n_q %d step %d n_pos %d q %d out[%d]: got %g want %g", q3_simd_name(level), what, d,
+                         n_q, step, n_pos, r, i, out[r * 131 + i], ref);
+        }
+        for (int i = d; i < 131; i++) assert_true(out[r * 131 + i] == 7.0f);
+    }
+}
+
 static void test_attention_rows(void **state)
 {
     (void)state;
@@ -305,25 +335,7 @@ static void test_attention_rows(void **state)
                         float scale = 1.0f / sqrtf((float)d);
                         for (int i = 0; i < MAXQ * 131; i++) out[i] = 7.0f;
                         q3_attend_rows(q, 130, n_q, step, k, v, STRIDE, n_pos, d, scale, scores, out, 131);
-                        for (int r = 0; r < n_q; r++) {
-                            int np = n_pos + r * step;
-                            double sc[NPOS + MAXQ], maxv = -INFINITY, sum = 0;
-                            for (int j = 0; j < np; j++) {
-                                double t = 0;
-                                for (int i = 0; i < d; i++) t += (double)q[r * 130 + i] * kf[j * STRIDE + i];
-                                sc[j] = t * scale;
-                                if (sc[j] > maxv) maxv = sc[j];
-                            }
-                            for (int j = 0; j < np; j++) sum += (sc[j] = exp(sc[j] - maxv));
-                            for (int i = 0; i < d; i++) {
-                                double ref = 0;
-                                for (int j = 0; j < np; j++) ref += sc[j] / sum * vf[j * STRIDE + i];
-                                if (!(fabs(out[r * 131 + i] - ref) <= 1e-4))
-                                    fail_msg("%s rows d %d n_q %d step %d n_pos %d q %d out[%d]: got %g want %g",
-                                             q3_simd_name((q3_simd)level), d, n_q, step, n_pos, r, i, out[r * 131 + i], ref);
-                            }
-                            for (int i = d; i < 131; i++) assert_true(out[r * 131 + i] == 7.0f);
-                        }
+                        check_rows("rows", (q3_simd)level, q, n_q, step, n_pos, d, scale, kf, vf, STRIDE, out);
                     }
     }
     q3_simd_set(best);
@@ -427,26 +439,7 @@ static void test_attention_rows_q8(void **state)
                         float scale = 1.0f / sqrtf((float)d);
                         for (int i = 0; i < MAXQ * 131; i++) out[i] = 7.0f;
                         q3_attend_rows_q8(q, 130, n_q, step, k, ks, v, vs, n_pos, d, scale, scores, out, 131);
-                        for (int r = 0; r < n_q; r++) {
-                            int np = n_pos + r * step;
-                            double sc[NPOS + MAXQ], maxv = -INFINITY, sum = 0;
-                            for (int j = 0; j < np; j++) {
-                                double t = 0;
-                                for (int i = 0; i < d; i++) t += (double)q[r * 130 + i] * kf[j * d + i];
-                                sc[j] = t * scale;
-                                if (sc[j] > maxv) maxv = sc[j];
-                            }
-                            for (int j = 0; j < np; j++) sum += (sc[j] = exp(sc[j] - maxv));
-                            for (int i = 0; i < d; i++) {
-                                double ref = 0;
-                                for (int j = 0; j < np; j++) ref += sc[j] / sum * vf[j * d + i];
-                                if (!(fabs(out[r * 131 + i] - ref) <= 1e-4))
-                                    fail_msg("%s q8 d %d n_q %d step %d n_pos %d q %d out[%d]: got %g want %g",
-                                             q3_simd_name((q3_simd)level), d, n_q, step, n_pos, r, i, out[r * 131 + i],
-                                             ref);
-                            }
-                            for (int i = d; i < 131; i++) assert_true(out[r * 131 + i] == 7.0f);
-                        }
+                        check_rows("q8", (q3_simd)level, q, n_q, step, n_pos, d, scale, kf, vf, d, out);
                     }
         }
     }
