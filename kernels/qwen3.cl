@@ -302,6 +302,9 @@ void matmul_small(MM_SMALL_ARGS)
  * next item's first tile loads issued before this item's last products, so
  * a grid of about the resident work-groups streams the whole matrix without
  * waves and stages x once. The host keeps that stride a multiple of rsplit. */
+#ifndef MV_LD
+#define MV_LD 8 /* matvec: tile loads a thread keeps in flight (16: a tuning build option) */
+#endif
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec(MM_SMALL_ARGS)
 {
@@ -320,9 +323,9 @@ void matvec(MM_SMALL_ARGS)
     uint panel = item / rsplit, seg = seg_of(&panel, p0, p1);
     __global const uint4 *P =
         W + PICK3(seg, off0, off1, off2) + (ulong)panel * col_tiles * 64 + sub * 64 + j;
-    uint4 wb[8];
+    uint4 wb[MV_LD];
 #pragma unroll
-    for (uint u = 0; u < 8; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
+    for (uint u = 0; u < MV_LD; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
 
     mv_stage(xs, red, attw, act + x_off, act + x2_off, W, cols, xmode, norm_off, eps, nsplit, l);
 
@@ -335,20 +338,20 @@ void matvec(MM_SMALL_ARGS)
                                    (ulong)next_panel * col_tiles * 64 + sub * 64 + j;
         int more = item + stride < n_items;
         float acc = 0.0f;
-        for (uint u0 = 0; u0 < ntile; u0 += 8) {
-            uint4 cur[8];
+        for (uint u0 = 0; u0 < ntile; u0 += MV_LD) {
+            uint4 cur[MV_LD];
 #pragma unroll
-            for (uint u = 0; u < 8; u++) cur[u] = wb[u];
-            if (u0 + 8 < ntile) {
+            for (uint u = 0; u < MV_LD; u++) cur[u] = wb[u];
+            if (u0 + MV_LD < ntile) {
 #pragma unroll
-                for (uint u = 0; u < 8; u++) wb[u] = u0 + 8 + u < ntile ? P[(u0 + 8 + u) * tile_stride] : (uint4)(0);
+                for (uint u = 0; u < MV_LD; u++) wb[u] = u0 + MV_LD + u < ntile ? P[(u0 + MV_LD + u) * tile_stride] : (uint4)(0);
             } else {
 #pragma unroll
-                for (uint u = 0; u < 8; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
+                for (uint u = 0; u < MV_LD; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
                 if (!more) prefetch_l2(W, pf_off, pf_lines);
             }
 #pragma unroll
-            for (uint u = 0; u < 8; u++) {
+            for (uint u = 0; u < MV_LD; u++) {
                 uint xi = (sub + nsub * (u0 + u)) * 8 + (c0 >> 2);
                 if (u0 + u < ntile) acc += dot8(cur[u], xs[xi], xs[xi + 1]);
             }

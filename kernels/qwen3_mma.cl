@@ -22,23 +22,12 @@
 #define Q3_EMU_SHFL
 #endif
 
-#ifndef MM_BK
-#define MM_BK 32     /* columns per pipeline step: a tile (or half, 16) of each 16-row panel */
-#endif
-#define MM_CPR (MM_BK / 8)  /* 16-byte chunks of a staged row */
-#define MM_ROWB (MM_BK * 2) /* bytes of a staged row (BF16) */
+#define MM_BK 32   /* columns per pipeline step: one R16C32 tile of each 16-row panel */
+#define MM_ROWB 64 /* bytes of a staged row of x: MM_BK BF16 */
 #ifndef MM_STAGES
 #define MM_STAGES 3  /* steps of x in local memory (3, 4, 5 measured alike on the H200; 3 takes least) */
 #endif
-#define MM_X_CHUNKS (MM_BT * MM_CPR) /* 16-byte copies of a step's tokens: MM_WG threads share them */
-
-/* Chunk c of staged row r is stored at chunk c ^ ((r >> 1) & 3) (4 chunks a row;
- * 2: c ^ ((r >> 2) & 1)): the 8 rows an ldmatrix reads at once then hit 8
- * distinct groups of 4 banks. Byte offset: */
-inline uint mm_swz(uint r, uint c)
-{
-    return r * MM_ROWB + ((MM_CPR == 4 ? c ^ ((r >> 1) & 3u) : c ^ ((r >> 2) & 1u)) << 4);
-}
+#define MM_X_CHUNKS (MM_BT * 4) /* 16-byte copies of a step's tokens (4 a row): MM_WG threads share them */
 
 inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 
@@ -221,11 +210,19 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
  * tokens, MM_BK columns a step. Warp w owns the MM_RP 16-row panels from
  * rb / 16 + w MM_RP on and multiplies them by every token of the block: no two
  * warps share a weight, so the weights go from memory straight to registers,
- * two steps ahead (MM_APF; a fragment's 4 registers read from the panel's R16C32 tile,
- * whose 1 KiB a step L1 merges into whole sectors), and local memory holds x
- * alone, MM_STAGES steps of it in flight through cp.async, read by ldmatrix from
- * rows swizzled by mm_swz; each x fragment serves the warp's MM_RP panels (2:
- * half the local-memory reads of 1 per product; H200 +3-8 % on 1.7B and 4B).
+ * two steps ahead (MM_APF), and local memory holds x alone, MM_STAGES steps of
+ * it in flight through cp.async; each x fragment serves the warp's MM_RP panels
+ * (2: half the local-memory reads of 1 per product; H200 +3-8 % on 1.7B and 4B).
+ * A step's 32 columns are taken in an order of the kernel's own (a sum does not
+ * care in which order its columns come, so long as W and x agree): lane
+ * (g, tig) takes columns 8 tig .. 8 tig + 7 as k = 2 tig, 2 tig + 1, 2 tig + 8,
+ * 2 tig + 9 of the first k16 product and the same of the second. Its weights
+ * are then two 16-byte loads a panel (rows g and g + 8 of the tile; a warp's
+ * load is 512 contiguous bytes) and its x fragments of both products one
+ * 16-byte local load a token (row 8 b + g, chunk tig: 8 lanes read 128
+ * contiguous bytes, no bank conflict), where mma's own order took 16 4-byte
+ * loads of weights scattered over the tile and an ldmatrix for x (H200,
+ * 2026-12-02: +5 to +10 % at every size and length).
  * Every loop over fragments is unrolled: an array indexed in a loop the
  * compiler keeps goes to the stack. (Weights in local memory too, as before
  * 2026-12-01, left room for 2 steps: 5-12 % slower.) Up to three matrices that
@@ -275,21 +272,19 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
     uint panel0 = rb / 16 + (glu ? warp : warp * MM_RP), pstep = glu ? 0 : 1;
     long pdelta = glu ? 4 * ((long)off1 - (long)off0) : 0; /* glu: up's panel is this far past gate's */
     __global const uint *wpb = (__global const uint *)(W + off);
-    uint w0 = g * 16 + tig, w1 = w0 + 8 * 16; /* rows g, g + 8; + 4: columns + 8 */
+/* rows g and g + 8 of the step's tile, words 4 tig .. 4 tig + 3 (columns 8 tig .. 8 tig + 7):
+ * two 16-byte loads a panel, the fragments of both k16 products (the order above) */
 #define MM_LOAD_A(dst, c)                                                                                       \
     do {                                                                                                         \
         _Pragma("unroll") for (uint p_ = 0; p_ < MM_RP; p_++) {                                                 \
             int pok_ = panel0 + p_ * pstep < n_panels;                                                           \
-            __global const uint *t_ =                                                                            \
+            __global const uint4 *t_ = (__global const uint4 *)(                                                 \
                 wpb + (pok_ ? (glu ? (long)panel0 * col_tiles * 256 + (long)p_ * pdelta                            \
                                    : (ulong)(panel0 + p_) * col_tiles * 256) : 0) +                              \
-                                      (ulong)((c) * MM_BK / 32) * 256 + ((c) * MM_BK % 32) / 2;                  \
-            _Pragma("unroll") for (uint ks_ = 0; ks_ < MM_BK / 16; ks_++) {                                     \
-                (dst)[p_][ks_][0] = pok_ ? t_[w0 + 8 * ks_] : 0u;                                                \
-                (dst)[p_][ks_][1] = pok_ ? t_[w1 + 8 * ks_] : 0u;                                                \
-                (dst)[p_][ks_][2] = pok_ ? t_[w0 + 8 * ks_ + 4] : 0u;                                            \
-                (dst)[p_][ks_][3] = pok_ ? t_[w1 + 8 * ks_ + 4] : 0u;                                            \
-            }                                                                                                    \
+                (ulong)(c) * 256);                                                                               \
+            uint4 r0_ = pok_ ? t_[4 * g + tig] : (uint4)(0), r8_ = pok_ ? t_[32 + 4 * g + tig] : (uint4)(0);     \
+            (dst)[p_][0][0] = r0_.x, (dst)[p_][0][1] = r8_.x, (dst)[p_][0][2] = r0_.y, (dst)[p_][0][3] = r8_.y;  \
+            (dst)[p_][1][0] = r0_.z, (dst)[p_][1][1] = r8_.z, (dst)[p_][1][2] = r0_.w, (dst)[p_][1][3] = r8_.w;  \
         }                                                                                                        \
     } while (0)
 /* the weight fragments of one step, register array to register array */
@@ -303,11 +298,11 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
     do {                                                                                                         \
         __local uchar *st_ = smem + (buf) * MM_STAGE_BYTES;                                                     \
         for (uint i_ = 0; i_ < (MM_X_CHUNKS + MM_WG - 1) / MM_WG; i_++) {                                        \
-            uint q_ = l + i_ * MM_WG, t_ = q_ / MM_CPR, k_ = (c) * MM_BK + (q_ % MM_CPR) * 8;                     \
+            uint q_ = l + i_ * MM_WG, t_ = q_ / 4, k_ = (c) * MM_BK + (q_ % 4) * 8;                              \
             if (MM_X_CHUNKS % MM_WG && q_ >= MM_X_CHUNKS) break;                                                 \
             int ok_ = tb + t_ < n_tok && k_ < cols;                                                               \
             __global const ushort *src_ = xb + (ok_ ? (ulong)(tb + t_) * ldx + k_ : 0);                           \
-            CP_ASYNC16(st_, mm_swz(t_, q_ % MM_CPR), src_, ok_);                                                  \
+            CP_ASYNC16(st_, t_ * MM_ROWB + (q_ % 4) * 16, src_, ok_);                                            \
         }                                                                                                        \
     } while (0)
 
@@ -316,7 +311,6 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
     for (uint p = 0; p < MM_RP; p++)
 #pragma unroll
         for (uint b = 0; b < MM_FN; b++) acc[p][b] = (float4)(0.0f);
-    uint b_tok = (lane & 7) + 8 * (lane >> 4), b_chk = (lane >> 3) & 1;
 #pragma unroll
     for (uint s = 0; s < MM_STAGES - 1; s++) {
         if (s < nk) MM_LOAD_X(s, c_lo + s);
@@ -352,17 +346,15 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
         CP_COMMIT();
         __local uchar *xt = smem + (kt % MM_STAGES) * MM_STAGE_BYTES;
 #pragma unroll
-        for (uint ks = 0; ks < MM_BK / 16; ks++)
+        for (uint b = 0; b < MM_FN; b++) {
+            /* token 8 b + g's x fragments of both k16 products (columns 8 tig .. 8 tig + 7) */
+            uint4 xv = *(__local const uint4 *)(xt + (8 * b + g) * MM_ROWB + tig * 16);
 #pragma unroll
-            for (uint b = 0; b < MM_FN / 2; b++) {
-                uint bfr[4];
-                LDSM_X4(xt, mm_swz(b_tok + 16 * b, b_chk + 2 * ks), bfr);
-#pragma unroll
-                for (uint p = 0; p < MM_RP; p++) { /* each x fragment serves MM_RP panels */
-                    MMA_BF16(&acc[p][2 * b], af[p][ks], bfr[0], bfr[1]);
-                    MMA_BF16(&acc[p][2 * b + 1], af[p][ks], bfr[2], bfr[3]);
-                }
+            for (uint p = 0; p < MM_RP; p++) { /* each x fragment serves MM_RP panels */
+                MMA_BF16(&acc[p][b], af[p][0], xv.x, xv.y);
+                MMA_BF16(&acc[p][b], af[p][1], xv.z, xv.w);
             }
+        }
     }
 #undef MM_LOAD_A
 #undef MM_COPY_A
