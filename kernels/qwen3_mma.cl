@@ -267,21 +267,20 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
     uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
     y += (ulong)get_group_id(2) * part_stride;
 
-    /* this warp's panels (MM_RP of them, consecutive; glu: gate's and up's), as 32-bit words: tile c
-     * at 256 c, row r at 16 r; panel p is pdelta words past panel 0 and its index panel0 + p pstep */
+    /* this warp's panels (MM_RP of them, consecutive; glu: gate's and up's), in uint4s: tile c
+     * at 64 c, row r at 4 r; panel p is pdelta uint4s past panel 0 and its index panel0 + p pstep */
     uint panel0 = rb / 16 + (glu ? warp : warp * MM_RP), pstep = glu ? 0 : 1;
-    long pdelta = glu ? 4 * ((long)off1 - (long)off0) : 0; /* glu: up's panel is this far past gate's */
-    __global const uint *wpb = (__global const uint *)(W + off);
-/* rows g and g + 8 of the step's tile, words 4 tig .. 4 tig + 3 (columns 8 tig .. 8 tig + 7):
- * two 16-byte loads a panel, the fragments of both k16 products (the order above) */
+    long pdelta = glu ? (long)off1 - (long)off0 : 0; /* glu: up's panel is this far past gate's */
+    __global const uint4 *wpb = W + off;
+/* rows g and g + 8 of the step's tile, uint4 tig of each (columns 8 tig .. 8 tig + 7): two
+ * 16-byte loads a panel, the fragments of both k16 products (the order above) */
 #define MM_LOAD_A(dst, c)                                                                                       \
     do {                                                                                                         \
         _Pragma("unroll") for (uint p_ = 0; p_ < MM_RP; p_++) {                                                 \
             int pok_ = panel0 + p_ * pstep < n_panels;                                                           \
-            __global const uint4 *t_ = (__global const uint4 *)(                                                 \
-                wpb + (pok_ ? (glu ? (long)panel0 * col_tiles * 256 + (long)p_ * pdelta                            \
-                                   : (ulong)(panel0 + p_) * col_tiles * 256) : 0) +                              \
-                (ulong)(c) * 256);                                                                               \
+            __global const uint4 *t_ = wpb + (pok_ ? (glu ? (long)panel0 * col_tiles * 64 + (long)p_ * pdelta    \
+                                                      : (ulong)(panel0 + p_) * col_tiles * 64) : 0) +            \
+                                       (ulong)(c) * 64;                                                          \
             uint4 r0_ = pok_ ? t_[4 * g + tig] : (uint4)(0), r8_ = pok_ ? t_[32 + 4 * g + tig] : (uint4)(0);     \
             (dst)[p_][0][0] = r0_.x, (dst)[p_][0][1] = r8_.x, (dst)[p_][0][2] = r0_.y, (dst)[p_][0][3] = r8_.y;  \
             (dst)[p_][1][0] = r0_.z, (dst)[p_][1][1] = r8_.z, (dst)[p_][1][2] = r0_.w, (dst)[p_][1][3] = r8_.w;  \
