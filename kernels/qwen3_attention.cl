@@ -169,11 +169,14 @@ inline float4 att_max4(float4 v, __local float4 *red, uint l)
  * ATTEND_TOKEN_BODY, shared by attention and attention_batch (one definition: a
  * batched step gives each token the bits of its own decode). */
 /* The local memory ATTEND_TOKEN_BODY works in, declared by each kernel that uses it. */
-#define ATT_LOCALS                                                                                                   \
-    __local float4 red[ATT_WG + ATT_RED];                                                                            \
-    __local float qa[ATT_HG + 1][HEAD_DIM]; /* the heads' q, then the new k (row ATT_HG) */                          \
+/* ATTEND_PREP's: the heads' q, then the new k (row ATT_HG); the rotated q; the norms' partials */
+#define ATT_PREP_LOCALS                                                                                              \
+    __local float qa[ATT_HG + 1][HEAD_DIM];                                                                          \
     __local float qs[ATT_HG][HEAD_DIM];                                                                              \
-    __local float part_ss[ATT_HG + 1][ATT_RED];                                                                      \
+    __local float part_ss[ATT_HG + 1][ATT_RED]
+#define ATT_LOCALS                                                                                                   \
+    ATT_PREP_LOCALS;                                                                                                 \
+    __local float4 red[ATT_WG + ATT_RED];                                                                            \
     __local float4 ps[ATT_WG];                                                                                       \
     __local float8 part[ATT_HG][ATT_WG]
 
@@ -182,15 +185,18 @@ inline float4 att_max4(float4 v, __local float4 *red, uint l)
  * compiler give `attention` 142 registers instead of 138, and single-token decode was 3 us a
  * layer slower after 4096 positions on the H200. It expects, in scope: q, k_new, v_new, cos_t,
  * sin_t, out, part_ml (this token's), kcache, vcache, W, nq, nkv, qn_off, kn_off, eps, nsplit,
- * n_ctx, last (the new position), c, sp, l and the local arrays of ATT_LOCALS. */
-#define ATTEND_TOKEN_BODY                                                                                            \
+ * n_ctx, last (the new position), c, sp, l and the local arrays of ATT_LOCALS.
+ * ATTEND_PREP is its start, shared with the tensor-core body (attention_tc, qwen3_mma.cl, whose
+ * work-groups may be larger: ATTEND_PREP_WG): the positions of the share, the heads' q
+ * normalised and rotated into qs, the new K and V written (ATT_PREP_LOCALS). */
+#define ATTEND_PREP_WG(wg_)                                                                                          \
     uint h0 = c * ATT_HG, g = h0 / (nq / nkv);                                                                       \
     uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);                             \
     int has_last = lo <= last && last < hi;                                                                          \
     const uint half_d = HEAD_DIM / 2;                                                                                \
                                                                                                                      \
     /* q of the heads and the new k, normalised (as qk_norm_rope does) and rotated */                                \
-    for (uint i = l; i < HEAD_DIM; i += ATT_WG) {                                                                    \
+    for (uint i = l; i < HEAD_DIM; i += (wg_)) {                                                                    \
 _Pragma("unroll")                                                                                                    \
         for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = q[(ulong)(h0 + hh) * HEAD_DIM + i];                         \
         qa[ATT_HG][i] = k_new[(ulong)g * HEAD_DIM + i];                                                              \
@@ -198,14 +204,14 @@ _Pragma("unroll")                                                               
     barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
     if (l < (ATT_HG + 1) * ATT_RED) part_ss[l / ATT_RED][l % ATT_RED] = sumsq_part(qa[l / ATT_RED], l % ATT_RED);    \
     barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
-    for (uint i = l; i < HEAD_DIM; i += ATT_WG) { /* own elements only: no barrier before */                         \
+    for (uint i = l; i < HEAD_DIM; i += (wg_)) { /* own elements only: no barrier before */                         \
         float wq = bf16(W[qn_off + i]);                                                                              \
 _Pragma("unroll")                                                                                                    \
         for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = wq * (qa[hh][i] * head_rms_inv(part_ss[hh], eps));          \
         qa[ATT_HG][i] = bf16(W[kn_off + i]) * (qa[ATT_HG][i] * head_rms_inv(part_ss[ATT_HG], eps));                  \
     }                                                                                                                \
     barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
-    for (uint i = l; i < HEAD_DIM; i += ATT_WG) {                                                                    \
+    for (uint i = l; i < HEAD_DIM; i += (wg_)) {                                                                    \
         float cs = cos_t[(ulong)last * half_d + i % half_d], sn = sin_t[(ulong)last * half_d + i % half_d];          \
 _Pragma("unroll")                                                                                                    \
         for (uint hh = 0; hh < ATT_HG; hh++) qs[hh][i] = rope_at(qa[hh], i, cs, sn);                                 \
@@ -214,8 +220,11 @@ _Pragma("unroll")                                                               
             vstore_half_rte(v_new[(ulong)g * HEAD_DIM + i], 0, vcache + v_index(g, i, n_ctx, last));                 \
         }                                                                                                            \
     }                                                                                                                \
-    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);                                                             \
-                                                                                                                     \
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE)
+#define ATTEND_PREP ATTEND_PREP_WG(ATT_WG)
+
+#define ATTEND_TOKEN_BODY                                                                                            \
+    ATTEND_PREP;                                                                                                     \
     const float scale = 1.0f / sqrt((float)HEAD_DIM);                                                                \
     /* lanes past ATT_HG carry finite dummies (no -inf - -inf) and are never read */                                 \
     const float4 s_none = (float4)(-INFINITY, ATT_HG > 1 ? -INFINITY : 0.0f, ATT_HG > 2 ? -INFINITY : 0.0f,          \

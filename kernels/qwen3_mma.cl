@@ -58,7 +58,8 @@ inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 #endif
 
 #if defined(Q3_EMU_LDSM) || defined(Q3_EMU_MMA) || defined(Q3_EMU_SHFL)
-#define MM_EMU_DECL __local uint mm_scr[(MM_WG > FA_WG ? MM_WG : FA_WG) * 6]; /* 6 words a lane */
+#define MM_EMU_WG (MM_WG > FA_WG ? (MM_WG > ATT_TC_WG ? MM_WG : ATT_TC_WG) : FA_WG > ATT_TC_WG ? FA_WG : ATT_TC_WG)
+#define MM_EMU_DECL __local uint mm_scr[MM_EMU_WG * 6]; /* 6 words a lane */
 #define MM_EMU_PARAM , __local uint *mm_scr /* ... handed to an inlined body */
 #define MM_EMU_ARG , mm_scr
 #else
@@ -556,4 +557,178 @@ void attention_mma(__global const float *q, __global const half *kcache, __globa
         }
     }
 }
+/* Decode attention on tensor cores (HEAD_DIM 64 or 128): work-group (c, sp) does what
+ * attention's does (ATTEND_PREP, then the same partial output and (max, sum) for o_proj), but
+ * each of its ATT_WG / 32 warps walks 16-position chunks of the share on its own (chunks warp,
+ * warp + TC_WARPS, ...), with its own running max and sum and no barrier, and the warps meet in
+ * local memory at the end. A chunk: S = Q K^T (mma.m16n8k16, F16 products of q rounded to F16
+ * and the cache's K, f32 sums; A's rows are the ATT_HG heads, the rest zeros; B is K^T, 8
+ * positions an n8 tile), the online softmax over the 4 lanes that hold a head, then O += P V
+ * with P rounded to F16, the accumulator layout of S being the operand layout of P (as
+ * attention_mma). Orders of the kernel's own, so that every global load is 16 bytes of one row:
+ *  - Q K^T: lane (g, t) takes dimensions 32 s + 8 t .. + 7 as k = 2t, 2t + 1, 2t + 8, 2t + 9 of
+ *    product (s, 0) (the first four) and (s, 1): its K of a position is one uint4 of the cache's
+ *    [HEAD_DIM / 8][n_ctx][8] layout;
+ *  - P V: O's n8 tile nt, column n, is dimension TC_NT n + nt, so lane (g, t) reads dimensions
+ *    TC_NT g .. + TC_NT - 1 of its four V rows (positions 2t, 2t + 1, 2t + 8, 2t + 9 of the
+ *    chunk) and ends holding dimensions 2 t TC_NT .. + 2 TC_NT - 1 of head g.
+ * (The scalar kernel gives each thread one position and meets at seven barriers a block: at
+ * depth it ran at 4 warps a compute unit, bound by its instructions.) attention_batch_tc is
+ * attention_batch with this body: a batched step gives each token the bits of its own decode. */
+#if HEAD_DIM % 64 == 0 && HEAD_DIM <= 128
+#define TC_NT (HEAD_DIM / 8)   /* n8 tiles of O */
+#define TC_KS (HEAD_DIM / 32)  /* 32-dimension steps of Q K^T, two k16 products each */
+#define TC_VW (TC_NT / 2)      /* words (half pairs) of a lane's share of a V row */
+#define TC_WARPS (ATT_TC_WG / 32)
+#define ATT_TC_LOCALS                                                                                         \
+    ATT_PREP_LOCALS;                                                                                          \
+    __local float tc_o[TC_WARPS][ATT_HG][HEAD_DIM]; /* each warp's O, max and sum per head */                  \
+    __local float2 tc_ml[TC_WARPS][ATT_HG];                                                                   \
+    MM_EMU_DECL
+/* b0 / b1 of P V's tile nt from V rows a, b (positions 2t, 2t + 1, or 2t + 8, 2t + 9): half nt of each */
+inline uint tc_vpair(const uint *a, const uint *b, uint nt)
+{
+    uint u = nt >> 1;
+    return nt & 1 ? (a[u] >> 16) | (b[u] & 0xffff0000u) : (a[u] & 0xffffu) | (b[u] << 16);
+}
+#ifndef ATT_TC_PF
+#define ATT_TC_PF 0 /* 1: the next round's K and V loaded during this round's products (a tuning build option) */
+#endif
+/* K of positions base + gq and base + 8 + gq, V rows base + 2 tig, + 1, + 8, + 9: zeros past hi
+ * (the cache there may hold anything, and 0 x NaN is NaN) */
+#define TC_LOAD(kq, vw, base)                                                                                 \
+    do {                                                                                                      \
+        _Pragma("unroll") for (uint j_ = 0; j_ < 2; j_++) {                                                   \
+            uint p_ = (base) + 8 * j_ + gq;                                                                   \
+            _Pragma("unroll") for (uint s_ = 0; s_ < TC_KS; s_++)                                             \
+                (kq)[j_][s_] = p_ < hi ? *(__global const uint4 *)(ktc + ((ulong)(4 * s_ + tig) * n_ctx + p_) * 8) \
+                                      : (uint4)(0);                                                           \
+        }                                                                                                     \
+        _Pragma("unroll") for (uint i_ = 0; i_ < 4; i_++) {                                                   \
+            uint p_ = (base) + 2 * tig + (i_ & 1) + 8 * (i_ >> 1);                                            \
+            __global const uint4 *src_ = (__global const uint4 *)(vtc + (ulong)p_ * HEAD_DIM);                \
+            _Pragma("unroll") for (uint u_ = 0; u_ < TC_VW / 4; u_++) {                                       \
+                uint4 w_ = p_ < hi ? src_[u_] : (uint4)(0);                                                   \
+                (vw)[i_][4 * u_] = w_.x, (vw)[i_][4 * u_ + 1] = w_.y;                                         \
+                (vw)[i_][4 * u_ + 2] = w_.z, (vw)[i_][4 * u_ + 3] = w_.w;                                     \
+            }                                                                                                 \
+        }                                                                                                     \
+    } while (0)
+#define ATTEND_TOKEN_TC                                                                                       \
+    ATTEND_PREP_WG(ATT_TC_WG);                                                                                \
+    uint lane = l & 31, warp = l >> 5, gq = lane >> 2, tig = lane & 3;                                        \
+    uint qf[TC_KS][2][4]; /* A fragments of q: rows gq (head h0 + gq) and gq + 8 (zeros) */                     \
+    _Pragma("unroll") for (uint s_ = 0; s_ < TC_KS; s_++) {                                                   \
+        float4 qa_ = gq < ATT_HG ? vload4(0, &qs[gq < ATT_HG ? gq : 0][32 * s_ + 8 * tig]) : (float4)(0.0f);  \
+        float4 qb_ = gq < ATT_HG ? vload4(0, &qs[gq < ATT_HG ? gq : 0][32 * s_ + 8 * tig + 4]) : (float4)(0.0f); \
+        qf[s_][0][0] = half2_of(qa_.x, qa_.y), qf[s_][0][2] = half2_of(qa_.z, qa_.w);                          \
+        qf[s_][1][0] = half2_of(qb_.x, qb_.y), qf[s_][1][2] = half2_of(qb_.z, qb_.w);                          \
+        qf[s_][0][1] = qf[s_][0][3] = qf[s_][1][1] = qf[s_][1][3] = 0u;                                        \
+    }                                                                                                         \
+    const float scale = 1.0f / sqrt((float)HEAD_DIM);                                                         \
+    float m_w = -INFINITY, l_w = 0.0f;                                                                        \
+    float4 o[TC_NT];                                                                                          \
+    _Pragma("unroll") for (uint nt = 0; nt < TC_NT; nt++) o[nt] = (float4)(0.0f);                             \
+    __global const half *ktc = kcache + (ulong)g * D8 * n_ctx * 8;                                            \
+    __global const half *vtc = vcache + v_index(g, TC_NT * gq, n_ctx, 0);                                     \
+    uint n_chunks = hi > lo ? (hi - lo + 15) / 16 : 0, n_rounds = (n_chunks + TC_WARPS - 1) / TC_WARPS;        \
+    uint4 kq[2][TC_KS];                                                                                       \
+    uint vw[4][TC_VW];                                                                                        \
+    if (ATT_TC_PF) TC_LOAD(kq, vw, lo + warp * 16);                                                           \
+    for (uint r = 0; r < n_rounds; r++) { /* the same count in every warp (the emulation's barriers) */      \
+        uint base = lo + (r * TC_WARPS + warp) * 16;                                                          \
+        if (!ATT_TC_PF) TC_LOAD(kq, vw, base);                                                                \
+        uint4 kc[2][TC_KS];                                                                                   \
+        uint vc[4][TC_VW];                                                                                    \
+        _Pragma("unroll") for (uint j = 0; j < 2; j++)                                                        \
+        _Pragma("unroll") for (uint s_ = 0; s_ < TC_KS; s_++) kc[j][s_] = kq[j][s_];                           \
+        _Pragma("unroll") for (uint i = 0; i < 4; i++)                                                        \
+        _Pragma("unroll") for (uint u = 0; u < TC_VW; u++) vc[i][u] = vw[i][u];                               \
+        if (ATT_TC_PF) TC_LOAD(kq, vw, base + TC_WARPS * 16);                                                 \
+        float4 st[2] = {(float4)(0.0f), (float4)(0.0f)};                                                      \
+        _Pragma("unroll") for (uint j = 0; j < 2; j++)                                                        \
+        _Pragma("unroll") for (uint s_ = 0; s_ < TC_KS; s_++) {                                               \
+            MMA_F16(&st[j], qf[s_][0], kc[j][s_].x, kc[j][s_].y);                                             \
+            MMA_F16(&st[j], qf[s_][1], kc[j][s_].z, kc[j][s_].w);                                             \
+        }                                                                                                     \
+        /* lane (gq, tig): head gq at positions base + 8 j + 2 tig + e in st[j] .x (e 0), .y (e 1) */        \
+        uint pq = base + 2 * tig;                                                                             \
+        float sv0 = pq < hi ? st[0].x * scale : -INFINITY, sv1 = pq + 1 < hi ? st[0].y * scale : -INFINITY;   \
+        float sv2 = pq + 8 < hi ? st[1].x * scale : -INFINITY, sv3 = pq + 9 < hi ? st[1].y * scale : -INFINITY; \
+        float mx = fmax(m_w, fmax(fmax(sv0, sv1), fmax(sv2, sv3)));                                           \
+        mx = fmax(mx, SHFL_XOR(mx, 1));                                                                       \
+        mx = fmax(mx, SHFL_XOR(mx, 2));                                                                       \
+        /* nothing seen yet: -inf stays, nothing to rescale */                                               \
+        float corr = mx == -INFINITY ? 1.0f : exp(m_w - mx), based = mx == -INFINITY ? 0.0f : mx;             \
+        m_w = mx;                                                                                             \
+        float p0 = exp(sv0 - based), p1 = exp(sv1 - based), p2 = exp(sv2 - based), p3 = exp(sv3 - based);     \
+        l_w = l_w * corr + ((p0 + p1) + (p2 + p3));                                                           \
+        uint pa[4] = {half2_of(p0, p1), 0u, half2_of(p2, p3), 0u};                                            \
+        _Pragma("unroll") for (uint nt = 0; nt < TC_NT; nt++) {                                               \
+            o[nt] *= corr;                                                                                    \
+            MMA_F16(&o[nt], pa, tc_vpair(vc[0], vc[1], nt), tc_vpair(vc[2], vc[3], nt));                      \
+        }                                                                                                     \
+    }                                                                                                         \
+    l_w += SHFL_XOR(l_w, 1);                                                                                  \
+    l_w += SHFL_XOR(l_w, 2);                                                                                  \
+    if (gq < ATT_HG) {                                                                                        \
+        _Pragma("unroll") for (uint nt = 0; nt < TC_NT; nt++) {                                               \
+            tc_o[warp][gq][TC_NT * 2 * tig + nt] = o[nt].x;                                                   \
+            tc_o[warp][gq][TC_NT * (2 * tig + 1) + nt] = o[nt].y;                                             \
+        }                                                                                                     \
+        if (tig == 0) tc_ml[warp][gq] = (float2)(m_w, l_w);                                                   \
+    }                                                                                                         \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                             \
+    /* the warps' results weighed by exp(max_w - max), as o_proj weighs the splits' */                       \
+    for (uint i = l; i < ATT_HG * HEAD_DIM; i += ATT_TC_WG) {                                                 \
+        uint hh = i / HEAD_DIM, d = i % HEAD_DIM, h = h0 + hh;                                                \
+        float mm = -INFINITY, sum = 0.0f, tot = 0.0f;                                                         \
+        for (uint w = 0; w < TC_WARPS; w++) mm = fmax(mm, tc_ml[w][hh].x);                                    \
+        for (uint w = 0; w < TC_WARPS; w++) {                                                                 \
+            float2 ml = tc_ml[w][hh];                                                                         \
+            float f = ml.x == -INFINITY ? 0.0f : exp(ml.x - mm);                                              \
+            sum += f * tc_o[w][hh][d], tot += f * ml.y;                                                       \
+        }                                                                                                     \
+        out[((ulong)sp * nq + h) * HEAD_DIM + d] = sum;                                                       \
+        if (d == 0) part_ml[(sp * nq + h) * 2] = mm, part_ml[(sp * nq + h) * 2 + 1] = tot;                    \
+    }                                                                                                         \
+    do {} while (0)
+
+__kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))
+void attention_tc(__global float *act, __global half *kcache, __global half *vcache, __global const ushort *W,
+                  uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx,
+                  ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off, ulong v_new_off, ulong cos_off,
+                  ulong sin_off, ulong ml_off)
+{
+    __global const float *q = act + q_off, *k_new = act + k_new_off, *v_new = act + v_new_off;
+    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
+    __global const int *stage = (__global const int *)(act + stage_off);
+    __global float *out = act + out_off, *part_ml = act + ml_off;
+    ATT_TC_LOCALS;
+    uint c = get_group_id(0), sp = get_group_id(1), l = get_local_id(0);
+    uint last = (uint)stage[0];
+    ATTEND_TOKEN_TC;
+}
+
+__kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))
+void attention_batch_tc(__global float *act, __global half *kcache0, __global half *vcache0, __global const ushort *W,
+                        uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit_unused,
+                        uint n_ctx_unused, ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off,
+                        ulong v_new_off, ulong cos_off, ulong sin_off, ulong ml_off, ulong out_ld, ulong ml_ld,
+                        CACHES15(k), CACHES15(v))
+{
+    ATT_TC_LOCALS;
+    uint c = get_group_id(0), sp = get_group_id(1), t = get_group_id(2), l = get_local_id(0);
+    __global const int *stage = (__global const int *)(act + stage_off);
+    /* as attention_batch: work-groups past this token's split count find no position */
+    uint nsplit = (uint)stage[DB_SPLIT + t], n_ctx = (uint)stage[DB_NCTX + t], last = (uint)stage[DB_POS + t];
+    ulong qd = (ulong)nq * HEAD_DIM, kvd = (ulong)nkv * HEAD_DIM;
+    __global const float *q = act + q_off + t * qd, *k_new = act + k_new_off + t * kvd,
+                         *v_new = act + v_new_off + t * kvd;
+    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
+    __global float *out = act + out_off + t * out_ld, *part_ml = act + ml_off + t * ml_ld;
+    __global half *kcache = PICK16(t, k, kcache0), *vcache = PICK16(t, v, vcache0);
+    ATTEND_TOKEN_TC;
+}
+#endif
 #endif

@@ -19,6 +19,9 @@
 #ifndef FA_WG
 #define FA_WG 128   /* attention_mma: 4 warps, 16 query rows each (Q3_OPENCL_FA_WG=256, a tuning knob: 8) */
 #endif
+#ifndef ATT_TC_WG
+#define ATT_TC_WG 128 /* attention_tc: 4 warps (Q3_OPENCL_ATT_TC_WG=256, a tuning knob, passes -DATT_TC_WG: 8) */
+#endif
 
 #define TOKB 4 /* tokens per matmul_small work-group: each weight load serves TOKB tokens */
 #define GM_R 64 /* matmul_gemm: rows of a work-group's block */

@@ -44,20 +44,26 @@ _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits th
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
-    K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_COUNT
+    K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
     "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma", "attention_mma",
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
-    "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu",
+    "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu", "attention_tc", "attention_batch_tc",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
-                                                   MV_WG,  MV_WG,  ATT_WG, MM_WG};
-/* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp). */
-static int is_mma_kernel(int i) { return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU; }
+                                                   MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG};
+/* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp;
+ * decode attention's only where att_tc: head_dim 64 or 128). */
+static int is_mma_kernel(int i)
+{
+    return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU || i == K_ATTN_TC ||
+           i == K_ATTN_BATCH_TC;
+}
+static int is_att_tc_kernel(int i) { return i == K_ATTN_TC || i == K_ATTN_BATCH_TC; }
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
  * every compute unit a 128 x 128 block: 64-token blocks.
  * H200, 512-token prompt: q/k/v at 1.7B 64.4 -> 53.6 us, at 0.6B 36.8 -> 30.0;
@@ -93,6 +99,8 @@ typedef struct {
     cl_program narrow; /* matmul_mma with NARROW_BT-token blocks, or NULL */
     int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
     int mma, mma_emulate, verbose;
+    int att_tc; /* decode attention on tensor cores (attention_tc, attention_batch_tc) */
+    cl_uint att_tc_wg; /* ... their work-group size (ATT_TC_WG) */
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
     cl_uint mvb_r;      /* matvec_batch: rows a thread, items a work-group (MVB_R) */
@@ -120,6 +128,8 @@ typedef struct {
     cl_kernel k[K_COUNT];
     int mma; /* matmul_mma (NVIDIA tensor cores) for prompts instead of matmul_gemm */
     int mma_emulate; /* Q3_OPENCL_MMA=emulate: the same kernels without PTX (tests on PoCL) */
+    int att_tc;      /* decode attention on tensor cores (ocl_shared's) */
+    cl_uint att_tc_wg; /* ... their work-group size */
     int verbose;
     cl_uint att_hg;    /* query heads per decode attention work-group (ATT_HG) */
     cl_uint att_split; /* decode attention: work-groups per query-head group, of the plan being recorded */
@@ -286,8 +296,10 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     const char *extra = getenv("Q3_OPENCL_BUILD_OPTS");
     char opts[512];
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DMM_RP=%u -DFA_WG=%u -DMVB_R=%u%s%s%s %s",
+             "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DMM_RP=%u -DFA_WG=%u -DMVB_R=%u "
+             "-DATT_TC_WG=%u%s%s%s %s",
              c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, sh->fa_wg, sh->mvb_r,
+             sh->att_tc_wg,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
              sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", more, extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
@@ -311,7 +323,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     }
     for (int i = 0; i < K_COUNT; i++) {
         if ((is_mma_kernel(i) && !sh->mma) || (only_mma ? i != K_MM_MMA : i == K_MM_MMA64) ||
-            (i == K_MM_MMA_GLU && sh->mm_rp != 2))
+            (i == K_MM_MMA_GLU && sh->mm_rp != 2) || (is_att_tc_kernel(i) && !sh->att_tc))
             continue;
         cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
@@ -328,7 +340,10 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
         clReleaseKernel(k);
-        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU ? sh->mm_wg : i == K_ATTN_MMA ? sh->fa_wg : kernel_group_size[i];
+        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU ? sh->mm_wg
+                           : i == K_ATTN_MMA                   ? sh->fa_wg
+                           : is_att_tc_kernel(i)               ? sh->att_tc_wg
+                                                               : kernel_group_size[i];
         if (max_wg < want_wg || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
@@ -367,7 +382,8 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
 static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !m->mma) || (i == K_MM_MMA64 && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu))
+        if ((is_mma_kernel(i) && !m->mma) || (i == K_MM_MMA64 && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu) ||
+            (is_att_tc_kernel(i) && !m->att_tc))
             continue;
         cl_int rc;
         m->k[i] = clCreateKernel(i == K_MM_MMA64 ? m->narrow : m->program, kernel_names[i], &rc);
@@ -778,7 +794,8 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
          * split over att_split work-groups per group of att_hg heads, and o_proj
          * combines them. */
         cl_uint nsplit = m->att_split;
-        int kind = m->batching ? K_ATTN_BATCH : K_ATTN; /* a batched step: the tokens in a third dimension */
+        /* a batched step: the tokens in a third dimension; tensor cores where att_tc */
+        int kind = m->batching ? (m->att_tc ? K_ATTN_BATCH_TC : K_ATTN_BATCH) : m->att_tc ? K_ATTN_TC : K_ATTN;
         k = kern(m, kind);
         cl_ulong a_off[8] = {aoff(m, m->q),        aoff(m, m->att),      aoff(m, m->tokens),   aoff(m, m->kk),
                              aoff(m, m->v),        aoff(m, m->rope_cos), aoff(m, m->rope_sin), aoff(m, m->att_ml)};
@@ -787,10 +804,12 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
              ARG(k, 10, n_ctx);
         for (int i = 0; i < 8; i++) rc |= ARG(k, 11 + i, a_off[i]);
         CHECK(rc, "setting attention arguments");
-        if (kind == K_ATTN_BATCH && batch_attention_args(m, k, l, (q3_backend *const *)&m, 1, err)) return -1;
-        size_t ga[3] = {(size_t)(nq / m->att_hg) * ATT_WG, nsplit, 1}, la[3] = {ATT_WG, 1, 1};
+        int batch = kind == K_ATTN_BATCH || kind == K_ATTN_BATCH_TC;
+        if (batch && batch_attention_args(m, k, l, (q3_backend *const *)&m, 1, err)) return -1;
+        size_t wg = m->att_tc ? m->att_tc_wg : ATT_WG;
+        size_t ga[3] = {(size_t)(nq / m->att_hg) * wg, nsplit, 1}, la[3] = {wg, 1, 1};
         mm_seg o = {L->wo, m->x, H};
-        if (launch(m, k, kind, kind == K_ATTN_BATCH ? 3 : 2, ga, la, 0, 0, err)) return -1;
+        if (launch(m, k, kind, batch ? 3 : 2, ga, la, 0, 0, err)) return -1;
         prefetch_next(m, &L->slot[Q3_QWEN3_W_GATE], 2);
         if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
     } else {
@@ -970,7 +989,7 @@ static int run_batch_plan(ocl_backend *m, q3_backend *const *bs, int n, cl_uint 
         if (e->kind == K_EMBED) g[1] = (size_t)n;
         else if (e->kind == K_MV_STAGE) g[0] = (size_t)n * MV_WG;
         else if (e->kind == K_MM_SMALL) g[1] = (size_t)(n + TOKB - 1) / TOKB;
-        else if (e->kind == K_ATTN_BATCH) {
+        else if (e->kind == K_ATTN_BATCH || e->kind == K_ATTN_BATCH_TC) {
             g[1] = max_split, g[2] = (size_t)n;
             if (!same && batch_attention_args(m, e->k, layer, bs, n, err)) return -1;
             layer++;
@@ -1202,6 +1221,12 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->mma_emulate = sh->mma && mma_env && !strcmp(mma_env, "emulate");
     /* the tensor-core GEMM copies x in 16-byte chunks of BF16 rows */
     if (c->hidden_size % 8 || c->intermediate_size % 8 || (c->num_heads * c->head_dim) % 8) sh->mma = 0;
+    /* decode attention on tensor cores (attention_tc) where its fragments fit the head:
+     * head_dim 64 or 128; Q3_OPENCL_ATT_TC=0 keeps the scalar kernel (tuning, A/B) */
+    const char *tc_env = getenv("Q3_OPENCL_ATT_TC");
+    sh->att_tc = sh->mma && (c->head_dim == 64 || c->head_dim == 128) && !(tc_env && !strcmp(tc_env, "0"));
+    const char *tcwg_env = getenv("Q3_OPENCL_ATT_TC_WG"); /* tuning: 256, 8 warps */
+    sh->att_tc_wg = tcwg_env && atoi(tcwg_env) == 256 ? 256 : ATT_TC_WG;
     if (build_program(sh, f, err)) {
         if (!sh->mma || sh->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
         if (o->verbose)
@@ -1209,7 +1234,7 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
         if (sh->program) clReleaseProgram(sh->program);
         if (sh->narrow) clReleaseProgram(sh->narrow);
         sh->program = sh->narrow = NULL;
-        sh->mma = 0;
+        sh->mma = sh->att_tc = 0;
         if (build_program(sh, f, err)) return -1;
     }
     if (o->verbose && sh->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
@@ -1306,6 +1331,8 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->compute_units = sh->d.compute_units;
     m->mma = sh->mma;
     m->mma_emulate = sh->mma_emulate;
+    m->att_tc = sh->att_tc;
+    m->att_tc_wg = sh->att_tc_wg;
     m->verbose = sh->verbose;
     m->att_hg = sh->att_hg;
     m->att_splits[0] = sh->att_splits[0];

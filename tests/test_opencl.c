@@ -367,7 +367,8 @@ static void test_tensor_cores_requested(void **s)
  * goldens on any device, PoCL in CI. syn-b: head_dim 32, 4 query heads a KV head,
  * a 559-token prompt (two passes), gate/up storing silu(gate) up itself, and
  * again with o_proj and down split in two; hf-tiny: head_dim 16 (2-chunk rows),
- * and the fused products on the narrow build of matmul_mma. */
+ * and the fused products on the narrow build of matmul_mma; syn-a: head_dim 64, decode
+ * attention on tensor cores (attention_tc) over its 559-position prompt. */
 static void test_tensor_core_kernels_emulated(void **s)
 {
     (void)s;
@@ -379,6 +380,7 @@ static void test_tensor_core_kernels_emulated(void **s)
     setenv("Q3_OPENCL_MM_NARROW", "all", 1); /* q/k/v and gate/up in 64-token blocks, 3 steps */
     run_model("hf-tiny");
     unsetenv("Q3_OPENCL_MM_NARROW");
+    run_model("syn-a");
     unsetenv("Q3_OPENCL_MMA");
 }
 
