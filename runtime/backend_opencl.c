@@ -40,29 +40,40 @@
 #define PREFETCH_MB_DEFAULT 4
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
 #define ACT_REGIONS 20 /* the most regions of the activation buffer (17 used) */
+/* The narrow program's attention_mma has FA_WIDE_WG threads (8 warps, 128 queries a work-group:
+ * each K and V tile serves twice the queries); a prompt pass takes it where it still gives
+ * FA_WIDE_ROUNDS work-groups a compute unit or more (H200: +2-3 % at 4096 tokens, 1.7B and 4B;
+ * -1.6 % at 512, where 4 warps keep more work-groups). */
+#define FA_WIDE_WG 256
+#define FA_WIDE_ROUNDS 2
 _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits the staging buffer");
 
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
-    K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC, K_COUNT
+    K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC,
+    K_ATTN_MMA_WIDE, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
     "attention", "attention_prefill", "silu_mul", "add_parts", "matmul_mma", "attention_mma",
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
     "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu", "attention_tc", "attention_batch_tc",
+    "attention_mma", /* K_ATTN_MMA_WIDE: the same kernel from the narrow program (FA_WIDE_WG threads) */
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
-                                                   MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG};
+                                                   MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG,
+                                                   FA_WIDE_WG};
 /* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp;
  * decode attention's only where att_tc: head_dim 64 or 128). */
 static int is_mma_kernel(int i)
 {
     return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU || i == K_ATTN_TC ||
-           i == K_ATTN_BATCH_TC;
+           i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE;
 }
+/* The kernels taken from the narrow program (its other kernels are not created). */
+static int is_narrow_kernel(int i) { return i == K_MM_MMA64 || i == K_ATTN_MMA_WIDE; }
 static int is_att_tc_kernel(int i) { return i == K_ATTN_TC || i == K_ATTN_BATCH_TC; }
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
  * every compute unit a 128 x 128 block: 64-token blocks.
@@ -101,6 +112,7 @@ typedef struct {
     int mma, mma_emulate, verbose;
     int att_tc; /* decode attention on tensor cores (attention_tc, attention_batch_tc) */
     cl_uint att_tc_wg; /* ... their work-group size (ATT_TC_WG) */
+    int fa_wide;       /* the narrow program's attention_mma (FA_WIDE_WG) for long prompt passes */
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
     cl_uint mvb_r;      /* matvec_batch: rows a thread, items a work-group (MVB_R) */
@@ -130,6 +142,7 @@ typedef struct {
     int mma_emulate; /* Q3_OPENCL_MMA=emulate: the same kernels without PTX (tests on PoCL) */
     int att_tc;      /* decode attention on tensor cores (ocl_shared's) */
     cl_uint att_tc_wg; /* ... their work-group size */
+    int fa_wide;       /* K_ATTN_MMA_WIDE built (ocl_shared's) */
     int verbose;
     cl_uint att_hg;    /* query heads per decode attention work-group (ATT_HG) */
     cl_uint att_split; /* decode attention: work-groups per query-head group, of the plan being recorded */
@@ -274,11 +287,12 @@ static cl_uint norm_cols(const q3_config *c, cl_uint mvx)
 static cl_uint matvec_norm_cols(const ocl_backend *m) { return norm_cols(&m->cfg, m->mvx); }
 
 /* Builds a shared program, *prog, from the kernels' sources for the model, with
- * bt-token matmul_mma blocks and the options in more, and checks that the device
- * runs each kernel it will create (only matmul_mma where only_mma) at its group
- * size; each context then creates its own kernel objects. */
-static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint bt, const char *more, int only_mma,
-                     q3_err *err)
+ * bt-token matmul_mma blocks, fa_wg-thread attention_mma and the options in more,
+ * and checks that the device runs each kernel it will create (the narrow program:
+ * only is_narrow_kernel's) at its group size; each context then creates its own
+ * kernel objects. */
+static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint bt, cl_uint fa_wg, const char *more,
+                     int narrow, q3_err *err)
 {
     const q3_config *c = &f->config;
     cl_device_id dev = sh->d.id;
@@ -298,7 +312,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DMM_RP=%u -DFA_WG=%u -DMVB_R=%u "
              "-DATT_TC_WG=%u%s%s%s %s",
-             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, sh->fa_wg, sh->mvb_r,
+             c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, fa_wg, sh->mvb_r,
              sh->att_tc_wg,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
              sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", more, extra ? extra : "");
@@ -322,8 +336,8 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         free(log);
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !sh->mma) || (only_mma ? i != K_MM_MMA : i == K_MM_MMA64) ||
-            (i == K_MM_MMA_GLU && sh->mm_rp != 2) || (is_att_tc_kernel(i) && !sh->att_tc))
+        if ((is_mma_kernel(i) && !sh->mma) || narrow != is_narrow_kernel(i) || (i == K_MM_MMA_GLU && sh->mm_rp != 2) ||
+            (is_att_tc_kernel(i) && !sh->att_tc) || (i == K_ATTN_MMA_WIDE && !sh->fa_wide))
             continue;
         cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
@@ -340,10 +354,10 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
         clReleaseKernel(k);
-        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU ? sh->mm_wg
-                           : i == K_ATTN_MMA                   ? sh->fa_wg
-                           : is_att_tc_kernel(i)               ? sh->att_tc_wg
-                                                               : kernel_group_size[i];
+        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU || i == K_MM_MMA64 ? sh->mm_wg
+                           : i == K_ATTN_MMA || i == K_ATTN_MMA_WIDE            ? fa_wg
+                           : is_att_tc_kernel(i)                                ? sh->att_tc_wg
+                                                                                : kernel_group_size[i];
         if (max_wg < want_wg || (local_have && local_used > local_have)) {
             q3_set_err(err,
                        "%s: OpenCL: kernel '%s' needs work-groups of %u and %llu bytes of local memory; the device "
@@ -359,14 +373,15 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     return 0;
 }
 
-/* The program, and where the narrow blocks may be used, matmul_mma's narrow build
- * (not having it only costs speed: its failure is not one). */
+/* The program, and where the narrow blocks or the wide prompt attention may be
+ * used, the narrow build: matmul_mma of NARROW_BT-token blocks and attention_mma of
+ * FA_WIDE_WG threads (not having it only costs speed: its failure is not one). */
 static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
 {
-    if (build_one(sh, f, &sh->program, sh->mm_bt, "", 0, err)) return -1;
-    if (!sh->mma || !sh->narrow_mode) return 0;
+    if (build_one(sh, f, &sh->program, sh->mm_bt, sh->fa_wg, "", 0, err)) return -1;
+    if (!sh->mma || (!sh->narrow_mode && !sh->fa_wide)) return 0;
     q3_err narrow_err = {{0}};
-    if (build_one(sh, f, &sh->narrow, NARROW_BT, "", 1, &narrow_err)) {
+    if (build_one(sh, f, &sh->narrow, NARROW_BT, FA_WIDE_WG, "", 1, &narrow_err)) {
         if (sh->mma_emulate) { /* tests: the emulation must build every variant */
             *err = narrow_err;
             return -1;
@@ -374,6 +389,7 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
         if (sh->verbose) fprintf(stderr, "q3: narrow matmul_mma did not build (%s)\n", narrow_err.msg);
         if (sh->narrow) clReleaseProgram(sh->narrow);
         sh->narrow = NULL;
+        sh->fa_wide = 0;
     }
     return 0;
 }
@@ -382,11 +398,11 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
 static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !m->mma) || (i == K_MM_MMA64 && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu) ||
-            (is_att_tc_kernel(i) && !m->att_tc))
+        if ((is_mma_kernel(i) && !m->mma) || (is_narrow_kernel(i) && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu) ||
+            (is_att_tc_kernel(i) && !m->att_tc) || (i == K_ATTN_MMA_WIDE && !m->fa_wide))
             continue;
         cl_int rc;
-        m->k[i] = clCreateKernel(i == K_MM_MMA64 ? m->narrow : m->program, kernel_names[i], &rc);
+        m->k[i] = clCreateKernel(is_narrow_kernel(i) ? m->narrow : m->program, kernel_names[i], &rc);
         CHECK(rc, kernel_names[i]);
     }
     return 0;
@@ -451,7 +467,7 @@ static cl_kernel kern(ocl_backend *m, int kind)
 {
     if (!m->recording) return m->k[kind];
     cl_int rc;
-    cl_kernel k = clCreateKernel(kind == K_MM_MMA64 ? m->narrow : m->program, kernel_names[kind], &rc);
+    cl_kernel k = clCreateKernel(is_narrow_kernel(kind) ? m->narrow : m->program, kernel_names[kind], &rc);
     if (rc != CL_SUCCESS) m->record_failed = rc;
     return k;
 }
@@ -660,7 +676,8 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
     for (int i = 0; i < n_segs; i++) blocks += (segs[i].t->shape[0] + br - 1) / br;
     if (glu) blocks = (rows0 + br / 2 - 1) / (br / 2); /* gate's and up's rows together */
     /* fused products that leave compute units without a block: narrower ones */
-    if (m->mma && m->narrow && n_segs > 1 && (m->narrow_mode == 2 || blocks * tblocks < m->compute_units)) {
+    if (m->mma && m->narrow && m->narrow_mode && n_segs > 1 &&
+        (m->narrow_mode == 2 || blocks * tblocks < m->compute_units)) {
         kind = K_MM_MMA64, bt = NARROW_BT, tblocks = (n_tok + bt - 1) / bt;
         if (glu) glu = 0, blocks = ((rows0 + br - 1) / br) * 2; /* the narrow program has no matmul_mma_glu */
     } else if (glu)
@@ -829,12 +846,15 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         /* on tensor cores (attention_mma, FA_Q queries a work-group) where the
          * device has them, else attention_prefill (QB queries) */
         int fa = m->mma && m->cfg.head_dim <= FA_MAX_D;
-        int kind = fa ? K_ATTN_MMA : K_ATTN_PF;
+        /* 8 warps a work-group where that still leaves FA_WIDE_ROUNDS a compute unit */
+        int wide = fa && m->fa_wide && (size_t)nq * ((n_tok + FA_WIDE_WG / 2 - 1) / (FA_WIDE_WG / 2)) >=
+                                           (size_t)FA_WIDE_ROUNDS * m->compute_units;
+        int kind = wide ? K_ATTN_MMA_WIDE : fa ? K_ATTN_MMA : K_ATTN_PF;
         k = kern(m, kind);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kcache[l]) | ARG(k, 2, m->vcache[l]) | ARG(k, 3, att_out) | ARG(k, 4, nq) |
              ARG(k, 5, nkv) | ARG(k, 6, n_tok) | ARG(k, 7, m->tokens) | ARG(k, 8, n_ctx) | ARG(k, 9, bf);
         CHECK(rc, "setting the prompt attention's arguments");
-        size_t wg = fa ? m->fa_wg : ATT_WG, per = fa ? m->fa_wg / 2 : QB; /* FA_Q */
+        size_t wg = wide ? FA_WIDE_WG : fa ? m->fa_wg : ATT_WG, per = fa ? wg / 2 : QB; /* FA_Q */
         size_t ga[2] = {(size_t)nq * wg, (n_tok + per - 1) / per}, la[2] = {wg, 1};
         if (launch(m, k, kind, 2, ga, la, 0, 0, err)) return -1;
         if (gemm) { /* its sums added to x by the post-attention norm */
@@ -1206,6 +1226,9 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->narrow_mode = !narrow_env || !*narrow_env ? 1 : !strcmp(narrow_env, "0") ? 0 : !strcmp(narrow_env, "all") ? 2 : 1;
     const char *fa_env = getenv("Q3_OPENCL_FA_WG"); /* tuning: 256, 128 query rows a work-group */
     sh->fa_wg = fa_env && (atoi(fa_env) == 128 || atoi(fa_env) == 256) ? (cl_uint)atoi(fa_env) : FA_WG;
+    /* tuning and tests: Q3_OPENCL_FA_WIDE=0, attention_mma of fa_wg threads for every pass */
+    const char *wide_env = getenv("Q3_OPENCL_FA_WIDE");
+    sh->fa_wide = sh->fa_wg != FA_WIDE_WG && c->head_dim <= FA_MAX_D && !(wide_env && !strcmp(wide_env, "0"));
     const char *ks_env = getenv("Q3_OPENCL_MM_KSPLIT"); /* tuning: 1-4 column splits of o_proj/down */
     sh->mm_ksplit = ks_env && atoi(ks_env) >= 1 && atoi(ks_env) <= KSPLIT ? (cl_uint)atoi(ks_env) : 0;
     const char *mvb_env = getenv("Q3_OPENCL_MVB_R"); /* tuning: matvec_batch's rows a thread, 1, 2 or 4 */
@@ -1333,6 +1356,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mma_emulate = sh->mma_emulate;
     m->att_tc = sh->att_tc;
     m->att_tc_wg = sh->att_tc_wg;
+    m->fa_wide = sh->fa_wide && sh->narrow;
     m->verbose = sh->verbose;
     m->att_hg = sh->att_hg;
     m->att_splits[0] = sh->att_splits[0];

@@ -365,8 +365,9 @@ static void test_tensor_cores_requested(void **s)
  * mma and shfl emulated in plain OpenCL C (Q3_OPENCL_MMA=emulate, which never
  * falls back): their tiling, swizzles, pipeline and fragment layouts meet the
  * goldens on any device, PoCL in CI. syn-b: head_dim 32, 4 query heads a KV head,
- * a 559-token prompt (two passes), gate/up storing silu(gate) up itself, and
- * again with o_proj and down split in two; hf-tiny: head_dim 16 (2-chunk rows),
+ * a 559-token prompt (two passes), gate/up storing silu(gate) up itself, prompt
+ * attention of 8 warps (the narrow build's), and again with o_proj and down split
+ * in two and attention of 4 warps; hf-tiny: head_dim 16 (2-chunk rows),
  * and the fused products on the narrow build of matmul_mma; syn-a: head_dim 64, decode
  * attention on tensor cores (attention_tc) over its 559-position prompt. */
 static void test_tensor_core_kernels_emulated(void **s)
@@ -375,7 +376,10 @@ static void test_tensor_core_kernels_emulated(void **s)
     setenv("Q3_OPENCL_MMA", "emulate", 1);
     run_model("syn-b");
     setenv("Q3_OPENCL_MM_KSPLIT", "2", 1); /* o_proj's and down's partial sums added by the next rmsnorm */
+    setenv("Q3_OPENCL_FA_WIDE", "0", 1);   /* and the 4-warp prompt attention (PoCL's few compute units
+                                              otherwise give every long pass the 8-warp one) */
     run_model("syn-b");
+    unsetenv("Q3_OPENCL_FA_WIDE");
     unsetenv("Q3_OPENCL_MM_KSPLIT");
     setenv("Q3_OPENCL_MM_NARROW", "all", 1); /* q/k/v and gate/up in 64-token blocks, 3 steps */
     run_model("hf-tiny");
