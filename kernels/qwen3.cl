@@ -372,11 +372,13 @@ void matvec(MM_SMALL_ARGS)
 
 /* A batched decode step, its x: token t's x (at x_off + t x_ld, x2 at x2_off +
  * t x2_ld) staged by mv_stage, exactly as matvec stages it, then written to
- * out_off + t out_ld for matvec_batch. One work-group per token; token t's
- * attention splits (XMODE_ATTN) are the staging buffer's DB_SPLIT + t. */
+ * out_off + t out_ld for matvec_batch (or, out_bf16, rounded to BF16 for matvec_mma,
+ * out_ld BF16 apart). One work-group per token; token t's attention splits
+ * (XMODE_ATTN) are the staging buffer's DB_SPLIT + t. */
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
 void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong x_off, ulong x2_off, ulong x_ld,
-                  ulong x2_ld, uint xmode, ulong norm_off, float eps, ulong stage_off, ulong out_off, ulong out_ld)
+                  ulong x2_ld, uint xmode, ulong norm_off, float eps, ulong stage_off, ulong out_off, ulong out_ld,
+                  uint out_bf16)
 {
     __local float4 xs[MVX / 4];
     __local float red[MV_WG];
@@ -385,6 +387,11 @@ void matvec_stage(__global const uint4 *W, uint cols, __global float *act, ulong
     uint nsplit = (uint)((__global const int *)(act + stage_off))[DB_SPLIT + t];
     mv_stage(xs, red, attw, act + x_off + t * x_ld, act + x2_off + t * x2_ld, W, cols, xmode, norm_off, eps, nsplit,
              l);
+    if (out_bf16) { /* matvec_mma's x: out_ld BF16 apart, rounded as matvec_mma rounds one token's */
+        __global uint2 *ob = (__global uint2 *)((__global ushort *)(act + out_off) + t * out_ld);
+        for (uint k = l; k < cols / 4; k += MV_WG) ob[k] = (uint2)(bf16_pack(xs[k].x, xs[k].y), bf16_pack(xs[k].z, xs[k].w));
+        return;
+    }
     __global float4 *out = (__global float4 *)(act + out_off + t * out_ld);
     for (uint k = l; k < cols / 4; k += MV_WG) out[k] = xs[k];
 }

@@ -58,7 +58,8 @@ inline uint lds_addr(__local const uchar *p) { return (uint)(ulong)p; }
 #endif
 
 #if defined(Q3_EMU_LDSM) || defined(Q3_EMU_MMA) || defined(Q3_EMU_SHFL)
-#define MM_EMU_WG (MM_WG > FA_WG ? (MM_WG > ATT_TC_WG ? MM_WG : ATT_TC_WG) : FA_WG > ATT_TC_WG ? FA_WG : ATT_TC_WG)
+#define MM_EMU_MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define MM_EMU_WG MM_EMU_MAX2(MM_EMU_MAX2(MM_WG, FA_WG), MM_EMU_MAX2(ATT_TC_WG, MV_WG)) /* the largest such work-group */
 #define MM_EMU_DECL __local uint mm_scr[MM_EMU_WG * 6]; /* 6 words a lane */
 #define MM_EMU_PARAM , __local uint *mm_scr /* ... handed to an inlined body */
 #define MM_EMU_ARG , mm_scr
@@ -731,4 +732,123 @@ void attention_batch_tc(__global float *act, __global half *kcache0, __global ha
     ATTEND_TOKEN_TC;
 }
 #endif
+/* Decode products on tensor cores (Q3_OPENCL_MV_MMA=1, an option being measured): W x
+ * for the n_tok <= DEC_BATCH_MAX tokens of a decode step, mma.m16n8k16 BF16 over 16 rows
+ * x 32 columns x 8 tokens at a time, so that a batched step's products cost about one
+ * token's weight traffic instead of matvec_batch's FP32 work. A work-group takes 16-row
+ * panels one after another (get_num_groups(0) apart, as matvec), its MVM_WARPS warps
+ * each the panel's 32-column steps warp, warp + MVM_WARPS, ..., and sums the warps'
+ * products in a fixed order. x is BF16: a single token's staged here by mv_stage, as
+ * matvec stages it, then rounded (bf16_pack); a batched step's (XMODE_BF16) by
+ * matvec_stage, rounded the same way, ldx BF16 apart. A token's rows are then the same
+ * bits alone or in a batch: the same x, steps, products and order of sums. Each lane
+ * takes a step's columns in matmul_mma's order (columns 8 tig .. + 7 of rows g and
+ * g + 8: two 16-byte weight loads; of token g: one 16-byte x load), the weights (and a
+ * batch's x) of MVM_AHEAD steps in flight. */
+#define MVM_WARPS (MV_WG / 32)
+#ifndef MVM_AHEAD
+#ifdef Q3_MMA_EMULATE
+#define MVM_AHEAD 1 /* emulated: PoCL's compiler takes minutes over 4 unrolled steps of barriers */
+#else
+#define MVM_AHEAD 4 /* steps a warp's loads run ahead (a tuning build option) */
+#endif
+#endif
+#define MVM_RTOK 4 /* tokens a round of the warps' reduction (MVM_WARPS x 16 x MVM_RTOK floats) */
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_mma(MM_SMALL_ARGS)
+{
+    __local float4 xs[MVX / 4]; /* one token: mv_stage's x, then its BF16 in the first half */
+    __local float red[MV_WG];
+    __local float attw[ATT_COMBINE_MAX];
+    MM_EMU_DECL
+    uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
+    uint batch = xmode == XMODE_BF16, nb = batch ? min(n_tok, (uint)DEC_BATCH_MAX) : 1;
+    uint n_steps = cols / 32, per_warp = (n_steps + MVM_WARPS - 1) / MVM_WARPS;
+    uint n_rounds = (per_warp + MVM_AHEAD - 1) / MVM_AHEAD;
+    uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16, p2 = (rows2 + 15) / 16, n_items = p0 + p1 + p2;
+    __global const ushort *xg = (__global const ushort *)(act + x_off);
+    __local const uint4 *xl = (__local const uint4 *)xs;
+    __local float *rb = batch ? (__local float *)xs : (__local float *)xs + MVX / 2; /* the reduction's */
+    if (!batch) {
+        mv_stage(xs, red, attw, act + x_off, act + x2_off, W, cols, xmode, norm_off, eps, nsplit, l);
+        float4 v[MVX / 4 / MV_WG]; /* then rounded to BF16 in place: every float read before any write */
+#pragma unroll
+        for (uint i = 0; i < MVX / 4 / MV_WG; i++) v[i] = l + i * MV_WG < cols / 4 ? xs[l + i * MV_WG] : (float4)(0.0f);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __local uint2 *x2l = (__local uint2 *)xs;
+#pragma unroll
+        for (uint i = 0; i < MVX / 4 / MV_WG; i++)
+            if (l + i * MV_WG < cols / 4) x2l[l + i * MV_WG] = (uint2)(bf16_pack(v[i].x, v[i].y), bf16_pack(v[i].z, v[i].w));
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+/* step k of this warp (column step warp + MVM_WARPS k): rows g and g + 8 of the tile, and for a
+ * batch tokens g and g + 8's x; zeros past the last step (the same padded steps alone or not) */
+#define MVM_LOAD(wd, xd, k)                                                                                   \
+    do {                                                                                                      \
+        uint s_ = warp + MVM_WARPS * (k);                                                                     \
+        int ok_ = s_ < n_steps;                                                                               \
+        __global const uint4 *t_ = P + (ok_ ? (ulong)s_ * 64 : 0);                                             \
+        (wd)[0] = ok_ ? t_[4 * g + tig] : (uint4)(0), (wd)[1] = ok_ ? t_[32 + 4 * g + tig] : (uint4)(0);     \
+        if (batch) {                                                                                          \
+            _Pragma("unroll") for (uint h_ = 0; h_ < 2; h_++) {                                               \
+                uint tk_ = g + 8 * h_;                                                                        \
+                (xd)[h_] = ok_ && tk_ < nb ? *(__global const uint4 *)(xg + (ulong)tk_ * ldx + s_ * 32 + tig * 8) \
+                                           : (uint4)(0);                                                      \
+            }                                                                                                 \
+        }                                                                                                     \
+    } while (0)
+    for (uint item = get_group_id(0); item < n_items; item += get_num_groups(0)) {
+        uint panel = item, seg = seg_of(&panel, p0, p1);
+        __global const uint4 *P = W + PICK3(seg, off0, off1, off2) + (ulong)panel * n_steps * 64;
+        float4 acc[2] = {(float4)(0.0f), (float4)(0.0f)}; /* tokens 0..7, 8..15 */
+        uint4 wa[MVM_AHEAD][2], xa[MVM_AHEAD][2];
+#pragma unroll
+        for (uint j = 0; j < MVM_AHEAD; j++) MVM_LOAD(wa[j], xa[j], j);
+        for (uint r = 0; r < n_rounds; r++) {
+#pragma unroll
+            for (uint j = 0; j < MVM_AHEAD; j++) {
+                uint k = r * MVM_AHEAD + j;
+                uint4 w0 = wa[j][0], w8 = wa[j][1], x0 = xa[j][0], x8 = xa[j][1];
+                MVM_LOAD(wa[j], xa[j], k + MVM_AHEAD);
+                if (!batch) { /* token 0 (lanes g = 0) from local memory */
+                    uint s_ = min(warp + MVM_WARPS * k, n_steps - 1);
+                    x0 = g == 0 && warp + MVM_WARPS * k < n_steps ? xl[s_ * 4 + tig] : (uint4)(0);
+                }
+                uint a0[4] = {w0.x, w8.x, w0.y, w8.y}, a1[4] = {w0.z, w8.z, w0.w, w8.w};
+                MMA_BF16(&acc[0], a0, x0.x, x0.y);
+                MMA_BF16(&acc[0], a1, x0.z, x0.w);
+                if (nb > 8) {
+                    MMA_BF16(&acc[1], a0, x8.x, x8.y);
+                    MMA_BF16(&acc[1], a1, x8.z, x8.w);
+                }
+            }
+        }
+        if (item + get_num_groups(0) >= n_items) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's */
+        /* lane (g, tig) holds rows g (.x .y) and g + 8 (.z .w) of tokens 2 tig, 2 tig + 1 (+ 8 in acc[1]);
+         * the warps' sums meet in rb, MVM_RTOK tokens a round, added in warp order */
+        __global float *y = act + PICK3(seg, y0, y1, y2);
+        uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
+        for (uint tb = 0; tb < nb; tb += MVM_RTOK) {
+            barrier(CLK_LOCAL_MEM_FENCE); /* the last round's sums are read */
+#pragma unroll
+            for (uint e = 0; e < 8; e++) {
+                uint tok = 8 * (e >> 2) + 2 * tig + (e & 1), row = g + 8 * ((e >> 1) & 1);
+                float4 a = acc[e >> 2];
+                float v = (e & 3) == 0 ? a.x : (e & 3) == 1 ? a.y : (e & 3) == 2 ? a.z : a.w;
+                if (tok >= tb && tok < tb + MVM_RTOK) rb[(warp * 16 + row) * MVM_RTOK + tok - tb] = v;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (uint i = l; i < 16 * MVM_RTOK; i += MV_WG) {
+                uint row = i / MVM_RTOK, tok = tb + i % MVM_RTOK, rw = panel * 16 + row;
+                if (tok < nb && rw < rows) {
+                    float s = 0.0f;
+                    for (uint w = 0; w < MVM_WARPS; w++) s += rb[(w * 16 + row) * MVM_RTOK + tok - tb];
+                    __global float *dst = y + (ulong)tok * ld + rw;
+                    *dst = ymode == MODE_ADD ? *dst + s : s;
+                }
+            }
+        }
+    }
+#undef MVM_LOAD
+}
 #endif

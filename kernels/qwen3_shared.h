@@ -45,6 +45,7 @@
 #define XMODE_NORM 1 /* x is RMS-normalised with the weight at norm_off (the layer's norm fused in) */
 #define XMODE_SILU 2 /* x = silu(x) * x2 (gate and up, fused into down_proj) */
 #define XMODE_ATTN 3 /* x = the nsplit partial attention outputs in x, their (max, sum) in x2, combined */
+#define XMODE_BF16 4 /* matvec_mma: x is each token's staged x in BF16 (matvec_stage's, ldx BF16 apart) */
 #define ATT_COMBINE_MAX 1024 /* the most (split, head) pairs o_proj combines */
 
 #define ATT_MAX_D 256 /* the largest head_dim the attention kernels take */

@@ -51,7 +51,7 @@ _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits th
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
     K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC,
-    K_ATTN_MMA_WIDE, K_COUNT
+    K_ATTN_MMA_WIDE, K_MV_MMA, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
@@ -59,18 +59,19 @@ static const char *const kernel_names[K_COUNT] = {
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
     "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu", "attention_tc", "attention_batch_tc",
     "attention_mma", /* K_ATTN_MMA_WIDE: the same kernel from the narrow program (FA_WIDE_WG threads) */
+    "matvec_mma",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
                                                    MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG,
-                                                   FA_WIDE_WG};
+                                                   FA_WIDE_WG, MV_WG};
 /* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp;
  * decode attention's only where att_tc: head_dim 64 or 128). */
 static int is_mma_kernel(int i)
 {
     return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU || i == K_ATTN_TC ||
-           i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE;
+           i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE || i == K_MV_MMA;
 }
 /* The kernels taken from the narrow program (its other kernels are not created). */
 static int is_narrow_kernel(int i) { return i == K_MM_MMA64 || i == K_ATTN_MMA_WIDE; }
@@ -113,6 +114,7 @@ typedef struct {
     int att_tc; /* decode attention on tensor cores (attention_tc, attention_batch_tc) */
     cl_uint att_tc_wg; /* ... their work-group size (ATT_TC_WG) */
     int fa_wide;       /* the narrow program's attention_mma (FA_WIDE_WG) for long prompt passes */
+    int mv_mma;        /* decode products on tensor cores (matvec_mma; Q3_OPENCL_MV_MMA=1) */
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
     cl_uint mvb_r;      /* matvec_batch: rows a thread, items a work-group (MVB_R) */
@@ -143,6 +145,7 @@ typedef struct {
     int att_tc;      /* decode attention on tensor cores (ocl_shared's) */
     cl_uint att_tc_wg; /* ... their work-group size */
     int fa_wide;       /* K_ATTN_MMA_WIDE built (ocl_shared's) */
+    int mv_mma;        /* decode products by matvec_mma (ocl_shared's) */
     int verbose;
     cl_uint att_hg;    /* query heads per decode attention work-group (ATT_HG) */
     cl_uint att_split; /* decode attention: work-groups per query-head group, of the plan being recorded */
@@ -337,7 +340,8 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     }
     for (int i = 0; i < K_COUNT; i++) {
         if ((is_mma_kernel(i) && !sh->mma) || narrow != is_narrow_kernel(i) || (i == K_MM_MMA_GLU && sh->mm_rp != 2) ||
-            (is_att_tc_kernel(i) && !sh->att_tc) || (i == K_ATTN_MMA_WIDE && !sh->fa_wide))
+            (is_att_tc_kernel(i) && !sh->att_tc) || (i == K_ATTN_MMA_WIDE && !sh->fa_wide) ||
+            (i == K_MV_MMA && !sh->mv_mma))
             continue;
         cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
@@ -399,7 +403,8 @@ static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
         if ((is_mma_kernel(i) && !m->mma) || (is_narrow_kernel(i) && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu) ||
-            (is_att_tc_kernel(i) && !m->att_tc) || (i == K_ATTN_MMA_WIDE && !m->fa_wide))
+            (is_att_tc_kernel(i) && !m->att_tc) || (i == K_ATTN_MMA_WIDE && !m->fa_wide) ||
+            (i == K_MV_MMA && !m->mv_mma))
             continue;
         cl_int rc;
         m->k[i] = clCreateKernel(is_narrow_kernel(i) ? m->narrow : m->program, kernel_names[i], &rc);
@@ -541,7 +546,7 @@ static void prefetch_next(ocl_backend *m, const q3_tensor *const *ts, int n)
  * att_ml_ld) staged by matvec_stage as matvec stages it, into m->bx, mvx floats
  * a token. One work-group per token (run_batch_plan sets how many). */
 static int stage_batch(ocl_backend *m, cl_uint cols, cl_mem x, cl_mem x2, cl_uint ldx, cl_uint xmode,
-                       const q3_tensor *norm, q3_err *err)
+                       const q3_tensor *norm, cl_uint out_bf16, q3_err *err)
 {
     cl_kernel k = kern(m, K_MV_STAGE);
     cl_ulong x_off = aoff(m, x), x2_off = aoff(m, x2), norm_off = norm ? woff(m, norm, 2) : 0;
@@ -550,7 +555,7 @@ static int stage_batch(ocl_backend *m, cl_uint cols, cl_mem x, cl_mem x2, cl_uin
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
     cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, m->act) | ARG(k, 3, x_off) | ARG(k, 4, x2_off) |
                 ARG(k, 5, x_ld) | ARG(k, 6, x2_ld) | ARG(k, 7, xmode) | ARG(k, 8, norm_off) | ARG(k, 9, eps) |
-                ARG(k, 10, stage_off) | ARG(k, 11, out_off) | ARG(k, 12, out_ld);
+                ARG(k, 10, stage_off) | ARG(k, 11, out_off) | ARG(k, 12, out_ld) | ARG(k, 13, out_bf16);
     CHECK(rc, "setting matvec_stage arguments");
     size_t global = MV_WG, local = MV_WG;
     return launch(m, k, K_MV_STAGE, 1, &global, &local, 0, cols, err);
@@ -571,10 +576,12 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     int vec = n_tok == 1 && cols <= m->mvx && cols % 32 == 0 && (xmode != XMODE_NORM || cols <= matvec_norm_cols(m));
     int kind = vec ? K_MATVEC : K_MM_SMALL;
     if (m->batching && !vec && xmode == XMODE_ATTN) m->batch_unsupported = 1;
-    if (m->batching && vec) {
-        if (stage_batch(m, cols, x, x2, ldx, xmode, norm, err)) return -1;
-        kind = K_MV_BATCH, x = x2 = m->bx, ldx = m->mvx;
-    }
+    if (m->batching && vec) { /* matvec_mma: each token's x in BF16, mvx apart */
+        if (stage_batch(m, cols, x, x2, ldx, xmode, norm, (cl_uint)m->mv_mma, err)) return -1;
+        kind = m->mv_mma ? K_MV_MMA : K_MV_BATCH, x = x2 = m->bx, ldx = m->mvx;
+        if (m->mv_mma) xmode = XMODE_BF16;
+    } else if (vec && m->mv_mma)
+        kind = K_MV_MMA;
     cl_kernel k = kern(m, kind);
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
@@ -597,7 +604,7 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     /* Few panels (o_proj, down_proj): 2 or 4 work-groups per panel, so that at
      * least 256 are in flight. (Choosing the split that fills matvec's rounds
      * best was tried: Qwen3-4B decode 280 -> 260 tok/s; docs/opencl.md.) */
-    cl_uint rsplit = panels >= 256 ? 1 : panels >= 128 ? 2 : 4;
+    cl_uint rsplit = kind == K_MV_MMA || panels >= 256 ? 1 : panels >= 128 ? 2 : 4; /* matvec_mma: whole panels */
     rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit) | ARG(k, 25, m->pf_off) | ARG(k, 26, m->pf_lines);
     m->pf_off = 0, m->pf_lines = 0; /* one launch's */
     CHECK(rc, "setting matmul_small arguments");
@@ -1014,7 +1021,7 @@ static int run_batch_plan(ocl_backend *m, q3_backend *const *bs, int n, cl_uint 
             if (!same && batch_attention_args(m, e->k, layer, bs, n, err)) return -1;
             layer++;
         }
-        if (!same && (e->kind == K_MV_BATCH || e->kind == K_MM_SMALL))
+        if (!same && (e->kind == K_MV_BATCH || e->kind == K_MV_MMA || e->kind == K_MM_SMALL))
             CHECK(ARG(e->k, MV_ARG_NTOK, n_tok), "setting the batch's token count");
         if (launch(m, e->k, e->kind, e->dims, g, e->has_local ? e->local : NULL, e->rows, e->cols, err)) return -1;
     }
@@ -1250,6 +1257,9 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->att_tc = sh->mma && (c->head_dim == 64 || c->head_dim == 128) && !(tc_env && !strcmp(tc_env, "0"));
     const char *tcwg_env = getenv("Q3_OPENCL_ATT_TC_WG"); /* tuning: 256, 8 warps */
     sh->att_tc_wg = tcwg_env && atoi(tcwg_env) == 256 ? 256 : ATT_TC_WG;
+    /* decode products on tensor cores, single and batched alike (an option being measured) */
+    const char *mvm_env = getenv("Q3_OPENCL_MV_MMA");
+    sh->mv_mma = sh->mma && mvm_env && !strcmp(mvm_env, "1");
     if (build_program(sh, f, err)) {
         if (!sh->mma || sh->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
         if (o->verbose)
@@ -1257,7 +1267,7 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
         if (sh->program) clReleaseProgram(sh->program);
         if (sh->narrow) clReleaseProgram(sh->narrow);
         sh->program = sh->narrow = NULL;
-        sh->mma = sh->att_tc = 0;
+        sh->mma = sh->att_tc = sh->mv_mma = 0;
         if (build_program(sh, f, err)) return -1;
     }
     if (o->verbose && sh->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
@@ -1357,6 +1367,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->att_tc = sh->att_tc;
     m->att_tc_wg = sh->att_tc_wg;
     m->fa_wide = sh->fa_wide && sh->narrow;
+    m->mv_mma = sh->mv_mma;
     m->verbose = sh->verbose;
     m->att_hg = sh->att_hg;
     m->att_splits[0] = sh->att_splits[0];

@@ -199,12 +199,16 @@ static void test_batch_other_backends(void **s)
 {
     (void)s;
     for (const char *const *n = q3_backend_names() + 1; *n; n++) batch_equals_single(*n);
-    /* OpenCL again with NVIDIA's tensor-core kernels emulated (any device, PoCL in CI): the
-     * batched decode attention (attention_batch_tc) must give each token its own decode's bits */
+    /* OpenCL again with NVIDIA's tensor-core kernels emulated (any device, PoCL in CI), the
+     * decode products on them too (Q3_OPENCL_MV_MMA=1): the batched decode attention
+     * (attention_batch_tc) and products (matvec_mma over BF16 x) must give each token its own
+     * decode's bits */
     for (const char *const *n = q3_backend_names() + 1; *n; n++)
         if (!strcmp(*n, "opencl")) {
             setenv("Q3_OPENCL_MMA", "emulate", 1);
+            setenv("Q3_OPENCL_MV_MMA", "1", 1);
             batch_equals_single(*n);
+            unsetenv("Q3_OPENCL_MV_MMA");
             unsetenv("Q3_OPENCL_MMA");
         }
 }

@@ -369,7 +369,8 @@ static void test_tensor_cores_requested(void **s)
  * attention of 8 warps (the narrow build's), and again with o_proj and down split
  * in two and attention of 4 warps; hf-tiny: head_dim 16 (2-chunk rows),
  * and the fused products on the narrow build of matmul_mma; syn-a: head_dim 64, decode
- * attention on tensor cores (attention_tc) over its 559-position prompt. */
+ * attention (attention_tc) and products (matvec_mma, Q3_OPENCL_MV_MMA=1) on tensor cores
+ * over its 559-position prompt. */
 static void test_tensor_core_kernels_emulated(void **s)
 {
     (void)s;
@@ -384,7 +385,9 @@ static void test_tensor_core_kernels_emulated(void **s)
     setenv("Q3_OPENCL_MM_NARROW", "all", 1); /* q/k/v and gate/up in 64-token blocks, 3 steps */
     run_model("hf-tiny");
     unsetenv("Q3_OPENCL_MM_NARROW");
+    setenv("Q3_OPENCL_MV_MMA", "1", 1); /* and the decode products on tensor cores (matvec_mma) */
     run_model("syn-a");
+    unsetenv("Q3_OPENCL_MV_MMA");
     unsetenv("Q3_OPENCL_MMA");
 }
 
