@@ -296,20 +296,26 @@ _Pragma("unroll")                                                               
     }                                                                                                                \
     do {} while (0)
 
+/* A decode attention kernel's arguments, and the names ATTEND_PREP expects made of them
+ * (attention and attention_tc). The activations are regions of one buffer (fewer
+ * arguments to enqueue). */
+#define ATT_TOKEN_PARAMS                                                                                             \
+    __global float *act, __global half *kcache, __global half *vcache, __global const ushort *W, uint nq, uint nkv,  \
+        ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx, ulong q_off, ulong out_off, ulong stage_off, \
+        ulong k_new_off, ulong v_new_off, ulong cos_off, ulong sin_off, ulong ml_off
+#define ATT_TOKEN_SETUP                                                                                              \
+    __global const float *q = act + q_off, *k_new = act + k_new_off, *v_new = act + v_new_off;                       \
+    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;                                             \
+    __global const int *stage = (__global const int *)(act + stage_off);                                             \
+    __global float *out = act + out_off, *part_ml = act + ml_off;                                                    \
+    uint c = get_group_id(0), sp = get_group_id(1), l = get_local_id(0);                                             \
+    uint last = (uint)stage[0]
+
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attention(__global float *act, __global half *kcache, __global half *vcache, __global const ushort *W,
-               uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx,
-               ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off, ulong v_new_off, ulong cos_off,
-               ulong sin_off, ulong ml_off)
+void attention(ATT_TOKEN_PARAMS)
 {
-    /* the activations are regions of one buffer (fewer arguments to enqueue) */
-    __global const float *q = act + q_off, *k_new = act + k_new_off, *v_new = act + v_new_off;
-    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
-    __global const int *stage = (__global const int *)(act + stage_off);
-    __global float *out = act + out_off, *part_ml = act + ml_off;
     ATT_LOCALS;
-    uint c = get_group_id(0), sp = get_group_id(1), l = get_local_id(0);
-    uint last = (uint)stage[0];
+    ATT_TOKEN_SETUP;
     ATTEND_TOKEN_BODY;
 }
 
@@ -329,26 +335,31 @@ void attention(__global float *act, __global half *kcache, __global half *vcache
     ((t) == 0 ? p0 : (t) == 1 ? p##1 : (t) == 2 ? p##2 : (t) == 3 ? p##3 : (t) == 4 ? p##4 : (t) == 5 ? p##5         \
      : (t) == 6 ? p##6 : (t) == 7 ? p##7 : (t) == 8 ? p##8 : (t) == 9 ? p##9 : (t) == 10 ? p##10                    \
      : (t) == 11 ? p##11 : (t) == 12 ? p##12 : (t) == 13 ? p##13 : (t) == 14 ? p##14 : p##15)
+/* attention_batch's (and attention_batch_tc's) arguments, and token t's names made of them.
+ * Work-groups past this token's split count (another token of the step has more) find
+ * no position in their share and write partials o_proj never reads. They must not
+ * return early: PoCL then gave wrong results, barriers or not. */
+#define ATT_BATCH_PARAMS                                                                                             \
+    __global float *act, __global half *kcache0, __global half *vcache0, __global const ushort *W, uint nq,          \
+        uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit_unused, uint n_ctx_unused, ulong q_off,         \
+        ulong out_off, ulong stage_off, ulong k_new_off, ulong v_new_off, ulong cos_off, ulong sin_off,              \
+        ulong ml_off, ulong out_ld, ulong ml_ld, CACHES15(k), CACHES15(v)
+#define ATT_BATCH_SETUP                                                                                              \
+    uint c = get_group_id(0), sp = get_group_id(1), t = get_group_id(2), l = get_local_id(0);                        \
+    __global const int *stage = (__global const int *)(act + stage_off);                                             \
+    uint nsplit = (uint)stage[DB_SPLIT + t], n_ctx = (uint)stage[DB_NCTX + t], last = (uint)stage[DB_POS + t];      \
+    ulong qd = (ulong)nq * HEAD_DIM, kvd = (ulong)nkv * HEAD_DIM;                                                    \
+    __global const float *q = act + q_off + t * qd, *k_new = act + k_new_off + t * kvd,                              \
+                         *v_new = act + v_new_off + t * kvd;                                                         \
+    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;                                             \
+    __global float *out = act + out_off + t * out_ld, *part_ml = act + ml_off + t * ml_ld;                           \
+    __global half *kcache = PICK16(t, k, kcache0), *vcache = PICK16(t, v, vcache0)
+
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1)))
-void attention_batch(__global float *act, __global half *kcache0, __global half *vcache0, __global const ushort *W,
-                     uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit_unused,
-                     uint n_ctx_unused, ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off,
-                     ulong v_new_off, ulong cos_off, ulong sin_off, ulong ml_off, ulong out_ld, ulong ml_ld,
-                     CACHES15(k), CACHES15(v))
+void attention_batch(ATT_BATCH_PARAMS)
 {
     ATT_LOCALS;
-    uint c = get_group_id(0), sp = get_group_id(1), t = get_group_id(2), l = get_local_id(0);
-    __global const int *stage = (__global const int *)(act + stage_off);
-    /* Work-groups past this token's split count (another token of the step has
-     * more) find no position in their share and write partials o_proj never reads.
-     * They must not return early: PoCL then gave wrong results, barriers or not. */
-    uint nsplit = (uint)stage[DB_SPLIT + t], n_ctx = (uint)stage[DB_NCTX + t], last = (uint)stage[DB_POS + t];
-    ulong qd = (ulong)nq * HEAD_DIM, kvd = (ulong)nkv * HEAD_DIM;
-    __global const float *q = act + q_off + t * qd, *k_new = act + k_new_off + t * kvd,
-                         *v_new = act + v_new_off + t * kvd;
-    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
-    __global float *out = act + out_off + t * out_ld, *part_ml = act + ml_off + t * ml_ld;
-    __global half *kcache = PICK16(t, k, kcache0), *vcache = PICK16(t, v, vcache0);
+    ATT_BATCH_SETUP;
     ATTEND_TOKEN_BODY;
 }
 

@@ -696,39 +696,18 @@ inline uint tc_vpair(const uint *a, const uint *b, uint nt)
     do {} while (0)
 
 __kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))
-void attention_tc(__global float *act, __global half *kcache, __global half *vcache, __global const ushort *W,
-                  uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit, uint n_ctx,
-                  ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off, ulong v_new_off, ulong cos_off,
-                  ulong sin_off, ulong ml_off)
+void attention_tc(ATT_TOKEN_PARAMS)
 {
-    __global const float *q = act + q_off, *k_new = act + k_new_off, *v_new = act + v_new_off;
-    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
-    __global const int *stage = (__global const int *)(act + stage_off);
-    __global float *out = act + out_off, *part_ml = act + ml_off;
     ATT_TC_LOCALS;
-    uint c = get_group_id(0), sp = get_group_id(1), l = get_local_id(0);
-    uint last = (uint)stage[0];
+    ATT_TOKEN_SETUP;
     ATTEND_TOKEN_TC;
 }
 
 __kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))
-void attention_batch_tc(__global float *act, __global half *kcache0, __global half *vcache0, __global const ushort *W,
-                        uint nq, uint nkv, ulong qn_off, ulong kn_off, float eps, uint nsplit_unused,
-                        uint n_ctx_unused, ulong q_off, ulong out_off, ulong stage_off, ulong k_new_off,
-                        ulong v_new_off, ulong cos_off, ulong sin_off, ulong ml_off, ulong out_ld, ulong ml_ld,
-                        CACHES15(k), CACHES15(v))
+void attention_batch_tc(ATT_BATCH_PARAMS)
 {
     ATT_TC_LOCALS;
-    uint c = get_group_id(0), sp = get_group_id(1), t = get_group_id(2), l = get_local_id(0);
-    __global const int *stage = (__global const int *)(act + stage_off);
-    /* as attention_batch: work-groups past this token's split count find no position */
-    uint nsplit = (uint)stage[DB_SPLIT + t], n_ctx = (uint)stage[DB_NCTX + t], last = (uint)stage[DB_POS + t];
-    ulong qd = (ulong)nq * HEAD_DIM, kvd = (ulong)nkv * HEAD_DIM;
-    __global const float *q = act + q_off + t * qd, *k_new = act + k_new_off + t * kvd,
-                         *v_new = act + v_new_off + t * kvd;
-    __global const float *cos_t = act + cos_off, *sin_t = act + sin_off;
-    __global float *out = act + out_off + t * out_ld, *part_ml = act + ml_off + t * ml_ld;
-    __global half *kcache = PICK16(t, k, kcache0), *vcache = PICK16(t, v, vcache0);
+    ATT_BATCH_SETUP;
     ATTEND_TOKEN_TC;
 }
 #endif

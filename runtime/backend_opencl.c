@@ -76,6 +76,12 @@ static int is_mma_kernel(int i)
 /* The kernels taken from the narrow program (its other kernels are not created). */
 static int is_narrow_kernel(int i) { return i == K_MM_MMA64 || i == K_ATTN_MMA_WIDE; }
 static int is_att_tc_kernel(int i) { return i == K_ATTN_TC || i == K_ATTN_BATCH_TC; }
+/* The optional tensor-core kernels a build goes without: the program's check and each
+ * context's kernel objects skip the same ones. */
+static int option_kernel_off(int i, int att_tc, int fa_wide, int mv_mma)
+{
+    return (is_att_tc_kernel(i) && !att_tc) || (i == K_ATTN_MMA_WIDE && !fa_wide) || (i == K_MV_MMA && !mv_mma);
+}
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
  * every compute unit a 128 x 128 block: 64-token blocks.
  * H200, 512-token prompt: q/k/v at 1.7B 64.4 -> 53.6 us, at 0.6B 36.8 -> 30.0;
@@ -340,8 +346,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     }
     for (int i = 0; i < K_COUNT; i++) {
         if ((is_mma_kernel(i) && !sh->mma) || narrow != is_narrow_kernel(i) || (i == K_MM_MMA_GLU && sh->mm_rp != 2) ||
-            (is_att_tc_kernel(i) && !sh->att_tc) || (i == K_ATTN_MMA_WIDE && !sh->fa_wide) ||
-            (i == K_MV_MMA && !sh->mv_mma))
+            option_kernel_off(i, sh->att_tc, sh->fa_wide, sh->mv_mma))
             continue;
         cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
         if (rc != CL_SUCCESS) {
@@ -403,8 +408,7 @@ static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
         if ((is_mma_kernel(i) && !m->mma) || (is_narrow_kernel(i) && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu) ||
-            (is_att_tc_kernel(i) && !m->att_tc) || (i == K_ATTN_MMA_WIDE && !m->fa_wide) ||
-            (i == K_MV_MMA && !m->mv_mma))
+            option_kernel_off(i, m->att_tc, m->fa_wide, m->mv_mma))
             continue;
         cl_int rc;
         m->k[i] = clCreateKernel(is_narrow_kernel(i) ? m->narrow : m->program, kernel_names[i], &rc);
