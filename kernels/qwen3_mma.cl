@@ -717,33 +717,50 @@ void attention_batch_tc(ATT_BATCH_PARAMS)
  * token's weight traffic instead of matvec_batch's FP32 work. A work-group takes 16-row
  * panels one after another (get_num_groups(0) apart, as matvec), its MVM_WARPS warps
  * each the panel's 32-column steps warp, warp + MVM_WARPS, ..., and sums the warps'
- * products in a fixed order. x is BF16: a single token's staged here by mv_stage, as
- * matvec stages it, then rounded (bf16_pack); a batched step's (XMODE_BF16) by
- * matvec_stage, rounded the same way, ldx BF16 apart. A token's rows are then the same
- * bits alone or in a batch: the same x, steps, products and order of sums. Each lane
- * takes a step's columns in matmul_mma's order (columns 8 tig .. + 7 of rows g and
- * g + 8: two 16-byte weight loads; of token g: one 16-byte x load), the weights (and a
- * batch's x) of MVM_AHEAD steps in flight. */
+ * products in a fixed order. x is BF16: a single token's (matvec_mma) staged here by
+ * mv_stage, as matvec stages it, then rounded (bf16_pack); a batched step's
+ * (matvec_mma_batch, XMODE_BF16) by matvec_stage, rounded the same way, ldx BF16 apart.
+ * A token's rows are then the same bits alone or in a batch: the same x, steps, products
+ * and order of sums (the two kernels are one body; only where x comes from and how many
+ * steps' loads are in flight differ). Each lane takes a step's columns in matmul_mma's
+ * order (columns 8 tig .. + 7 of rows g and g + 8: two 16-byte weight loads; of token g:
+ * one 16-byte x load), the weights (and a batch's x) of `ahead` steps in flight; the last
+ * round of a panel loads the first steps of the work-group's next panel, so the loads
+ * run on through the warps' reduction. */
 #define MVM_WARPS (MV_WG / 32)
+#ifdef Q3_MMA_EMULATE /* PoCL's compiler takes minutes over unrolled steps of barriers */
+#undef MVM_AHEAD
+#undef MVM_AHEAD1
+#define MVM_AHEAD 1
+#define MVM_AHEAD1 1
+#endif
 #ifndef MVM_AHEAD
-#ifdef Q3_MMA_EMULATE
-#define MVM_AHEAD 1 /* emulated: PoCL's compiler takes minutes over 4 unrolled steps of barriers */
-#else
-#define MVM_AHEAD 4 /* steps a warp's loads run ahead (a tuning build option) */
+#define MVM_AHEAD 4 /* steps a warp's loads run ahead in a batch (weights and x; a tuning build option) */
 #endif
+#ifndef MVM_AHEAD1
+#define MVM_AHEAD1 4 /* ... for one token (weights only: x is in local memory; 8: H200 -20 %) */
 #endif
+#define MVM_AHEAD_MAX (MVM_AHEAD > MVM_AHEAD1 ? MVM_AHEAD : MVM_AHEAD1)
 #define MVM_RTOK 4 /* tokens a round of the warps' reduction (MVM_WARPS x 16 x MVM_RTOK floats) */
-__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec_mma(MM_SMALL_ARGS)
+#define MM_SMALL_ARG_NAMES                                                                                    \
+    W, cols, act, x_off, x2_off, ldx, xmode, norm_off, eps, n_tok, ymode, rsplit, nsplit, off0, rows0, y0, ld0, \
+        off1, rows1, y1, ld1, off2, rows2, y2, ld2, pf_off, pf_lines
+/* the first uint4 of the 16-row panel of work item `item` (seg: its matrix, panel: its index there) */
+inline __global const uint4 *mvm_panel(__global const uint4 *W, uint item, uint p0, uint p1, ulong off0, ulong off1,
+                                       ulong off2, uint n_steps, uint *seg, uint *panel)
 {
-    __local float4 xs[MVX / 4]; /* one token: mv_stage's x, then its BF16 in the first half */
-    __local float red[MV_WG];
-    __local float attw[ATT_COMBINE_MAX];
-    MM_EMU_DECL
+    *panel = item;
+    *seg = seg_of(panel, p0, p1);
+    return W + PICK3(*seg, off0, off1, off2) + (ulong)*panel * n_steps * 64;
+}
+inline __attribute__((always_inline)) void mvm_body(MM_SMALL_ARGS, const uint batch, __local float4 *xs,
+                                                    __local float *red, __local float *attw MM_EMU_PARAM)
+{
+    const uint ahead = batch ? MVM_AHEAD : MVM_AHEAD1;
     uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
-    uint batch = xmode == XMODE_BF16, nb = batch ? min(n_tok, (uint)DEC_BATCH_MAX) : 1;
+    uint nb = batch ? min(n_tok, (uint)DEC_BATCH_MAX) : 1;
     uint n_steps = cols / 32, per_warp = (n_steps + MVM_WARPS - 1) / MVM_WARPS;
-    uint n_rounds = (per_warp + MVM_AHEAD - 1) / MVM_AHEAD;
+    uint n_rounds = (per_warp + ahead - 1) / ahead;
     uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16, p2 = (rows2 + 15) / 16, n_items = p0 + p1 + p2;
     __global const ushort *xg = (__global const ushort *)(act + x_off);
     __local const uint4 *xl = (__local const uint4 *)xs;
@@ -760,13 +777,14 @@ void matvec_mma(MM_SMALL_ARGS)
             if (l + i * MV_WG < cols / 4) x2l[l + i * MV_WG] = (uint2)(bf16_pack(v[i].x, v[i].y), bf16_pack(v[i].z, v[i].w));
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-/* step k of this warp (column step warp + MVM_WARPS k): rows g and g + 8 of the tile, and for a
- * batch tokens g and g + 8's x; zeros past the last step (the same padded steps alone or not) */
-#define MVM_LOAD(wd, xd, k)                                                                                   \
+/* step k of this warp (column step warp + MVM_WARPS k) of panel P (none where ok_p is 0): rows
+ * g and g + 8 of the tile, and for a batch tokens g and g + 8's x; zeros past the last step
+ * (the same padded steps alone or not) */
+#define MVM_LOAD(wd, xd, P, ok_p, k)                                                                          \
     do {                                                                                                      \
         uint s_ = warp + MVM_WARPS * (k);                                                                     \
-        int ok_ = s_ < n_steps;                                                                               \
-        __global const uint4 *t_ = P + (ok_ ? (ulong)s_ * 64 : 0);                                             \
+        int ok_ = (ok_p) && s_ < n_steps;                                                                     \
+        __global const uint4 *t_ = (P) + (ok_ ? (ulong)s_ * 64 : 0);                                           \
         (wd)[0] = ok_ ? t_[4 * g + tig] : (uint4)(0), (wd)[1] = ok_ ? t_[32 + 4 * g + tig] : (uint4)(0);     \
         if (batch) {                                                                                          \
             _Pragma("unroll") for (uint h_ = 0; h_ < 2; h_++) {                                               \
@@ -776,19 +794,25 @@ void matvec_mma(MM_SMALL_ARGS)
             }                                                                                                 \
         }                                                                                                     \
     } while (0)
-    for (uint item = get_group_id(0); item < n_items; item += get_num_groups(0)) {
-        uint panel = item, seg = seg_of(&panel, p0, p1);
-        __global const uint4 *P = W + PICK3(seg, off0, off1, off2) + (ulong)panel * n_steps * 64;
+    uint item = get_group_id(0), seg, panel;
+    __global const uint4 *P = mvm_panel(W, item, p0, p1, off0, off1, off2, n_steps, &seg, &panel);
+    uint4 wa[MVM_AHEAD_MAX][2], xa[MVM_AHEAD_MAX][2];
+#pragma unroll
+    for (uint j = 0; j < ahead; j++) MVM_LOAD(wa[j], xa[j], P, item < n_items, j);
+    for (; item < n_items; item += get_num_groups(0)) {
+        uint next = item + get_num_groups(0), nseg, npanel;
+        __global const uint4 *Pn = mvm_panel(W, next < n_items ? next : item, p0, p1, off0, off1, off2, n_steps, &nseg, &npanel);
         float4 acc[2] = {(float4)(0.0f), (float4)(0.0f)}; /* tokens 0..7, 8..15 */
-        uint4 wa[MVM_AHEAD][2], xa[MVM_AHEAD][2];
-#pragma unroll
-        for (uint j = 0; j < MVM_AHEAD; j++) MVM_LOAD(wa[j], xa[j], j);
         for (uint r = 0; r < n_rounds; r++) {
+            int last = r + 1 == n_rounds;
 #pragma unroll
-            for (uint j = 0; j < MVM_AHEAD; j++) {
-                uint k = r * MVM_AHEAD + j;
+            for (uint j = 0; j < ahead; j++) {
+                uint k = r * ahead + j;
                 uint4 w0 = wa[j][0], w8 = wa[j][1], x0 = xa[j][0], x8 = xa[j][1];
-                MVM_LOAD(wa[j], xa[j], k + MVM_AHEAD);
+                if (last) /* the next panel's first steps */
+                    MVM_LOAD(wa[j], xa[j], Pn, next < n_items, j);
+                else
+                    MVM_LOAD(wa[j], xa[j], P, 1, k + ahead);
                 if (!batch) { /* token 0 (lanes g = 0) from local memory */
                     uint s_ = min(warp + MVM_WARPS * k, n_steps - 1);
                     x0 = g == 0 && warp + MVM_WARPS * k < n_steps ? xl[s_ * 4 + tig] : (uint4)(0);
@@ -802,7 +826,7 @@ void matvec_mma(MM_SMALL_ARGS)
                 }
             }
         }
-        if (item + get_num_groups(0) >= n_items) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's */
+        if (next >= n_items) prefetch_l2(W, pf_off, pf_lines); /* as matvec: the next launch's */
         /* lane (g, tig) holds rows g (.x .y) and g + 8 (.z .w) of tokens 2 tig, 2 tig + 1 (+ 8 in acc[1]);
          * the warps' sums meet in rb, MVM_RTOK tokens a round, added in warp order */
         __global float *y = act + PICK3(seg, y0, y1, y2);
@@ -827,7 +851,24 @@ void matvec_mma(MM_SMALL_ARGS)
                 }
             }
         }
+        P = Pn, seg = nseg, panel = npanel;
     }
 #undef MVM_LOAD
+}
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_mma(MM_SMALL_ARGS)
+{
+    __local float4 xs[MVX / 4]; /* mv_stage's x, then its BF16 in the first half */
+    __local float red[MV_WG];
+    __local float attw[ATT_COMBINE_MAX];
+    MM_EMU_DECL
+    mvm_body(MM_SMALL_ARG_NAMES, 0, xs, red, attw MM_EMU_ARG);
+}
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_mma_batch(MM_SMALL_ARGS)
+{
+    __local float4 xs[MVM_WARPS * 16 * MVM_RTOK / 4]; /* the warps' sums (x is in global memory) */
+    MM_EMU_DECL
+    mvm_body(MM_SMALL_ARG_NAMES, 1, xs, NULL, NULL MM_EMU_ARG);
 }
 #endif

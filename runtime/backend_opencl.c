@@ -51,7 +51,7 @@ _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits th
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
     K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC,
-    K_ATTN_MMA_WIDE, K_MV_MMA, K_COUNT
+    K_ATTN_MMA_WIDE, K_MV_MMA, K_MV_MMA_BATCH, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
@@ -59,19 +59,19 @@ static const char *const kernel_names[K_COUNT] = {
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
     "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu", "attention_tc", "attention_batch_tc",
     "attention_mma", /* K_ATTN_MMA_WIDE: the same kernel from the narrow program (FA_WIDE_WG threads) */
-    "matvec_mma",
+    "matvec_mma", "matvec_mma_batch",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
                                                    MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG,
-                                                   FA_WIDE_WG, MV_WG};
+                                                   FA_WIDE_WG, MV_WG, MV_WG};
 /* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp;
  * decode attention's only where att_tc: head_dim 64 or 128). */
 static int is_mma_kernel(int i)
 {
     return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU || i == K_ATTN_TC ||
-           i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE || i == K_MV_MMA;
+           i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE || i == K_MV_MMA || i == K_MV_MMA_BATCH;
 }
 /* The kernels taken from the narrow program (its other kernels are not created). */
 static int is_narrow_kernel(int i) { return i == K_MM_MMA64 || i == K_ATTN_MMA_WIDE; }
@@ -80,7 +80,8 @@ static int is_att_tc_kernel(int i) { return i == K_ATTN_TC || i == K_ATTN_BATCH_
  * context's kernel objects skip the same ones. */
 static int option_kernel_off(int i, int att_tc, int fa_wide, int mv_mma)
 {
-    return (is_att_tc_kernel(i) && !att_tc) || (i == K_ATTN_MMA_WIDE && !fa_wide) || (i == K_MV_MMA && !mv_mma);
+    return (is_att_tc_kernel(i) && !att_tc) || (i == K_ATTN_MMA_WIDE && !fa_wide) ||
+           ((i == K_MV_MMA || i == K_MV_MMA_BATCH) && !mv_mma);
 }
 /* matmul_mma's second build, for fused products (q/k/v, gate/up) too small to give
  * every compute unit a 128 x 128 block: 64-token blocks.
@@ -582,7 +583,7 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     if (m->batching && !vec && xmode == XMODE_ATTN) m->batch_unsupported = 1;
     if (m->batching && vec) { /* matvec_mma: each token's x in BF16, mvx apart */
         if (stage_batch(m, cols, x, x2, ldx, xmode, norm, (cl_uint)m->mv_mma, err)) return -1;
-        kind = m->mv_mma ? K_MV_MMA : K_MV_BATCH, x = x2 = m->bx, ldx = m->mvx;
+        kind = m->mv_mma ? K_MV_MMA_BATCH : K_MV_BATCH, x = x2 = m->bx, ldx = m->mvx;
         if (m->mv_mma) xmode = XMODE_BF16;
     } else if (vec && m->mv_mma)
         kind = K_MV_MMA;
@@ -608,7 +609,7 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     /* Few panels (o_proj, down_proj): 2 or 4 work-groups per panel, so that at
      * least 256 are in flight. (Choosing the split that fills matvec's rounds
      * best was tried: Qwen3-4B decode 280 -> 260 tok/s; docs/opencl.md.) */
-    cl_uint rsplit = kind == K_MV_MMA || panels >= 256 ? 1 : panels >= 128 ? 2 : 4; /* matvec_mma: whole panels */
+    cl_uint rsplit = kind == K_MV_MMA || kind == K_MV_MMA_BATCH || panels >= 256 ? 1 : panels >= 128 ? 2 : 4; /* matvec_mma: whole panels */
     rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit) | ARG(k, 25, m->pf_off) | ARG(k, 26, m->pf_lines);
     m->pf_off = 0, m->pf_lines = 0; /* one launch's */
     CHECK(rc, "setting matmul_small arguments");
@@ -1025,7 +1026,7 @@ static int run_batch_plan(ocl_backend *m, q3_backend *const *bs, int n, cl_uint 
             if (!same && batch_attention_args(m, e->k, layer, bs, n, err)) return -1;
             layer++;
         }
-        if (!same && (e->kind == K_MV_BATCH || e->kind == K_MV_MMA || e->kind == K_MM_SMALL))
+        if (!same && (e->kind == K_MV_BATCH || e->kind == K_MV_MMA_BATCH || e->kind == K_MM_SMALL))
             CHECK(ARG(e->k, MV_ARG_NTOK, n_tok), "setting the batch's token count");
         if (launch(m, e->k, e->kind, e->dims, g, e->has_local ? e->local : NULL, e->rows, e->cols, err)) return -1;
     }
