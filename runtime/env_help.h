@@ -12,6 +12,7 @@
 #define Q3_ENV_HELP_OPENCL                                                                      \
     "  Q3_OPENCL_DEVICE=N                   OpenCL device when --device is not given\n"           \
     "  Q3_OPENCL_MMA=0|1|emulate            NVIDIA tensor cores for prompts (default 1 there)\n"   \
+    "  Q3_OPENCL_MV_MMA=0|1                 NVIDIA: decode products on tensor cores (default 0; q3serve 1)\n" \
     "  Q3_OPENCL_PROFILE=1|host             time per kernel (or the host's enqueue time) at exit\n" \
     "  Q3_OPENCL_VERBOSE=N                  device details (2: each kernel's local memory)\n"     \
     "  Q3_OPENCL_ATT_SPLIT, _ATT_HG, _MM_BT, _MM_WG, _MV_PER_CU, _BUILD_OPTS   tuning (docs/opencl.md)\n" \

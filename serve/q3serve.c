@@ -43,6 +43,9 @@ static const char usage[] =
     "  --alias NAME         the model's name in the API (default: the file's name without .q3)\n"
     "  -v, --verbose        print the backend chosen\n"
     "  -h, --help           this text\n"
+    "opencl on NVIDIA: every decode product runs on tensor cores (Q3_OPENCL_MV_MMA=1, set here\n"
+    "unless the environment sets it), a stream alone as in a batch; q3run gives the same tokens\n"
+    "with Q3_OPENCL_MV_MMA=1.\n"
     "SIGTERM or SIGINT: stop accepting, finish the requests in flight, exit 0; a second one\n"
     "stops at once (exit 1).\n"
     "exit status: 0 stopped by a signal after draining, 1 error, 2 usage\n";
@@ -196,6 +199,12 @@ int main(int argc, char **argv)
                             .model_id = o.alias ? o.alias : name, .thinking = o.think,
                             .max_connections = o.parallel + o.queue + 64};
     int rc = 1;
+    /* A batched step's products on tensor cores (matvec_mma) read the weights once for every
+     * stream: H200, 16 streams 7.5x one at Qwen3-4B, 3.9x with matvec_batch (docs/serve.md).
+     * A stream alone takes the same kernel, so its tokens do not depend on the batch; one
+     * token alone costs about what matvec does (docs/opencl.md). Before the model opens: the
+     * backend reads its options then. */
+    if (o.backend && !strcmp(o.backend, "opencl")) setenv("Q3_OPENCL_MV_MMA", "1", 0);
     if (q3_model_open(o.model, NULL, &m, &err) || serve_sched_create(m, &sp, &metrics, &sched, &err) ||
         serve_http_start(&hp, m, sched, &metrics, &http, &err)) {
         fprintf(stderr, "%s\n", err.msg);
