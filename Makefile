@@ -19,7 +19,7 @@ LDLIBS = -lz -lxxhash -lcjson -lpcre2-8 -lutf8proc -lOpenCL -lm -lpthread
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
 AVX2_FLAGS = -mavx2 -mfma -mf16c
 
-MAINS = convert/q3convert.c runtime/q3run.c serve/q3serve.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3batch.c tools/q3bandwidth.c tools/q3tokbench.c
+MAINS = convert/q3convert.c runtime/q3run.c serve/q3serve.c tools/q3check.c tools/q3info.c tools/q3synth.c tools/q3bench.c tools/q3batch.c tools/q3bandwidth.c tools/q3tokbench.c tools/q3wgmma.c
 FORMAT_SRC = $(wildcard format/*.c)
 CONVERT_SRC = $(filter-out $(MAINS),$(wildcard convert/*.c))
 # q3run's own parts (runtime/q3run_*.c) make the program, not the library.

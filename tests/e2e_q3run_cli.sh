@@ -111,7 +111,7 @@ printf 'The license' | "$RUN" "$MODEL" -n 4 --temp 0 >"$T/out" 2>"$T/err"; rc=$?
 check "no prompt and stdin not a terminal: stdin is the prompt" '[ $rc -eq 0 ] && [ -s "$T/out" ] && ! grep -q "chat with" "$T/err"'
 
 # ---- --help: every tool, stdout, exit 0, the environment it reads ----
-for tool in q3convert q3check q3info q3run q3bench q3batch q3synth q3bandwidth q3tokbench embed_cl; do
+for tool in q3convert q3check q3info q3run q3bench q3batch q3synth q3bandwidth q3tokbench q3wgmma embed_cl; do
     [ -x "$BUILD/$tool" ] || { echo "FAIL $BUILD/$tool is not built"; fails=$((fails + 1)); continue; }
     for h in --help -h; do
         "$BUILD/$tool" $h >"$T/out" 2>"$T/err"; rc=$?
@@ -119,6 +119,12 @@ for tool in q3convert q3check q3info q3run q3bench q3batch q3synth q3bandwidth q
             '[ $rc -eq 0 ] && head -1 "$T/out" | grep -q "^usage: $tool" && [ ! -s "$T/err" ] && grep -q "^environment:" "$T/out"'
     done
 done
+"$BUILD/q3wgmma" --wn 32 >"$T/out" 2>"$T/err"; rc=$?
+check "q3wgmma --wn 32: exit 2, one line naming it" '[ $rc -eq 2 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "^q3wgmma: bad argument .--wn 32." "$T/err"'
+"$BUILD/q3wgmma" >"$T/out" 2>"$T/err"; rc=$?
+if grep -q "no NVIDIA OpenCL GPU" "$T/err"; then # elsewhere it probes the GPU: checked on the H200
+    check "q3wgmma without an NVIDIA GPU: exit 1, one line" '[ $rc -eq 1 ] && [ "$(wc -l <"$T/err")" -eq 1 ]'
+fi
 tools/synth_models.sh --help >"$T/out" 2>"$T/err"; rc=$?
 check "synth_models.sh --help: the same" '[ $rc -eq 0 ] && grep -q "^usage: " "$T/out" && [ ! -s "$T/err" ] && grep -q "^environment:" "$T/out"'
 python3 tools/safetensors_to_gguf.py --help >"$T/out" 2>"$T/err"; rc=$?
