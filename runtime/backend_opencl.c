@@ -13,6 +13,7 @@
 #include "backend.h"
 #include "env_help.h"
 #include "ocl_device.h"
+#include "ocl_ptx.h"
 #include "weights.h"
 
 #define MAX_BATCH 512 /* prompt tokens per pass, and the fewest the activations hold (att_split partials) */
@@ -51,7 +52,7 @@ _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits th
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
     K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC,
-    K_ATTN_MMA_WIDE, K_MV_MMA, K_MV_MMA_BATCH, K_COUNT
+    K_ATTN_MMA_WIDE, K_MV_MMA, K_MV_MMA_BATCH, K_MM_WG, K_MM_WG_GLU, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
@@ -59,23 +60,29 @@ static const char *const kernel_names[K_COUNT] = {
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
     "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu", "attention_tc", "attention_batch_tc",
     "attention_mma", /* K_ATTN_MMA_WIDE: the same kernel from the narrow program (FA_WIDE_WG threads) */
-    "matvec_mma", "matvec_mma_batch",
+    "matvec_mma", "matvec_mma_batch", "matmul_wg", "matmul_wg_glu",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
                                                    MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG,
-                                                   FA_WIDE_WG, MV_WG, MV_WG};
+                                                   FA_WIDE_WG, MV_WG, MV_WG, MM_WG, MM_WG};
 /* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp;
  * decode attention's only where att_tc: head_dim 64 or 128). */
 static int is_mma_kernel(int i)
 {
     return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU || i == K_ATTN_TC ||
-           i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE || i == K_MV_MMA || i == K_MV_MMA_BATCH;
+           i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE || i == K_MV_MMA || i == K_MV_MMA_BATCH || i == K_MM_WG ||
+           i == K_MM_WG_GLU;
 }
 /* The kernels taken from the narrow program (its other kernels are not created). */
 static int is_narrow_kernel(int i) { return i == K_MM_MMA64 || i == K_ATTN_MMA_WIDE; }
 static int is_att_tc_kernel(int i) { return i == K_ATTN_TC || i == K_ATTN_BATCH_TC; }
+/* The kernels of the wgmma program (built with Q3_WGMMA, its PTX retargeted to sm_90a), only there. */
+static int is_wg_kernel(int i) { return i == K_MM_WG || i == K_MM_WG_GLU; }
+/* Which of a model's programs a kernel comes from. */
+enum { PROG_MAIN, PROG_NARROW, PROG_WG };
+static int program_of_kernel(int i) { return is_narrow_kernel(i) ? PROG_NARROW : is_wg_kernel(i) ? PROG_WG : PROG_MAIN; }
 /* The optional tensor-core kernels a build goes without: the program's check and each
  * context's kernel objects skip the same ones. */
 static int option_kernel_off(int i, int att_tc, int fa_wide, int mv_mma)
@@ -122,6 +129,8 @@ typedef struct {
     cl_uint att_tc_wg; /* ... their work-group size (ATT_TC_WG) */
     int fa_wide;       /* the narrow program's attention_mma (FA_WIDE_WG) for long prompt passes */
     int mv_mma;        /* decode products on tensor cores (matvec_mma; Q3_OPENCL_MV_MMA=1) */
+    cl_program wgp;    /* the wgmma program (matmul_wg, matmul_wg_glu), or NULL */
+    int wgmma;         /* prompt GEMMs by wgmma (Q3_OPENCL_WGMMA=1, being measured): wgp built */
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
     cl_uint mvb_r;      /* matvec_batch: rows a thread, items a work-group (MVB_R) */
@@ -153,6 +162,8 @@ typedef struct {
     cl_uint att_tc_wg; /* ... their work-group size */
     int fa_wide;       /* K_ATTN_MMA_WIDE built (ocl_shared's) */
     int mv_mma;        /* decode products by matvec_mma (ocl_shared's) */
+    cl_program wgp;    /* ocl_shared's */
+    int wgmma;         /* prompt GEMMs by matmul_wg (ocl_shared's) */
     int verbose;
     cl_uint att_hg;    /* query heads per decode attention work-group (ATT_HG) */
     cl_uint att_split; /* decode attention: work-groups per query-head group, of the plan being recorded */
@@ -296,13 +307,53 @@ static cl_uint norm_cols(const q3_config *c, cl_uint mvx)
 }
 static cl_uint matvec_norm_cols(const ocl_backend *m) { return norm_cols(&m->cfg, m->mvx); }
 
+/* The wgmma program's second build: its PTX (the build from source) with the marked
+ * wgmma instructions unmarked and retargeted to sm_90a (runtime/ocl_ptx.h), built
+ * again from that binary in place of *prog. */
+static int rebuild_sm90a(ocl_shared *sh, const q3_file *f, cl_program *prog, const char *opts, q3_err *err)
+{
+    cl_device_id dev = sh->d.id;
+    size_t n = 0;
+    unsigned char *ptx = NULL;
+    if (clGetProgramInfo(*prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || !n ||
+        !(ptx = malloc(n + 1))) {
+        q3_set_err(err, "%s: OpenCL: no program binary to retarget", f->path);
+        return -1;
+    }
+    unsigned char *bins[1] = {ptx};
+    char *patched = NULL;
+    size_t plen = 0;
+    int bad = clGetProgramInfo(*prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) != CL_SUCCESS ||
+              q3_ptx_to_sm90a((const char *)ptx, n, &patched, &plen);
+    free(ptx);
+    if (bad) {
+        q3_set_err(err, "%s: OpenCL: the program's PTX is not for sm_90 (wgmma needs a Hopper GPU)", f->path);
+        return -1;
+    }
+    clReleaseProgram(*prog);
+    const unsigned char *pb = (const unsigned char *)patched;
+    cl_int rc, st = CL_SUCCESS;
+    *prog = clCreateProgramWithBinary(sh->ctx, 1, &dev, &plen, &pb, &st, &rc);
+    free(patched);
+    if (rc == CL_SUCCESS) rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
+    if (rc != CL_SUCCESS) {
+        char log[1024] = "";
+        if (*prog) clGetProgramBuildInfo(*prog, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+        for (char *p = log; *p; p++)
+            if (*p == '\n') *p = ' ';
+        q3_set_err(err, "%s: OpenCL: the sm_90a PTX did not build: %s (%d) %.300s", f->path, q3_cl_err_name(rc), rc, log);
+        return -1;
+    }
+    return 0;
+}
+
 /* Builds a shared program, *prog, from the kernels' sources for the model, with
  * bt-token matmul_mma blocks, fa_wg-thread attention_mma and the options in more,
- * and checks that the device runs each kernel it will create (the narrow program:
- * only is_narrow_kernel's) at its group size; each context then creates its own
- * kernel objects. */
+ * and checks that the device runs each kernel it will create (which: PROG_NARROW
+ * only is_narrow_kernel's, PROG_WG only is_wg_kernel's, their PTX retargeted to
+ * sm_90a) at its group size; each context then creates its own kernel objects. */
 static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint bt, cl_uint fa_wg, const char *more,
-                     int narrow, q3_err *err)
+                     int which, q3_err *err)
 {
     const q3_config *c = &f->config;
     cl_device_id dev = sh->d.id;
@@ -335,6 +386,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         q3_set_err(err, "%s: OpenCL: building the kernels (kernels/*.cl) failed: %.400s", f->path, log);
         return -1;
     }
+    if (which == PROG_WG && !sh->mma_emulate && rebuild_sm90a(sh, f, prog, extra ? extra : "", err)) return -1;
     if (sh->verbose > 1) { /* -v -v: the compiler's log (NVIDIA with -cl-nv-verbose: registers per kernel) */
         size_t len = 0;
         clGetProgramBuildInfo(*prog, dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
@@ -346,7 +398,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         free(log);
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !sh->mma) || narrow != is_narrow_kernel(i) || (i == K_MM_MMA_GLU && sh->mm_rp != 2) ||
+        if ((is_mma_kernel(i) && !sh->mma) || which != program_of_kernel(i) || (i == K_MM_MMA_GLU && sh->mm_rp != 2) ||
             option_kernel_off(i, sh->att_tc, sh->fa_wide, sh->mv_mma))
             continue;
         cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
@@ -364,7 +416,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
         clReleaseKernel(k);
-        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU || i == K_MM_MMA64 ? sh->mm_wg
+        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU || i == K_MM_MMA64 || is_wg_kernel(i) ? sh->mm_wg
                            : i == K_ATTN_MMA || i == K_ATTN_MMA_WIDE            ? fa_wg
                            : is_att_tc_kernel(i)                                ? sh->att_tc_wg
                                                                                 : kernel_group_size[i];
@@ -388,10 +440,23 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
  * FA_WIDE_WG threads (not having it only costs speed: its failure is not one). */
 static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
 {
-    if (build_one(sh, f, &sh->program, sh->mm_bt, sh->fa_wg, "", 0, err)) return -1;
+    if (build_one(sh, f, &sh->program, sh->mm_bt, sh->fa_wg, "", PROG_MAIN, err)) return -1;
+    if (sh->wgmma) {
+        q3_err wg_err = {{0}};
+        if (build_one(sh, f, &sh->wgp, sh->mm_bt, sh->fa_wg, " -DQ3_WGMMA", PROG_WG, &wg_err)) {
+            if (sh->mma_emulate) { /* tests: the emulation must build */
+                *err = wg_err;
+                return -1;
+            }
+            if (sh->verbose) fprintf(stderr, "q3: wgmma matmul did not build (%s)\n", wg_err.msg);
+            if (sh->wgp) clReleaseProgram(sh->wgp);
+            sh->wgp = NULL;
+            sh->wgmma = 0;
+        }
+    }
     if (!sh->mma || (!sh->narrow_mode && !sh->fa_wide)) return 0;
     q3_err narrow_err = {{0}};
-    if (build_one(sh, f, &sh->narrow, NARROW_BT, FA_WIDE_WG, "", 1, &narrow_err)) {
+    if (build_one(sh, f, &sh->narrow, NARROW_BT, FA_WIDE_WG, "", PROG_NARROW, &narrow_err)) {
         if (sh->mma_emulate) { /* tests: the emulation must build every variant */
             *err = narrow_err;
             return -1;
@@ -404,15 +469,22 @@ static int build_program(ocl_shared *sh, const q3_file *f, q3_err *err)
     return 0;
 }
 
+/* The program kernel i comes from. */
+static cl_program program_of(const ocl_backend *m, int i)
+{
+    int p = program_of_kernel(i);
+    return p == PROG_NARROW ? m->narrow : p == PROG_WG ? m->wgp : m->program;
+}
+
 /* This context's kernel objects (clSetKernelArg is not safe across threads on one kernel). */
 static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !m->mma) || (is_narrow_kernel(i) && !m->narrow) || (i == K_MM_MMA_GLU && !m->mm_glu) ||
-            option_kernel_off(i, m->att_tc, m->fa_wide, m->mv_mma))
+        if ((is_mma_kernel(i) && !m->mma) || (is_narrow_kernel(i) && !m->narrow) || (is_wg_kernel(i) && !m->wgmma) ||
+            ((i == K_MM_MMA_GLU || i == K_MM_WG_GLU) && !m->mm_glu) || option_kernel_off(i, m->att_tc, m->fa_wide, m->mv_mma))
             continue;
         cl_int rc;
-        m->k[i] = clCreateKernel(is_narrow_kernel(i) ? m->narrow : m->program, kernel_names[i], &rc);
+        m->k[i] = clCreateKernel(program_of(m, i), kernel_names[i], &rc);
         CHECK(rc, kernel_names[i]);
     }
     return 0;
@@ -477,7 +549,7 @@ static cl_kernel kern(ocl_backend *m, int kind)
 {
     if (!m->recording) return m->k[kind];
     cl_int rc;
-    cl_kernel k = clCreateKernel(is_narrow_kernel(kind) ? m->narrow : m->program, kernel_names[kind], &rc);
+    cl_kernel k = clCreateKernel(program_of(m, kind), kernel_names[kind], &rc);
     if (rc != CL_SUCCESS) m->record_failed = rc;
     return k;
 }
@@ -694,6 +766,8 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
         if (glu) glu = 0, blocks = ((rows0 + br - 1) / br) * 2; /* the narrow program has no matmul_mma_glu */
     } else if (glu)
         kind = K_MM_MMA_GLU;
+    if (m->wgmma && (kind == K_MM_MMA || kind == K_MM_MMA_GLU)) /* the same blocks, grid and arguments */
+        kind = kind == K_MM_MMA ? K_MM_WG : K_MM_WG_GLU;
     cl_kernel k = kern(m, kind);
     if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size) ksplit = mm_ksplit(m, blocks * tblocks, (cols + 31) / 32);
     cl_mem y0 = ksplit > 1 ? m->parts : segs[0].y;
@@ -1150,6 +1224,7 @@ static void ocl_shared_free(void *p)
     if (sh->weights) clReleaseMemObject(sh->weights);
     if (sh->program) clReleaseProgram(sh->program);
     if (sh->narrow) clReleaseProgram(sh->narrow);
+    if (sh->wgp) clReleaseProgram(sh->wgp);
     if (sh->ctx) clReleaseContext(sh->ctx);
     free(sh);
 }
@@ -1265,17 +1340,21 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     /* decode products on tensor cores, single and batched alike (an option being measured) */
     const char *mvm_env = getenv("Q3_OPENCL_MV_MMA");
     sh->mv_mma = sh->mma && mvm_env && !strcmp(mvm_env, "1");
+    /* prompt GEMMs by wgmma (Hopper; an option being measured): matmul_mma's blocks, one warpgroup */
+    const char *wgmma_env = getenv("Q3_OPENCL_WGMMA");
+    sh->wgmma = sh->mma && wgmma_env && !strcmp(wgmma_env, "1") && sh->mm_bt == 128 && sh->mm_wg == 128 && sh->mm_rp == 2;
     if (build_program(sh, f, err)) {
         if (!sh->mma || sh->mma_emulate) return -1; /* the emulation is plain OpenCL C: no fallback */
         if (o->verbose)
             fprintf(stderr, "q3: tensor-core kernels did not build (%s); using the portable GEMM\n", err->msg);
         if (sh->program) clReleaseProgram(sh->program);
         if (sh->narrow) clReleaseProgram(sh->narrow);
-        sh->program = sh->narrow = NULL;
-        sh->mma = sh->att_tc = sh->mv_mma = 0;
+        if (sh->wgp) clReleaseProgram(sh->wgp);
+        sh->program = sh->narrow = sh->wgp = NULL;
+        sh->mma = sh->att_tc = sh->mv_mma = sh->wgmma = 0;
         if (build_program(sh, f, err)) return -1;
     }
-    if (o->verbose && sh->mma) fprintf(stderr, "q3: prompts on tensor cores (matmul_mma)\n");
+    if (o->verbose && sh->mma) fprintf(stderr, "q3: prompts on tensor cores (%s)\n", sh->wgmma ? "matmul_wg: wgmma" : "matmul_mma");
 
     const q3_section *ws = q3_get_section(f, Q3_SEC_WEIGHTS);
     clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof sh->max_alloc, &sh->max_alloc, NULL);
@@ -1373,6 +1452,8 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->att_tc_wg = sh->att_tc_wg;
     m->fa_wide = sh->fa_wide && sh->narrow;
     m->mv_mma = sh->mv_mma;
+    m->wgp = sh->wgp;
+    m->wgmma = sh->wgmma && sh->wgp;
     m->verbose = sh->verbose;
     m->att_hg = sh->att_hg;
     m->att_splits[0] = sh->att_splits[0];

@@ -370,7 +370,8 @@ static void test_tensor_cores_requested(void **s)
  * in two and attention of 4 warps; hf-tiny: head_dim 16 (2-chunk rows),
  * and the fused products on the narrow build of matmul_mma; syn-a: head_dim 64, decode
  * attention (attention_tc) and products (matvec_mma, Q3_OPENCL_MV_MMA=1) on tensor cores
- * over its 559-position prompt. */
+ * over its 559-position prompt; syn-b again with the prompt GEMMs by wgmma (matmul_wg and
+ * matmul_wg_glu, Q3_OPENCL_WGMMA=1) and the column split. */
 static void test_tensor_core_kernels_emulated(void **s)
 {
     (void)s;
@@ -388,6 +389,11 @@ static void test_tensor_core_kernels_emulated(void **s)
     setenv("Q3_OPENCL_MV_MMA", "1", 1); /* and the decode products on tensor cores (matvec_mma) */
     run_model("syn-a");
     unsetenv("Q3_OPENCL_MV_MMA");
+    setenv("Q3_OPENCL_WGMMA", "1", 1);     /* prompt GEMMs by wgmma (matmul_wg, matmul_wg_glu) */
+    setenv("Q3_OPENCL_MM_KSPLIT", "2", 1); /* with o_proj's and down's column split */
+    run_model("syn-b");
+    unsetenv("Q3_OPENCL_MM_KSPLIT");
+    unsetenv("Q3_OPENCL_WGMMA");
     unsetenv("Q3_OPENCL_MMA");
 }
 
