@@ -125,6 +125,11 @@ check "q3wgmma --wn 32: exit 2, one line naming it" '[ $rc -eq 2 ] && [ "$(wc -l
 if grep -q "no NVIDIA OpenCL GPU" "$T/err"; then # elsewhere it probes the GPU: checked on the H200
     check "q3wgmma without an NVIDIA GPU: exit 1, one line" '[ $rc -eq 1 ] && [ "$(wc -l <"$T/err")" -eq 1 ]'
 fi
+"$BUILD/q3wgmma" --emulate >"$T/out" 2>"$T/err"; rc=$?
+if ! grep -q "no OpenCL device" "$T/err"; then # the backend's matmul_wg, emulated, against the host
+    check "q3wgmma --emulate: matmul_wg exact on shapes with partial blocks" \
+        '[ $rc -eq 0 ] && [ "$(grep -c " exact$" "$T/out")" -eq 2 ] && grep -q "all checks passed" "$T/out"'
+fi
 tools/synth_models.sh --help >"$T/out" 2>"$T/err"; rc=$?
 check "synth_models.sh --help: the same" '[ $rc -eq 0 ] && grep -q "^usage: " "$T/out" && [ ! -s "$T/err" ] && grep -q "^environment:" "$T/out"'
 python3 tools/safetensors_to_gguf.py --help >"$T/out" 2>"$T/err"; rc=$?

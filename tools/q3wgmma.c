@@ -12,15 +12,16 @@
  *     fragment) or from local memory, B from local memory; no swizzle (8 x 16-byte core
  *     matrices, the descriptor's LBO the stride along K, SBO along M or N) or the
  *     128-byte swizzle.
- *  2. a GEMM as matmul_mma's inputs are laid out (weights in 16-row x 32-column tiles,
- *     x in BF16 rows, y in f32 rows): a work-group of one warpgroup (128 threads) takes
- *     128 rows x 128 tokens, 32 columns a step, both operands copied to local memory by
- *     cp.async (3 steps in flight, 48 KiB) in the no-swizzle layout, and
- *     wgmma.m64nNk16 with both from local memory (N = --wn, default the widest the
- *     compiler takes of 128 and 64: inline asm of N/2 outputs). Checked against the
- *     host on a shape with partial blocks, then timed (best of R, default 5) on the
- *     Qwen3-4B shapes of a 512- and a 4096-token prompt, as TFLOP/s.
- * --wait W: wgmma groups left in flight before a step's buffer is refilled (0 or 1).
+ *  2. the backend's own matmul_wg (kernels/qwen3_wgmma.cl, built as the backend builds it
+ *     for a Qwen3-4B-like model with Q3_WGMMA): weights in their 16-row x 32-column tiles,
+ *     x in BF16 rows, y in f32 rows, one warpgroup a 128 x 128 block, both operands in
+ *     local memory by cp.async, wgmma.m64n128k16. Checked exactly against the host on
+ *     shapes with partial blocks (small integers), then timed (best of R, default 5) on
+ *     the Qwen3-4B shapes of a 512- and a 4096-token prompt, as TFLOP/s.
+ * --emulate: on any OpenCL device (PoCL in CI), matmul_wg built with Q3_MMA_EMULATE and
+ * checked against the host; no layout cases, no timing.
+ * --wait W: wgmma groups left in flight before a step's buffer is refilled (0 or 1: the
+ * kernel's WG_WAIT).
  * Exit status: 0 every check passed, 1 a check failed or there is no NVIDIA device,
  * 2 usage. */
 #define CL_TARGET_OPENCL_VERSION 120
@@ -31,14 +32,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/cl_sources.h"
 #include "../runtime/ocl_ptx.h"
 
-static const char usage[] = "usage: q3wgmma [--runs R] [--wn 64|128] [--wait 0|1]\n"
+static const char usage[] = "usage: q3wgmma [--runs R] [--wait 0|1] [--emulate]\n"
                             "  checks that wgmma runs under NVIDIA's OpenCL (PTX retargeted to sm_90a), which\n"
-                            "  operand layouts it reads, and times a wgmma GEMM on the Qwen3-4B shapes\n"
+                            "  operand layouts it reads, and checks and times the backend's wgmma GEMM\n"
+                            "  (matmul_wg) on the Qwen3-4B shapes\n"
                             "  --runs R   timed launches a shape, the best reported (default 5)\n"
-                            "  --wn N     the wgmma's N (default: 128, else 64 where the compiler refuses)\n"
                             "  --wait W   wgmma groups in flight when a step's buffer is refilled (default 1)\n"
+                            "  --emulate  on any OpenCL device: matmul_wg emulated in plain OpenCL C, the checks\n"
+                            "             only (the harness and the kernel's indexing, no layouts, no timing)\n"
                             "exit status: 0 all checks passed, 1 a check failed or no NVIDIA device, 2 usage\n"
                             "environment:\n"
                             "  OCL_ICD_VENDORS=DIR  where the OpenCL loader looks for drivers\n";
@@ -105,92 +109,7 @@ static const char kernel_src[] =
     "        D[(ra + 8) * 32 + c] = d[4 * j + 2], D[(ra + 8) * 32 + c + 1] = d[4 * j + 3];\n"
     "    }\n"
     "}\n"
-    "\n"
-    "/* ---- the GEMM: y[t][r] = sum_k W[r][k] x[t][k], 128 rows x 128 tokens a work-group ---- */\n"
-    "#define BR 128 /* rows a block: two m64 halves */\n"
-    "#define BT 128 /* tokens a block */\n"
-    "#define STAGES 3\n"
-    "#define OPB (128 * 64) /* bytes of one operand's step: 128 rows x 32 columns BF16 */\n"
-    "/* no swizzle: row r, 16-byte chunk j (columns 8j..8j+7) at r/8 * 512 + j * 128 + r%8 * 16:\n"
-    "   LBO (along K) 128, SBO (along rows) 512 */\n"
-    "#define CHUNK_OFF(r, j) (((r) / 8) * 512 + (j) * 128 + ((r) % 8) * 16)\n"
-    "#define CP16(dst, src, ok) asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" :: \"r\"(dst), \"l\"((ulong)(src)), \"r\"((ok) ? 16 : 0) : \"memory\")\n"
-    "#define WGMMA(acc, da, db) asm volatile(\"{.reg .pred p; setp.ne.b32 p, %\" WG_NP \", 0;\\n\" \\\n"
-    "    WG(\"wgmma.mma_async.sync.aligned.m64n\" WN_S \"k16.f32.bf16.bf16 {\" WG_REGS \"}, %\" WG_NA \", %\" WG_NB \", p, 1, 1, 0, 0;\") \"}\" \\\n"
-    "    : WG_OUTS(acc) : \"l\"(da), \"l\"(db), \"r\"(1))\n"
-    "__kernel __attribute__((reqd_work_group_size(128, 1, 1)))\n"
-    "void gemm(__global const uint4 *W, __global const ushort *xb, __global float *y, uint rows, uint cols,\n"
-    "          uint n_tok, uint ldx, uint ldy)\n"
-    "{\n"
-    "    __local uint4 smem[STAGES * 2 * OPB / 16];\n"
-    "    uint l = get_local_id(0), warp = l / 32, lane = l % 32, g = lane / 4, tig = lane % 4;\n"
-    "    uint rb = get_group_id(0) * BR, tb = get_group_id(1) * BT, n_steps = cols / 32, n_panels = (rows + 15) / 16;\n"
-    "    uint base = sm_addr(smem);\n"
-    "    /* thread l copies chunks q = l + 128 i: row (q % 8) + 8 (q / 32), chunk (q / 8) % 4, so that 8\n"
-    "       neighbouring threads fill one core matrix (128 contiguous bytes) */\n"
-    "#define LOAD_STEP(buf, c) do { \\\n"
-    "        uint sa_ = base + (buf) * 2 * OPB, sb_ = sa_ + OPB; \\\n"
-    "        _Pragma(\"unroll\") for (uint i_ = 0; i_ < 4; i_++) { \\\n"
-    "            uint q_ = l + 128 * i_, r_ = q_ % 8 + 8 * (q_ / 32), j_ = (q_ / 8) % 4; \\\n"
-    "            uint p_ = (rb + r_) / 16, rr_ = (rb + r_) % 16; int okw_ = p_ < n_panels; \\\n"
-    "            __global const uint4 *ws_ = W + (okw_ ? ((ulong)p_ * n_steps + (c)) * 64 + (rr_ < 8 ? 0 : 32) + 4 * (rr_ % 8) + j_ : 0); \\\n"
-    "            CP16(sa_ + CHUNK_OFF(r_, j_), ws_, okw_); \\\n"
-    "            int okx_ = tb + r_ < n_tok; \\\n"
-    "            __global const ushort *xs_ = xb + (okx_ ? (ulong)(tb + r_) * ldx + (c) * 32 + j_ * 8 : 0); \\\n"
-    "            CP16(sb_ + CHUNK_OFF(r_, j_), xs_, okx_); \\\n"
-    "        } \\\n"
-    "    } while (0)\n"
-    "    float acc[2][BT / WN][WN / 2];\n"
-    "#pragma unroll\n"
-    "    for (uint h = 0; h < 2; h++)\n"
-    "#pragma unroll\n"
-    "        for (uint n = 0; n < BT / WN; n++)\n"
-    "#pragma unroll\n"
-    "            for (uint i = 0; i < WN / 2; i++) acc[h][n][i] = 0.0f;\n"
-    "#pragma unroll\n"
-    "    for (uint s = 0; s < STAGES - 1; s++) {\n"
-    "        if (s < n_steps) LOAD_STEP(s, s);\n"
-    "        asm volatile(\"cp.async.commit_group;\" ::: \"memory\");\n"
-    "    }\n"
-    "    for (uint kt = 0; kt < n_steps; kt++) {\n"
-    "        asm volatile(\"cp.async.wait_group 1;\" ::: \"memory\"); /* STAGES - 2 */\n"
-    "        barrier(CLK_LOCAL_MEM_FENCE);\n"
-    "        asm volatile(\"fence.proxy.async.shared::cta;\" ::: \"memory\");\n"
-    "        uint sa = base + (kt % STAGES) * 2 * OPB, sb = sa + OPB;\n"
-    "        asm volatile(WG(\"wgmma.fence.sync.aligned;\") ::: \"memory\");\n"
-    "#pragma unroll\n"
-    "        for (uint ks = 0; ks < 2; ks++)\n"
-    "#pragma unroll\n"
-    "        for (uint h = 0; h < 2; h++)\n"
-    "#pragma unroll\n"
-    "        for (uint n = 0; n < BT / WN; n++) {\n"
-    "            ulong da = desc(sa + h * 8 * 512 + ks * 256, 128, 512, 0);\n"
-    "            ulong db = desc(sb + n * (WN / 8) * 512 + ks * 256, 128, 512, 0);\n"
-    "            WGMMA(acc[h][n], da, db);\n"
-    "        }\n"
-    "        asm volatile(WG(\"wgmma.commit_group.sync.aligned;\") ::: \"memory\");\n"
-    "#if WAIT == 0\n"
-    "        asm volatile(WG(\"wgmma.wait_group.sync.aligned 0;\") ::: \"memory\");\n"
-    "#else\n"
-    "        asm volatile(WG(\"wgmma.wait_group.sync.aligned 1;\") ::: \"memory\"); /* step kt - 1's are done */\n"
-    "#endif\n"
-    "        uint nx = kt + STAGES - 1; /* into step kt - 1's buffer */\n"
-    "        if (nx < n_steps) LOAD_STEP(nx % STAGES, nx);\n"
-    "        asm volatile(\"cp.async.commit_group;\" ::: \"memory\");\n"
-    "    }\n"
-    "    asm volatile(WG(\"wgmma.wait_group.sync.aligned 0;\") ::: \"memory\");\n"
-    "    /* m64nN: lane (g, tig) of warp w holds rows 16 w + g (+ 8: e / 2) of tokens 8 j + 2 tig (+ e % 2) */\n"
-    "#pragma unroll\n"
-    "    for (uint h = 0; h < 2; h++)\n"
-    "#pragma unroll\n"
-    "    for (uint n = 0; n < BT / WN; n++)\n"
-    "#pragma unroll\n"
-    "    for (uint i = 0; i < WN / 2; i++) {\n"
-    "        uint j = i / 4, e = i % 4;\n"
-    "        uint r = rb + 64 * h + 16 * warp + g + 8 * (e / 2), t = tb + n * WN + 8 * j + 2 * tig + e % 2;\n"
-    "        if (r < rows && t < n_tok) y[(ulong)t * ldy + r] = acc[h][n][i];\n"
-    "    }\n"
-    "}\n";
+    ;
 
 typedef struct {
     cl_platform_id platform;
@@ -219,46 +138,45 @@ static void print_log(cl_program p, cl_device_id dev, size_t max)
     free(log);
 }
 
-/* The source with the host's definitions in front (WN: the wgmma's N). */
-static char *make_source(int wn, int wait)
-{
-    size_t cap = sizeof kernel_src + 16384;
-    char *s = malloc(cap);
-    if (!s) return NULL;
-    int n = snprintf(s, cap, "#define MARK \"%s\"\n#define WN %d\n#define WN_S \"%d\"\n#define WAIT %d\n", Q3_PTX_SM90A_MARK, wn,
-                     wn, wait);
-    n += snprintf(s + n, cap - (size_t)n, "#define WG_NA \"%d\"\n#define WG_NB \"%d\"\n#define WG_NP \"%d\"\n#define WG_REGS \"",
-                  wn / 2, wn / 2 + 1, wn / 2 + 2);
-    for (int i = 0; i < wn / 2; i++) n += snprintf(s + n, cap - (size_t)n, "%s%%%d", i ? "," : "", i);
-    n += snprintf(s + n, cap - (size_t)n, "\"\n#define WG_OUTS(a) ");
-    for (int i = 0; i < wn / 2; i++) n += snprintf(s + n, cap - (size_t)n, "%s\"+f\"((a)[%d])", i ? ", " : "", i);
-    n += snprintf(s + n, cap - (size_t)n, "\n");
-    memcpy(s + n, kernel_src, sizeof kernel_src);
-    return s;
-}
-
-/* A context on the NVIDIA device and the program built through its PTX; 0 or -1. */
-static int open_env(wg_env *e, int wn, int wait, int verbose)
+/* A context on the NVIDIA device and a program built through its PTX (the marks dropped,
+ * the target moved to sm_90a): gemm 0 the layout probe above, 1 the backend's kernels as it
+ * builds them for a Qwen3-4B-like model with Q3_WGMMA (runtime/backend_opencl.c's options;
+ * wait: WG_WAIT). 0 or -1 (printed where verbose). */
+static int open_env(wg_env *e, int gemm, int wait, int emulate, int verbose)
 {
     cl_int rc;
     e->ctx = clCreateContext(NULL, 1, &e->dev, NULL, NULL, &rc);
     if (rc) return -1;
     e->q = clCreateCommandQueue(e->ctx, e->dev, CL_QUEUE_PROFILING_ENABLE, &rc);
     if (rc) return -1;
-    char *src = make_source(wn, wait);
-    if (!src) return -1;
-    const char *srcs[1] = {src};
-    cl_program p = clCreateProgramWithSource(e->ctx, 1, srcs, NULL, &rc);
-    free(src);
+    const char *srcs[17];
+    cl_uint n = 0;
+    char opts[512];
+    if (gemm) {
+        for (const q3_cl_source *cs = q3_cl_sources; cs->name && n < 16; cs++) srcs[n++] = cs->text;
+        snprintf(opts, sizeof opts,
+                 "-cl-std=CL1.2 -DHEAD_DIM=128 -DATT_HG=2 -DMVX=4096 -DMVX_NORM=4096 -DMM_BT=128 -DMM_WG=128 -DMM_RP=2 "
+                 "-DFA_WG=128 -DMVB_R=2 -DATT_TC_WG=128 -DQ3_NV_MMA -DQ3_WGMMA -DWG_WAIT=%d%s",
+                 wait, emulate ? " -DQ3_MMA_EMULATE" : "");
+    } else {
+        srcs[n++] = "#define MARK \"" Q3_PTX_SM90A_MARK "\"\n";
+        srcs[n++] = kernel_src;
+        snprintf(opts, sizeof opts, "-cl-std=CL1.2");
+    }
+    cl_program p = clCreateProgramWithSource(e->ctx, n, srcs, NULL, &rc);
     if (rc) return -1;
-    if ((rc = clBuildProgram(p, 1, &e->dev, "", NULL, NULL)) != CL_SUCCESS) {
-        if (verbose) fprintf(stderr, "q3wgmma: the marked source (N %d) does not build (%d):\n", wn, rc), print_log(p, e->dev, 1500);
+    if ((rc = clBuildProgram(p, 1, &e->dev, opts, NULL, NULL)) != CL_SUCCESS) {
+        if (verbose) fprintf(stderr, "q3wgmma: the marked source does not build (%d):\n", rc), print_log(p, e->dev, 1500);
         clReleaseProgram(p);
         return -1;
     }
-    size_t n = 0;
-    clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL);
-    unsigned char *ptx = malloc(n + 1), *bins[1] = {ptx};
+    if (emulate) { /* plain OpenCL C: no PTX */
+        e->prog = p;
+        return 0;
+    }
+    size_t len = 0;
+    clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof len, &len, NULL);
+    unsigned char *ptx = malloc(len + 1), *bins[1] = {ptx};
     if (!ptx || clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL)) {
         free(ptx);
         clReleaseProgram(p);
@@ -267,10 +185,10 @@ static int open_env(wg_env *e, int wn, int wait, int verbose)
     clReleaseProgram(p);
     char *patched = NULL;
     size_t plen = 0;
-    int bad = q3_ptx_to_sm90a((const char *)ptx, n, &patched, &plen);
+    int bad = q3_ptx_to_sm90a((const char *)ptx, len, &patched, &plen);
     free(ptx);
     if (bad) {
-        fprintf(stderr, "q3wgmma: the program's PTX has no .target sm_90 line (not a Hopper GPU?)\n");
+        if (verbose) fprintf(stderr, "q3wgmma: the program's PTX has no .target sm_90 line (not a Hopper GPU?)\n");
         return -1;
     }
     const unsigned char *pb = (const unsigned char *)patched;
@@ -278,11 +196,19 @@ static int open_env(wg_env *e, int wn, int wait, int verbose)
     free(patched);
     if (rc) return -1;
     if ((rc = clBuildProgram(e->prog, 1, &e->dev, "-cl-nv-verbose", NULL, NULL)) != CL_SUCCESS) {
-        fprintf(stderr, "q3wgmma: the sm_90a PTX does not build (%d):\n", rc);
-        print_log(e->prog, e->dev, 3000);
+        if (verbose) fprintf(stderr, "q3wgmma: the sm_90a PTX does not build (%d):\n", rc), print_log(e->prog, e->dev, 3000);
         return -1;
     }
-    if (verbose) print_log(e->prog, e->dev, 400);
+    if (verbose) { /* ptxas's lines on matmul_wg: registers, spills, injected waits */
+        size_t ln = 0;
+        clGetProgramBuildInfo(e->prog, e->dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &ln);
+        char *log = calloc(1, ln + 1);
+        if (log && !clGetProgramBuildInfo(e->prog, e->dev, CL_PROGRAM_BUILD_LOG, ln, log, NULL))
+            for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n"))
+                if (strstr(line, "matmul_wg") || strstr(line, "C75") || strstr(line, "Used "))
+                    printf("  ptxas: %.200s\n", line);
+        free(log);
+    }
     return 0;
 }
 
@@ -314,7 +240,7 @@ static int layout_case(wg_env *e, const cl_uint c[10])
             for (int k = 0; k < 64; k++) s += of_bf16(A[r * 64 + k]) * of_bf16(B[n * 64 + k]);
             ref[r * 32 + n] = s;
         }
-    if (open_env(e, 64, 1, 0)) return -1;
+    if (open_env(e, 0, 1, 0, 0)) return -1;
     cl_int rc;
     cl_kernel k = clCreateKernel(e->prog, "layout", &rc);
     cl_mem ba = clCreateBuffer(e->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof A, A, &rc);
@@ -372,20 +298,29 @@ static int gemm_shape(wg_env *e, const shape *sh, int check, int runs, double *b
     for (size_t i = 0; i < xn; i++) x[i] = bf16(check ? (float)(rand() % 5 - 2) : (float)(rand() % 1000) / 1000.0f - 0.5f);
     to_tiles(w, rows, cols, wt);
     cl_int rc;
-    cl_kernel k = clCreateKernel(e->prog, "gemm", &rc);
+    cl_kernel k = clCreateKernel(e->prog, "matmul_wg", &rc);
     cl_mem bw = clCreateBuffer(e->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, wn * 2, wt, &rc);
     cl_mem bx = clCreateBuffer(e->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, xn * 2, x, &rc);
     cl_mem by = clCreateBuffer(e->ctx, CL_MEM_READ_WRITE, yn * 4, NULL, &rc);
     if (!k || !bw || !bx || !by) goto rel;
-    cl_uint ur = (cl_uint)rows, uc = (cl_uint)cols, ut = (cl_uint)tok, ldx = (cl_uint)cols, ldy = (cl_uint)rows;
-    clSetKernelArg(k, 0, sizeof bw, &bw), clSetKernelArg(k, 1, sizeof bx, &bx), clSetKernelArg(k, 2, sizeof by, &by);
-    clSetKernelArg(k, 3, 4, &ur), clSetKernelArg(k, 4, 4, &uc), clSetKernelArg(k, 5, 4, &ut);
-    clSetKernelArg(k, 6, 4, &ldx), clSetKernelArg(k, 7, 4, &ldy);
-    size_t gs[2] = {(size_t)(rows + 127) / 128 * 128, (size_t)(tok + 127) / 128}, ls[2] = {128, 1};
+    /* matmul_wg's arguments (MM_ARGS): one matrix, stored (not added), no column split */
+    cl_uint uc = (cl_uint)cols, ut = (cl_uint)tok, ldx = (cl_uint)cols, zero = 0, ur = (cl_uint)rows, ldy = (cl_uint)rows;
+    cl_ulong off0 = 0;
+    rc = clSetKernelArg(k, 0, sizeof bw, &bw) | clSetKernelArg(k, 1, 4, &uc) | clSetKernelArg(k, 2, sizeof bx, &bx) |
+         clSetKernelArg(k, 3, 4, &ldx) | clSetKernelArg(k, 4, 4, &ut) | clSetKernelArg(k, 5, 4, &zero) |
+         clSetKernelArg(k, 6, 4, &zero);
+    for (cl_uint sgi = 0; sgi < 3; sgi++)
+        rc |= clSetKernelArg(k, 7 + 4 * sgi, 8, &off0) | clSetKernelArg(k, 8 + 4 * sgi, 4, sgi ? &zero : &ur) |
+              clSetKernelArg(k, 9 + 4 * sgi, sizeof by, &by) | clSetKernelArg(k, 10 + 4 * sgi, 4, &ldy);
+    if (rc) {
+        printf("  %s: matmul_wg's arguments refused (%d)\n", sh->name, rc);
+        goto rel;
+    }
+    size_t gs[3] = {(size_t)(rows + 127) / 128 * 128, (size_t)(tok + 127) / 128, 1}, ls[3] = {128, 1, 1};
     *best_ms = 1e30;
     for (int r = 0; r < (check ? 1 : runs + 1); r++) {
         cl_event ev;
-        if ((rc = clEnqueueNDRangeKernel(e->q, k, 2, NULL, gs, ls, 0, NULL, &ev)) || (rc = clWaitForEvents(1, &ev))) {
+        if ((rc = clEnqueueNDRangeKernel(e->q, k, 3, NULL, gs, ls, 0, NULL, &ev)) || (rc = clWaitForEvents(1, &ev))) {
             printf("  %s: launch failed (%d)\n", sh->name, rc);
             goto rel;
         }
@@ -426,7 +361,8 @@ out:
     return ret;
 }
 
-static int find_nvidia(wg_env *e)
+/* The first NVIDIA GPU, or with any set the first device of any platform. */
+static int find_device(wg_env *e, int any)
 {
     cl_platform_id ps[16];
     cl_uint np = 0;
@@ -434,8 +370,8 @@ static int find_nvidia(wg_env *e)
     for (cl_uint i = 0; i < np && i < 16; i++) {
         char name[256] = "";
         clGetPlatformInfo(ps[i], CL_PLATFORM_NAME, sizeof name, name, NULL);
-        if (!strstr(name, "NVIDIA")) continue;
-        if (clGetDeviceIDs(ps[i], CL_DEVICE_TYPE_GPU, 1, &e->dev, NULL) != CL_SUCCESS) continue;
+        if (!any && !strstr(name, "NVIDIA")) continue;
+        if (clGetDeviceIDs(ps[i], any ? CL_DEVICE_TYPE_ALL : CL_DEVICE_TYPE_GPU, 1, &e->dev, NULL) != CL_SUCCESS) continue;
         e->platform = ps[i];
         char dn[256] = "", drv[64] = "";
         clGetDeviceInfo(e->dev, CL_DEVICE_NAME, sizeof dn, dn, NULL);
@@ -448,16 +384,19 @@ static int find_nvidia(wg_env *e)
 
 int main(int argc, char **argv)
 {
-    int runs = 5, wn = 0, wait = 1;
+    int runs = 5, wait = 1, emulate = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             return 0;
         }
+        if (!strcmp(a, "--emulate")) {
+            emulate = 1;
+            continue;
+        }
         int ok = 0;
         if (!strcmp(a, "--runs") && v) ok = (runs = atoi(v)) >= 1 && runs <= 1000;
-        else if (!strcmp(a, "--wn") && v) ok = (wn = atoi(v)) == 64 || wn == 128;
         else if (!strcmp(a, "--wait") && v) ok = (wait = atoi(v)) == 0 || wait == 1;
         if (!ok) {
             fprintf(stderr, "q3wgmma: bad argument '%s%s%s' (--help)\n", a, v ? " " : "", v ? v : "");
@@ -466,8 +405,8 @@ int main(int argc, char **argv)
         i++;
     }
     wg_env e = {0};
-    if (find_nvidia(&e)) {
-        fprintf(stderr, "q3wgmma: no NVIDIA OpenCL GPU (the probe needs Hopper's wgmma)\n");
+    if (find_device(&e, emulate)) {
+        fprintf(stderr, emulate ? "q3wgmma: no OpenCL device\n" : "q3wgmma: no NVIDIA OpenCL GPU (the probe needs Hopper's wgmma)\n");
         return 1;
     }
     int failed = 0;
@@ -487,23 +426,19 @@ int main(int argc, char **argv)
         {{2, 0, 0, 16, 1024, 2, 0, 0, 16, 1024}, 0, "A and B 128-byte swizzle, SBO 1024"},
         {{0, 0, 0, 0, 0, 1, 128, 1024, 1024, 128}, 0, "A registers; B no swizzle, K-neighbours adjacent, LBO = N stride (wrong reading)"},
     };
-    printf("layouts (exact results of 2048):\n");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    if (!emulate) printf("layouts (exact results of 2048):\n");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0] && !emulate; i++) {
         int good = layout_case(&e, cases[i].c);
         printf("  %-90s %d%s\n", cases[i].what, good, good < 0 ? " (failed to run)" : "");
         if (cases[i].expect && good != 2048) failed = 1;
     }
-    /* 2. the GEMM: the widest N the compiler takes */
-    int tried[2] = {wn ? wn : 128, wn ? 0 : 64};
-    int built = 0;
-    for (int i = 0; i < 2 && tried[i] && !built; i++)
-        if (!open_env(&e, tried[i], wait, 1)) built = wn = tried[i];
-        else release(&e);
-    if (!built) {
-        fprintf(stderr, "q3wgmma: the GEMM does not build\n");
+    /* 2. the backend's matmul_wg */
+    if (open_env(&e, 1, wait, emulate, 1)) {
+        fprintf(stderr, "q3wgmma: matmul_wg does not build\n");
         return 1;
     }
-    printf("gemm: wgmma m64n%dk16, 128 x 128 blocks, 3 steps of 32 columns in flight, wait_group %d\n", wn, wait);
+    printf("matmul_wg%s: wgmma m64n128k16, 128 x 128 blocks, 3 steps of 32 columns in flight, wait_group %d\n",
+           emulate ? " (emulated)" : "", wait);
     static const shape check_shapes[] = {{200, 256, 200, "check 200 rows x 256 columns x 200 tokens"},
                                          {512, 1024, 384, "check 512 rows x 1024 columns x 384 tokens"}};
     double ms;
@@ -514,7 +449,7 @@ int main(int argc, char **argv)
         {19456, 2560, 512, "4B gate/up 19456 x 2560, 512"},     {2560, 9728, 512, "4B down 2560 x 9728, 512"},
         {19456, 2560, 4096, "4B gate/up 19456 x 2560, 4096"},   {2560, 9728, 4096, "4B down 2560 x 9728, 4096"},
     };
-    for (size_t i = 0; i < sizeof timed / sizeof timed[0] && !failed; i++) {
+    for (size_t i = 0; i < sizeof timed / sizeof timed[0] && !failed && !emulate; i++) {
         if (gemm_shape(&e, &timed[i], 0, runs, &ms)) {
             failed = 1;
             break;
