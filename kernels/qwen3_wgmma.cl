@@ -139,9 +139,9 @@ inline __attribute__((always_inline)) void wg_body(MM_ARGS, const uint glu, __lo
         CP_COMMIT();
     }
     for (uint kt = 0; kt < nk; kt++) {
-        WG_CP_WAIT(); /* this thread's copies of step kt have landed ... */
-        barrier(CLK_LOCAL_MEM_FENCE); /* ... everyone's */
-        WG_PROXY_FENCE();             /* and wgmma (the async proxy) sees them */
+        WG_CP_WAIT();                 /* this thread's copies of step kt have landed, */
+        WG_PROXY_FENCE();             /* are ordered before the async proxy's reads (wgmma), */
+        barrier(CLK_LOCAL_MEM_FENCE); /* and so are everyone's */
         uint sa = base + (kt % WG_STAGES) * 2 * WG_OPB, sb = sa + WG_OPB;
         WG_FENCE();
 #pragma unroll
