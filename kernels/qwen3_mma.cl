@@ -251,29 +251,37 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
         ulong off0, uint rows0, __global float *y0, uint ld0, ulong off1, uint rows1, __global float *y1, uint ld1,  \
         ulong off2, uint rows2, __global float *y2, uint ld2
 #define MM_ARG_NAMES W, cols, xb, ldx, n_tok, add, part_stride, off0, rows0, y0, ld0, off1, rows1, y1, ld1, off2, rows2, y2, ld2
+/* A GEMM work-group's block, one definition for matmul_mma and matmul_wg (qwen3_wgmma.cl):
+ * its row block rb (glu: MM_BR / 2 rows of gate and the same of up) and token block tb, the
+ * matrix seg of the (up to three) that block falls in, with its rows, y and ld, the steps
+ * c_lo .. c_lo + nk of its column split (y moved to its part), and the weights' first tile
+ * wpb, up's pdelta uint4s past gate's (glu). Expects glu and the MM_ARGS in scope. */
+#ifdef MM_TOKEN_MAJOR /* the token blocks of a row block launch one after another: its weights read once */
+#define MM_BLOCK_IDS uint blk = get_group_id(1), tb = get_group_id(0) * MM_BT
+#else
+#define MM_BLOCK_IDS uint blk = get_group_id(0), tb = get_group_id(1) * MM_BT
+#endif
+#define MM_BLOCK_SETUP                                                                                        \
+    MM_BLOCK_IDS;                                                                                             \
+    uint seg = glu ? 0 : seg_of(&blk, (rows0 + MM_BR - 1) / MM_BR, (rows1 + MM_BR - 1) / MM_BR);              \
+    ulong off = PICK3(seg, off0, off1, off2);                                                                 \
+    uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);                              \
+    __global float *y = PICK3(seg, y0, y1, y2);                                                               \
+    uint rb = blk * (glu ? MM_BR / 2 : MM_BR);                                                                \
+    uint col_tiles = (cols + 31) / 32, n_steps = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;     \
+    uint nz = get_num_groups(2), per = (n_steps + nz - 1) / nz, c_lo = get_group_id(2) * per;                 \
+    uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;                                 \
+    y += (ulong)get_group_id(2) * part_stride;                                                                \
+    long pdelta = glu ? (long)off1 - (long)off0 : 0;                                                          \
+    __global const uint4 *wpb = W + off
 inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __local uchar *smem MM_EMU_PARAM)
 {
     uint l = get_local_id(0), lane = l & 31, warp = l >> 5, g = lane >> 2, tig = lane & 3;
-#ifdef MM_TOKEN_MAJOR /* the token blocks of a row block launch one after another: its weights read once */
-    uint blk = get_group_id(1), tb = get_group_id(0) * MM_BT;
-#else
-    uint blk = get_group_id(0), tb = get_group_id(1) * MM_BT;
-#endif
-    uint seg = glu ? 0 : seg_of(&blk, (rows0 + MM_BR - 1) / MM_BR, (rows1 + MM_BR - 1) / MM_BR);
-    ulong off = PICK3(seg, off0, off1, off2);
-    uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
-    __global float *y = PICK3(seg, y0, y1, y2);
-    uint rb = blk * (glu ? MM_BR / 2 : MM_BR);
-    uint col_tiles = (cols + 31) / 32, n_steps = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;
-    uint nz = get_num_groups(2), per = (n_steps + nz - 1) / nz, c_lo = get_group_id(2) * per;
-    uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
-    y += (ulong)get_group_id(2) * part_stride;
+    MM_BLOCK_SETUP;
 
     /* this warp's panels (MM_RP of them, consecutive; glu: gate's and up's), in uint4s: tile c
      * at 64 c, row r at 4 r; panel p is pdelta uint4s past panel 0 and its index panel0 + p pstep */
     uint panel0 = rb / 16 + (glu ? warp : warp * MM_RP), pstep = glu ? 0 : 1;
-    long pdelta = glu ? (long)off1 - (long)off0 : 0; /* glu: up's panel is this far past gate's */
-    __global const uint4 *wpb = W + off;
 /* rows g and g + 8 of the step's tile, uint4 tig of each (columns 8 tig .. 8 tig + 7): two
  * 16-byte loads a panel, the fragments of both k16 products (the order above) */
 #define MM_LOAD_A(dst, c)                                                                                       \

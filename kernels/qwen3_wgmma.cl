@@ -90,22 +90,7 @@ inline void wgmma_emu(float *acc, __local const uchar *smem, uint a, uint b)
 inline __attribute__((always_inline)) void wg_body(MM_ARGS, const uint glu, __local uchar *smem)
 {
     uint l = get_local_id(0), warp = l >> 5, g = (l & 31) >> 2, tig = l & 3;
-#ifdef MM_TOKEN_MAJOR
-    uint blk = get_group_id(1), tb = get_group_id(0) * MM_BT;
-#else
-    uint blk = get_group_id(0), tb = get_group_id(1) * MM_BT;
-#endif
-    uint seg = glu ? 0 : seg_of(&blk, (rows0 + MM_BR - 1) / MM_BR, (rows1 + MM_BR - 1) / MM_BR);
-    ulong off = PICK3(seg, off0, off1, off2);
-    uint rows = PICK3(seg, rows0, rows1, rows2), ld = PICK3(seg, ld0, ld1, ld2);
-    __global float *y = PICK3(seg, y0, y1, y2);
-    uint rb = blk * (glu ? MM_BR / 2 : MM_BR); /* glu: 64 rows of gate and the same of up */
-    uint col_tiles = (cols + 31) / 32, n_steps = (cols + MM_BK - 1) / MM_BK, n_panels = (rows + 15) / 16;
-    uint nz = get_num_groups(2), per = (n_steps + nz - 1) / nz, c_lo = get_group_id(2) * per;
-    uint c_hi = min(n_steps, c_lo + per), nk = c_hi > c_lo ? c_hi - c_lo : 0;
-    y += (ulong)get_group_id(2) * part_stride;
-    long pdelta = glu ? (long)off1 - (long)off0 : 0; /* glu: up's tiles are this far past gate's */
-    __global const uint4 *wpb = W + off;
+    MM_BLOCK_SETUP; /* qwen3_mma.cl's: rb (glu: 64 rows of gate and the same of up), tb, nk steps from c_lo */
     uint base = lds_addr(smem);
 /* step c into buffer buf: thread l copies chunks q = l + 128 i, row (q % 8) + 8 (q / 32), chunk
  * (q / 8) % 4 (8 neighbouring threads fill one core matrix), of the weights (block row r: glu,
