@@ -312,33 +312,15 @@ static cl_uint matvec_norm_cols(const ocl_backend *m) { return norm_cols(&m->cfg
  * again from that binary in place of *prog. */
 static int rebuild_sm90a(ocl_shared *sh, const q3_file *f, cl_program *prog, const char *opts, q3_err *err)
 {
-    cl_device_id dev = sh->d.id;
-    size_t n = 0;
-    unsigned char *ptx = NULL;
-    if (clGetProgramInfo(*prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || !n ||
-        !(ptx = malloc(n + 1))) {
-        q3_set_err(err, "%s: OpenCL: no program binary to retarget", f->path);
-        return -1;
-    }
-    unsigned char *bins[1] = {ptx};
-    char *patched = NULL;
-    size_t plen = 0;
-    int bad = clGetProgramInfo(*prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) != CL_SUCCESS ||
-              q3_ptx_to_sm90a((const char *)ptx, n, &patched, &plen);
-    free(ptx);
-    if (bad) {
+    cl_int rc = CL_SUCCESS;
+    int r = q3_cl_program_to_sm90a(sh->ctx, sh->d.id, prog, opts, &rc);
+    if (r == -1) {
         q3_set_err(err, "%s: OpenCL: the program's PTX is not for sm_90 (wgmma needs a Hopper GPU)", f->path);
         return -1;
     }
-    clReleaseProgram(*prog);
-    const unsigned char *pb = (const unsigned char *)patched;
-    cl_int rc, st = CL_SUCCESS;
-    *prog = clCreateProgramWithBinary(sh->ctx, 1, &dev, &plen, &pb, &st, &rc);
-    free(patched);
-    if (rc == CL_SUCCESS) rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
-    if (rc != CL_SUCCESS) {
+    if (r) {
         char log[1024] = "";
-        if (*prog) clGetProgramBuildInfo(*prog, dev, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
+        if (*prog) clGetProgramBuildInfo(*prog, sh->d.id, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
         for (char *p = log; *p; p++)
             if (*p == '\n') *p = ' ';
         q3_set_err(err, "%s: OpenCL: the sm_90a PTX did not build: %s (%d) %.300s", f->path, q3_cl_err_name(rc), rc, log);

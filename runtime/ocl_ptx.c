@@ -50,3 +50,25 @@ int q3_ptx_to_sm90a(const char *ptx, size_t n, char **out, size_t *out_len)
     *out = buf, *out_len = (size_t)(o - buf);
     return 0;
 }
+
+int q3_cl_program_to_sm90a(cl_context ctx, cl_device_id dev, cl_program *prog, const char *opts, cl_int *rc)
+{
+    size_t n = 0;
+    unsigned char *ptx = NULL;
+    if (clGetProgramInfo(*prog, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || !n ||
+        !(ptx = malloc(n + 1)))
+        return -1;
+    unsigned char *bins[1] = {ptx};
+    char *patched = NULL;
+    size_t plen = 0;
+    int bad = clGetProgramInfo(*prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) != CL_SUCCESS ||
+              q3_ptx_to_sm90a((const char *)ptx, n, &patched, &plen);
+    free(ptx);
+    if (bad) return -1;
+    clReleaseProgram(*prog);
+    const unsigned char *pb = (const unsigned char *)patched;
+    *prog = clCreateProgramWithBinary(ctx, 1, &dev, &plen, &pb, NULL, rc);
+    free(patched);
+    if (*rc == CL_SUCCESS) *rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
+    return *rc == CL_SUCCESS ? 0 : -2;
+}

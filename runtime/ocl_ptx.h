@@ -10,6 +10,8 @@
 #define Q3_OCL_PTX_H
 
 #include <stddef.h>
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
 
 /* What a kernel's asm strings put before an sm_90a-only instruction. */
 #define Q3_PTX_SM90A_MARK "//Q3SM90A "
@@ -21,5 +23,12 @@
  * architecture, already sm_90a, or not PTX: build without the marked kernels), or
  * on allocation failure. */
 int q3_ptx_to_sm90a(const char *ptx, size_t n, char **out, size_t *out_len);
+
+/* *prog, built from source for dev alone, replaced by its PTX through q3_ptx_to_sm90a,
+ * built with opts. Returns 0; -1 where there is no binary or it is not PTX for sm_90
+ * (*prog left as it was); -2 where OpenCL refuses the retargeted PTX (*rc its code,
+ * *prog that program, its build log to read, or NULL). One definition for the backend
+ * and tools/q3wgmma. */
+int q3_cl_program_to_sm90a(cl_context ctx, cl_device_id dev, cl_program *prog, const char *opts, cl_int *rc);
 
 #endif

@@ -170,35 +170,15 @@ static int open_env(wg_env *e, int gemm, int wait, int emulate, int verbose)
         clReleaseProgram(p);
         return -1;
     }
-    if (emulate) { /* plain OpenCL C: no PTX */
-        e->prog = p;
-        return 0;
+    e->prog = p;
+    if (emulate) return 0; /* plain OpenCL C: no PTX */
+    int r = q3_cl_program_to_sm90a(e->ctx, e->dev, &e->prog, "-cl-nv-verbose", &rc);
+    if (r == -1 && verbose) fprintf(stderr, "q3wgmma: the program's PTX has no .target sm_90 line (not a Hopper GPU?)\n");
+    if (r == -2 && verbose) {
+        fprintf(stderr, "q3wgmma: the sm_90a PTX does not build (%d):\n", rc);
+        if (e->prog) print_log(e->prog, e->dev, 3000);
     }
-    size_t len = 0;
-    clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof len, &len, NULL);
-    unsigned char *ptx = malloc(len + 1), *bins[1] = {ptx};
-    if (!ptx || clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL)) {
-        free(ptx);
-        clReleaseProgram(p);
-        return -1;
-    }
-    clReleaseProgram(p);
-    char *patched = NULL;
-    size_t plen = 0;
-    int bad = q3_ptx_to_sm90a((const char *)ptx, len, &patched, &plen);
-    free(ptx);
-    if (bad) {
-        if (verbose) fprintf(stderr, "q3wgmma: the program's PTX has no .target sm_90 line (not a Hopper GPU?)\n");
-        return -1;
-    }
-    const unsigned char *pb = (const unsigned char *)patched;
-    e->prog = clCreateProgramWithBinary(e->ctx, 1, &e->dev, &plen, &pb, NULL, &rc);
-    free(patched);
-    if (rc) return -1;
-    if ((rc = clBuildProgram(e->prog, 1, &e->dev, "-cl-nv-verbose", NULL, NULL)) != CL_SUCCESS) {
-        if (verbose) fprintf(stderr, "q3wgmma: the sm_90a PTX does not build (%d):\n", rc), print_log(e->prog, e->dev, 3000);
-        return -1;
-    }
+    if (r) return -1;
     if (verbose) { /* ptxas's lines on matmul_wg: registers, spills, injected waits */
         size_t ln = 0;
         clGetProgramBuildInfo(e->prog, e->dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &ln);
@@ -240,7 +220,10 @@ static int layout_case(wg_env *e, const cl_uint c[10])
             for (int k = 0; k < 64; k++) s += of_bf16(A[r * 64 + k]) * of_bf16(B[n * 64 + k]);
             ref[r * 32 + n] = s;
         }
-    if (open_env(e, 0, 1, 0, 0)) return -1;
+    if (open_env(e, 0, 1, 0, 0)) {
+        release(e);
+        return -1;
+    }
     cl_int rc;
     cl_kernel k = clCreateKernel(e->prog, "layout", &rc);
     cl_mem ba = clCreateBuffer(e->ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, sizeof A, A, &rc);
