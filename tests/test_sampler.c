@@ -96,6 +96,36 @@ static void test_nonfinite_logits_are_refused(void **state)
     assert_int_equal(q3_logits_first_nonfinite(l, VOCAB), -1);
 }
 
+/* q3_argmax and q3_logits_first_nonfinite work in blocks and lanes: each must give what
+ * the one-pass definition gives (the first largest, ties and signed zeros included, a
+ * NaN never larger unless first; the first infinity or NaN) at every length and position. */
+static int32_t argmax_one_pass(const float *l, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (l[i] > l[best]) best = i;
+    return (int32_t)best;
+}
+
+static void test_argmax_and_nonfinite_match_one_pass(void **state)
+{
+    (void)state;
+    static float l[300];
+    const float specials[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 7.0f};
+    srand(23);
+    for (int round = 0; round < 20000; round++) {
+        uint32_t n = 1 + (uint32_t)(rand() % 300);
+        for (uint32_t i = 0; i < n; i++) l[i] = (float)(rand() % 9) - 4.0f;
+        int n_special = rand() % 3;
+        for (int k = 0; k < n_special; k++) l[rand() % n] = specials[rand() % 6];
+        assert_int_equal(q3_argmax(l, n), argmax_one_pass(l, n));
+        int64_t first = -1;
+        for (uint32_t i = 0; i < n && first < 0; i++)
+            if (!isfinite(l[i])) first = i;
+        assert_int_equal(q3_logits_first_nonfinite(l, n), first);
+    }
+}
+
 /* A penalty of 1e-30 divides FLT_MAX-sized logits past the float range: clamped. */
 static void test_extreme_penalty_stays_finite(void **state)
 {
@@ -134,6 +164,7 @@ int main(void)
         cmocka_unit_test(test_every_filter_keeps_one),
         cmocka_unit_test(test_top_k_one_is_the_argmax),
         cmocka_unit_test(test_nonfinite_logits_are_refused),
+        cmocka_unit_test(test_argmax_and_nonfinite_match_one_pass),
         cmocka_unit_test(test_extreme_penalty_stays_finite),
         cmocka_unit_test(test_forget_clears_the_penalty),
     };
