@@ -56,6 +56,15 @@ void serve_metrics_step(serve_metrics *m, int batch, int tokens, double now)
     pthread_mutex_unlock(&m->lock);
 }
 
+void serve_metrics_time(serve_metrics *m, double decode_s, double prefill_s, double host_s)
+{
+    pthread_mutex_lock(&m->lock);
+    m->decode_seconds += decode_s;
+    m->prefill_seconds += prefill_s;
+    m->host_seconds += host_s;
+    pthread_mutex_unlock(&m->lock);
+}
+
 void serve_metrics_load(serve_metrics *m, int queue_depth, int active)
 {
     pthread_mutex_lock(&m->lock);
@@ -116,6 +125,12 @@ static void metric_gauge_real(text *t, const char *name, const char *help, doubl
     put(t, "q3serve_%s %.2f\n", name, v);
 }
 
+static void metric_seconds(text *t, const char *name, const char *help, double v)
+{
+    metric(t, name, "counter", help);
+    put(t, "q3serve_%s %.6f\n", name, v);
+}
+
 char *serve_metrics_text(serve_metrics *m, size_t *len)
 {
     text t = {0};
@@ -133,6 +148,12 @@ char *serve_metrics_text(serve_metrics *m, size_t *len)
     metric_count(&t, "decode_rows_total", "Sequences over all decode steps (divided by steps: the mean batch size).",
                  s.decode_rows);
     metric_count(&t, "prefill_chunks_total", "Prompt chunks prefilled.", s.prefill_chunks);
+    metric_seconds(&t, "decode_seconds_total", "Seconds in batched decode steps (the model's computation).",
+                   s.decode_seconds);
+    metric_seconds(&t, "prefill_seconds_total", "Seconds in prompt chunks (the model's computation).", s.prefill_seconds);
+    metric_seconds(&t, "host_seconds_total",
+                   "Seconds of the scheduler's steps outside the model: sampling, text, stop sequences, replies.",
+                   s.host_seconds);
     metric_gauge(&t, "queue_depth", "Requests waiting for a free slot.", s.queue_depth);
     metric_gauge(&t, "active_sequences", "Requests holding a slot (prefilling or decoding).", s.active);
     metric_gauge(&t, "slots", "Sequences that can decode together (--parallel).", s.slots);

@@ -17,6 +17,9 @@ typedef struct {
     uint64_t prompt_tokens, generated_tokens;
     uint64_t decode_steps, decode_rows; /* rows: sequences over all steps (mean batch = rows / steps) */
     uint64_t prefill_chunks;
+    /* Seconds the scheduler spent in the batched decode steps, in prefill chunks, and in
+     * the host's work a step around them (sampling, text, stop sequences, replies). */
+    double decode_seconds, prefill_seconds, host_seconds;
     int queue_depth, active, slots, last_batch;
     /* Generated tokens per second over the last window of at least a second. */
     double window_start, window_tokens, tok_per_s;
@@ -31,6 +34,8 @@ void serve_metrics_prompt(serve_metrics *m, int tokens);
  * sampled tokens), at monotonic time now (seconds). */
 void serve_metrics_step(serve_metrics *m, int batch, int tokens, double now);
 void serve_metrics_prefill_chunk(serve_metrics *m);
+/* One scheduler step's time: in q3_decode_batch, in q3_prefill, and the rest of the step. */
+void serve_metrics_time(serve_metrics *m, double decode_s, double prefill_s, double host_s);
 void serve_metrics_load(serve_metrics *m, int queue_depth, int active);
 /* The text exposition (malloc'd, NUL-terminated); NULL when out of memory. */
 char *serve_metrics_text(serve_metrics *m, size_t *len);

@@ -235,6 +235,7 @@ static int wait_for_work(serve_sched *s)
 
 static void step(serve_sched *s)
 {
+    double t_start = now_s(), t_decode = 0, t_prefill = 0;
     int n = s->p.n_slots;
     /* Abandoned sequences leave before any work is spent on them. */
     for (int i = 0; i < n; i++)
@@ -253,7 +254,10 @@ static void step(serve_sched *s)
         if (sample(s, sl)) ctxs[nb] = sl->ctx, toks[nb] = sl->next, rows[nb++] = sl;
     }
     q3_err err = {{0}};
-    if (nb && q3_decode_batch(ctxs, toks, (size_t)nb, &err))
+    double t0 = now_s();
+    int failed = nb && q3_decode_batch(ctxs, toks, (size_t)nb, &err);
+    t_decode = now_s() - t0;
+    if (failed)
         for (int i = 0; i < nb; i++) release_slot(s, rows[i], SERVE_FINISH_ERROR, err.msg, 0), rows[i] = NULL;
     for (int i = 0; i < nb; i++)
         if (rows[i]) rows[i]->has_logits = 1;
@@ -266,7 +270,10 @@ static void step(serve_sched *s)
     if (pf) {
         serve_job *j = pf->job;
         int k = serve_prefill_chunk((int)pf->fed, (int)j->n_prompt, s->p.chunk, s->pass);
-        if (q3_prefill(pf->ctx, j->prompt + pf->fed, (size_t)k, &err)) {
+        double t1 = now_s();
+        int pf_failed = q3_prefill(pf->ctx, j->prompt + pf->fed, (size_t)k, &err);
+        t_prefill = now_s() - t1;
+        if (pf_failed) {
             release_slot(s, pf, SERVE_FINISH_ERROR, err.msg, 0);
         } else {
             for (int i = 0; i < k; i++) q3_sampler_accept(pf->sampler, j->prompt[pf->fed + (size_t)i]);
@@ -279,6 +286,7 @@ static void step(serve_sched *s)
             }
         }
     }
+    serve_metrics_time(s->metrics, t_decode, t_prefill, now_s() - t_start - t_decode - t_prefill);
 }
 
 static void *sched_main(void *arg)

@@ -127,6 +127,9 @@ for _ in $(seq 50); do [ "$(metric q3serve_active_sequences)" = 0 ] && break; sl
 check "a client that hangs up frees its slot within 2.5 s" '[ "$(metric q3serve_active_sequences)" = 0 ] && [ "$(metric q3serve_requests_cancelled_total)" = 1 ]'
 curl -s -m 10 -o "$T/after" -w '%{http_code}' "http://127.0.0.1:$PORT/v1/completions" -d '{"prompt":"x","max_tokens":2}' >"$T/status"
 check "the freed slot serves the next request" '[ "$(cat "$T/status")" = 200 ] && [ "$(jq -r .usage.completion_tokens <"$T/after")" -ge 1 ]'
+check "/metrics accounts the scheduler's time: decode, prefill and host seconds above 0" \
+    'awk -v d="$(metric q3serve_decode_seconds_total)" -v p="$(metric q3serve_prefill_seconds_total)" \
+        -v h="$(metric q3serve_host_seconds_total)" "BEGIN { exit !(d > 0 && p > 0 && h > 0) }"'
 
 # SIGTERM mid-generation: the request completes whole, new connections are refused, exit 0.
 # (2000 tokens: long enough that the request is still in flight when the signal lands
