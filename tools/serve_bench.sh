@@ -56,14 +56,25 @@ else
         { echo "serve_bench.sh: q3serve did not start: $(cat "$T/log")" >&2; exit 1; }
 fi
 words=(The Once In def Copyright Hello Today Water Music Every Some When Our This My A)
+# The request bodies are made before any clock starts (a jq a request would be inside it),
+# and one short request first takes what a server does once (first launches, page-ins).
+for i in $(seq 0 $((max - 1))); do
+    jq -nc --arg p "${words[$((i % ${#words[@]}))]}" --argjson n "$TOKENS" \
+        '{prompt: $p, max_tokens: $n, temperature: 0}' >"$T/b$i"
+done
+curl -s -m 1800 "http://127.0.0.1:$port/v1/completions" -d '{"prompt": "Warm", "max_tokens": 8, "temperature": 0}' \
+    >"$T/warm" || { echo "serve_bench.sh: the warm-up request failed" >&2; exit 1; }
+# q3serve's own account of a run (its /metrics counters, differences): seconds in the
+# batched decode steps, in prefill chunks, and in the host's work around them.
+snap() { [[ $model == *.gguf ]] || curl -s -m 10 "http://127.0.0.1:$port/metrics" |
+    awk '/^q3serve_(decode_seconds|prefill_seconds|host_seconds|decode_steps)_total /{printf "%s ", $2}'; }
 printf '%-8s %10s %12s %14s\n' streams tokens seconds "tok/s (all)"
 base=
 for s in "${streams[@]}"; do
+    m0=$(snap)
     t0=$(date +%s.%N)
     for i in $(seq 0 $((s - 1))); do
-        body=$(jq -nc --arg p "${words[$((i % ${#words[@]}))]}" --argjson n "$TOKENS" \
-            '{prompt: $p, max_tokens: $n, temperature: 0}')
-        curl -s -m 1800 "http://127.0.0.1:$port/v1/completions" -d "$body" >"$T/r$i" &
+        curl -s -m 1800 "http://127.0.0.1:$port/v1/completions" -d @"$T/b$i" >"$T/r$i" &
     done
     wait $(jobs -p | grep -v "^$spid$")
     t1=$(date +%s.%N)
@@ -76,8 +87,12 @@ for s in "${streams[@]}"; do
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
     rate=$(awk -v n="$total" -v t="$secs" 'BEGIN { print n / t }')
     [ -z "$base" ] && base=$rate
-    printf '%-8s %10d %12.2f %14.1f  (%.2fx the first)\n' "$s" "$total" "$secs" "$rate" \
+    printf '%-8s %10d %12.2f %14.1f  (%.2fx the first)' "$s" "$total" "$secs" "$rate" \
         "$(awk -v r="$rate" -v b="$base" 'BEGIN { print r / b }')"
+    m1=$(snap)
+    [ -n "$m1" ] && awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x); split(b, y)
+        printf "  q3serve: %d steps, decode %.3f s, prefill %.3f s, host %.3f s", y[1] - x[1], y[2] - x[2], y[3] - x[3], y[4] - x[4] }'
+    echo
 done
 kill -TERM $spid
 wait $spid
