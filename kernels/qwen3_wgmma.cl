@@ -25,6 +25,12 @@
 #ifndef WG_WAIT
 #define WG_WAIT 1 /* wgmma groups left in flight when a step's buffer is refilled (0: none) */
 #endif
+#ifndef WG_DIAG
+#define WG_DIAG 0 /* q3wgmma's bisection (results wrong): 1 no wgmma, 2 no loads past the first steps, 3 neither loads nor barriers */
+#endif
+#ifndef WG_ONLY
+#define WG_ONLY 0 /* q3wgmma's bisection: 1 loads the weights alone, 2 x alone */
+#endif
 #if WG_STAGES != 3
 #error "matmul_wg's cp.async wait is for 3 steps in flight (48 KiB of local memory)"
 #endif
@@ -105,11 +111,11 @@ inline __attribute__((always_inline)) void wg_body(MM_ARGS, const uint glu, __lo
             __global const uint4 *ws_ = wpb + (okw_ ? (long)((ulong)p_ * col_tiles + (c)) * 64 +                \
                                                           (glu && r_ >= 64 ? pdelta : 0) + 4 * (wr_ % 16) + j_   \
                                                     : 0);                                                       \
-            CP_ASYNC16(smem, sa_ + WG_CHUNK(r_, j_), ws_, okw_);                                               \
+            if (WG_ONLY != 2) CP_ASYNC16(smem, sa_ + WG_CHUNK(r_, j_), ws_, okw_);                             \
             uint k_ = (c) * MM_BK + j_ * 8;                                                                     \
             int okx_ = tb + r_ < n_tok && k_ < cols;                                                            \
             __global const ushort *xs_ = xb + (okx_ ? (ulong)(tb + r_) * ldx + k_ : 0);                         \
-            CP_ASYNC16(smem, sb_ + WG_CHUNK(r_, j_), xs_, okx_);                                               \
+            if (WG_ONLY != 1) CP_ASYNC16(smem, sb_ + WG_CHUNK(r_, j_), xs_, okx_);                             \
         }                                                                                                       \
     } while (0)
 
@@ -124,10 +130,13 @@ inline __attribute__((always_inline)) void wg_body(MM_ARGS, const uint glu, __lo
         CP_COMMIT();
     }
     for (uint kt = 0; kt < nk; kt++) {
+#if WG_DIAG != 3
         WG_CP_WAIT();                 /* this thread's copies of step kt have landed, */
         WG_PROXY_FENCE();             /* are ordered before the async proxy's reads (wgmma), */
         barrier(CLK_LOCAL_MEM_FENCE); /* and so are everyone's */
+#endif
         uint sa = base + (kt % WG_STAGES) * 2 * WG_OPB, sb = sa + WG_OPB;
+#if WG_DIAG != 1
         WG_FENCE();
 #pragma unroll
         for (uint ks = 0; ks < 2; ks++)
@@ -135,8 +144,11 @@ inline __attribute__((always_inline)) void wg_body(MM_ARGS, const uint glu, __lo
             for (uint h = 0; h < 2; h++) WGMMA_M64N128K16(acc[h], sa + h * 8 * 512 + ks * 256, sb + ks * 256);
         WG_COMMIT();
         WG_WAIT_PREV(); /* step kt - 1's products are done: its buffer is free */
+#endif
         uint nx = kt + WG_STAGES - 1;
+#if WG_DIAG == 0 || WG_DIAG == 1
         if (nx < nk) WG_LOAD(nx % WG_STAGES, c_lo + nx);
+#endif
         CP_COMMIT();
     }
     WG_WAIT_ALL();
