@@ -1,7 +1,7 @@
 /* q3wgmma - does Hopper's warpgroup MMA (wgmma) run under NVIDIA's OpenCL here, with
  * which operand layouts, and how fast is a GEMM built on it?
  *
- *   q3wgmma [--runs R] [--wait W] [--opts OPTIONS] [--emulate]
+ *   q3wgmma [--runs R] [--opts OPTIONS] [--emulate]
  *
  * NVIDIA's OpenCL compiles for `.target sm_90` and ptxas refuses wgmma there; the
  * kernels below mark each wgmma instruction (runtime/ocl_ptx.h), and the program's PTX
@@ -14,15 +14,15 @@
  *     128-byte swizzle.
  *  2. the backend's own matmul_wg (kernels/qwen3_wgmma.cl, built as the backend builds it
  *     for a Qwen3-4B-like model with Q3_WGMMA): weights in their 16-row x 32-column tiles,
- *     x in BF16 rows, y in f32 rows, one warpgroup a 128 x 128 block, both operands in
- *     local memory by cp.async, wgmma.m64n128k16. Checked exactly against the host on
+ *     x in BF16 rows, y in f32 rows, one warpgroup a 128 x 128 block, wgmma.m64n128k16
+ *     with the weights from registers and x from local memory. Checked exactly against the host on
  *     shapes with partial blocks (small integers), then timed (best of R, default 5) on
  *     the Qwen3-4B shapes of a 512- and a 4096-token prompt, as TFLOP/s, beside the
  *     backend's mma.sync GEMM (matmul_mma) from the same program on the same shapes.
  * --emulate: on any OpenCL device (PoCL in CI), matmul_wg built with Q3_MMA_EMULATE and
  * checked against the host; no layout cases, no timing.
- * --wait W: wgmma groups left in flight before a step's buffer is refilled (0 or 1: the
- * kernel's WG_WAIT).
+ * --opts O: more build options for the GEMM program (tuning, or WG_DIAG's bisection; the
+ * checks are then reported only).
  * Exit status: 0 every check passed, 1 a check failed or there is no NVIDIA device,
  * 2 usage. */
 #define CL_TARGET_OPENCL_VERSION 120
@@ -36,14 +36,13 @@
 #include "../kernels/cl_sources.h"
 #include "../runtime/ocl_ptx.h"
 
-static const char usage[] = "usage: q3wgmma [--runs R] [--wait 0|1] [--opts OPTIONS] [--emulate]\n"
+static const char usage[] = "usage: q3wgmma [--runs R] [--opts OPTIONS] [--emulate]\n"
                             "  checks that wgmma runs under NVIDIA's OpenCL (PTX retargeted to sm_90a), which\n"
                             "  operand layouts it reads, and checks and times the backend's wgmma GEMM\n"
                             "  (matmul_wg) on the Qwen3-4B shapes\n"
                             "  --runs R   timed launches a shape, the best reported (default 5)\n"
-                            "  --wait W   wgmma groups in flight when a step's buffer is refilled (default 1)\n"
-                            "  --opts O   more build options for the GEMM program (tuning; -DWG_DIAG=1, 2 or 3\n"
-                            "             time it without its products, its loads, or its loads and barriers;\n"
+                            "  --opts O   more build options for the GEMM program (tuning, e.g. -DWG_AHEAD=1; with\n"
+                            "             -DWG_DIAG=1 or 2 it runs without its products or without its loads;\n"
                             "             its checks are then reported, not enforced)\n"
                             "  --emulate  on any OpenCL device: matmul_wg emulated in plain OpenCL C, the checks\n"
                             "             only (the harness and the kernel's indexing, no layouts, no timing)\n"
@@ -145,8 +144,8 @@ static void print_log(cl_program p, cl_device_id dev, size_t max)
 /* A context on the NVIDIA device and a program built through its PTX (the marks dropped,
  * the target moved to sm_90a): gemm 0 the layout probe above, 1 the backend's kernels as it
  * builds them for a Qwen3-4B-like model with Q3_WGMMA (runtime/backend_opencl.c's options;
- * wait: WG_WAIT). 0 or -1 (printed where verbose). */
-static int open_env(wg_env *e, int gemm, int wait, int emulate, const char *extra, int verbose)
+ * extra: more options). 0 or -1 (printed where verbose). */
+static int open_env(wg_env *e, int gemm, int emulate, const char *extra, int verbose)
 {
     cl_int rc;
     e->ctx = clCreateContext(NULL, 1, &e->dev, NULL, NULL, &rc);
@@ -160,8 +159,8 @@ static int open_env(wg_env *e, int gemm, int wait, int emulate, const char *extr
         for (const q3_cl_source *cs = q3_cl_sources; cs->name && n < 16; cs++) srcs[n++] = cs->text;
         snprintf(opts, sizeof opts,
                  "-cl-std=CL1.2 -DHEAD_DIM=128 -DATT_HG=2 -DMVX=4096 -DMVX_NORM=4096 -DMM_BT=128 -DMM_WG=128 -DMM_RP=2 "
-                 "-DFA_WG=128 -DMVB_R=2 -DATT_TC_WG=128 -DQ3_NV_MMA -DQ3_WGMMA -DMM_TOKEN_MAJOR -DWG_WAIT=%d%s %s",
-                 wait, emulate ? " -DQ3_MMA_EMULATE" : "", extra);
+                 "-DFA_WG=128 -DMVB_R=2 -DATT_TC_WG=128 -DQ3_NV_MMA -DQ3_WGMMA -DMM_TOKEN_MAJOR%s %s",
+                 emulate ? " -DQ3_MMA_EMULATE" : "", extra);
     } else {
         srcs[n++] = "#define MARK \"" Q3_PTX_SM90A_MARK "\"\n";
         srcs[n++] = kernel_src;
@@ -224,7 +223,7 @@ static int layout_case(wg_env *e, const cl_uint c[10])
             for (int k = 0; k < 64; k++) s += of_bf16(A[r * 64 + k]) * of_bf16(B[n * 64 + k]);
             ref[r * 32 + n] = s;
         }
-    if (open_env(e, 0, 1, 0, "", 0)) {
+    if (open_env(e, 0, 0, "", 0)) {
         release(e);
         return -1;
     }
@@ -372,7 +371,7 @@ static int find_device(wg_env *e, int any)
 
 int main(int argc, char **argv)
 {
-    int runs = 5, wait = 1, emulate = 0;
+    int runs = 5, emulate = 0;
     const char *extra = "";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -386,7 +385,6 @@ int main(int argc, char **argv)
         }
         int ok = 0;
         if (!strcmp(a, "--runs") && v) ok = (runs = atoi(v)) >= 1 && runs <= 1000;
-        else if (!strcmp(a, "--wait") && v) ok = (wait = atoi(v)) == 0 || wait == 1;
         else if (!strcmp(a, "--opts") && v) ok = strlen(extra = v) < 256;
         if (!ok) {
             fprintf(stderr, "q3wgmma: bad argument '%s%s%s' (--help)\n", a, v ? " " : "", v ? v : "");
@@ -423,12 +421,12 @@ int main(int argc, char **argv)
         if (cases[i].expect && good != 2048) failed = 1;
     }
     /* 2. the backend's matmul_wg */
-    if (open_env(&e, 1, wait, emulate, extra, 1)) {
+    if (open_env(&e, 1, emulate, extra, 1)) {
         fprintf(stderr, "q3wgmma: matmul_wg does not build\n");
         return 1;
     }
-    printf("matmul_wg%s: wgmma m64n128k16, 128 x 128 blocks, 3 steps of 32 columns in flight, wait_group %d%s%s\n",
-           emulate ? " (emulated)" : "", wait, *extra ? ", built with " : "", extra);
+    printf("matmul_wg%s: wgmma m64n128k16, 128 x 128 blocks, weights from registers, x in local memory%s%s\n",
+           emulate ? " (emulated)" : "", *extra ? ", built with " : "", extra);
     static const shape check_shapes[] = {{200, 256, 200, "check 200 rows x 256 columns x 200 tokens"},
                                          {512, 1024, 384, "check 512 rows x 1024 columns x 384 tokens"}};
     double ms;
