@@ -136,21 +136,55 @@ static void select_top(uint32_t *ids, uint32_t n, uint32_t k)
  * one that carries into bit 31 when the exponent's lowest bit is added to it), so that the
  * compiler may vectorize them; the index is then found within the block that has one. */
 #define NONFINITE_BLOCK 64
+static inline int block_has_nonfinite(const float *p)
+{
+    uint32_t bad = 0;
+    for (uint32_t k = 0; k < NONFINITE_BLOCK; k++) {
+        uint32_t u;
+        memcpy(&u, p + k, sizeof u);
+        bad |= (u & 0x7f800000u) + 0x00800000u;
+    }
+    return (int)(bad >> 31);
+}
+
 int64_t q3_logits_first_nonfinite(const float *logits, uint32_t n)
 {
     uint32_t i = 0;
-    for (; i + NONFINITE_BLOCK <= n; i += NONFINITE_BLOCK) {
-        uint32_t bad = 0;
-        for (uint32_t k = 0; k < NONFINITE_BLOCK; k++) {
-            uint32_t u;
-            memcpy(&u, logits + i + k, sizeof u);
-            bad |= (u & 0x7f800000u) + 0x00800000u;
-        }
-        if (bad >> 31) break;
-    }
+    for (; i + NONFINITE_BLOCK <= n; i += NONFINITE_BLOCK)
+        if (block_has_nonfinite(logits + i)) break;
     for (; i < n; i++)
         if (!isfinite(logits[i])) return i;
     return -1;
+}
+
+/* Greedy without a penalty: the finite test and q3_argmax's eight running maxima in one
+ * pass over the logits, block by block while the block is still in L1 (two passes read
+ * Qwen3's 608 KB of logits twice; q3serve samples 16 of them a step), then the first
+ * index holding the largest. -1 where a logit is infinite or NaN. */
+static int32_t greedy_if_finite(const float *logits, uint32_t n)
+{
+    if (n < NONFINITE_BLOCK) return q3_logits_first_nonfinite(logits, n) >= 0 ? -1 : q3_argmax(logits, n);
+    float m0 = logits[0], m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0;
+    uint32_t i = 0;
+    for (; i + NONFINITE_BLOCK <= n; i += NONFINITE_BLOCK) {
+        if (block_has_nonfinite(logits + i)) return -1;
+        for (uint32_t k = 0; k < NONFINITE_BLOCK; k += 8) {
+            const float *p = logits + i + k;
+            m0 = MAX_IF_GREATER(m0, p[0]), m1 = MAX_IF_GREATER(m1, p[1]), m2 = MAX_IF_GREATER(m2, p[2]);
+            m3 = MAX_IF_GREATER(m3, p[3]), m4 = MAX_IF_GREATER(m4, p[4]), m5 = MAX_IF_GREATER(m5, p[5]);
+            m6 = MAX_IF_GREATER(m6, p[6]), m7 = MAX_IF_GREATER(m7, p[7]);
+        }
+    }
+    for (; i < n; i++) {
+        if (!isfinite(logits[i])) return -1;
+        m0 = MAX_IF_GREATER(m0, logits[i]);
+    }
+    m0 = MAX_IF_GREATER(m0, m1), m2 = MAX_IF_GREATER(m2, m3), m4 = MAX_IF_GREATER(m4, m5), m6 = MAX_IF_GREATER(m6, m7);
+    m0 = MAX_IF_GREATER(m0, m2), m4 = MAX_IF_GREATER(m4, m6);
+    float best = MAX_IF_GREATER(m0, m4);
+    for (i = 0; i < n; i++)
+        if (logits[i] == best) break;
+    return (int32_t)i;
 }
 
 /* HF's repetition penalty. Kept finite: a tiny penalty divides a large logit past
@@ -235,7 +269,9 @@ static uint32_t filter(const q3_sampler *s, uint32_t m)
 
 int32_t q3_sampler_sample(q3_sampler *s, float *logits)
 {
-    if (s->vocab == 0 || q3_logits_first_nonfinite(logits, s->vocab) >= 0) return -1;
+    if (s->vocab == 0) return -1;
+    if (s->p.temperature <= 0.0f && s->p.repetition_penalty == 1.0f) return greedy_if_finite(logits, s->vocab);
+    if (q3_logits_first_nonfinite(logits, s->vocab) >= 0) return -1;
     if (s->p.repetition_penalty != 1.0f) apply_penalty(s, logits);
     if (s->p.temperature <= 0.0f) return q3_argmax(logits, s->vocab);
     softmax_at(s, logits, s->p.temperature);

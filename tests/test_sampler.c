@@ -123,6 +123,9 @@ static void test_argmax_and_nonfinite_match_one_pass(void **state)
         for (uint32_t i = 0; i < n && first < 0; i++)
             if (!isfinite(l[i])) first = i;
         assert_int_equal(q3_logits_first_nonfinite(l, n), first);
+        /* greedy sampling without a penalty tests and takes the maximum in one pass */
+        q3_sampler_params g = {.temperature = 0.0f, .repetition_penalty = 1.0f};
+        assert_int_equal(sample_once(g, l, n), first >= 0 ? -1 : argmax_one_pass(l, n));
     }
 }
 
