@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include "serve_draw.h"
 #include "serve_stop.h"
 
 /* q3.h's error style for the server's own failures. */
@@ -42,6 +44,7 @@ struct serve_sched {
     serve_job *head, *tail;
     int queued, running, draining, stopping;
     int step_tokens; /* tokens that reached a job in this step (the metrics' rate) */
+    serve_draw *draw; /* the step's samplers, side by side */
 };
 
 static double now_s(void)
@@ -108,13 +111,12 @@ static void release_slot(serve_sched *s, slot *sl, serve_finish f, const char *e
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Sample the slot's next token as q3run does: EOS ends it unprinted; a token that
- * fills the context or reaches max_tokens is the last one. Returns 1 when the token
+/* The slot's sampled token t, taken as q3run takes it: EOS ends it unprinted; a token
+ * that fills the context or reaches max_tokens is the last one. Returns 1 when the token
  * is to be decoded, 0 when the sequence ended. */
-static int sample(serve_sched *s, slot *sl)
+static int take_token(serve_sched *s, slot *sl, int32_t t)
 {
     sl->has_logits = 0;
-    int32_t t = q3_sampler_sample(sl->sampler, q3_logits(sl->ctx));
     if (t < 0) {
         release_slot(s, sl, SERVE_FINISH_ERROR, "the model's computation gave a non-finite logit", 0);
         return 0;
@@ -241,17 +243,24 @@ static void step(serve_sched *s)
     for (int i = 0; i < n; i++)
         if (s->slots[i].state != SLOT_FREE && atomic_load(&s->slots[i].job->cancelled))
             release_slot(s, &s->slots[i], SERVE_FINISH_CANCELLED, NULL, 0);
-    /* Sample every sequence that has logits; the ones that go on decode together. */
+    /* Sample every sequence that has logits (the draws side by side, then taken in slot
+     * order); the ones that go on decode together. */
     q3_context *ctxs[n];
-    int32_t toks[n];
-    slot *rows[n];
+    int32_t toks[n], drawn[n];
+    slot *rows[n], *drawing[n];
+    q3_sampler *samplers[n];
+    float *logits[n];
     int nb = 0, sampled = 0;
     s->step_tokens = 0;
     for (int i = 0; i < n; i++) {
         slot *sl = &s->slots[i];
         if (sl->state != SLOT_DECODE || !sl->has_logits) continue;
-        sampled++;
-        if (sample(s, sl)) ctxs[nb] = sl->ctx, toks[nb] = sl->next, rows[nb++] = sl;
+        drawing[sampled] = sl, samplers[sampled] = sl->sampler, logits[sampled++] = q3_logits(sl->ctx);
+    }
+    serve_draw_run(s->draw, samplers, logits, drawn, sampled);
+    for (int i = 0; i < sampled; i++) {
+        slot *sl = drawing[i];
+        if (take_token(s, sl, drawn[i])) ctxs[nb] = sl->ctx, toks[nb] = sl->next, rows[nb++] = sl;
     }
     q3_err err = {{0}};
     double t0 = now_s();
@@ -323,7 +332,11 @@ int serve_sched_create(q3_model *m, const serve_sched_params *p, serve_metrics *
     s->p = *p;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
+    /* a helper for each further sequence a step samples, up to the cores there are */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int helpers = (int)(cores < p->n_slots ? cores : p->n_slots) - 1;
     int rc = q3_model_tokenizer(m, &s->tk, err);
+    if (!rc) rc = serve_draw_create(helpers > 0 ? helpers : 0, &s->draw, err);
     for (int i = 0; i < p->n_slots && !rc; i++) rc = q3_context_create(m, &p->ctx, &s->slots[i].ctx, err);
     if (!rc) {
         s->n_ctx = q3_context_size(s->slots[0].ctx);
@@ -334,6 +347,7 @@ int serve_sched_create(q3_model *m, const serve_sched_params *p, serve_metrics *
     }
     if (rc) {
         for (int i = 0; i < p->n_slots; i++) q3_context_free(s->slots[i].ctx);
+        serve_draw_destroy(s->draw);
         free(s->slots);
         pthread_cond_destroy(&s->wake);
         pthread_mutex_destroy(&s->lock);
@@ -353,6 +367,7 @@ void serve_sched_destroy(serve_sched *s)
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
     for (int i = 0; i < s->p.n_slots; i++) q3_context_free(s->slots[i].ctx);
+    serve_draw_destroy(s->draw);
     free(s->slots);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);
