@@ -100,7 +100,9 @@ static double next_uniform(q3_sampler *s)
     return (double)((s->rng * 0x2545f4914f6cdd1dull) >> 11) / 9007199254740992.0; /* [0, 1) */
 }
 
-static const float *cmp_base;
+/* The probabilities the comparator orders by (qsort passes no context): one per thread, as
+ * samplers run on threads of their own (q3.h; q3serve draws a step's samples side by side). */
+static _Thread_local const float *cmp_base;
 static int by_prob_desc(const void *a, const void *b)
 {
     float x = cmp_base[*(const uint32_t *)a], y = cmp_base[*(const uint32_t *)b];

@@ -2,6 +2,7 @@
  * filter (issue 14: top-p 0 at a high temperature read order[-1]), refuses
  * non-finite logits, and stays finite under extreme penalties and temperatures. */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -129,6 +130,51 @@ static void test_argmax_and_nonfinite_match_one_pass(void **state)
     }
 }
 
+/* Samplers on threads of their own draw what each draws alone (q3.h's promise; q3serve's
+ * draws run side by side): two threads sample top-k / top-p from logits ranked in opposite
+ * orders, each against its own single-thread draws. (The comparator's probabilities were
+ * one global: the other thread's sort then ordered by the wrong array.) */
+#define RACE_DRAWS 3000
+typedef struct {
+    int flip, failed;
+    int32_t ids[RACE_DRAWS];
+} race_job;
+
+static void race_draws(race_job *j) /* no cmocka assertions: it runs on a second thread too */
+{
+    static _Thread_local float l[VOCAB];
+    q3_sampler_params p = {.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .repetition_penalty = 1.0f,
+                           .seed = 77 + (uint64_t)j->flip};
+    q3_sampler s;
+    if ((j->failed = q3_sampler_init(&s, &p, VOCAB) != 0)) return;
+    for (int i = 0; i < RACE_DRAWS; i++) {
+        for (int v = 0; v < VOCAB; v++) l[v] = (float)((j->flip ? VOCAB - v : v) % 61) * 0.05f;
+        j->ids[i] = q3_sampler_sample(&s, l);
+    }
+    q3_sampler_free(&s);
+}
+
+static void *race_main(void *arg)
+{
+    race_draws(arg);
+    return NULL;
+}
+
+static void test_samplers_on_two_threads(void **state)
+{
+    (void)state;
+    static race_job alone[2], together[2];
+    for (int k = 0; k < 2; k++) alone[k].flip = together[k].flip = k, race_draws(&alone[k]);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race_main, &together[1]), 0);
+    race_draws(&together[0]);
+    pthread_join(t, NULL);
+    for (int k = 0; k < 2; k++) {
+        assert_false(alone[k].failed || together[k].failed);
+        assert_memory_equal(alone[k].ids, together[k].ids, sizeof alone[k].ids);
+    }
+}
+
 /* A penalty of 1e-30 divides FLT_MAX-sized logits past the float range: clamped. */
 static void test_extreme_penalty_stays_finite(void **state)
 {
@@ -165,7 +211,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_top_p_zero_at_huge_temperature_keeps_the_best),
         cmocka_unit_test(test_every_filter_keeps_one),
-        cmocka_unit_test(test_top_k_one_is_the_argmax),
+        cmocka_unit_test(test_top_k_one_is_the_argmax), cmocka_unit_test(test_samplers_on_two_threads),
         cmocka_unit_test(test_nonfinite_logits_are_refused),
         cmocka_unit_test(test_argmax_and_nonfinite_match_one_pass),
         cmocka_unit_test(test_extreme_penalty_stays_finite),
