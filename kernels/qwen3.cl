@@ -581,6 +581,24 @@ __kernel void add_parts(__global const float *parts, uint nparts, uint stride, _
     *dst = add ? *dst + s : s;
 }
 
+/* gate/up's tail split over the columns (matmul_mma_glu_parts): gate's and up's sums of
+ * nparts partial products in a fixed order (part p of token t: gate's row r at parts[p stride
+ * + t 2 rows + r], up's rows further), and silu(gate) up stored in BF16 as matmul_mma_glu
+ * stores it, at row row0 + r of token t (ld BF16 apart). Global (rows, n_tok). */
+__kernel void glu_parts_sum(__global const float *parts, uint nparts, uint stride, uint rows, __global ushort *yb,
+                            uint ld, uint row0)
+{
+    uint r = get_global_id(0), t = get_global_id(1);
+    if (r >= rows) return;
+    float g = 0.0f, u = 0.0f;
+    for (uint p = 0; p < nparts; p++) {
+        __global const float *pt = parts + (ulong)p * stride + (ulong)t * 2 * rows;
+        g += pt[r];
+        u += pt[rows + r];
+    }
+    yb[(ulong)t * ld + row0 + r] = bf16_round(g / (1.0f + exp(-g)) * u);
+}
+
 __kernel __attribute__((reqd_work_group_size(256, 1, 1)))
 void matmul_gemm(__global const uint4 *W, uint cols, __global const float *x, uint ldx, uint n_tok, uint add,
                  ulong off0, uint rows0, __global float *y0, uint ld0,

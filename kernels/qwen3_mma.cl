@@ -237,7 +237,8 @@ inline uint half2_of(float a, float b) { return half_of(a) | half_of(b) << 16; }
  * and up of the same elements and stores silu(gate) up in BF16 (y0: down_proj's
  * x, ld0 apart), as silu_mul would from their f32 sums: no f32 gate and up in
  * memory, no silu_mul pass. One body, inlined into each kernel with glu a
- * constant, so that matmul_mma compiles as if glu did not exist. */
+ * constant, so that matmul_mma compiles as if glu did not exist (glu 2:
+ * matmul_mma_glu_parts, the f32 partial sums of both). */
 #define MM_STAGE_BYTES (MM_BT * MM_ROWB)
 #define MM_FN (MM_BT / 8)
 /* Steps ahead the weights are loaded (1 and 3: tuning build options). H200, main
@@ -370,7 +371,21 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
 #undef MM_LOAD_X
 
 #if MM_RP == 2
-    if (glu) { /* (a constant: one of the two kernels) */
+    if (glu == 2) { /* partial sums (matmul_mma_glu_parts): gate's at row re, up's rows further */
+#pragma unroll
+        for (uint b = 0; b < MM_FN; b++) {
+            uint r = rb + warp * 16 + g, t = tb + b * 8 + tig * 2;
+            float gv[4] = {acc[0][b].x, acc[0][b].y, acc[0][b].z, acc[0][b].w};
+            float uv[4] = {acc[1][b].x, acc[1][b].y, acc[1][b].z, acc[1][b].w};
+#pragma unroll
+            for (uint e = 0; e < 4; e++) {
+                uint re = r + (e >> 1) * 8, te = t + (e & 1);
+                if (re < rows && te < n_tok) y[(ulong)te * ld + re] = gv[e], y[(ulong)te * ld + rows + re] = uv[e];
+            }
+        }
+        return;
+    }
+    if (glu) { /* (a constant: one of the kernels) */
         __global ushort *yb = (__global ushort *)y;
 #pragma unroll
         for (uint b = 0; b < MM_FN; b++) {
@@ -416,6 +431,16 @@ __kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1))) void matmul_mma_glu(
     __local uint4 smem_v[MM_STAGES * MM_STAGE_BYTES / 16];
     MM_EMU_DECL
     mm_body(MM_ARG_NAMES, 1, (__local uchar *)smem_v MM_EMU_ARG);
+}
+
+/* gate/up's tail split over the columns (the host's glu_tail): matmul_mma_glu's blocks, but
+ * each stores its f32 partial sums of gate (row r of token t at y0 + t ld0 + r) and up (rows0
+ * further), its part part_stride floats on; glu_parts_sum adds them up. */
+__kernel __attribute__((reqd_work_group_size(MM_WG, 1, 1))) void matmul_mma_glu_parts(MM_ARGS)
+{
+    __local uint4 smem_v[MM_STAGES * MM_STAGE_BYTES / 16];
+    MM_EMU_DECL
+    mm_body(MM_ARG_NAMES, 2, (__local uchar *)smem_v MM_EMU_ARG);
 }
 #endif
 /* Causal attention for a prompt on tensor cores (flash-attention style). A

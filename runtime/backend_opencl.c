@@ -34,6 +34,7 @@
 #define ATT_SPLIT_DEEP 16
 #define ATT_DEEP_POS 1536
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
+#define MM_TAIL_DEFAULT 0 /* gate/up's tail split: off (-1: chosen by glu_tail), until measured on a GPU */
 #define MM_PER_CU 2 /* matmul_mma work-groups resident a compute unit (254 registers x 128 threads) */
 /* The most MiB of the next decode launch's weights matvec prefetches into L2.
  * H200, decode tok/s against none: 4 MiB +1-3 % at every size; 8 better at 0.6B
@@ -52,7 +53,7 @@ _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits th
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
     K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC,
-    K_ATTN_MMA_WIDE, K_MV_MMA, K_MV_MMA_BATCH, K_MM_WG, K_MM_WG_GLU, K_COUNT
+    K_ATTN_MMA_WIDE, K_MV_MMA, K_MV_MMA_BATCH, K_MM_WG, K_MM_WG_GLU, K_MM_MMA_GLU_PARTS, K_GLU_PARTS_SUM, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
@@ -60,21 +61,23 @@ static const char *const kernel_names[K_COUNT] = {
     "matmul_mma", /* K_MM_MMA64: the same kernel from the narrow program (64-token blocks) */
     "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu", "attention_tc", "attention_batch_tc",
     "attention_mma", /* K_ATTN_MMA_WIDE: the same kernel from the narrow program (FA_WIDE_WG threads) */
-    "matvec_mma", "matvec_mma_batch", "matmul_wg", "matmul_wg_glu",
+    "matvec_mma", "matvec_mma_batch", "matmul_wg", "matmul_wg_glu", "matmul_mma_glu_parts", "glu_parts_sum",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
                                                    MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG,
-                                                   FA_WIDE_WG, MV_WG, MV_WG, MM_WG, MM_WG};
+                                                   FA_WIDE_WG, MV_WG, MV_WG, MM_WG, MM_WG, MM_WG, 1};
 /* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp;
  * decode attention's only where att_tc: head_dim 64 or 128). */
 static int is_mma_kernel(int i)
 {
     return i == K_MM_MMA || i == K_ATTN_MMA || i == K_MM_MMA64 || i == K_MM_MMA_GLU || i == K_ATTN_TC ||
            i == K_ATTN_BATCH_TC || i == K_ATTN_MMA_WIDE || i == K_MV_MMA || i == K_MV_MMA_BATCH || i == K_MM_WG ||
-           i == K_MM_WG_GLU;
+           i == K_MM_WG_GLU || i == K_MM_MMA_GLU_PARTS;
 }
+/* The kernels of gate/up's pairing (2 panels a warp), built only with MM_RP 2. */
+static int is_glu_kernel(int i) { return i == K_MM_MMA_GLU || i == K_MM_MMA_GLU_PARTS; }
 /* The kernels taken from the narrow program (its other kernels are not created). */
 static int is_narrow_kernel(int i) { return i == K_MM_MMA64 || i == K_ATTN_MMA_WIDE; }
 static int is_att_tc_kernel(int i) { return i == K_ATTN_TC || i == K_ATTN_BATCH_TC; }
@@ -133,6 +136,7 @@ typedef struct {
     int wgmma;         /* prompt GEMMs by wgmma (Q3_OPENCL_WGMMA=1, being measured): wgp built */
     cl_uint att_hg, att_splits[2], mvx, mm_br, mm_bt, mm_wg, mm_rp, fa_wg;
     cl_uint mm_ksplit;  /* tuning: every lone matrix's column split (Q3_OPENCL_MM_KSPLIT), 0: chosen */
+    int mm_tail;        /* gate/up's tail split over the columns: -1 chosen, 0 never, N its last N row blocks (Q3_OPENCL_MM_TAIL) */
     cl_uint mvb_r;      /* matvec_batch: rows a thread, items a work-group (MVB_R) */
     int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
     int mm_glu, mm_defer; /* matmul_mma stores silu(gate) up itself; rmsnorm adds split sums (mm_gemm's MMG_*) */
@@ -173,6 +177,7 @@ typedef struct {
     cl_uint mm_bt;     /* ... and tokens (MM_BT) */
     cl_uint mm_wg;     /* matmul_mma: its work-group size (MM_WG) */
     cl_uint mm_ksplit; /* ... a fixed column split of lone matrices, or 0 (ocl_shared) */
+    int mm_tail;       /* ... gate/up's tail split (ocl_shared) */
     cl_uint mvb_r;     /* matvec_batch: items a work-group (ocl_shared) */
     int mm_token_major; /* ... and its grid's order (ocl_shared) */
     int mm_glu, mm_defer; /* ... gate/up's silu and o_proj/down's split sums (ocl_shared) */
@@ -380,7 +385,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         free(log);
     }
     for (int i = 0; i < K_COUNT; i++) {
-        if ((is_mma_kernel(i) && !sh->mma) || which != program_of_kernel(i) || (i == K_MM_MMA_GLU && sh->mm_rp != 2) ||
+        if ((is_mma_kernel(i) && !sh->mma) || which != program_of_kernel(i) || (is_glu_kernel(i) && sh->mm_rp != 2) ||
             option_kernel_off(i, sh->att_tc, sh->fa_wide, sh->mv_mma))
             continue;
         cl_kernel k = clCreateKernel(*prog, kernel_names[i], &rc);
@@ -398,7 +403,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
         clGetKernelWorkGroupInfo(k, dev, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local_have, &local_have, NULL);
         clReleaseKernel(k);
-        unsigned want_wg = i == K_MM_MMA || i == K_MM_MMA_GLU || i == K_MM_MMA64 || is_wg_kernel(i) ? sh->mm_wg
+        unsigned want_wg = i == K_MM_MMA || is_glu_kernel(i) || i == K_MM_MMA64 || is_wg_kernel(i) ? sh->mm_wg
                            : i == K_ATTN_MMA || i == K_ATTN_MMA_WIDE            ? fa_wg
                            : is_att_tc_kernel(i)                                ? sh->att_tc_wg
                                                                                 : kernel_group_size[i];
@@ -463,7 +468,7 @@ static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
         if ((is_mma_kernel(i) && !m->mma) || (is_narrow_kernel(i) && !m->narrow) || (is_wg_kernel(i) && !m->wgmma) ||
-            ((i == K_MM_MMA_GLU || i == K_MM_WG_GLU) && !m->mm_glu) || option_kernel_off(i, m->att_tc, m->fa_wide, m->mv_mma))
+            ((is_glu_kernel(i) || i == K_MM_WG_GLU) && !m->mm_glu) || option_kernel_off(i, m->att_tc, m->fa_wide, m->mv_mma))
             continue;
         cl_int rc;
         m->k[i] = clCreateKernel(program_of(m, i), kernel_names[i], &rc);
@@ -716,6 +721,69 @@ static int flush_parts(ocl_backend *m, cl_uint n_tok, q3_err *err)
     return add_parts(m, np, m->pend_stride, m->x, H, H, 1, n_tok, 0, err);
 }
 
+/* gate/up (matmul_mma_glu) where its last round of blocks would leave compute units idle:
+ * the row blocks that fill whole rounds run as they are, the rest (the tail) again split
+ * over the columns into ks partial products of gate and up (matmul_mma_glu_parts), which
+ * glu_parts_sum adds and turns into silu(gate) up. Qwen3-4B at 512 tokens: 608 blocks on
+ * 264 slots took 3 rounds for 2.3 rounds' work (profiled: a round costs the same however
+ * full); now 528 blocks in 2 rounds and the last 20 row blocks' 80 as 240 thirds in a
+ * third of a round. Returns the tail's row blocks (0: none) and sets *ks; the split must
+ * fit m->parts (KSPLIT x batch x hidden floats). */
+static size_t glu_tail(const ocl_backend *m, size_t rblocks, size_t tblocks, size_t steps, size_t rows_per_rb,
+                       size_t *ks)
+{
+    size_t slots = (size_t)m->compute_units * MM_PER_CU, total = rblocks * tblocks;
+    size_t fits = (size_t)KSPLIT * m->cfg.hidden_size; /* ks x 2 x tail rows at most */
+    *ks = 1;
+    if (m->mm_tail == 0) return 0;
+    if (m->mm_tail > 0) { /* forced (tests): the last mm_tail row blocks, 2 splits (Q3_OPENCL_MM_KSPLIT's, if set) */
+        size_t tail = (size_t)m->mm_tail < rblocks ? (size_t)m->mm_tail : rblocks - 1;
+        *ks = m->mm_ksplit ? m->mm_ksplit : 2;
+        if (*ks > steps) *ks = steps;
+        return tail && *ks > 1 && *ks * 2 * tail * rows_per_rb <= fits ? tail : 0;
+    }
+    size_t head = total / slots * slots / tblocks; /* row blocks within whole rounds */
+    if (head == 0 || head >= rblocks) return 0;
+    size_t tail = rblocks - head, n = tail * tblocks;
+    double before = (double)((total + slots - 1) / slots), head_rounds = (double)((head * tblocks + slots - 1) / slots);
+    double best = before - 0.25; /* the gain must pay for glu_parts_sum's pass */
+    for (size_t k = 2; k <= KSPLIT && steps / k >= 8 && k * 2 * tail * rows_per_rb <= fits; k++) {
+        double after = head_rounds + (double)((n * k + slots - 1) / slots) / (double)k;
+        if (after < best) best = after, *ks = k;
+    }
+    return *ks > 1 ? tail : 0;
+}
+
+/* The tail of gate/up (glu_tail): rows from head_rows on, split ks ways into m->parts, then
+ * summed into silu(gate) up at the same rows of y (BF16, ld apart). */
+static int glu_tail_run(ocl_backend *m, const mm_seg *segs, cl_mem x, cl_uint ldx, cl_uint n_tok, size_t tblocks,
+                        size_t tail_rb, cl_uint head_rows, size_t ks, q3_err *err)
+{
+    cl_uint cols = (cl_uint)segs[0].t->shape[1], rows = (cl_uint)segs[0].t->shape[0] - head_rows;
+    cl_ulong shift = (cl_ulong)(head_rows / 16) * ((cols + 31) / 32) * 64; /* head_rows / 16 panels, in uint4s */
+    cl_ulong off0 = woff(m, segs[0].t, 16) + shift, off1 = woff(m, segs[1].t, 16) + shift;
+    cl_uint zero = 0, ld = 2 * rows, stride = n_tok * 2 * rows;
+    cl_kernel k = kern(m, K_MM_MMA_GLU_PARTS);
+    cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, ldx) | ARG(k, 4, n_tok) |
+                ARG(k, 5, zero) | ARG(k, 6, stride);
+    for (int i = 0; i < 3; i++) { /* gate's rows (y: the parts), up's (its offset is all the kernel reads) */
+        cl_ulong off = i == 1 ? off1 : off0;
+        cl_uint n_rows = i < 2 ? rows : zero;
+        rc |= ARG(k, 7 + 4 * i, off) | ARG(k, 8 + 4 * i, n_rows) | ARG(k, 9 + 4 * i, m->parts) | ARG(k, 10 + 4 * i, ld);
+    }
+    CHECK(rc, "setting matmul_mma_glu_parts arguments");
+    size_t global[3] = {tail_rb * m->mm_wg, tblocks, ks}, local[3] = {m->mm_wg, 1, 1};
+    if (m->mm_token_major) global[0] = tblocks * m->mm_wg, global[1] = tail_rb;
+    if (launch(m, k, K_MM_MMA_GLU_PARTS, 3, global, local, 2 * rows, cols, err)) return -1;
+    k = kern(m, K_GLU_PARTS_SUM);
+    cl_uint np = (cl_uint)ks, ldy = segs[0].ld;
+    rc = ARG(k, 0, m->parts) | ARG(k, 1, np) | ARG(k, 2, stride) | ARG(k, 3, rows) | ARG(k, 4, segs[0].y) |
+         ARG(k, 5, ldy) | ARG(k, 6, head_rows);
+    CHECK(rc, "setting glu_parts_sum arguments");
+    size_t ga[2] = {rows, n_tok};
+    return launch(m, k, K_GLU_PARTS_SUM, 2, ga, NULL, rows, cols, err);
+}
+
 /* How mm_gemm runs a product (bits). MMG_GLU: segs are gate and up, and
  * silu(gate) up goes in BF16 to segs[0].y (not x's buffer: other work-groups
  * still read x), rows segs[0].ld apart (matmul_mma with 2 panels a warp; else
@@ -752,6 +820,8 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
         kind = kind == K_MM_MMA ? K_MM_WG : K_MM_WG_GLU;
     cl_kernel k = kern(m, kind);
     if (m->mma && n_segs == 1 && rows0 <= m->cfg.hidden_size) ksplit = mm_ksplit(m, blocks * tblocks, (cols + 31) / 32);
+    size_t tail_ks = 1, tail_rb = kind == K_MM_MMA_GLU ? glu_tail(m, blocks, tblocks, (cols + 31) / 32, br / 2, &tail_ks) : 0;
+    blocks -= tail_rb;
     cl_mem y0 = ksplit > 1 ? m->parts : segs[0].y;
     cl_uint ld0 = ksplit > 1 ? rows0 : segs[0].ld, part_stride = n_tok * rows0;
     cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, x) | ARG(k, 3, ldx) | ARG(k, 4, n_tok);
@@ -775,6 +845,8 @@ static int mm_gemm(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl_
     size_t global[3] = {blocks * wg, tblocks, ksplit}, local[3] = {wg, 1, 1};
     if (m->mma && m->mm_token_major) global[0] = tblocks * wg, global[1] = blocks;
     if (launch(m, k, kind, 3, global, local, rows_all, cols, err)) return -1;
+    if (tail_rb && glu_tail_run(m, segs, x, ldx, n_tok, tblocks, tail_rb, (cl_uint)(blocks * (br / 2)), tail_ks, err))
+        return -1;
     if (ksplit > 1) {
         int defer = (how & MMG_DEFER) && m->mm_defer && segs[0].y == m->x && segs[0].ld == rows0 && add &&
                     rows0 == m->cfg.hidden_size;
@@ -1300,6 +1372,11 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->fa_wide = sh->fa_wg != FA_WIDE_WG && c->head_dim <= FA_MAX_D && !(wide_env && !strcmp(wide_env, "0"));
     const char *ks_env = getenv("Q3_OPENCL_MM_KSPLIT"); /* tuning: 1-4 column splits of o_proj/down */
     sh->mm_ksplit = ks_env && atoi(ks_env) >= 1 && atoi(ks_env) <= KSPLIT ? (cl_uint)atoi(ks_env) : 0;
+    /* gate/up's tail split (glu_tail): auto chooses it, N >= 1 always splits the last N row
+     * blocks (tests), 0 or unset never (the default until it is measured on a GPU) */
+    const char *tail_env = getenv("Q3_OPENCL_MM_TAIL");
+    sh->mm_tail = !tail_env || !*tail_env ? MM_TAIL_DEFAULT : !strcmp(tail_env, "auto") ? -1
+                  : atoi(tail_env) > 0 ? atoi(tail_env) : 0;
     const char *mvb_env = getenv("Q3_OPENCL_MVB_R"); /* tuning: matvec_batch's rows a thread, 1, 2 or 4 */
     int mvb = mvb_env ? atoi(mvb_env) : 0;
     sh->mvb_r = mvb == 1 || mvb == 2 || mvb == 4 ? (cl_uint)mvb : MVB_R;
@@ -1445,6 +1522,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mm_bt = sh->mm_bt;
     m->mm_wg = sh->mm_wg;
     m->mm_ksplit = sh->mm_ksplit;
+    m->mm_tail = sh->mm_tail;
     m->mvb_r = sh->mvb_r;
     m->mm_token_major = sh->mm_token_major;
     m->mm_glu = sh->mm_glu, m->mm_defer = sh->mm_defer;
