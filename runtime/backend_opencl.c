@@ -34,7 +34,9 @@
 #define ATT_SPLIT_DEEP 16
 #define ATT_DEEP_POS 1536
 #define KSPLIT 4    /* matmul_mma: most column splits of a lone matrix */
-#define MM_TAIL_DEFAULT 0 /* gate/up's tail split: off (-1: chosen by glu_tail), until measured on a GPU */
+/* gate/up's tail split: chosen by glu_tail (-1; 0: off). H200, two rounds interleaved: pp512
+ * 4B +4.6 to +4.8 %, 1.7B +3.4 to +4.1 %, pp4096 level (docs/opencl.md) */
+#define MM_TAIL_DEFAULT (-1)
 #define MM_PER_CU 2 /* matmul_mma work-groups resident a compute unit (254 registers x 128 threads) */
 /* The most MiB of the next decode launch's weights matvec prefetches into L2.
  * H200, decode tok/s against none: 4 MiB +1-3 % at every size; 8 better at 0.6B
@@ -1372,8 +1374,8 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->fa_wide = sh->fa_wg != FA_WIDE_WG && c->head_dim <= FA_MAX_D && !(wide_env && !strcmp(wide_env, "0"));
     const char *ks_env = getenv("Q3_OPENCL_MM_KSPLIT"); /* tuning: 1-4 column splits of o_proj/down */
     sh->mm_ksplit = ks_env && atoi(ks_env) >= 1 && atoi(ks_env) <= KSPLIT ? (cl_uint)atoi(ks_env) : 0;
-    /* gate/up's tail split (glu_tail): auto chooses it, N >= 1 always splits the last N row
-     * blocks (tests), 0 or unset never (the default until it is measured on a GPU) */
+    /* gate/up's tail split (glu_tail): auto (the default) chooses it, N >= 1 always splits the
+     * last N row blocks (tests), 0 never */
     const char *tail_env = getenv("Q3_OPENCL_MM_TAIL");
     sh->mm_tail = !tail_env || !*tail_env ? MM_TAIL_DEFAULT : !strcmp(tail_env, "auto") ? -1
                   : atoi(tail_env) > 0 ? atoi(tail_env) : 0;
