@@ -371,20 +371,6 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
 #undef MM_LOAD_X
 
 #if MM_RP == 2
-    if (glu == 2) { /* partial sums (matmul_mma_glu_parts): gate's at row re, up's rows further */
-#pragma unroll
-        for (uint b = 0; b < MM_FN; b++) {
-            uint r = rb + warp * 16 + g, t = tb + b * 8 + tig * 2;
-            float gv[4] = {acc[0][b].x, acc[0][b].y, acc[0][b].z, acc[0][b].w};
-            float uv[4] = {acc[1][b].x, acc[1][b].y, acc[1][b].z, acc[1][b].w};
-#pragma unroll
-            for (uint e = 0; e < 4; e++) {
-                uint re = r + (e >> 1) * 8, te = t + (e & 1);
-                if (re < rows && te < n_tok) y[(ulong)te * ld + re] = gv[e], y[(ulong)te * ld + rows + re] = uv[e];
-            }
-        }
-        return;
-    }
     if (glu) { /* (a constant: one of the kernels) */
         __global ushort *yb = (__global ushort *)y;
 #pragma unroll
@@ -395,7 +381,11 @@ inline __attribute__((always_inline)) void mm_body(MM_ARGS, const uint glu, __lo
 #pragma unroll
             for (uint e = 0; e < 4; e++) {
                 uint re = r + (e >> 1) * 8, te = t + (e & 1);
-                if (re < rows && te < n_tok) yb[(ulong)te * ld + re] = bf16_round(gv[e] / (1.0f + exp(-gv[e])) * uv[e]);
+                if (re >= rows || te >= n_tok) continue;
+                if (glu == 2) /* matmul_mma_glu_parts: the partial sums, gate's at row re, up's rows further */
+                    y[(ulong)te * ld + re] = gv[e], y[(ulong)te * ld + rows + re] = uv[e];
+                else
+                    yb[(ulong)te * ld + re] = bf16_round(gv[e] / (1.0f + exp(-gv[e])) * uv[e]);
             }
         }
         return;
