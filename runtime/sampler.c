@@ -15,24 +15,32 @@
  * comparison: 626 us for Qwen3's 151 936 logits on a 2-core Xeon, most of q3serve's host
  * time a token on the H200. */
 #define MAX_IF_GREATER(m, v) ((v) > (m) ? (v) : (m))
+/* One step of the eight running maxima m0..m7 (in the caller's scope) over the 8 logits at p. */
+#define MAX8_STEP(p)                                                                                          \
+    (m0 = MAX_IF_GREATER(m0, (p)[0]), m1 = MAX_IF_GREATER(m1, (p)[1]), m2 = MAX_IF_GREATER(m2, (p)[2]),      \
+     m3 = MAX_IF_GREATER(m3, (p)[3]), m4 = MAX_IF_GREATER(m4, (p)[4]), m5 = MAX_IF_GREATER(m5, (p)[5]),      \
+     m6 = MAX_IF_GREATER(m6, (p)[6]), m7 = MAX_IF_GREATER(m7, (p)[7]))
+
+/* The first index of the n logits holding the largest of the eight running maxima. */
+static inline int32_t first_of_max8(const float *logits, uint32_t n, float m0, float m1, float m2, float m3, float m4,
+                                    float m5, float m6, float m7)
+{
+    m0 = MAX_IF_GREATER(m0, m1), m2 = MAX_IF_GREATER(m2, m3), m4 = MAX_IF_GREATER(m4, m5), m6 = MAX_IF_GREATER(m6, m7);
+    m0 = MAX_IF_GREATER(m0, m2), m4 = MAX_IF_GREATER(m4, m6);
+    float best = MAX_IF_GREATER(m0, m4);
+    uint32_t i = 0;
+    while (i < n && logits[i] != best) i++;
+    return (int32_t)i;
+}
+
 int32_t q3_argmax(const float *logits, uint32_t n)
 {
     if (n == 0 || isnan(logits[0])) return 0;
     float m0 = logits[0], m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0;
     uint32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const float *p = logits + i;
-        m0 = MAX_IF_GREATER(m0, p[0]), m1 = MAX_IF_GREATER(m1, p[1]), m2 = MAX_IF_GREATER(m2, p[2]);
-        m3 = MAX_IF_GREATER(m3, p[3]), m4 = MAX_IF_GREATER(m4, p[4]), m5 = MAX_IF_GREATER(m5, p[5]);
-        m6 = MAX_IF_GREATER(m6, p[6]), m7 = MAX_IF_GREATER(m7, p[7]);
-    }
+    for (; i + 8 <= n; i += 8) MAX8_STEP(logits + i);
     for (; i < n; i++) m0 = MAX_IF_GREATER(m0, logits[i]);
-    m0 = MAX_IF_GREATER(m0, m1), m2 = MAX_IF_GREATER(m2, m3), m4 = MAX_IF_GREATER(m4, m5), m6 = MAX_IF_GREATER(m6, m7);
-    m0 = MAX_IF_GREATER(m0, m2), m4 = MAX_IF_GREATER(m4, m6);
-    float best = MAX_IF_GREATER(m0, m4);
-    for (i = 0; i < n; i++)
-        if (logits[i] == best) break;
-    return (int32_t)i;
+    return first_of_max8(logits, n, m0, m1, m2, m3, m4, m5, m6, m7);
 }
 
 int q3_sampler_init(q3_sampler *s, const q3_sampler_params *p, uint32_t vocab)
@@ -170,23 +178,13 @@ static int32_t greedy_if_finite(const float *logits, uint32_t n)
     uint32_t i = 0;
     for (; i + NONFINITE_BLOCK <= n; i += NONFINITE_BLOCK) {
         if (block_has_nonfinite(logits + i)) return -1;
-        for (uint32_t k = 0; k < NONFINITE_BLOCK; k += 8) {
-            const float *p = logits + i + k;
-            m0 = MAX_IF_GREATER(m0, p[0]), m1 = MAX_IF_GREATER(m1, p[1]), m2 = MAX_IF_GREATER(m2, p[2]);
-            m3 = MAX_IF_GREATER(m3, p[3]), m4 = MAX_IF_GREATER(m4, p[4]), m5 = MAX_IF_GREATER(m5, p[5]);
-            m6 = MAX_IF_GREATER(m6, p[6]), m7 = MAX_IF_GREATER(m7, p[7]);
-        }
+        for (uint32_t k = 0; k < NONFINITE_BLOCK; k += 8) MAX8_STEP(logits + i + k);
     }
     for (; i < n; i++) {
         if (!isfinite(logits[i])) return -1;
         m0 = MAX_IF_GREATER(m0, logits[i]);
     }
-    m0 = MAX_IF_GREATER(m0, m1), m2 = MAX_IF_GREATER(m2, m3), m4 = MAX_IF_GREATER(m4, m5), m6 = MAX_IF_GREATER(m6, m7);
-    m0 = MAX_IF_GREATER(m0, m2), m4 = MAX_IF_GREATER(m4, m6);
-    float best = MAX_IF_GREATER(m0, m4);
-    for (i = 0; i < n; i++)
-        if (logits[i] == best) break;
-    return (int32_t)i;
+    return first_of_max8(logits, n, m0, m1, m2, m3, m4, m5, m6, m7);
 }
 
 /* HF's repetition penalty. Kept finite: a tiny penalty divides a large logit past
