@@ -9,7 +9,7 @@ struct serve_draw {
     pthread_mutex_t lock;
     pthread_cond_t go, done;
     pthread_t *threads;
-    int n_helpers, started;
+    int started; /* helper threads running */
     unsigned long run; /* bumped for each run: a helper works once per value */
     int stop, busy;    /* busy: helpers not yet through the current run */
     q3_sampler *const *samplers;
@@ -54,7 +54,6 @@ int serve_draw_create(int n_helpers, serve_draw **out, q3_err *err)
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->go, NULL);
     pthread_cond_init(&d->done, NULL);
-    d->n_helpers = n_helpers;
     for (; d->started < n_helpers; d->started++)
         if (pthread_create(&d->threads[d->started], NULL, helper_main, d)) break;
     *out = d; /* fewer helpers than asked for (a thread limit) still work: the caller draws too */
