@@ -718,12 +718,107 @@ inline uint tc_vpair(const uint *a, const uint *b, uint nt)
     }                                                                                                         \
     do {} while (0)
 
+/* Orders this thread's global stores before its later global accesses at device scope
+ * (another work-group's atomic count and loads). NVIDIA: fence.acq_rel.gpu (OpenCL 1.2's
+ * mem_fence orders only within the work-group there); elsewhere (the emulation on PoCL)
+ * mem_fence. */
+inline void device_fence(void)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#else
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+}
+
+/* Loads of what other compute units wrote during this launch: from L2 (ld.global.cg), never
+ * a line an earlier read left in this unit's L1 (a neighbouring head's (max, sum) shares one).
+ * Elsewhere (the emulation on PoCL) plain volatile loads. */
+inline float4 load_l2_f4(__global const float *p)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    float4 v;
+    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "l"((ulong)p));
+    return v;
+#else
+    volatile __global const float *q = p;
+    return (float4)(q[0], q[1], q[2], q[3]);
+#endif
+}
+inline float2 load_l2_f2(__global const float *p)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    float2 v;
+    asm volatile("ld.global.cg.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"((ulong)p));
+    return v;
+#else
+    volatile __global const float *q = p;
+    return (float2)(q[0], q[1]);
+#endif
+}
+
+/* The splits of work-group column c's heads combined once (combine != 0), by the last of
+ * its nsplit work-groups to finish: each counts itself in at cnt[c] after its stores, and
+ * the one that counts nsplit resets the count and writes every head's combined output in
+ * split 0's place. o_proj then stages that x as it is (XMODE_PLAIN) instead of each of its
+ * ~264 work-groups weighing nsplit x q_dim floats from L2 (XMODE_ATTN). The arithmetic and
+ * its order are mv_stage's for XMODE_ATTN: the same values. The loads of the partials are
+ * issued before the sums need them: (max, sum) pairs a thread each into ml_l (nsplit x ATT_HG
+ * float pairs), the weights by a thread a head into attw, then a float4 of output a thread,
+ * ATT_ONCE_LOADS splits' loads in flight together. */
+#define ATTEND_COMBINE_ONCE(cnt, last_wg, attw, ml_l)                                                         \
+    device_fence();                                                                                           \
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);                                                      \
+    if (l == 0) {                                                                                             \
+        int done_ = atomic_inc((cnt) + c) == (int)nsplit - 1;                                                 \
+        if (done_) atomic_xchg((cnt) + c, 0);                                                                 \
+        device_fence();                                                                                       \
+        (last_wg) = done_;                                                                                    \
+    }                                                                                                         \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                                             \
+    if (last_wg) {                                                                                            \
+        for (uint i_ = l; i_ < nsplit * ATT_HG; i_ += ATT_TC_WG)                                              \
+            vstore2(load_l2_f2(part_ml + 2 * ((i_ / ATT_HG) * nq + h0 + i_ % ATT_HG)), i_, (ml_l));            \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                                         \
+        if (l < ATT_HG) {                                                                                     \
+            float mx_ = -INFINITY, den_ = 0.0f;                                                               \
+            for (uint s_ = 0; s_ < nsplit; s_++) mx_ = fmax(mx_, (ml_l)[2 * (s_ * ATT_HG + l)]);               \
+            for (uint s_ = 0; s_ < nsplit; s_++)                                                              \
+                den_ += exp((ml_l)[2 * (s_ * ATT_HG + l)] - mx_) * (ml_l)[2 * (s_ * ATT_HG + l) + 1];         \
+            for (uint s_ = 0; s_ < nsplit; s_++) (attw)[s_ * ATT_HG + l] = exp((ml_l)[2 * (s_ * ATT_HG + l)] - mx_) / den_; \
+        }                                                                                                     \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                                         \
+        for (uint i_ = l; i_ < ATT_HG * HEAD_DIM / 4; i_ += ATT_TC_WG) {                                      \
+            uint hh_ = i_ / (HEAD_DIM / 4);                                                                   \
+            ulong o_ = (ulong)h0 * HEAD_DIM + 4 * i_;                                                         \
+            float4 a_ = (float4)(0.0f);                                                                       \
+            for (uint s0_ = 0; s0_ < nsplit; s0_ += ATT_ONCE_LOADS) {                                         \
+                float4 v_[ATT_ONCE_LOADS];                                                                    \
+                _Pragma("unroll") for (uint s_ = 0; s_ < ATT_ONCE_LOADS; s_++)                                \
+                    if (s0_ + s_ < nsplit) v_[s_] = load_l2_f4(out + (ulong)(s0_ + s_) * nq * HEAD_DIM + o_); \
+                _Pragma("unroll") for (uint s_ = 0; s_ < ATT_ONCE_LOADS; s_++) {                              \
+                    float w_ = s0_ + s_ < nsplit ? (attw)[(s0_ + s_) * ATT_HG + hh_] : 0.0f;                  \
+                    if (w_ != 0.0f) a_ += w_ * v_[s_];                                                        \
+                }                                                                                             \
+            }                                                                                                 \
+            vstore4(a_, 0, out + o_);                                                                         \
+        }                                                                                                     \
+    }                                                                                                         \
+    do {} while (0)
+
+/* combine, cnt_off: ATTEND_COMBINE_ONCE's (cnt_off: nq / ATT_HG ints of act, zero between launches) */
 __kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))
-void attention_tc(ATT_TOKEN_PARAMS)
+void attention_tc(ATT_TOKEN_PARAMS, uint combine, ulong cnt_off)
 {
     ATT_TC_LOCALS;
+    __local int last_wg;
     ATT_TOKEN_SETUP;
     ATTEND_TOKEN_TC;
+    if (combine) {
+        ATTEND_COMBINE_ONCE((__global int *)(act + cnt_off), last_wg, qa[0], qs[0]);
+    }
 }
 
 __kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))

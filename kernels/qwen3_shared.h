@@ -47,6 +47,7 @@
 #define XMODE_ATTN 3 /* x = the nsplit partial attention outputs in x, their (max, sum) in x2, combined */
 #define XMODE_BF16 4 /* matvec_mma: x is each token's staged x in BF16 (matvec_stage's, ldx BF16 apart) */
 #define ATT_COMBINE_MAX 1024 /* the most (split, head) pairs o_proj combines */
+#define ATT_ONCE_LOADS 16 /* attention_tc combining the splits itself: the loads it keeps in flight a thread */
 
 #define ATT_MAX_D 256 /* the largest head_dim the attention kernels take */
 

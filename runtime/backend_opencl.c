@@ -43,7 +43,7 @@
  * but -1 % at 1.7B; 16 and 32 slower at 1.7B and 4B (docs/opencl.md). */
 #define PREFETCH_MB_DEFAULT 4
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
-#define ACT_REGIONS 20 /* the most regions of the activation buffer (17 used) */
+#define ACT_REGIONS 20 /* the most regions of the activation buffer (18 used) */
 /* The narrow program's attention_mma has FA_WIDE_WG threads (8 warps, 128 queries a work-group:
  * each K and V tile serves twice the queries); a prompt pass takes it where it still gives
  * FA_WIDE_ROUNDS work-groups a compute unit or more (H200: +2-3 % at 4096 tokens, 1.7B and 4B;
@@ -131,6 +131,7 @@ typedef struct {
     int narrow_mode;   /* 0 never, 1 where the wide blocks do not fill the device, 2 always (tests) */
     int mma, mma_emulate, verbose;
     int att_tc; /* decode attention on tensor cores (attention_tc, attention_batch_tc) */
+    int att_once; /* ... attention_tc combines a token's splits itself, not o_proj (Q3_OPENCL_ATT_ONCE=0: o_proj) */
     cl_uint att_tc_wg; /* ... their work-group size (ATT_TC_WG) */
     int fa_wide;       /* the narrow program's attention_mma (FA_WIDE_WG) for long prompt passes */
     int mv_mma;        /* decode products on tensor cores (matvec_mma; Q3_OPENCL_MV_MMA=1) */
@@ -165,6 +166,7 @@ typedef struct {
     int mma; /* matmul_mma (NVIDIA tensor cores) for prompts instead of matmul_gemm */
     int mma_emulate; /* Q3_OPENCL_MMA=emulate: the same kernels without PTX (tests on PoCL) */
     int att_tc;      /* decode attention on tensor cores (ocl_shared's) */
+    int att_once;    /* ... combining its splits (ocl_shared's) */
     cl_uint att_tc_wg; /* ... their work-group size */
     int fa_wide;       /* K_ATTN_MMA_WIDE built (ocl_shared's) */
     int mv_mma;        /* decode products by matvec_mma (ocl_shared's) */
@@ -187,6 +189,7 @@ typedef struct {
     cl_mem weights;    /* the WEIGHTS section */
     uint64_t w_base;   /* its file offset */
     cl_mem x, xn, q, kk, v, att, tmp, gate, up, tokens, logits, att_ml, rope_cos, rope_sin;
+    cl_mem att_cnt; /* attention_tc's count of finished splits per work-group column (att_once), zero between launches */
     cl_mem xb; /* a prompt GEMM's input in BF16, written by its producer (tensor-core path) */
     cl_mem bx; /* a batched decode step's x, each token's staged as matvec stages it: DEC_BATCH_MAX x mvx */
     cl_mem parts; /* split-K partial products: KSPLIT x batch x hidden */
@@ -962,6 +965,10 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
              ARG(k, 4, nq) | ARG(k, 5, nkv) | ARG(k, 6, qn) | ARG(k, 7, kn) | ARG(k, 8, eps) | ARG(k, 9, nsplit) |
              ARG(k, 10, n_ctx);
         for (int i = 0; i < 8; i++) rc |= ARG(k, 11 + i, a_off[i]);
+        /* attention_tc alone combines the splits (att_once); o_proj then stages them plain */
+        cl_uint once = kind == K_ATTN_TC && m->att_once;
+        cl_ulong cnt_off = aoff(m, m->att_cnt);
+        if (kind == K_ATTN_TC) rc |= ARG(k, 19, once) | ARG(k, 20, cnt_off);
         CHECK(rc, "setting attention arguments");
         int batch = kind == K_ATTN_BATCH || kind == K_ATTN_BATCH_TC;
         if (batch && batch_attention_args(m, k, l, (q3_backend *const *)&m, 1, err)) return -1;
@@ -970,7 +977,8 @@ static int run_layer(ocl_backend *m, uint32_t l, cl_uint n_tok, q3_err *err)
         mm_seg o = {L->wo, m->x, H};
         if (launch(m, k, kind, batch ? 3 : 2, ga, la, 0, 0, err)) return -1;
         prefetch_next(m, &L->slot[Q3_QWEN3_W_GATE], 2);
-        if (mm_small(m, &o, 1, m->att, m->att_ml, qd, XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err)) return -1;
+        if (mm_small(m, &o, 1, m->att, m->att_ml, qd, once ? XMODE_PLAIN : XMODE_ATTN, NULL, 1, MODE_ADD, nsplit, err))
+            return -1;
     } else {
         k = kern(m, K_QKROPE);
         rc = ARG(k, 0, m->q) | ARG(k, 1, m->kk) | ARG(k, 2, m->v) | ARG(k, 3, m->weights) | ARG(k, 4, qn) |
@@ -1398,6 +1406,11 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->att_tc = sh->mma && (c->head_dim == 64 || c->head_dim == 128) && !(tc_env && !strcmp(tc_env, "0"));
     const char *tcwg_env = getenv("Q3_OPENCL_ATT_TC_WG"); /* tuning: 256, 8 warps */
     sh->att_tc_wg = tcwg_env && atoi(tcwg_env) == 256 ? 256 : ATT_TC_WG;
+    /* attention_tc combines the splits in its q staging, free by then: nsplit x ATT_HG
+     * (max, sum) pairs in qs (ATT_HG x head_dim floats) */
+    const char *once_env = getenv("Q3_OPENCL_ATT_ONCE");
+    sh->att_once = sh->att_tc && !(once_env && !strcmp(once_env, "0")) && sh->att_splits[0] <= c->head_dim / 2 &&
+                   sh->att_splits[1] <= c->head_dim / 2;
     /* decode products on tensor cores, single and batched alike (an option being measured) */
     const char *mvm_env = getenv("Q3_OPENCL_MV_MMA");
     sh->mv_mma = sh->mma && mvm_env && !strcmp(mvm_env, "1");
@@ -1489,6 +1502,7 @@ static void reserve_activations(ocl_backend *m, int batch)
     act_reserve(m, &m->logits, (uint64_t)MAX_BATCH * V * 4);
     act_reserve(m, &m->rope_cos, n_ctx * half * 4);
     act_reserve(m, &m->rope_sin, n_ctx * half * 4);
+    act_reserve(m, &m->att_cnt, (uint64_t)c->num_heads * 4);
 }
 
 /* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plans. */
@@ -1510,6 +1524,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     m->mma = sh->mma;
     m->mma_emulate = sh->mma_emulate;
     m->att_tc = sh->att_tc;
+    m->att_once = sh->att_once;
     m->att_tc_wg = sh->att_tc_wg;
     m->fa_wide = sh->fa_wide && sh->narrow;
     m->mv_mma = sh->mv_mma;
@@ -1598,6 +1613,9 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     free(cs);
     free(sn);
     CHECK(rc, "uploading RoPE tables");
+    cl_int zero = 0; /* attention_tc's counts start at zero and each launch leaves them there */
+    CHECK(clEnqueueFillBuffer(m->queue, m->att_cnt, &zero, sizeof zero, 0, (size_t)c->num_heads * 4, 0, NULL, NULL),
+          "clearing the attention counts");
     CHECK(clFinish(m->queue), "finishing the upload");
 
     /* Record the single-token pass once per split count: decode then only enqueues. */

@@ -440,6 +440,47 @@ static void test_glu_tail_matches_whole(void **s)
     q3_close(&f);
 }
 
+/* attention_tc combining a decode token's splits itself (Q3_OPENCL_ATT_ONCE, the default
+ * where it runs) hands o_proj the x that o_proj would have combined: the same arithmetic in
+ * the same order, so every decode step's logits are the same bits as with the combine in
+ * o_proj (=0). syn-a (head_dim 64, 4 query heads a work-group, 8 splits), tensor cores
+ * emulated, 24 steps after a 40-token prompt: every split holds positions, and a count
+ * left behind by one step, a split missed or one added twice would change the bits. */
+static void test_attention_combined_once(void **s)
+{
+    (void)s;
+    q3_file f;
+    q3_err err = {{0}};
+    char path[512];
+    if (model_path("syn-a", path, sizeof path)) fail_msg("cannot make %s", path);
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    uint32_t V = f.config.vocab_size;
+    enum { N = 40, STEPS = 24 };
+    int32_t tok[N + STEPS];
+    spread_ids(tok, N + STEPS);
+    float *ref = malloc(sizeof *ref * (size_t)STEPS * V), *once = malloc(sizeof *once * V);
+    assert_true(ref && once);
+    setenv("Q3_OPENCL_MMA", "emulate", 1);
+    for (int run = 0; run < 2; run++) {
+        setenv("Q3_OPENCL_ATT_ONCE", run ? "1" : "0", 1);
+        q3_backend *b = make_opencl(&f);
+        if (q3_backend_forward(b, tok, N, 0, once, 0, &err)) fail_msg("%s", err.msg);
+        for (int i = 0; i < STEPS; i++) {
+            float *out = run ? once : ref + (size_t)i * V;
+            if (q3_backend_forward(b, &tok[N + i], 1, N + i, out, 0, &err)) fail_msg("%s", err.msg);
+            if (run && memcmp(once, ref + (size_t)i * V, sizeof *once * V))
+                fail_msg("decode step %d (position %d): logits differ with the splits combined in attention", i, N + i);
+        }
+        q3_backend_destroy(b);
+    }
+    unsetenv("Q3_OPENCL_ATT_ONCE");
+    unsetenv("Q3_OPENCL_MMA");
+    print_message("attention's combine vs o_proj's: %d decode steps, the same bits\n", STEPS);
+    free(ref);
+    free(once);
+    q3_close(&f);
+}
+
 static void test_demo_tiny(void **s) { (void)s; run_model("demo-tiny"); }
 static void test_hf_tiny(void **s) { (void)s; run_model("hf-tiny"); }
 static void test_hf_tiny_f32(void **s) { (void)s; run_model("hf-tiny-f32"); }
@@ -454,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_demo_tiny), cmocka_unit_test(test_hf_tiny), cmocka_unit_test(test_hf_tiny_f32),
         cmocka_unit_test(test_syn_a), cmocka_unit_test(test_syn_b), cmocka_unit_test(test_tensor_cores_requested),
         cmocka_unit_test(test_tensor_core_kernels_emulated), cmocka_unit_test(test_glu_tail_matches_whole),
+        cmocka_unit_test(test_attention_combined_once),
     };
     const char *only = getenv("Q3_TEST_FILTER"); /* e.g. Q3_TEST_FILTER=test_hf_tiny */
     if (only && *only) cmocka_set_test_filter(only);
