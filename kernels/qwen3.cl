@@ -42,6 +42,19 @@ inline float dot8(uint4 w, float4 a, float4 b)
            bf16_lo(w.z) * b.x + bf16_hi(w.z) * b.y + bf16_lo(w.w) * b.z + bf16_hi(w.w) * b.w;
 }
 
+/* The weights of one head's nsplit decode-attention splits, exp(max_sp - max) / the total of
+ * exp(max_sp - max) sum_sp, written through weight_at for sp = 0..nsplit-1; max_at and sum_at
+ * read split sp's (max, sum) (expressions in the loop variable sp). One definition for every
+ * place that combines the splits (o_proj's staging, attention_tc's own combine), so that all
+ * give the same bits. Splits that saw no position (max -inf) weigh 0. */
+#define ATT_SPLIT_WEIGHTS(nsplit, sp, max_at, sum_at, weight_at)                                                      \
+    do {                                                                                                             \
+        float mx_ = -INFINITY, den_ = 0.0f;                                                                          \
+        for (uint sp = 0; sp < (nsplit); sp++) mx_ = fmax(mx_, (max_at));                                            \
+        for (uint sp = 0; sp < (nsplit); sp++) den_ += exp((max_at) - mx_) * (sum_at);                               \
+        for (uint sp = 0; sp < (nsplit); sp++) (weight_at) = exp((max_at) - mx_) / den_;                             \
+    } while (0)
+
 #define XCH 1024 /* columns of x staged in local memory at a time */
 #define UNR 8    /* tiles per thread per chunk: XCH / 32 columns / 4 groups */
 
@@ -100,12 +113,8 @@ mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global c
          * weighs its splits: exp(max_sp - max) / the total. Splits that saw no
          * position (max -inf) weigh 0 and are skipped below. */
         uint nh = cols / HEAD_DIM;
-        for (uint h = l; h < nh; h += MV_WG) {
-            float mx = -INFINITY, den = 0.0f;
-            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[2 * (sp * nh + h)]);
-            for (uint sp = 0; sp < nsplit; sp++) den += exp(x2[2 * (sp * nh + h)] - mx) * x2[2 * (sp * nh + h) + 1];
-            for (uint sp = 0; sp < nsplit; sp++) attw[sp * nh + h] = exp(x2[2 * (sp * nh + h)] - mx) / den;
-        }
+        for (uint h = l; h < nh; h += MV_WG)
+            ATT_SPLIT_WEIGHTS(nsplit, sp, x2[2 * (sp * nh + h)], x2[2 * (sp * nh + h) + 1], attw[sp * nh + h]);
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint k = l; k < c4; k += MV_WG) {
             uint hk = k / (HEAD_DIM / 4);
@@ -230,12 +239,8 @@ void matmul_small(MM_SMALL_ARGS)
     __local float attw[ATT_COMBINE_MAX];
     if (xmode == XMODE_ATTN) {
         uint nh = cols / HEAD_DIM;
-        for (uint h = l; h < nh; h += MV_WG) {
-            float mx = -INFINITY, den = 0.0f;
-            for (uint sp = 0; sp < nsplit; sp++) mx = fmax(mx, x2[(sp * nh + h) * 2]);
-            for (uint sp = 0; sp < nsplit; sp++) den += exp(x2[(sp * nh + h) * 2] - mx) * x2[(sp * nh + h) * 2 + 1];
-            for (uint sp = 0; sp < nsplit; sp++) attw[sp * nh + h] = exp(x2[(sp * nh + h) * 2] - mx) / den;
-        }
+        for (uint h = l; h < nh; h += MV_WG)
+            ATT_SPLIT_WEIGHTS(nsplit, sp, x2[2 * (sp * nh + h)], x2[2 * (sp * nh + h) + 1], attw[sp * nh + h]);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 

@@ -764,10 +764,11 @@ inline float2 load_l2_f2(__global const float *p)
  * the one that counts nsplit resets the count and writes every head's combined output in
  * split 0's place. o_proj then stages that x as it is (XMODE_PLAIN) instead of each of its
  * ~264 work-groups weighing nsplit x q_dim floats from L2 (XMODE_ATTN). The arithmetic and
- * its order are mv_stage's for XMODE_ATTN: the same values. The loads of the partials are
- * issued before the sums need them: (max, sum) pairs a thread each into ml_l (nsplit x ATT_HG
- * float pairs), the weights by a thread a head into attw, then a float4 of output a thread,
- * ATT_ONCE_LOADS splits' loads in flight together. */
+ * its order are mv_stage's for XMODE_ATTN (ATT_SPLIT_WEIGHTS, then the sum in split order):
+ * the same values. The loads of the partials are issued before the sums need them: (max,
+ * sum) pairs a thread each into ml_l (nsplit x ATT_HG float pairs), the weights by a thread
+ * a head into attw, then a float4 of output a thread, ATT_ONCE_LOADS splits' loads in
+ * flight together. */
 #define ATTEND_COMBINE_ONCE(cnt, last_wg, attw, ml_l)                                                         \
     device_fence();                                                                                           \
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);                                                      \
@@ -782,13 +783,9 @@ inline float2 load_l2_f2(__global const float *p)
         for (uint i_ = l; i_ < nsplit * ATT_HG; i_ += ATT_TC_WG)                                              \
             vstore2(load_l2_f2(part_ml + 2 * ((i_ / ATT_HG) * nq + h0 + i_ % ATT_HG)), i_, (ml_l));            \
         barrier(CLK_LOCAL_MEM_FENCE);                                                                         \
-        if (l < ATT_HG) {                                                                                     \
-            float mx_ = -INFINITY, den_ = 0.0f;                                                               \
-            for (uint s_ = 0; s_ < nsplit; s_++) mx_ = fmax(mx_, (ml_l)[2 * (s_ * ATT_HG + l)]);               \
-            for (uint s_ = 0; s_ < nsplit; s_++)                                                              \
-                den_ += exp((ml_l)[2 * (s_ * ATT_HG + l)] - mx_) * (ml_l)[2 * (s_ * ATT_HG + l) + 1];         \
-            for (uint s_ = 0; s_ < nsplit; s_++) (attw)[s_ * ATT_HG + l] = exp((ml_l)[2 * (s_ * ATT_HG + l)] - mx_) / den_; \
-        }                                                                                                     \
+        if (l < ATT_HG)                                                                                       \
+            ATT_SPLIT_WEIGHTS(nsplit, s_, (ml_l)[2 * (s_ * ATT_HG + l)], (ml_l)[2 * (s_ * ATT_HG + l) + 1],   \
+                              (attw)[s_ * ATT_HG + l]);                                                       \
         barrier(CLK_LOCAL_MEM_FENCE);                                                                         \
         for (uint i_ = l; i_ < ATT_HG * HEAD_DIM / 4; i_ += ATT_TC_WG) {                                      \
             uint hh_ = i_ / (HEAD_DIM / 4);                                                                   \
