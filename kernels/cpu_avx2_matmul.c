@@ -6,7 +6,9 @@
 /* Software prefetch distance in tiles (1 KiB each) of the _prefetch variant; the
  * choice between the two follows the AVX-512 GEMV's (q3_gemv_prefetch_wanted:
  * on Intel only; docs/kernels.md). */
+#ifndef GEMV_PREFETCH
 #define GEMV_PREFETCH 2
+#endif
 
 /* x[0..16) split into its even and odd columns, in order: shuffle_ps picks them per
  * 128-bit lane ([0 2 8 10 | 4 6 12 14]), the 64-bit permute puts the lanes right. */
