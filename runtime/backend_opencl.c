@@ -1247,11 +1247,11 @@ static void ocl_release(q3_backend *b)
     if (m->host_timing && m->n_decode)
         fprintf(stderr, "q3 opencl host: %ld single-token passes, %.1f us enqueueing and %.1f us waiting for the logits each\n",
                 m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
-    cl_mem bufs[] = {m->x,      m->xn,     m->q,        m->kk,       m->v,     m->att,
-                     m->tmp,     m->gate,   m->up,     m->tokens,   m->logits,   m->att_ml, m->rope_cos,
-                     m->rope_sin, m->parts, m->xb,     m->bx,       m->act};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (bufs[i]) clReleaseMemObject(bufs[i]);
+    /* every region (a sub-buffer keeps act alive), then act: the regions' list is the one
+     * reserve_activations made */
+    for (int i = 0; i < m->n_regions; i++)
+        if (*m->regions[i].buf) clReleaseMemObject(*m->regions[i].buf);
+    if (m->act) clReleaseMemObject(m->act);
     for (uint32_t l = 0; l < m->cfg.num_layers; l++) {
         if (m->kcache && m->kcache[l]) clReleaseMemObject(m->kcache[l]);
         if (m->vcache && m->vcache[l]) clReleaseMemObject(m->vcache[l]);
