@@ -208,7 +208,24 @@ static void spread_ids(int32_t *tok, int n)
  * the KV cache is F16, and a K or V that decode's matvec and the prompt's GEMM compute
  * a few f32 ulps apart can round to neighbouring halves (2.3e-3 at most seen on PoCL;
  * an f32 cache stayed within 1e-3). */
-#define DECODE_VS_PREFILL(ref) (5e-3 + 1e-3 * fabs(ref))
+#define DECODE_VS_PREFILL 5e-3, 1e-3 /* absolute, relative */
+
+/* The largest |got - ref| over n logits (rows of V, the first at position first_pos); fails
+ * at the first difference over abs_tol + rel_tol |ref|, naming the position, the token and
+ * what each side is. */
+static double logits_within(const float *got, const float *ref, size_t n, uint32_t V, size_t first_pos, double abs_tol,
+                            double rel_tol, const char *got_name, const char *ref_name)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        if (e > worst) worst = e;
+        if (e > abs_tol + rel_tol * fabs(ref[i]))
+            fail_msg("position %zu token %zu: %s %f, %s %f", first_pos + i / V, i % V, got_name, got[i], ref_name, ref[i]);
+    }
+    return worst;
+}
+
 static void test_decode_matches_prefill(void **s)
 {
     (void)s;
@@ -231,20 +248,14 @@ static void test_decode_matches_prefill(void **s)
     double worst = 0;
     for (int i = 0; i < N; i++) {
         if (q3_backend_forward(b, &tok[i], 1, i, one, 0, &err)) fail_msg("%s", err.msg);
-        for (uint32_t v = 0; v < V; v++) {
-            double e = fabs((double)one[v] - all[(size_t)i * V + v]);
-            if (e > worst) worst = e;
-            if (e > DECODE_VS_PREFILL(all[(size_t)i * V + v]))
-                fail_msg("position %d token %u: decode %f, prefill %f", i, v, one[v], all[(size_t)i * V + v]);
-        }
+        double e = logits_within(one, all + (size_t)i * V, V, V, (size_t)i, DECODE_VS_PREFILL, "decode", "prefill");
+        if (e > worst) worst = e;
     }
     print_message("decode vs prefill, %d positions: max |difference| = %.2e\n", N, worst);
     /* A prompt in two chunks (pos > 0 prefill) gives the same last logits as in one. */
     if (q3_backend_forward(b, tok, 70, 0, one, 0, &err) || q3_backend_forward(b, tok + 70, N - 70, 70, one, 0, &err))
         fail_msg("%s", err.msg);
-    for (uint32_t v = 0; v < V; v++)
-        if (fabs((double)one[v] - all[(size_t)(N - 1) * V + v]) > DECODE_VS_PREFILL(all[(size_t)(N - 1) * V + v]))
-            fail_msg("two-chunk prefill: token %u %f, one chunk %f", v, one[v], all[(size_t)(N - 1) * V + v]);
+    logits_within(one, all + (size_t)(N - 1) * V, V, V, N - 1, DECODE_VS_PREFILL, "two-chunk prefill", "one chunk");
     /* The backend's own (pinned) logits memory receives the same values, and a
      * second request larger than the first is refused rather than reallocated. */
     int owned = 1;
@@ -296,15 +307,13 @@ static void test_pass_sizes(void **s)
         unsetenv("Q3_OPENCL_BATCH");
         assert_int_equal(b->max_batch, atoi(sizes[i]));
         if (q3_backend_forward(b, tok, N, 0, one, 0, &err)) fail_msg("%s", err.msg);
-        for (uint32_t v = 0; v < V; v++)
-            if (fabs((double)one[v] - ref[v]) > DECODE_VS_PREFILL(ref[v]))
-                fail_msg("passes of %s: token %u %f, default passes %f", sizes[i], v, one[v], ref[v]);
+        char name[64];
+        snprintf(name, sizeof name, "passes of %s", sizes[i]);
+        logits_within(one, ref, V, V, N - 1, DECODE_VS_PREFILL, name, "default passes");
         if (i == 0) { /* every token's logits with a pass size above the logits' 512 rows */
             if (q3_backend_forward(b, tok, N, 0, all, 1, &err)) fail_msg("%s", err.msg);
-            for (uint32_t v = 0; v < V; v++)
-                if (fabs((double)all[(size_t)(N - 1) * V + v] - ref[v]) > DECODE_VS_PREFILL(ref[v]))
-                    fail_msg("all logits, passes of %s: token %u %f, default %f", sizes[i], v,
-                             all[(size_t)(N - 1) * V + v], ref[v]);
+            snprintf(name, sizeof name, "all logits, passes of %s", sizes[i]);
+            logits_within(all + (size_t)(N - 1) * V, ref, V, V, N - 1, DECODE_VS_PREFILL, name, "default passes");
         }
         q3_backend_destroy(b);
     }
@@ -405,7 +414,7 @@ static void test_tensor_core_kernels_emulated(void **s)
  * rounds to the neighbouring BF16 in down_proj's x, demo-tiny's logits move by up to ~4e-2
  * (seen), so the bound is the goldens' (0.08 + 1 %); a lost part, a neighbour's row, or gate
  * and up swapped moved them by 0.19 to 1.6. */
-#define TAIL_VS_WHOLE(ref) (8e-2 + 1e-2 * fabs(ref))
+#define TAIL_VS_WHOLE 8e-2, 1e-2 /* absolute, relative */
 static void test_glu_tail_matches_whole(void **s)
 {
     (void)s;
@@ -427,13 +436,7 @@ static void test_glu_tail_matches_whole(void **s)
     }
     unsetenv("Q3_OPENCL_MM_TAIL");
     unsetenv("Q3_OPENCL_MMA");
-    double worst = 0;
-    for (size_t i = 0; i < (size_t)N * V; i++) {
-        double e = fabs((double)tail[i] - whole[i]);
-        if (e > worst) worst = e;
-        if (e > TAIL_VS_WHOLE(whole[i]))
-            fail_msg("position %zu token %zu: tail split %f, whole %f", i / V, i % V, tail[i], whole[i]);
-    }
+    double worst = logits_within(tail, whole, (size_t)N * V, V, 0, TAIL_VS_WHOLE, "tail split", "whole");
     print_message("gate/up's tail split vs whole, %d positions: max |difference| = %.2e\n", N, worst);
     free(whole);
     free(tail);
