@@ -270,12 +270,22 @@ Q3_API int q3_decode(q3_context *ctx, int32_t token, q3_err *err);
 Q3_API int q3_prefill_all(q3_context *ctx, const int32_t *tokens, size_t n, float *all, q3_err *err);
 /* One decode step of n contexts at once: ctxs[i] decodes tokens[i], after which
  * q3_logits(ctxs[i]) holds bit for bit what q3_decode(ctxs[i], tokens[i]) would have
- * given. For serving several sequences: on the CPU the weights (what bounds decode) are
- * read once for the whole step; the OpenCL backend still runs the contexts one after
- * another. The contexts are of one model on one backend and device, each at most once
- * in the list, none in use by another thread. Nothing runs unless every context has a
- * free position (Q3_ERROR_CONTEXT_FULL names the first that has none). */
+ * given. For serving several sequences: the weights (what bounds decode) are read once
+ * for the whole step (the OpenCL backend runs contexts one after another where its
+ * batched step cannot take the model). The contexts are of one model on one backend and
+ * device, each at most once in the list, none in use by another thread. Nothing runs
+ * unless every context has a free position (Q3_ERROR_CONTEXT_FULL names the first that
+ * has none). */
 Q3_API int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3_err *err);
+/* q3_decode_batch where some contexts want only their greedy token: for each i with
+ * only_greedy[i] nonzero, greedy[i] gets what a greedy sampler without a penalty picks
+ * from the step's logits (the first index of the largest; -1 when one is NaN or
+ * infinite), taken where the logits are: the OpenCL backend reads 4 bytes for the
+ * context instead of vocab_size floats. q3_logits(ctxs[i]) is then not valid until its
+ * next step. The other contexts get their logits as from q3_decode_batch (greedy[i] is
+ * left as it was). */
+Q3_API int q3_decode_batch_greedy(q3_context *const *ctxs, const int32_t *tokens, size_t n,
+                                  const unsigned char *only_greedy, int32_t *greedy, q3_err *err);
 /* vocab_size logits of the last token evaluated, valid until the next call on ctx
  * (the caller may modify them, e.g. a sampler does). */
 Q3_API float *q3_logits(q3_context *ctx);
@@ -330,6 +340,9 @@ Q3_API void q3_sampler_forget(q3_sampler *sampler);
  * token survives every filter. -1 when a logit is NaN or infinite: the model's
  * computation went wrong, and no choice among such numbers means anything. */
 Q3_API int32_t q3_sampler_sample(q3_sampler *sampler, float *logits);
+/* 1 when q3_sampler_sample picks the largest logit as it is (temperature 0, no
+ * repetition penalty): then q3_decode_batch_greedy's token is the one it would pick. */
+Q3_API int q3_sampler_is_greedy(const q3_sampler *sampler);
 /* Index of the first logit that is NaN or infinite, or -1: what to name in the
  * message when q3_sampler_sample returns -1. */
 Q3_API int64_t q3_logits_first_nonfinite(const float *logits, uint32_t n);

@@ -685,6 +685,43 @@ __kernel void embed(__global const ushort *W, ulong w_off, uint cols, __global c
 
 #define NORM_WG 256
 
+/* The greedy token of each row of a decode step's logits, the device's half: work-group
+ * (c, r) scans chunk c of row r (V floats in get_num_groups(0) chunks: one work-group
+ * alone cannot pull a row's 600 KB at the memory's rate) and stores the chunk's first index
+ * of its largest logit and that logit's bits, the index -1 where one of its logits is NaN or
+ * infinite, V where the chunk is empty. The host picks each row's first largest among its
+ * chunks (backend_opencl.c's greedy_of_chunks): q3_greedy_token's answer (runtime/sampler.c)
+ * from the same floats. */
+__kernel __attribute__((reqd_work_group_size(NORM_WG, 1, 1)))
+void logits_greedy(__global const float *logits, uint V, __global int2 *chunks)
+{
+    __local float best_v[NORM_WG];
+    __local uint best_i[NORM_WG];
+    __local int bad;
+    uint l = get_local_id(0), c = get_group_id(0), r = get_group_id(1), G = get_num_groups(0);
+    uint per = (V + G - 1) / G, lo = min(V, c * per), hi = min(V, lo + per);
+    __global const float *x = logits + (ulong)r * V;
+    if (l == 0) bad = 0;
+    float best = -INFINITY;
+    uint at = V; /* none yet; indices rise, so a later equal value never replaces */
+    int nonfinite = 0;
+    for (uint i = lo + l; i < hi; i += NORM_WG) {
+        float v = x[i];
+        nonfinite |= !isfinite(v);
+        if (at == V || v > best) best = v, at = i;
+    }
+    best_v[l] = best, best_i[l] = at;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (nonfinite) atomic_or(&bad, 1);
+    for (uint s = NORM_WG / 2; s > 0; s >>= 1) {
+        if (l < s && best_i[l + s] < V &&
+            (best_i[l] == V || best_v[l + s] > best_v[l] || (best_v[l + s] == best_v[l] && best_i[l + s] < best_i[l])))
+            best_v[l] = best_v[l + s], best_i[l] = best_i[l + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (l == 0) chunks[r * G + c] = (int2)(bad ? -1 : (int)best_i[0], as_int(best_v[0]));
+}
+
 /* out = rmsnorm(x) * w; one work-group per token. With out_bf16, out holds BF16
  * pairs instead (the tensor-core GEMM's input; n is even). With nparts > 0 it first adds
  * a split GEMM's partial products to x (parts: nparts x stride floats, token t's

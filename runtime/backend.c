@@ -2,6 +2,7 @@
  * context size, creating and destroying, the checks on a forward call, cutting
  * it into passes, the RoPE tables, the caller's logits memory. */
 #include "backend.h"
+#include "sampler.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -136,7 +137,7 @@ int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
 }
 
 int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
-                            q3_err *err)
+                            const unsigned char *only, int32_t *greedy, q3_err *err)
 {
     for (int i = 0; i < n; i++) {
         if (bs[i]->w != bs[0]->w) {
@@ -150,13 +151,20 @@ int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const 
     if (!impl->decode_batch) { /* correct, not faster: the weights are read once per context */
         for (int i = 0; i < n; i++)
             if (impl->pass(bs[i], &tokens[i], 1, pos[i], logits[i], 0, err)) return -1;
-        return 0;
+    } else {
+        int most = impl->max_decode ? impl->max_decode : impl->max_batch;
+        for (int done = 0; done < n; done += most) {
+            int nb = n - done < most ? n - done : most;
+            int rc = only && impl->decode_batch_greedy
+                         ? impl->decode_batch_greedy(bs + done, tokens + done, pos + done, nb, logits + done,
+                                                     only + done, greedy + done, err)
+                         : impl->decode_batch(bs + done, tokens + done, pos + done, nb, logits + done, err);
+            if (rc) return -1;
+        }
+        if (impl->decode_batch_greedy) return 0;
     }
-    int most = impl->max_decode ? impl->max_decode : impl->max_batch;
-    for (int done = 0; done < n; done += most) {
-        int nb = n - done < most ? n - done : most;
-        if (impl->decode_batch(bs + done, tokens + done, pos + done, nb, logits + done, err)) return -1;
-    }
+    for (int i = 0; only && i < n; i++) /* the backend gave every context its logits */
+        if (only[i]) greedy[i] = q3_greedy_token(logits[i], bs[i]->file->config.vocab_size);
     return 0;
 }
 

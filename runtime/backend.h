@@ -49,6 +49,11 @@ typedef struct {
     int (*decode_batch)(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
                         q3_err *err);
     int max_decode; /* the most contexts decode_batch takes (0: max_batch); backend.c cuts larger steps */
+    /* Optional: decode_batch, where the contexts with only[i] nonzero want only greedy[i]
+     * (q3_greedy_token of their logits) and their logits[i] need not be written: taken where
+     * the logits are, not copied out. NULL: backend.c takes it from decode_batch's logits. */
+    int (*decode_batch_greedy)(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n,
+                               float *const *logits, const unsigned char *only, int32_t *greedy, q3_err *err);
     /* Frees what init allocated (the struct itself is freed by the caller). */
     void (*release)(q3_backend *b);
     /* Optional: room for n_floats logits that pass() delivers into fastest, owned by
@@ -113,10 +118,12 @@ int q3_backend_forward(q3_backend *b, const int32_t *tokens, int n_tokens, int p
                        q3_err *err);
 
 /* One decode step of n contexts on one backend model (the weights bound once, the
- * same device): token i at position pos[i] of bs[i], logits[i] its vocab_size logits.
- * Every call is checked as q3_backend_forward checks one before anything runs. */
+ * same device): token i at position pos[i] of bs[i], logits[i] its vocab_size logits,
+ * except where only (may be NULL) marks a context that wants only greedy[i]
+ * (q3_greedy_token of its logits; its logits[i] may then be left unwritten). Every call
+ * is checked as q3_backend_forward checks one before anything runs. */
 int q3_backend_decode_batch(q3_backend *const *bs, const int32_t *tokens, const int *pos, int n, float *const *logits,
-                            q3_err *err);
+                            const unsigned char *only, int32_t *greedy, q3_err *err);
 
 /* b's logits_buffer if it has one, else *owned = 1 and malloc'd memory for the
  * caller to free. NULL: out of memory. */

@@ -150,7 +150,10 @@ int q3_prefill_all(q3_context *c, const int32_t *tokens, size_t n, float *all, q
     return eval(c, tokens, n, all, err);
 }
 
-int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3_err *err)
+/* q3_decode_batch, and q3_decode_batch_greedy where only (may be NULL) marks contexts that want
+ * only their greedy token (greedy[i]) */
+static int decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, const unsigned char *only,
+                        int32_t *greedy, q3_err *err)
 {
     if (n == 0) return Q3_OK;
     if (n > INT_MAX / 2) {
@@ -173,18 +176,19 @@ int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3
             return Q3_ERROR_CONTEXT_FULL;
         }
     }
-    q3_backend **bs = malloc(n * sizeof *bs);
-    int *pos = malloc(n * sizeof *pos);
-    float **logits = malloc(n * sizeof *logits);
+    q3_backend **bs = calloc(n, sizeof *bs);
+    int *pos = calloc(n, sizeof *pos);
+    float **logits = calloc(n, sizeof *logits);
     int rc = Q3_ERROR_NOMEM;
     if (!bs || !pos || !logits) {
         q3_set_err(err, "q3_decode_batch: out of memory");
         goto done;
     }
     for (size_t i = 0; i < n; i++) bs[i] = ctxs[i]->b, pos[i] = ctxs[i]->pos, logits[i] = ctxs[i]->logits;
-    rc = q3_backend_decode_batch(bs, tokens, pos, (int)n, logits, err) ? Q3_ERROR : Q3_OK;
+    rc = q3_backend_decode_batch(bs, tokens, pos, (int)n, logits, only, greedy, err) ? Q3_ERROR : Q3_OK;
     for (size_t i = 0; i < n; i++) {
-        ctxs[i]->logits_valid = rc == Q3_OK; /* a failed step may have written some of them */
+        /* a failed step may have written some of them; a greedy-only one left them unread */
+        ctxs[i]->logits_valid = rc == Q3_OK && !(only && only[i]);
         ctxs[i]->pos += rc == Q3_OK;
     }
 done:
@@ -192,6 +196,17 @@ done:
     free(pos);
     free(logits);
     return rc;
+}
+
+int q3_decode_batch(q3_context *const *ctxs, const int32_t *tokens, size_t n, q3_err *err)
+{
+    return decode_batch(ctxs, tokens, n, NULL, NULL, err);
+}
+
+int q3_decode_batch_greedy(q3_context *const *ctxs, const int32_t *tokens, size_t n, const unsigned char *only_greedy,
+                           int32_t *greedy, q3_err *err)
+{
+    return decode_batch(ctxs, tokens, n, only_greedy, greedy, err);
 }
 
 float *q3_logits(q3_context *c) { return c->logits; }

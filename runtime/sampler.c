@@ -171,7 +171,7 @@ int64_t q3_logits_first_nonfinite(const float *logits, uint32_t n)
  * pass over the logits, block by block while the block is still in L1 (two passes read
  * Qwen3's 608 KB of logits twice; q3serve samples 16 of them a step), then the first
  * index holding the largest. -1 where a logit is infinite or NaN. */
-static int32_t greedy_if_finite(const float *logits, uint32_t n)
+int32_t q3_greedy_token(const float *logits, uint32_t n)
 {
     if (n < NONFINITE_BLOCK) return q3_logits_first_nonfinite(logits, n) >= 0 ? -1 : q3_argmax(logits, n);
     float m0 = logits[0], m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0;
@@ -267,10 +267,12 @@ static uint32_t filter(const q3_sampler *s, uint32_t m)
     return m;
 }
 
+int q3_sampler_is_greedy(const q3_sampler *s) { return s->p.temperature <= 0.0f && s->p.repetition_penalty == 1.0f; }
+
 int32_t q3_sampler_sample(q3_sampler *s, float *logits)
 {
     if (s->vocab == 0) return -1;
-    if (s->p.temperature <= 0.0f && s->p.repetition_penalty == 1.0f) return greedy_if_finite(logits, s->vocab);
+    if (q3_sampler_is_greedy(s)) return q3_greedy_token(logits, s->vocab);
     if (q3_logits_first_nonfinite(logits, s->vocab) >= 0) return -1;
     if (s->p.repetition_penalty != 1.0f) apply_penalty(s, logits);
     if (s->p.temperature <= 0.0f) return q3_argmax(logits, s->vocab);

@@ -20,5 +20,8 @@ struct q3_sampler {
 
 int q3_sampler_init(q3_sampler *s, const q3_sampler_params *p, uint32_t vocab);
 void q3_sampler_free(q3_sampler *s);
+/* What a greedy sampler without a penalty picks: the first index of the largest logit,
+ * -1 where one is NaN or infinite (q3_decode_batch_greedy's fallback takes it too). */
+int32_t q3_greedy_token(const float *logits, uint32_t n);
 
 #endif

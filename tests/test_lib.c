@@ -105,7 +105,9 @@ static void test_parallel_other_backends(void **s)
 
 /* Batched decode (q3_decode_batch): contexts join the batch at different steps (so the
  * batch grows and shrinks, and their positions differ), one has a larger cache; each
- * one's logits at every step are bit for bit its single-context logits. */
+ * one's logits at every step are bit for bit its single-context logits. Every other step
+ * (and a step of one context) is q3_decode_batch_greedy with the odd sequences wanting only
+ * their greedy token, which must be their own decode's next id (OpenCL: taken on the device). */
 #define N_SEQ 4
 #define BATCH_STEPS 10
 static const char *const seq_prompts[N_SEQ] = {"The GNU General Public License", "def parse(self, text):",
@@ -158,22 +160,35 @@ static void batch_equals_single(const char *backend)
     /* Batched: sequence s is prefilled and joins at step s; it leaves after BATCH_STEPS decodes. */
     q3_context *c[N_SEQ];
     int done[N_SEQ] = {0};
-    for (int s = 0; s < N_SEQ; s++) c[s] = context_on(m, backend, s == 2 ? 96 : 64);
+    int32_t next_greedy[N_SEQ]; /* -2: the sequence has its logits, not only a greedy token */
+    for (int s = 0; s < N_SEQ; s++) c[s] = context_on(m, backend, s == 2 ? 96 : 64), next_greedy[s] = -2;
     for (int step = 0;; step++) {
         q3_context *batch[N_SEQ];
-        int32_t tok[N_SEQ];
+        int32_t tok[N_SEQ], greedy[N_SEQ];
         int who[N_SEQ], n = 0;
+        unsigned char only[N_SEQ];
         for (int s = 0; s < N_SEQ; s++) {
             if (s == step) prefill_prompt(m, c[s], seq_prompts[s]);
             if (s > step || done[s] == BATCH_STEPS) continue;
             const float *want = ref + ((size_t)s * (BATCH_STEPS + 1) + done[s]) * V;
-            if (memcmp(q3_logits(c[s]), want, V * sizeof *want) != 0)
+            if (next_greedy[s] == -2 && memcmp(q3_logits(c[s]), want, V * sizeof *want) != 0)
                 fail_msg("%s: sequence %d, step %d: the batch's logits differ from its own", backend, s, done[s]);
-            batch[n] = c[s], who[n] = s, tok[n++] = q3_argmax(q3_logits(c[s]), V);
+            batch[n] = c[s], who[n] = s, tok[n++] = next_greedy[s] != -2 ? next_greedy[s] : q3_argmax(q3_logits(c[s]), V);
         }
         if (n == 0) break;
-        assert_int_equal(q3_decode_batch(batch, tok, (size_t)n, &err), Q3_OK);
-        for (int i = 0; i < n; i++) assert_int_equal(tok[i], ids[who[i]][done[who[i]]++]);
+        int use_greedy = step % 2 || n == 1; /* (a step of one context: OpenCL's single-token pass) */
+        for (int i = 0; i < n; i++) only[i] = use_greedy && who[i] % 2, greedy[i] = -3;
+        if (use_greedy) assert_int_equal(q3_decode_batch_greedy(batch, tok, (size_t)n, only, greedy, &err), Q3_OK);
+        else assert_int_equal(q3_decode_batch(batch, tok, (size_t)n, &err), Q3_OK);
+        for (int i = 0; i < n; i++) {
+            int s = who[i];
+            assert_int_equal(tok[i], ids[s][done[s]++]);
+            if (only[i] && greedy[i] != ids[s][done[s]])
+                fail_msg("%s: sequence %d, step %d: greedy token %d, its own decode's %d", backend, s, done[s],
+                         greedy[i], ids[s][done[s]]);
+            if (!only[i]) assert_int_equal(greedy[i], -3); /* left as it was */
+            next_greedy[s] = only[i] ? greedy[i] : -2;
+        }
     }
     /* Refused before anything runs: a context twice, and a full one. */
     int used = q3_context_used(c[0]);
@@ -392,6 +407,7 @@ static void test_truncate_and_sampler(void **s)
     for (int r = 0; r < 2; r++) {
         q3_sampler *smp;
         assert_int_equal(q3_sampler_create(m, &sp, &smp, &err), Q3_OK);
+        assert_false(q3_sampler_is_greedy(smp)); /* sampling: q3_decode_batch_greedy's token is not its pick */
         assert_int_equal(q3_kv_truncate(c, 0, &err), Q3_OK);
         assert_int_equal(q3_prefill(c, prompt, 3, &err), Q3_OK);
         for (int i = 0; i < 8; i++) {
@@ -403,6 +419,15 @@ static void test_truncate_and_sampler(void **s)
         q3_sampler_destroy(smp);
     }
     assert_memory_equal(run[0], run[1], sizeof run[0]);
+    for (int k = 0; k < 3; k++) { /* greedy, and not once a penalty changes the logits */
+        q3_sampler_params gp = q3_sampler_defaults(m);
+        gp.temperature = 0.0f, gp.repetition_penalty = k == 2 ? 1.1f : 1.0f;
+        gp.top_k = k == 1 ? 5 : 0; /* filters keep the largest: still greedy */
+        q3_sampler *smp;
+        assert_int_equal(q3_sampler_create(m, &gp, &smp, &err), Q3_OK);
+        assert_int_equal(q3_sampler_is_greedy(smp), k < 2);
+        q3_sampler_destroy(smp);
+    }
     assert_int_equal(q3_kv_truncate(c, 12, &err), Q3_ERROR_ARG);
     q3_context_free(c);
     q3_model_close(m);

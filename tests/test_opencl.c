@@ -484,6 +484,62 @@ static void test_attention_combined_once(void **s)
     q3_close(&f);
 }
 
+/* A batched step's greedy tokens (q3_backend_decode_batch with only set: OpenCL takes them on
+ * the device, logits_greedy; the CPU on the host) are -1 where a logit is not finite, as
+ * q3_greedy_token says: demo-tiny with NaN in the final norm's weights (BF16 0x7fc0, so every
+ * logit is NaN; VERIFY_META does not hash the weights), a step of two contexts and of one. */
+static void test_greedy_nonfinite(void **s)
+{
+    (void)s;
+    char path[512], nan_path[] = "/tmp/q3_greedy_nan_XXXXXX";
+    q3_file f;
+    q3_err err = {{0}};
+    if (model_path("demo-tiny", path, sizeof path)) fail_msg("cannot make %s", path);
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    const q3_tensor *t = q3_find_tensor(&f, "model.norm.weight");
+    assert_non_null(t);
+    uint64_t off = t->offset, size = t->size;
+    q3_close(&f);
+    int fd = mkstemp(nan_path);
+    assert_true(fd >= 0);
+    close(fd);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cp %s %s", path, nan_path);
+    assert_int_equal(run(cmd), 0);
+    FILE *fp = fopen(nan_path, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, (long)off, SEEK_SET), 0);
+    for (uint64_t i = 0; i < size / 2; i++) assert_int_equal(fwrite("\xc0\x7f", 1, 2, fp), 2);
+    assert_int_equal(fclose(fp), 0);
+    if (q3_open(&f, nan_path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    float *logits[2] = {malloc(sizeof(float) * f.config.vocab_size), malloc(sizeof(float) * f.config.vocab_size)};
+    assert_true(logits[0] && logits[1]);
+    const char *names[2] = {"cpu", "opencl"};
+    for (int k = 0; k < 2; k++) {
+        q3_backend_opts o = {.n_ctx = 16, .device = -1, .n_threads = 2};
+        q3_backend_model *bm = q3_backend_model_create(q3_backend_find(names[k]), &f, &o, &err);
+        if (!bm) fail_msg("%s: %s", names[k], err.msg);
+        q3_backend *b[2] = {q3_backend_context_create(bm, &o, &err), q3_backend_context_create(bm, &o, &err)};
+        if (!b[0] || !b[1]) fail_msg("%s: %s", names[k], err.msg);
+        int32_t tok[2] = {5, 6}, greedy[2] = {7, 7};
+        int pos[2] = {0, 0};
+        unsigned char only[2] = {1, 1};
+        if (q3_backend_decode_batch(b, tok, pos, 2, logits, only, greedy, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(greedy[0], -1);
+        assert_int_equal(greedy[1], -1);
+        pos[0] = 1, greedy[0] = 7;
+        if (q3_backend_decode_batch(b, tok, pos, 1, logits, only, greedy, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(greedy[0], -1);
+        q3_backend_destroy(b[0]);
+        q3_backend_destroy(b[1]);
+        q3_backend_model_free(bm);
+    }
+    free(logits[0]);
+    free(logits[1]);
+    q3_close(&f);
+    unlink(nan_path);
+}
+
 static void test_demo_tiny(void **s) { (void)s; run_model("demo-tiny"); }
 static void test_hf_tiny(void **s) { (void)s; run_model("hf-tiny"); }
 static void test_hf_tiny_f32(void **s) { (void)s; run_model("hf-tiny-f32"); }
@@ -494,7 +550,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_errors), cmocka_unit_test(test_decode_matches_prefill),
-        cmocka_unit_test(test_pass_sizes),
+        cmocka_unit_test(test_pass_sizes), cmocka_unit_test(test_greedy_nonfinite),
         cmocka_unit_test(test_demo_tiny), cmocka_unit_test(test_hf_tiny), cmocka_unit_test(test_hf_tiny_f32),
         cmocka_unit_test(test_syn_a), cmocka_unit_test(test_syn_b), cmocka_unit_test(test_tensor_cores_requested),
         cmocka_unit_test(test_tensor_core_kernels_emulated), cmocka_unit_test(test_glu_tail_matches_whole),
