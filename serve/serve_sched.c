@@ -17,6 +17,7 @@ static int fail(q3_err *err, const char *msg)
 }
 
 typedef enum { SLOT_FREE, SLOT_PREFILL, SLOT_DECODE } slot_state;
+#define NO_GREEDY (-2) /* a slot's logits are on the host: its sampler draws from them */
 
 typedef struct {
     q3_context *ctx;
@@ -25,7 +26,8 @@ typedef struct {
     slot_state state;
     size_t fed;           /* prompt tokens in the cache */
     int generated;        /* completion tokens so far */
-    int has_logits;       /* the cache's last token has logits not yet sampled */
+    int has_logits;       /* the cache's last token has logits (or greedy) not yet sampled */
+    int32_t greedy;       /* its greedy token, taken by the last step where the logits are, or NO_GREEDY */
     int32_t next;         /* sampled, to be decoded this step */
     q3_utf8_stream utf8;
     serve_stop stop;
@@ -214,6 +216,7 @@ static void admit_locked(serve_sched *s)
         sl->fed = 0;
         sl->generated = 0;
         sl->has_logits = 0;
+        sl->greedy = NO_GREEDY;
         memset(&sl->utf8, 0, sizeof sl->utf8);
         serve_stop_init(&sl->stop, j->req.stop, j->req.n_stop);
         s->running++;
@@ -244,33 +247,41 @@ static void step(serve_sched *s)
         if (s->slots[i].state != SLOT_FREE && atomic_load(&s->slots[i].job->cancelled))
             release_slot(s, &s->slots[i], SERVE_FINISH_CANCELLED, NULL, 0);
     /* Sample every sequence that has logits (the draws side by side, then taken in slot
-     * order); the ones that go on decode together. */
+     * order; a greedy sampler's token may have come with the last step); the ones that go
+     * on decode together, the greedy ones wanting only their next greedy token (on OpenCL
+     * taken on the device: no logits copied out). */
     q3_context *ctxs[n];
-    int32_t toks[n], drawn[n];
-    slot *rows[n], *drawing[n];
+    int32_t toks[n], drawn[n], greedy[n];
+    slot *rows[n], *ready[n];
     q3_sampler *samplers[n];
     float *logits[n];
-    int nb = 0, sampled = 0;
+    unsigned char only[n];
+    int nb = 0, n_ready = 0, sampled = 0;
     s->step_tokens = 0;
     for (int i = 0; i < n; i++) {
         slot *sl = &s->slots[i];
         if (sl->state != SLOT_DECODE || !sl->has_logits) continue;
-        drawing[sampled] = sl, samplers[sampled] = sl->sampler, logits[sampled++] = q3_logits(sl->ctx);
+        ready[n_ready++] = sl;
+        if (sl->greedy == NO_GREEDY) samplers[sampled] = sl->sampler, logits[sampled++] = q3_logits(sl->ctx);
     }
     serve_draw_run(s->draw, samplers, logits, drawn, sampled);
-    for (int i = 0; i < sampled; i++) {
-        slot *sl = drawing[i];
-        if (take_token(s, sl, drawn[i])) ctxs[nb] = sl->ctx, toks[nb] = sl->next, rows[nb++] = sl;
+    for (int i = 0, d = 0; i < n_ready; i++) {
+        slot *sl = ready[i];
+        int32_t t = sl->greedy == NO_GREEDY ? drawn[d++] : sl->greedy;
+        sl->greedy = NO_GREEDY;
+        if (take_token(s, sl, t))
+            only[nb] = (unsigned char)q3_sampler_is_greedy(sl->sampler), ctxs[nb] = sl->ctx, toks[nb] = sl->next,
+            rows[nb++] = sl;
     }
     q3_err err = {{0}};
     double t0 = now_s();
-    int failed = nb && q3_decode_batch(ctxs, toks, (size_t)nb, &err);
+    int failed = nb && q3_decode_batch_greedy(ctxs, toks, (size_t)nb, only, greedy, &err);
     t_decode = now_s() - t0;
     if (failed)
         for (int i = 0; i < nb; i++) release_slot(s, rows[i], SERVE_FINISH_ERROR, err.msg, 0), rows[i] = NULL;
     for (int i = 0; i < nb; i++)
-        if (rows[i]) rows[i]->has_logits = 1;
-    if (sampled) serve_metrics_step(s->metrics, nb, s->step_tokens, now_s());
+        if (rows[i]) rows[i]->has_logits = 1, rows[i]->greedy = only[i] ? greedy[i] : NO_GREEDY;
+    if (n_ready) serve_metrics_step(s->metrics, nb, s->step_tokens, now_s());
     /* One chunk of the prompt that has waited longest (the lowest slot as tie-break is
      * good enough: slots are taken in queue order). */
     slot *pf = NULL;

@@ -156,6 +156,10 @@ for be in cpu opencl; do
     "$Q" "$MODEL" --backend $be -b 1,3,17 --depth 8 -n 4 -r 1 >"$T/out" 2>"$T/err"; rc=$?
     check "q3batch on $be: a row per batch size (17: two steps on OpenCL), ids the same in each, exit 0" \
         '[ $rc -eq 0 ] && [ "$(grep -cE "^(1|3|17) +[0-9.]+ / " "$T/out")" -eq 3 ] && [ ! -s "$T/err" ]'
+    # --greedy: the ids taken by the backend (OpenCL: on the device) are checked against a batch of 1
+    "$Q" "$MODEL" --backend $be -b 1,3,17 --depth 8 -n 4 -r 1 --greedy >"$T/out" 2>"$T/err"; rc=$?
+    check "q3batch --greedy on $be: a row per batch size, ids the same in each, exit 0" \
+        '[ $rc -eq 0 ] && grep -q "greedy on the backend" "$T/out" && [ "$(grep -cE "^(1|3|17) +[0-9.]+ / " "$T/out")" -eq 3 ] && [ ! -s "$T/err" ]'
 done
 
 echo "e2e_bench: $fails failed"

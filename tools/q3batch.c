@@ -18,11 +18,14 @@
 static void usage(FILE *out)
 {
     fprintf(out, "usage: q3batch MODEL.q3 [--backend NAME] [--device N] [-b 1,4,16] [--depth D] [-n N] [-r R] [-t N]\n"
+                 "               [--greedy]\n"
                  "  -b LIST      batch sizes (contexts decoding together; default 1,4,16)\n"
                  "  --depth D    positions each context holds before the timed steps (default 512)\n"
                  "  -n N         decode steps a repetition (default 32)\n"
                  "  -r R         repetitions per batch size (default 3)\n"
                  "  -t N         CPU threads (default all)\n"
+                 "  --greedy     each step as q3serve runs a greedy request's: q3_decode_batch_greedy, the\n"
+                 "               next id taken where the logits are (OpenCL: on the device), no logits read\n"
                  "environment:\n");
     for (const char *const *b = q3_backend_names(); *b; b++) fputs(q3_backend_env_help(*b), out);
     fprintf(out, "exit status: 0 ok, 1 error, 2 usage, 3 a context's ids differ between batch sizes\n");
@@ -43,7 +46,7 @@ static int cmp_double(const void *a, const void *b)
 
 typedef struct {
     const char *path, *backend;
-    int sizes[MAX_SIZES], n_sizes, depth, n, r, threads, device;
+    int sizes[MAX_SIZES], n_sizes, depth, n, r, threads, device, greedy;
 } opts;
 
 static int parse(int argc, char **argv, opts *o)
@@ -56,6 +59,10 @@ static int parse(int argc, char **argv, opts *o)
             exit(0);
         }
         int ok = 1;
+        if (!strcmp(a, "--greedy")) {
+            o->greedy = 1;
+            continue;
+        }
         if (!strcmp(a, "--backend") && v) o->backend = v;
         else if (!strcmp(a, "-b") && v) ok = (o->n_sizes = bench_parse_list(v, 1, MAX_CTX, o->sizes, MAX_SIZES)) > 0;
         else if ((!strcmp(a, "--depth") || !strcmp(a, "-n") || !strcmp(a, "-r") || !strcmp(a, "-t") ||
@@ -104,10 +111,12 @@ int main(int argc, char **argv)
     q3_context **c = calloc((size_t)most, sizeof *c);
     int32_t *prompt = malloc(((size_t)o.depth + 1) * sizeof *prompt), *first = calloc((size_t)most, sizeof *first);
     int32_t *ids = calloc((size_t)most * o.n, sizeof *ids), *tok = malloc((size_t)most * sizeof *tok);
+    int32_t *next = malloc((size_t)most * sizeof *next);
     char *seen = calloc((size_t)most, 1);
+    unsigned char *only = malloc((size_t)most);
     double *step = malloc((size_t)o.r * o.n * sizeof *step);
     int rc = 1;
-    if (!c || !prompt || !first || !ids || !tok || !seen || !step) {
+    if (!c || !prompt || !first || !ids || !tok || !next || !seen || !only || !step) {
         fprintf(stderr, "q3batch: out of memory\n");
         goto done;
     }
@@ -119,8 +128,9 @@ int main(int argc, char **argv)
             goto fail;
         first[i] = o.depth ? q3_argmax(q3_logits(c[i]), V) : 8 + i;
     }
-    printf("q3batch %s, backend %s, depth %d, %d steps x %d\n", o.path, o.backend ? o.backend : q3_backend_names()[0],
-           o.depth, o.n, o.r);
+    memset(only, 1, (size_t)most);
+    printf("q3batch %s, backend %s, depth %d, %d steps x %d%s\n", o.path, o.backend ? o.backend : q3_backend_names()[0],
+           o.depth, o.n, o.r, o.greedy ? ", greedy on the backend" : "");
     printf("%-6s %28s %12s %10s\n", "batch", "ms/step min / median / max", "tok/s", "vs first");
     double base = 0;
     for (int si = 0; si < o.n_sizes; si++) {
@@ -133,10 +143,12 @@ int main(int argc, char **argv)
             }
             for (int s = 0; s < steps; s++) {
                 double t0 = now_s();
-                if (q3_decode_batch(c, tok, (size_t)B, &err)) goto fail;
+                if (o.greedy ? q3_decode_batch_greedy(c, tok, (size_t)B, only, next, &err)
+                             : q3_decode_batch(c, tok, (size_t)B, &err))
+                    goto fail;
                 if (rep >= 0) step[rep * o.n + s] = now_s() - t0;
                 for (int i = 0; i < B; i++) {
-                    tok[i] = q3_argmax(q3_logits(c[i]), V);
+                    tok[i] = o.greedy ? next[i] : q3_argmax(q3_logits(c[i]), V);
                     if (rep < 0) continue;
                     int32_t *want = &ids[(size_t)i * o.n + s];
                     if (seen[i] && *want != tok[i]) {
@@ -170,7 +182,9 @@ done:
     free(first);
     free(ids);
     free(tok);
+    free(next);
     free(seen);
+    free(only);
     free(step);
     q3_model_close(m);
     return rc;
