@@ -55,6 +55,138 @@ inline float dot8(uint4 w, float4 a, float4 b)
         for (uint sp = 0; sp < (nsplit); sp++) (weight_at) = exp((max_at) - mx_) / den_;                             \
     } while (0)
 
+/* Orders this thread's global stores before its later global accesses at device scope
+ * (another work-group's atomic count and loads). NVIDIA: fence.acq_rel.gpu (OpenCL 1.2's
+ * mem_fence orders only within the work-group there); elsewhere (the emulation on PoCL)
+ * mem_fence. */
+inline void device_fence(void)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#else
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+}
+
+/* Loads of what other compute units wrote during this launch: from L2 (ld.global.cg), never
+ * a line an earlier read left in this unit's L1 (a neighbouring head's (max, sum) shares one).
+ * Elsewhere (the emulation on PoCL) plain volatile loads. */
+inline float4 load_l2_f4(__global const float *p)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    float4 v;
+    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "l"((ulong)p));
+    return v;
+#else
+    volatile __global const float *q = p;
+    return (float4)(q[0], q[1], q[2], q[3]);
+#endif
+}
+inline float2 load_l2_f2(__global const float *p)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    float2 v;
+    asm volatile("ld.global.cg.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"((ulong)p));
+    return v;
+#else
+    volatile __global const float *q = p;
+    return (float2)(q[0], q[1]);
+#endif
+}
+
+/* x, as a decode product stages it: on NVIDIA from L2 (ld.global.cg), since inside
+ * matvec_chain the previous product's work-groups on other compute units wrote it during
+ * this launch; elsewhere a plain load (matvec_chain runs there as one work-group). */
+inline float4 load_x4(__global const float4 *p)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    return load_l2_f4((__global const float *)p);
+#else
+    return *p;
+#endif
+}
+inline float load_x1(__global const float *p)
+{
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"((ulong)p));
+    return v;
+#else
+    return *p;
+#endif
+}
+
+/* matvec_chain's device-wide barrier between two products, in two halves: grid_arrive once
+ * a work-group's stores of the last product are issued, grid_wait before it reads what the
+ * others stored; between them it issues its first weight loads of the next product, so
+ * that neither the release nor the wait holds them up. sync[0] counts arrivals, so the
+ * p-th barrier of a launch waits for p x G of them (target); sync[1] counts the
+ * work-groups done (grid_exit: the last resets both, so each launch starts from zero); a
+ * wait longer than CHAIN_TIMEOUT_NS (or, where there is no clock, CHAIN_SPIN_MAX polls)
+ * sets sync[2] and goes on: the work-groups were not all resident, and the host runs the
+ * step again without chains. One thread a work-group arrives (a release at device scope:
+ * the work-group's stores, ordered before it by the barrier) and waits (acquire loads);
+ * the barriers hold the others. */
+#ifndef CHAIN_TIMEOUT_NS
+#define CHAIN_TIMEOUT_NS 200000000ul /* 0.2 s: a product waited for takes well under 1 ms */
+#endif
+#define CHAIN_SPIN_MAX (1u << 28)
+inline void grid_arrive(__global int *sync)
+{
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+    if (get_local_id(0) == 0) {
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+        asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"((ulong)sync) : "memory");
+#else
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+        atomic_add(sync, 1);
+#endif
+    }
+}
+inline void grid_wait(__global int *sync, int target)
+{
+    if (get_local_id(0) == 0) {
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+        ulong t0, t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+        for (;;) {
+            int v;
+            asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"((ulong)sync) : "memory");
+            if (v >= target) break;
+#ifdef CHAIN_SLEEP_NS /* a tuning build option: each poll apart by this many ns (nanosleep) */
+            asm volatile("nanosleep.u32 %0;" ::"r"(CHAIN_SLEEP_NS));
+#endif
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+            if (t - t0 > CHAIN_TIMEOUT_NS) {
+                atomic_xchg(sync + 2, 1);
+                break;
+            }
+        }
+#else
+        volatile __global int *s = sync;
+        for (uint i = 0; *s < target; i++)
+            if (i == CHAIN_SPIN_MAX) {
+                atomic_xchg(sync + 2, 1);
+                break;
+            }
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+/* A work-group of matvec_chain is done: every work-group has passed every barrier once
+ * the count reaches G, so the last may reset the counts for the next launch. */
+inline void grid_exit(__global int *sync, int groups)
+{
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (get_local_id(0) == 0 && atomic_add(sync + 1, 1) == groups - 1) {
+        atomic_xchg(sync, 0);
+        atomic_xchg(sync + 1, 0);
+    }
+}
+
 #define XCH 1024 /* columns of x staged in local memory at a time */
 #define UNR 8    /* tiles per thread per chunk: XCH / 32 columns / 4 groups */
 
@@ -75,14 +207,18 @@ mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global c
     __global const float4 *x4 = (__global const float4 *)x;
     __global const float4 *x24 = (__global const float4 *)x2;
     if (xmode == XMODE_NORM) {
-        float4 v[MVX_NORM / 1024];
+        float4 v[MVX_NORM / 1024], gg[MVX_NORM / 1024];
         float ss = 0.0f;
+        __global const ushort *g = (__global const ushort *)W + norm_off;
 #pragma unroll
-        for (uint i = 0; i < MVX_NORM / 1024; i++) {
+        for (uint i = 0; i < MVX_NORM / 1024; i++) { /* the norm's weights asked for with x, not after its sum */
             uint k = l + 256 * i;
-            v[i] = k < c4 ? x4[k] : (float4)(0.0f);
-            ss += dot(v[i], v[i]);
+            v[i] = k < c4 ? load_x4(x4 + k) : (float4)(0.0f);
+            gg[i] = k < c4 ? (float4)(bf16(g[4 * k]), bf16(g[4 * k + 1]), bf16(g[4 * k + 2]), bf16(g[4 * k + 3]))
+                           : (float4)(0.0f);
         }
+#pragma unroll
+        for (uint i = 0; i < MVX_NORM / 1024; i++) ss += dot(v[i], v[i]);
         red[l] = ss;
         barrier(CLK_LOCAL_MEM_FENCE);
         if (l < 32) {
@@ -94,18 +230,14 @@ mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global c
         float tot = 0.0f;
         for (uint i = 0; i < 32; i++) tot += attw[i];
         float inv = 1.0f / sqrt(tot / (float)cols + eps);
-        __global const ushort *g = (__global const ushort *)W + norm_off;
 #pragma unroll
         for (uint i = 0; i < MVX_NORM / 1024; i++) {
             uint k = l + 256 * i;
-            if (k < c4) {
-                float4 gg = (float4)(bf16(g[4 * k]), bf16(g[4 * k + 1]), bf16(g[4 * k + 2]), bf16(g[4 * k + 3]));
-                xs[k] = (v[i] * inv) * gg;
-            }
+            if (k < c4) xs[k] = (v[i] * inv) * gg[i];
         }
     } else if (xmode == XMODE_SILU) {
         for (uint k = l; k < c4; k += 256) {
-            float4 a = x4[k], b = x24[k];
+            float4 a = load_x4(x4 + k), b = load_x4(x24 + k);
             xs[k] = a / (1.0f + exp(-a)) * b;
         }
     } else if (xmode == XMODE_ATTN) {
@@ -121,12 +253,12 @@ mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global c
             float4 a = (float4)(0.0f);
             for (uint sp = 0; sp < nsplit; sp++) {
                 float wgt = attw[sp * nh + hk];
-                if (wgt != 0.0f) a += wgt * x4[(ulong)sp * c4 + k];
+                if (wgt != 0.0f) a += wgt * load_x4(x4 + (ulong)sp * c4 + k);
             }
             xs[k] = a;
         }
     } else {
-        for (uint k = l; k < c4; k += 256) xs[k] = x4[k];
+        for (uint k = l; k < c4; k += 256) xs[k] = load_x4(x4 + k);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }
@@ -161,6 +293,9 @@ inline uint seg_of(uint *u, uint n0, uint n1)
         ulong off0, uint rows0, ulong y0, uint ld0,                                                                    \
         ulong off1, uint rows1, ulong y1, uint ld1,                                                                    \
         ulong off2, uint rows2, ulong y2, uint ld2, ulong pf_off, uint pf_lines
+#define MM_SMALL_ARG_NAMES                                                                                    \
+    W, cols, act, x_off, x2_off, ldx, xmode, norm_off, eps, n_tok, ymode, rsplit, nsplit, off0, rows0, y0, ld0, \
+        off1, rows1, y1, ld1, off2, rows2, y2, ld2, pf_off, pf_lines
 
 /* Decode streams one matrix a launch, and between two launches (the last loads'
  * products, the reductions and stores, the next launch's start: ~5 us on NVIDIA)
@@ -176,10 +311,11 @@ inline void prefetch_line_l2(__global const uint4 *p)
 #endif
 }
 
-inline void prefetch_l2(__global const uint4 *W, ulong pf_off, uint pf_lines)
+/* The same lines asked for by work-group g of n_groups, its share of them. */
+inline void prefetch_l2_share(__global const uint4 *W, ulong pf_off, uint pf_lines, uint g, uint n_groups)
 {
 #if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
-    uint n = get_num_groups(0) * MV_WG, i = get_group_id(0) * MV_WG + get_local_id(0);
+    uint n = n_groups * MV_WG, i = g * MV_WG + get_local_id(0);
 #ifdef Q3_PF_BULK
     for (i *= 32; i < pf_lines; i += n * 32)
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((ulong)(W + pf_off + (ulong)i * 8)),
@@ -188,6 +324,10 @@ inline void prefetch_l2(__global const uint4 *W, ulong pf_off, uint pf_lines)
     for (; i < pf_lines; i += n) prefetch_line_l2(W + pf_off + (ulong)i * 8);
 #endif
 #endif
+}
+inline void prefetch_l2(__global const uint4 *W, ulong pf_off, uint pf_lines)
+{
+    prefetch_l2_share(W, pf_off, pf_lines, get_group_id(0), get_num_groups(0));
 }
 
 __kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
@@ -310,13 +450,17 @@ void matmul_small(MM_SMALL_ARGS)
 #ifndef MV_LD
 #define MV_LD 8 /* matvec: tile loads a thread keeps in flight (16: a tuning build option) */
 #endif
-__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
-void matvec(MM_SMALL_ARGS)
+/* Work-group `item` of a matvec grid of `stride` (get_group_id(0) and get_num_groups(0) in
+ * matvec; matvec_chain's own), the kernel's local arrays passed in. sync: matvec_chain's
+ * device-wide barrier: arrived at first, waited for (target) once this work-group's first
+ * weight loads are issued and before it stages x, so that they are in flight while it
+ * waits; NULL in matvec. */
+inline __attribute__((always_inline)) void mv_run(MM_SMALL_ARGS, __local float4 *xs, __local float *red,
+                                                  __local float *attw, uint item, uint stride, __global int *sync,
+                                                  int target)
 {
-    __local float4 xs[MVX / 4];
-    __local float red[MV_WG];
-    __local float attw[ATT_COMBINE_MAX]; /* XMODE_ATTN: each (split, head)'s weight; else scratch */
-    uint l = get_local_id(0), item = get_group_id(0), stride = get_num_groups(0);
+    uint l = get_local_id(0), wg = item;
+    if (sync) grid_arrive(sync);
     uint p0 = (rows0 + 15) / 16, p1 = (rows1 + 15) / 16, p2 = (rows2 + 15) / 16;
     uint n_items = (p0 + p1 + p2) * rsplit;
     uint part = item % rsplit, lanes = 64 / rsplit, nsub = 256 / lanes;
@@ -332,6 +476,7 @@ void matvec(MM_SMALL_ARGS)
 #pragma unroll
     for (uint u = 0; u < MV_LD; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
 
+    if (sync) grid_wait(sync, target);
     mv_stage(xs, red, attw, act + x_off, act + x2_off, W, cols, xmode, norm_off, eps, nsplit, l);
 
     uint prows = 16 / rsplit; /* rows of one part */
@@ -353,7 +498,7 @@ void matvec(MM_SMALL_ARGS)
             } else {
 #pragma unroll
                 for (uint u = 0; u < MV_LD; u++) wb[u] = more && u < ntile ? Pn[u * tile_stride] : (uint4)(0);
-                if (!more) prefetch_l2(W, pf_off, pf_lines);
+                if (!more) prefetch_l2_share(W, pf_off, pf_lines, wg, stride);
             }
 #pragma unroll
             for (uint u = 0; u < MV_LD; u++) {
@@ -368,11 +513,55 @@ void matvec(MM_SMALL_ARGS)
             for (uint q = 0; q < nsub; q++)
                 for (uint k = 0; k < 4; k++) s += red[q * lanes + l * 4 + k];
             __global float *dst = y + row0 + l;
-            *dst = ymode == MODE_ADD ? *dst + s : s;
+            *dst = ymode == MODE_ADD ? load_x1(dst) + s : s;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         P = Pn, panel = next_panel, seg = next_seg;
     }
+}
+
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec(MM_SMALL_ARGS)
+{
+    __local float4 xs[MVX / 4];
+    __local float red[MV_WG];
+    __local float attw[ATT_COMBINE_MAX]; /* XMODE_ATTN: each (split, head)'s weight; else scratch */
+    mv_run(MM_SMALL_ARG_NAMES, xs, red, attw, get_group_id(0), get_num_groups(0), 0, 0);
+}
+
+/* The decode products between two attention launches (a token's o_proj, gate/up, down and
+ * the next layer's q/k/v, or lm_head) in one launch: each run as matvec runs it, by the
+ * same work items of the same grid (so to the same bits), with a device-wide barrier
+ * between two products instead of a launch's ~5 us (NVIDIA). Row p of the table at
+ * act + ph_off holds product p's matvec arguments and grid (MVP_N values, qwen3_shared.h);
+ * this launch's work-groups take that grid's get_num_groups(0) apart. On NVIDIA the launch
+ * is as many work-groups as are resident at once (the host's mv_groups; a barrier that
+ * waits too long says otherwise: sync[2], sync at act + sync_off); elsewhere one (the tests
+ * on PoCL), which takes every work-group of each grid in turn and meets only itself. */
+__kernel __attribute__((reqd_work_group_size(MV_WG, 1, 1)))
+void matvec_chain(__global const uint4 *W, __global float *act, ulong ph_off, uint nph, ulong sync_off)
+{
+    __global const ulong *ph = (__global const ulong *)(act + ph_off);
+    __global int *sync = (__global int *)(act + sync_off);
+    __local float4 xs[MVX / 4];
+    __local float red[MV_WG];
+    __local float attw[ATT_COMBINE_MAX];
+    uint g = get_group_id(0), G = get_num_groups(0);
+    for (uint p = 0; p < nph; p++) {
+        __global const ulong *a = ph + (ulong)p * MVP_N;
+        uint groups = (uint)a[MVP_GROUPS];
+        __global int *s = p > 0 ? sync : 0;
+        int target = (int)(p * G);
+        if (g >= groups && s) grid_arrive(s), grid_wait(s, target);
+        for (uint v = g; v < groups; v += G, s = 0)
+            mv_run(W, (uint)a[MVP_COLS], act, a[MVP_X_OFF], a[MVP_X2_OFF], (uint)a[MVP_LDX], (uint)a[MVP_XMODE],
+                   a[MVP_NORM_OFF], as_float((uint)a[MVP_EPS]), (uint)a[MVP_NTOK], (uint)a[MVP_YMODE],
+                   (uint)a[MVP_RSPLIT], (uint)a[MVP_NSPLIT], a[MVP_OFF0], (uint)a[MVP_ROWS0], a[MVP_Y0],
+                   (uint)a[MVP_LD0], a[MVP_OFF0 + 4], (uint)a[MVP_ROWS0 + 4], a[MVP_Y0 + 4], (uint)a[MVP_LD0 + 4],
+                   a[MVP_OFF0 + 8], (uint)a[MVP_ROWS0 + 8], a[MVP_Y0 + 8], (uint)a[MVP_LD0 + 8], a[MVP_PF_OFF],
+                   (uint)a[MVP_PF_LINES], xs, red, attw, v, groups, s, target);
+    }
+    grid_exit(sync, (int)G);
 }
 
 /* A batched decode step, its x: token t's x (at x_off + t x_ld, x2 at x2_off +

@@ -718,47 +718,6 @@ inline uint tc_vpair(const uint *a, const uint *b, uint nt)
     }                                                                                                         \
     do {} while (0)
 
-/* Orders this thread's global stores before its later global accesses at device scope
- * (another work-group's atomic count and loads). NVIDIA: fence.acq_rel.gpu (OpenCL 1.2's
- * mem_fence orders only within the work-group there); elsewhere (the emulation on PoCL)
- * mem_fence. */
-inline void device_fence(void)
-{
-#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
-    asm volatile("fence.acq_rel.gpu;" ::: "memory");
-#else
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
-#endif
-}
-
-/* Loads of what other compute units wrote during this launch: from L2 (ld.global.cg), never
- * a line an earlier read left in this unit's L1 (a neighbouring head's (max, sum) shares one).
- * Elsewhere (the emulation on PoCL) plain volatile loads. */
-inline float4 load_l2_f4(__global const float *p)
-{
-#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
-    float4 v;
-    asm volatile("ld.global.cg.v4.f32 {%0, %1, %2, %3}, [%4];"
-                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-                 : "l"((ulong)p));
-    return v;
-#else
-    volatile __global const float *q = p;
-    return (float4)(q[0], q[1], q[2], q[3]);
-#endif
-}
-inline float2 load_l2_f2(__global const float *p)
-{
-#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
-    float2 v;
-    asm volatile("ld.global.cg.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"((ulong)p));
-    return v;
-#else
-    volatile __global const float *q = p;
-    return (float2)(q[0], q[1]);
-#endif
-}
-
 /* The splits of work-group column c's heads combined once (combine != 0), by the last of
  * its nsplit work-groups to finish: each counts itself in at cnt[c] after its stores, and
  * the one that counts nsplit resets the count and writes every head's combined output in
@@ -857,9 +816,6 @@ void attention_batch_tc(ATT_BATCH_PARAMS)
 #endif
 #define MVM_AHEAD_MAX (MVM_AHEAD > MVM_AHEAD1 ? MVM_AHEAD : MVM_AHEAD1)
 #define MVM_RTOK 4 /* tokens a round of the warps' reduction (MVM_WARPS x 16 x MVM_RTOK floats) */
-#define MM_SMALL_ARG_NAMES                                                                                    \
-    W, cols, act, x_off, x2_off, ldx, xmode, norm_off, eps, n_tok, ymode, rsplit, nsplit, off0, rows0, y0, ld0, \
-        off1, rows1, y1, ld1, off2, rows2, y2, ld2, pf_off, pf_lines
 /* the first uint4 of the 16-row panel of work item `item` (seg: its matrix, panel: its index there) */
 inline __global const uint4 *mvm_panel(__global const uint4 *W, uint item, uint p0, uint p1, ulong off0, ulong off1,
                                        ulong off2, uint n_steps, uint *seg, uint *panel)

@@ -46,6 +46,29 @@
 #define XMODE_SILU 2 /* x = silu(x) * x2 (gate and up, fused into down_proj) */
 #define XMODE_ATTN 3 /* x = the nsplit partial attention outputs in x, their (max, sum) in x2, combined */
 #define XMODE_BF16 4 /* matvec_mma: x is each token's staged x in BF16 (matvec_stage's, ldx BF16 apart) */
+/* matvec_chain's table: a row of MVP_N ulongs a product, matvec's arguments (MM_SMALL_ARGS,
+ * without W and act) in this order, eps as its float's bits, then the product's grid in
+ * work-groups. The host writes rows (backend_opencl.c, mv_row), the kernel reads them. */
+#define MVP_COLS 0
+#define MVP_X_OFF 1
+#define MVP_X2_OFF 2
+#define MVP_LDX 3
+#define MVP_XMODE 4
+#define MVP_NORM_OFF 5
+#define MVP_EPS 6
+#define MVP_NTOK 7
+#define MVP_YMODE 8
+#define MVP_RSPLIT 9
+#define MVP_NSPLIT 10
+#define MVP_OFF0 11 /* then ROWS0, Y0, LD0; matrix i's four at + 4 i */
+#define MVP_ROWS0 12
+#define MVP_Y0 13
+#define MVP_LD0 14
+#define MVP_PF_OFF 23
+#define MVP_PF_LINES 24
+#define MVP_GROUPS 25
+#define MVP_N 26
+#define CHAIN_SYNC_INTS 4 /* matvec_chain's arrivals, work-groups done, timed-out flag (and a spare) */
 #define ATT_COMBINE_MAX 1024 /* the most (split, head) pairs o_proj combines */
 #define ATT_ONCE_LOADS 16 /* attention_tc combining the splits itself: the loads it keeps in flight a thread */
 

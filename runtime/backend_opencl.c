@@ -44,7 +44,7 @@
  * but -1 % at 1.7B; 16 and 32 slower at 1.7B and 4B (docs/opencl.md). */
 #define PREFETCH_MB_DEFAULT 4
 #define MV_PER_CU 2 /* matvec work-groups per compute unit (two of 256 threads fit an SM) */
-#define ACT_REGIONS 20 /* the most regions of the activation buffer (19 used) */
+#define ACT_REGIONS 22 /* the most regions of the activation buffer (21 used) */
 /* logits_greedy's chunks a row: H200, 0.6B, one work-group a row (600 KB) took a decode
  * token ~40 us longer than reading the logits and taking the greedy token on the host. */
 #define GREEDY_CHUNKS 32
@@ -59,7 +59,8 @@ _Static_assert(DB_STAGE_INTS <= MAX_BATCH + 1, "a batched step's staging fits th
 enum {
     K_MM_SMALL, K_MATVEC, K_MM_GEMM, K_EMBED, K_NORM, K_QKROPE, K_ATTN, K_ATTN_PF, K_SILU, K_ADD_PARTS, K_MM_MMA,
     K_ATTN_MMA, K_MM_MMA64, K_MV_STAGE, K_MV_BATCH, K_ATTN_BATCH, K_MM_MMA_GLU, K_ATTN_TC, K_ATTN_BATCH_TC,
-    K_ATTN_MMA_WIDE, K_MV_MMA, K_MV_MMA_BATCH, K_MM_WG, K_MM_WG_GLU, K_MM_MMA_GLU_PARTS, K_GLU_PARTS_SUM, K_GREEDY, K_COUNT
+    K_ATTN_MMA_WIDE, K_MV_MMA, K_MV_MMA_BATCH, K_MM_WG, K_MM_WG_GLU, K_MM_MMA_GLU_PARTS, K_GLU_PARTS_SUM, K_GREEDY,
+    K_MV_CHAIN, K_COUNT
 };
 static const char *const kernel_names[K_COUNT] = {
     "matmul_small", "matvec", "matmul_gemm", "embed", "rmsnorm", "qk_norm_rope",
@@ -68,13 +69,13 @@ static const char *const kernel_names[K_COUNT] = {
     "matvec_stage", "matvec_batch", "attention_batch", "matmul_mma_glu", "attention_tc", "attention_batch_tc",
     "attention_mma", /* K_ATTN_MMA_WIDE: the same kernel from the narrow program (FA_WIDE_WG threads) */
     "matvec_mma", "matvec_mma_batch", "matmul_wg", "matmul_wg_glu", "matmul_mma_glu_parts", "glu_parts_sum",
-    "logits_greedy",
+    "logits_greedy", "matvec_chain",
 };
 /* The work-group size each is launched with (1: the runtime's choice). */
 static const unsigned kernel_group_size[K_COUNT] = {MV_WG,  MV_WG,  GM_WG, 1, NORM_WG, ROPE_WG,
                                                    ATT_WG, ATT_WG, 1,     1, MM_WG,   FA_WG, MM_WG,
                                                    MV_WG,  MV_WG,  ATT_WG, MM_WG, ATT_TC_WG, ATT_TC_WG,
-                                                   FA_WIDE_WG, MV_WG, MV_WG, MM_WG, MM_WG, MM_WG, 1, NORM_WG};
+                                                   FA_WIDE_WG, MV_WG, MV_WG, MM_WG, MM_WG, MM_WG, 1, NORM_WG, MV_WG};
 /* The tensor-core kernels, built only where sh->mma (matmul_mma_glu only with 2 panels a warp;
  * decode attention's only where att_tc: head_dim 64 or 128). */
 static int is_mma_kernel(int i)
@@ -117,6 +118,9 @@ typedef struct {
 
 /* One recorded launch of the single-token (decode) pass. */
 #define PLAN_MAX 2048
+#define PLAN_BATCH 2 /* plans 0 and 1: single-token passes (ATT_DEEP_POS); 2: a batched step */
+#define PLAN_CHAIN 3 /* 3 and 4: plans 0 and 1 chained (matvec_chain) */
+#define PLAN_COUNT 5
 typedef struct {
     cl_kernel k;
     int kind;
@@ -124,6 +128,8 @@ typedef struct {
     size_t global[3], local[3];
     int has_local;
     cl_uint rows, cols;
+    int borrowed;         /* k is another entry's (a chained plan's copy): released there */
+    cl_ulong mv[MVP_N];   /* a matvec's arguments and grid, its row of a matvec_chain table */
 } plan_entry;
 
 /* What the contexts of one model on one device share (q3_backend_impl.shared_create):
@@ -220,7 +226,7 @@ typedef struct {
     int recording;               /* kern() hands out fresh kernels, launch() records */
     cl_int record_failed;
     plan_entry plan[PLAN_MAX];   /* the single-token passes, arguments set once: */
-    int n_plan, plan_start[3], plan_len[3]; /* plan 0 below ATT_DEEP_POS, plan 1 from there, */
+    int n_plan, plan_start[PLAN_COUNT], plan_len[PLAN_COUNT]; /* plan 0 below ATT_DEEP_POS, plan 1 from there, */
     /* plan 2 (PLAN_BATCH): a batched decode step led by this context (ocl_decode_batch),
      * recorded on its first one; its token count and other contexts' caches are set
      * when they change: for batch_n contexts, these by uid */
@@ -228,6 +234,14 @@ typedef struct {
     int batch_recorded, batch_unsupported, batch_n;
     unsigned long batch_uid[DEC_BATCH_MAX];
     unsigned long uid;     /* this context, unique in the process (the batch plan's caches) */
+    /* plans PLAN_CHAIN + 0 and + 1: plans 0 and 1 with each run of matvec launches in one
+     * matvec_chain launch (chain_plan) */
+    int chain;             /* single-token passes take the chained plans (Q3_OPENCL_CHAIN) */
+    size_t chain_groups;   /* ... whose launches are this many work-groups (all resident at once) */
+    cl_mem chain_rows;     /* their tables: plan_entry.mv rows */
+    cl_mem chain_sync;     /* their barrier's counts (CHAIN_SYNC_INTS), zero between launches */
+    cl_int chain_flag;     /* sync[2] read back after a chained pass: a barrier timed out */
+    int chain_pending;     /* ... that read is in flight */
     int profile;    /* Q3_OPENCL_PROFILE=1: events per launch (device time per kernel) */
     int host_timing; /* =1 or =host: the host's time per pass (no events: the pace stays as it is) */
     long n_decode;   /* single-token passes timed */
@@ -564,7 +578,7 @@ static int launch(ocl_backend *m, cl_kernel k, int kind, cl_uint dims, const siz
             return 0;
         }
         plan_entry *e = &m->plan[m->n_plan++];
-        *e = (plan_entry){k, kind, dims, {1, 1, 1}, {1, 1, 1}, local != NULL, rows, cols};
+        *e = (plan_entry){k, kind, dims, {1, 1, 1}, {1, 1, 1}, local != NULL, rows, cols, 0, {0}};
         for (cl_uint d = 0; d < dims && d < 3; d++) {
             e->global[d] = global[d];
             if (local) e->local[d] = local[d];
@@ -662,9 +676,15 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     cl_ulong norm_off = norm ? woff(m, norm, 2) : 0;
     cl_float eps = (cl_float)m->cfg.rms_norm_eps;
     cl_ulong x_off = aoff(m, x), x2_off = aoff(m, x2);
+    cl_uint eps_bits;
+    memcpy(&eps_bits, &eps, sizeof eps_bits);
     cl_int rc = ARG(k, 0, m->weights) | ARG(k, 1, cols) | ARG(k, 2, m->act) | ARG(k, 3, x_off) | ARG(k, 4, x2_off) |
                 ARG(k, 5, ldx) | ARG(k, 6, xmode) | ARG(k, 7, norm_off) | ARG(k, 8, eps) | ARG(k, 9, n_tok) |
                 ARG(k, 10, ymode);
+    /* the same arguments as a row of matvec_chain's table (MVP_*, qwen3_shared.h) */
+    cl_ulong row[MVP_N] = {[MVP_COLS] = cols, [MVP_X_OFF] = x_off, [MVP_X2_OFF] = x2_off, [MVP_LDX] = ldx,
+                           [MVP_XMODE] = xmode, [MVP_NORM_OFF] = norm_off, [MVP_EPS] = eps_bits,
+                           [MVP_NTOK] = n_tok, [MVP_YMODE] = ymode};
     size_t panels = 0;
     cl_uint rows_all = 0;
     for (int i = 0; i < 3; i++) {
@@ -674,6 +694,8 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
         cl_ulong y_off = aoff(m, sg->y);
         rc |= ARG(k, 13 + 4 * i, off) | ARG(k, 14 + 4 * i, rows) | ARG(k, 15 + 4 * i, y_off) |
               ARG(k, 16 + 4 * i, sg->ld);
+        row[MVP_OFF0 + 4 * i] = off, row[MVP_ROWS0 + 4 * i] = rows, row[MVP_Y0 + 4 * i] = y_off;
+        row[MVP_LD0 + 4 * i] = sg->ld;
         panels += (rows + 15) / 16;
         rows_all += rows;
     }
@@ -682,6 +704,7 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
      * best was tried: Qwen3-4B decode 280 -> 260 tok/s; docs/opencl.md.) */
     cl_uint rsplit = kind == K_MV_MMA || kind == K_MV_MMA_BATCH || panels >= 256 ? 1 : panels >= 128 ? 2 : 4; /* matvec_mma: whole panels */
     rc |= ARG(k, 11, rsplit) | ARG(k, 12, nsplit) | ARG(k, 25, m->pf_off) | ARG(k, 26, m->pf_lines);
+    row[MVP_RSPLIT] = rsplit, row[MVP_NSPLIT] = nsplit, row[MVP_PF_OFF] = m->pf_off, row[MVP_PF_LINES] = m->pf_lines;
     m->pf_off = 0, m->pf_lines = 0; /* one launch's */
     CHECK(rc, "setting matmul_small arguments");
     /* (panel, part) items a work-group at once: matvec_batch's MVB_R, else 1; capped, a stride
@@ -690,7 +713,13 @@ static int mm_small(ocl_backend *m, const mm_seg *segs, int n_segs, cl_mem x, cl
     size_t cap = m->mv_groups < rsplit ? rsplit : m->mv_groups / rsplit * rsplit; /* a multiple of rsplit */
     if (vec && groups > cap) groups = cap;
     size_t global[2] = {groups * MV_WG, (size_t)((n_tok + TOKB - 1) / TOKB)}, local[2] = {MV_WG, 1};
-    return launch(m, k, kind, 2, global, local, rows_all, cols, err);
+    int n_before = m->n_plan;
+    if (launch(m, k, kind, 2, global, local, rows_all, cols, err)) return -1;
+    if (kind == K_MATVEC && m->recording && m->n_plan > n_before) { /* a single-token pass's: chain_plan's row */
+        row[MVP_GROUPS] = groups;
+        memcpy(m->plan[m->n_plan - 1].mv, row, sizeof row);
+    }
+    return 0;
 }
 
 /* The column split of a lone matrix of few row blocks (o_proj, down_proj) whose
@@ -1077,13 +1106,24 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
  * in one write; kernels read the position from there, so the decode plan's arguments
  * never change. Non-blocking when the pass ends with a blocking read (rows), before the
  * staging array is touched again. */
+static int chain_failed(ocl_backend *m);
 static int pass_enqueue(ocl_backend *m, const int32_t *tokens, cl_uint nb, int pos, int rows, q3_err *err)
 {
     m->stage[0] = pos;
     memcpy(m->stage + 1, tokens, nb * sizeof(cl_int));
     CHECK(clEnqueueWriteBuffer(m->queue, m->tokens, rows ? CL_FALSE : CL_TRUE, 0, (nb + 1) * sizeof(cl_int), m->stage,
                                0, NULL, NULL), "writing token ids");
-    if (nb == 1 && m->n_plan) return run_plan(m, pos >= ATT_DEEP_POS, err);
+    if (nb == 1 && m->n_plan) {
+        int chained = m->chain;
+        if (run_plan(m, (chained ? PLAN_CHAIN : 0) + (pos >= ATT_DEEP_POS), err)) return -1;
+        if (!chained) return 0;
+        /* whether a barrier gave up: read with the pass's own blocking read (rows), else now */
+        CHECK(clEnqueueReadBuffer(m->queue, m->chain_sync, rows ? CL_FALSE : CL_TRUE, 2 * sizeof(cl_int),
+                                  sizeof m->chain_flag, &m->chain_flag, 0, NULL, NULL), "reading matvec_chain's flag");
+        m->chain_pending = 1;
+        if (!rows && chain_failed(m)) return pass_enqueue(m, tokens, nb, pos, rows, err);
+        return 0;
+    }
     return enqueue_pass(m, nb, rows, err);
 }
 
@@ -1141,6 +1181,7 @@ static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float 
         m->host_read_ms += dt;
         if (nb == 1) m->dec_read_ms += dt;
     }
+    if (chain_failed(m)) return ocl_pass(b, tokens, n, pos, logits, all_logits, err); /* now unchained */
     return 0;
 }
 
@@ -1150,8 +1191,6 @@ static int ocl_pass(q3_backend *b, const int32_t *tokens, int n, int pos, float 
  * model shares the device's cl_context, so the lead's queue can use another's
  * caches; each of the library's calls on a context ends with a blocking read of its
  * logits (or a finish), so no other queue still has work on them. */
-#define PLAN_BATCH 2
-
 /* Records plan p: the single-token pass (as enqueue_pass issues it, attention
  * split split ways) on kernel objects of its own whose arguments stay set; what
  * names it in an error. */
@@ -1183,6 +1222,106 @@ static int record_batch_plan(ocl_backend *m, q3_err *err)
     if (rc) return -1;
     m->batch_recorded = 1;
     m->batch_n = 0; /* its token count and caches are set before the first replay */
+    return 0;
+}
+
+/* Plan PLAN_CHAIN + p: plan p with each run of two or more matvec launches (a layer's
+ * o_proj, gate/up and down and the next layer's q/k/v; the last layer's with lm_head) as
+ * one matvec_chain launch of their rows (kernels/qwen3.cl), appended to rows (*n_rows of
+ * cap used, at chain_rows on the device). Its other launches are plan p's, borrowed. */
+static int chain_plan(ocl_backend *m, int p, cl_ulong *rows, size_t *n_rows, size_t cap, q3_err *err)
+{
+    int end = m->plan_start[p] + m->plan_len[p];
+    m->plan_start[PLAN_CHAIN + p] = m->n_plan;
+    for (int i = m->plan_start[p], j; i < end; i = j) {
+        for (j = i; j < end && m->plan[j].kind == K_MATVEC; j++) {}
+        if (j == i) j = i + 1;
+        if (m->n_plan == PLAN_MAX || *n_rows + (size_t)(j - i) > cap) {
+            q3_set_err(err, "%s: OpenCL: the chained decode pass does not fit its plan", m->base.file->path);
+            return -1;
+        }
+        plan_entry *e = &m->plan[m->n_plan];
+        if (j - i == 1) { /* a lone launch stays as it is */
+            *e = m->plan[i];
+            e->borrowed = 1;
+            m->n_plan++;
+            continue;
+        }
+        cl_int rc;
+        cl_kernel k = clCreateKernel(m->program, kernel_names[K_MV_CHAIN], &rc);
+        CHECK(rc, "creating matvec_chain");
+        cl_ulong ph_off = aoff(m, m->chain_rows) + *n_rows * MVP_N * (sizeof(cl_ulong) / sizeof(float));
+        cl_ulong sync_off = aoff(m, m->chain_sync);
+        cl_uint nph = (cl_uint)(j - i);
+        *e = (plan_entry){k, K_MV_CHAIN, 1, {m->chain_groups * MV_WG, 1, 1}, {MV_WG, 1, 1}, 1, 0, nph, 0, {0}};
+        m->n_plan++; /* released with the plan from here on */
+        rc = ARG(k, 0, m->weights) | ARG(k, 1, m->act) | ARG(k, 2, ph_off) | ARG(k, 3, nph) | ARG(k, 4, sync_off);
+        CHECK(rc, "setting matvec_chain arguments");
+        for (int q = i; q < j; q++) memcpy(rows + (*n_rows)++ * MVP_N, m->plan[q].mv, sizeof m->plan[q].mv);
+    }
+    m->plan_len[PLAN_CHAIN + p] = m->n_plan - m->plan_start[PLAN_CHAIN + p];
+    return 0;
+}
+
+/* After a chained pass: was one of its barriers given up on (grid_wait)? Then its
+ * work-groups were not all resident and the pass is wrong: the chained plans are
+ * dropped for good and the caller runs the pass again (the same position and tokens
+ * write the same cache rows). Call once the pass's blocking read is done. */
+static int chain_failed(ocl_backend *m)
+{
+    if (!m->chain_pending) return 0;
+    m->chain_pending = 0;
+    if (!m->chain_flag) return 0;
+    cl_int zero = 0;
+    clEnqueueWriteBuffer(m->queue, m->chain_sync, CL_TRUE, 2 * sizeof(cl_int), sizeof zero, &zero, 0, NULL, NULL);
+    m->chain = 0;
+    if (m->verbose)
+        fprintf(stderr, "q3 opencl: matvec_chain's work-groups were not all resident; decoding without it\n");
+    return 1;
+}
+
+/* The chained plans (Q3_OPENCL_CHAIN: on by default on NVIDIA with its PTX, where the
+ * launch is mv_groups work-groups; =1 elsewhere too, as one work-group: the tests on
+ * PoCL; =0 off), then one of their launches run alone as a probe: if its barriers wait
+ * in vain, the device does not hold that many work-groups at once and the plain plans
+ * stay. */
+static int chain_setup(ocl_backend *m, q3_err *err)
+{
+    const char *env = getenv("Q3_OPENCL_CHAIN");
+    int nvidia = m->mma && !m->mma_emulate;
+    if (!(env && *env ? strcmp(env, "0") != 0 : nvidia)) return 0;
+    m->chain_groups = nvidia ? m->mv_groups : 1;
+    size_t cap = 2 * (4 * (size_t)m->cfg.num_layers + 1), n_rows = 0;
+    cl_ulong *rows = malloc(cap * MVP_N * sizeof *rows);
+    if (!rows) {
+        q3_set_err(err, "%s: out of memory", m->base.file->path);
+        return -1;
+    }
+    int rc = chain_plan(m, 0, rows, &n_rows, cap, err) || chain_plan(m, 1, rows, &n_rows, cap, err) ? -1 : 0;
+    cl_int zero = 0, crc = CL_SUCCESS;
+    if (rc == 0 && n_rows)
+        crc = clEnqueueWriteBuffer(m->queue, m->chain_rows, CL_TRUE, 0, n_rows * MVP_N * sizeof *rows, rows, 0, NULL,
+                                   NULL);
+    free(rows);
+    if (rc) return -1;
+    CHECK(crc, "writing matvec_chain's tables");
+    CHECK(clEnqueueFillBuffer(m->queue, m->chain_sync, &zero, sizeof zero, 0, CHAIN_SYNC_INTS * sizeof zero, 0, NULL,
+                              NULL), "clearing matvec_chain's counts");
+    m->chain = 1;
+    for (int i = m->plan_start[PLAN_CHAIN]; i < m->plan_start[PLAN_CHAIN] + m->plan_len[PLAN_CHAIN]; i++) {
+        const plan_entry *e = &m->plan[i];
+        if (e->kind != K_MV_CHAIN) continue;
+        /* its products read and write activations only; the next pass writes them all again */
+        if (launch(m, e->k, e->kind, e->dims, e->global, e->local, e->rows, e->cols, err)) return -1;
+        CHECK(clEnqueueReadBuffer(m->queue, m->chain_sync, CL_TRUE, 2 * sizeof(cl_int), sizeof m->chain_flag,
+                                  &m->chain_flag, 0, NULL, NULL), "reading matvec_chain's flag");
+        m->chain_pending = 1;
+        chain_failed(m);
+        break;
+    }
+    if (m->verbose && m->chain)
+        fprintf(stderr, "q3: decode products chained: matvec_chain, %zu work-groups, %d and %d launches a token\n",
+                m->chain_groups, m->plan_len[PLAN_CHAIN], m->plan_len[0]);
     return 0;
 }
 
@@ -1239,6 +1378,9 @@ static int ocl_decode_batch_greedy(q3_backend *const *bs, const int32_t *tokens,
                 if (ocl_pass(bs[i], &tokens[i], 1, pos[i], logits[i], 0, err)) return -1;
             } else {
                 if (pass_enqueue(mi, &tokens[i], 1, pos[i], 1, err) || greedy_enqueue(mi, 1, CL_TRUE, err)) return -1;
+                if (chain_failed(mi) &&
+                    (pass_enqueue(mi, &tokens[i], 1, pos[i], 1, err) || greedy_enqueue(mi, 1, CL_TRUE, err)))
+                    return -1;
                 greedy[i] = greedy_of_chunks(mi, 0);
             }
         }
@@ -1329,7 +1471,8 @@ static void ocl_release(q3_backend *b)
     free(m->stage);
     for (int i = 0; i < K_COUNT; i++)
         if (m->k[i]) clReleaseKernel(m->k[i]);
-    for (int i = 0; i < m->n_plan; i++) clReleaseKernel(m->plan[i].k);
+    for (int i = 0; i < m->n_plan; i++)
+        if (!m->plan[i].borrowed) clReleaseKernel(m->plan[i].k);
     if (m->queue) clReleaseCommandQueue(m->queue);
 }
 
@@ -1572,6 +1715,9 @@ static void reserve_activations(ocl_backend *m, int batch)
     act_reserve(m, &m->rope_sin, n_ctx * half * 4);
     act_reserve(m, &m->att_cnt, (uint64_t)c->num_heads * 4);
     act_reserve(m, &m->greedy, (uint64_t)DEC_BATCH_MAX * GREEDY_CHUNKS * sizeof(cl_int2));
+    /* matvec_chain: a row for each matvec of the two single-token plans (4 a layer, lm_head) */
+    act_reserve(m, &m->chain_rows, 2 * (4 * (uint64_t)c->num_layers + 1) * MVP_N * sizeof(cl_ulong));
+    act_reserve(m, &m->chain_sync, CHAIN_SYNC_INTS * sizeof(cl_int));
 }
 
 /* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plans. */
@@ -1690,7 +1836,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     /* Record the single-token pass once per split count: decode then only enqueues. */
     for (int p = 0; p < 2; p++)
         if (record_plan(m, p, m->att_splits[p], "the decode pass", err)) return -1;
-    return 0;
+    return chain_setup(m, err);
 }
 
 /* The state's layout (lib_state.c) is [kv head][n][HEAD_DIM] for K and for V. V on

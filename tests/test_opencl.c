@@ -484,6 +484,44 @@ static void test_attention_combined_once(void **s)
     q3_close(&f);
 }
 
+/* The decode products between two attentions in one matvec_chain launch (Q3_OPENCL_CHAIN=1;
+ * on PoCL one work-group, which takes every work-group of each product's grid in turn): the
+ * same items as matvec's launches, so the same logits to the bit, step after step (a chain
+ * that skipped a product, took a row of the wrong product or lost the first phase's loads
+ * fails it). On NVIDIA the same check runs with the launch as wide as matvec's. */
+static void test_matvec_chain(void **s)
+{
+    (void)s;
+    q3_file f;
+    q3_err err = {{0}};
+    char path[512];
+    if (model_path("syn-a", path, sizeof path)) fail_msg("cannot make %s", path);
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    uint32_t V = f.config.vocab_size;
+    enum { N = 20, STEPS = 12 };
+    int32_t tok[N + STEPS];
+    spread_ids(tok, N + STEPS);
+    float *ref = malloc(sizeof *ref * (size_t)STEPS * V), *chained = malloc(sizeof *chained * V);
+    assert_true(ref && chained);
+    for (int run = 0; run < 2; run++) {
+        setenv("Q3_OPENCL_CHAIN", run ? "1" : "0", 1);
+        q3_backend *b = make_opencl(&f);
+        if (q3_backend_forward(b, tok, N, 0, chained, 0, &err)) fail_msg("%s", err.msg);
+        for (int i = 0; i < STEPS; i++) {
+            float *out = run ? chained : ref + (size_t)i * V;
+            if (q3_backend_forward(b, &tok[N + i], 1, N + i, out, 0, &err)) fail_msg("%s", err.msg);
+            if (run && memcmp(chained, ref + (size_t)i * V, sizeof *chained * V))
+                fail_msg("decode step %d (position %d): logits differ with the products chained", i, N + i);
+        }
+        q3_backend_destroy(b);
+    }
+    unsetenv("Q3_OPENCL_CHAIN");
+    print_message("matvec_chain vs a launch a product: %d decode steps, the same bits\n", STEPS);
+    free(ref);
+    free(chained);
+    q3_close(&f);
+}
+
 /* A batched step's greedy tokens (q3_backend_decode_batch with only set: OpenCL takes them on
  * the device, logits_greedy; the CPU on the host) are -1 where a logit is not finite, as
  * q3_greedy_token says: demo-tiny with NaN in the final norm's weights (BF16 0x7fc0, so every
@@ -555,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_syn_a), cmocka_unit_test(test_syn_b), cmocka_unit_test(test_tensor_cores_requested),
         cmocka_unit_test(test_tensor_core_kernels_emulated), cmocka_unit_test(test_glu_tail_matches_whole),
         cmocka_unit_test(test_attention_combined_once),
+        cmocka_unit_test(test_matvec_chain),
     };
     const char *only = getenv("Q3_TEST_FILTER"); /* e.g. Q3_TEST_FILTER=test_hf_tiny */
     if (only && *only) cmocka_set_test_filter(only);
