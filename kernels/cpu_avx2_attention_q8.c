@@ -1,15 +1,21 @@
 /* cpu_avx2_attention_q8.c - AVX2+FMA attention over the 8-bit KV cache (cpu_kernels.h):
- * G = 1..4 queries share each pass over K and V. Each 8 int8 values of K are widened to
- * f32 (vpmovsxbd, vcvtdq2ps) and multiplied by their block's scale once and serve every
- * query; V's rows are weighted by p times their block's scale, from a table made once a
- * chunk. At one thread these kernels are bound by the widening instructions, not by the
- * reads (docs/kernels.md). head_dim is a multiple of Q3_Q8_BLOCK (the context checks it). */
+ * G = 1..4 queries share each pass over K and V. The scores take each query in int16 and
+ * K's values widened to int16 (vpmaddwd, exact block sums weighed by their scale in f32);
+ * a query that is not finite takes the f32 form, each 8 int8 values of K widened to f32
+ * (vpmovsxbd, vcvtdq2ps) and multiplied by their block's scale once for every query. V's
+ * rows are weighted by p times their block's scale, from a table made once a chunk. At one
+ * thread these kernels are bound by the widening instructions, not by the reads
+ * (docs/kernels.md). head_dim is a multiple of Q3_Q8_BLOCK (the context checks it). */
 #include <immintrin.h>
 #include <math.h>
 #include "cpu_avx2_util.h"
 #include "cpu_kernels.h"
 #include "cpu_panel.h"
 #include "cpu_q8_util.h"
+
+#ifndef Q8_SCORES_I16
+#define Q8_SCORES_I16 1 /* the scores with q in int16 (scores_step_i16); 0: in f32 (a build option, to compare) */
+#endif
 
 Q3_Q8_INLINE __m256 load_q8(const int8_t *p)
 {
@@ -88,11 +94,86 @@ Q3_Q8_INLINE void scores_step(const float *const q[], int G, int P, const int8_t
         _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) scores[(uint64_t)g * ld + j + p] = s[g * P + p];
 }
 
+/* A query rounded to int16 for scores_step_i16: qi = round(q / qs), qs = max|q| / 32767 (1
+ * where q is all zeros). 0 where q holds a NaN or an infinity (the float step takes it). */
+Q3_Q8_INLINE int query_i16(const float *q, int d, int16_t *qi, float *qs)
+{
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < d; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(q + i), abs_mask));
+    float mx = q3_hmax256(m);
+    for (int i = 0; i < d; i++) /* max_ps drops a NaN: look for one */
+        if (q[i] != q[i]) return 0;
+    if (!(mx < INFINITY)) return 0;
+    *qs = mx > 0.0f ? mx / 32767.0f : 1.0f;
+    __m256 inv = _mm256_set1_ps(mx > 0.0f ? 32767.0f / mx : 0.0f);
+    for (int i = 0; i < d; i += 16) { /* packs saturates: a rounding up to 32768 stays 32767 */
+        __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q + i), inv));
+        __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q + i + 8), inv));
+        _mm256_storeu_si256((__m256i *)(qi + i), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xd8));
+    }
+    return 1;
+}
+
+/* scores_step with each query in int16 (query_i16): a block's 32 products of K's int8
+ * values (widened to int16 once for every query) by q's int16 are two vpmaddwd and an add,
+ * exact in int32; the block's sum is then weighed by its scale in f32 (one conversion and
+ * one FMA a block), as the scalar kernel weighs each block's sum. Half the float step's
+ * conversions, multiplies and FMAs; q's rounding is 2^-16 of its largest value. */
+Q3_Q8_INLINE void scores_step_i16(const int16_t *qi, const float *qs, int G, int P, const int8_t *k, const uint16_t *ks,
+                                  int j, int d, float scale, float *scores, uint64_t ld)
+{
+    int nb = d / Q3_Q8_BLOCK;
+    if (SC_PF_ROWS)
+        for (int p = 0; p < P; p++) q8_prefetch_row(k + (uint64_t)(j + p + SC_PF_ROWS) * d, d);
+    float sc[8][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK]; /* the P rows' scales as f32 */
+    _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) q8_widen_scales(ks + (uint64_t)(j + p) * nb, nb, sc[p]);
+    __m256 tot[8];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) tot[i] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        int i = b * Q3_Q8_BLOCK;
+        _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) {
+            const int8_t *kp = k + (uint64_t)(j + p) * d + i;
+            __m256i k0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)kp));
+            __m256i k1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(kp + 16)));
+            __m256 s = _mm256_broadcast_ss(sc[p] + b);
+            _Pragma("GCC unroll 4") for (int g = 0; g < G; g++) {
+                const int16_t *qg = qi + g * Q3_Q8_MAX_HEAD_DIM + i;
+                __m256i a = _mm256_add_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)qg), k0),
+                                             _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(qg + 16)), k1));
+                tot[g * P + p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), s, tot[g * P + p]);
+            }
+        }
+    }
+    float r[8];
+    _mm256_storeu_ps(r, hsum8x8(tot));
+    _Pragma("GCC unroll 4") for (int g = 0; g < G; g++)
+        _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) scores[(uint64_t)g * ld + j + p] = r[g * P + p] * (qs[g] * scale);
+}
+
 void q3_attn_scores_q8_avx2(const float *const q[], int G, const int8_t *k, const uint16_t *ks, int n_pos, int d,
                             float scale, float *scores, uint64_t ld)
 {
     int j = 0;
-    switch (G) {
+    _Alignas(32) int16_t qi[4 * Q3_Q8_MAX_HEAD_DIM];
+    float qs[4];
+    int ints = Q8_SCORES_I16;
+    for (int g = 0; g < G && ints; g++) ints = query_i16(q[g], d, qi + g * Q3_Q8_MAX_HEAD_DIM, &qs[g]);
+    if (ints) switch (G) {
+    case 1:
+        for (; j + 8 <= n_pos; j += 8) scores_step_i16(qi, qs, 1, 8, k, ks, j, d, scale, scores, ld);
+        break;
+    case 2:
+        for (; j + 4 <= n_pos; j += 4) scores_step_i16(qi, qs, 2, 4, k, ks, j, d, scale, scores, ld);
+        break;
+    case 3:
+        for (; j + 2 <= n_pos; j += 2) scores_step_i16(qi, qs, 3, 2, k, ks, j, d, scale, scores, ld);
+        break;
+    default:
+        for (; j + 2 <= n_pos; j += 2) scores_step_i16(qi, qs, 4, 2, k, ks, j, d, scale, scores, ld);
+        break;
+    }
+    else switch (G) {
     case 1:
         for (; j + 8 <= n_pos; j += 8) scores_step(q, 1, 8, k, ks, j, d, scale, scores, ld);
         break;
