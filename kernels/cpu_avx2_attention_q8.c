@@ -70,10 +70,8 @@ Q3_Q8_INLINE void scores_step(const float *const q[], int G, int P, const int8_t
                               int d, float scale, float *scores, uint64_t ld)
 {
     int nb = d / Q3_Q8_BLOCK;
-    if (SC_PF_ROWS)
-        for (int p = 0; p < P; p++) q8_prefetch_row(k + (uint64_t)(j + p + SC_PF_ROWS) * d, d);
     float sc[8][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK]; /* the P rows' scales as f32 */
-    _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) q8_widen_scales(ks + (uint64_t)(j + p) * nb, nb, sc[p]);
+    q8_score_rows(k, ks, j, P, d, sc);
     __m256 tot[8];
     _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) tot[i] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -124,10 +122,8 @@ Q3_Q8_INLINE void scores_step_i16(const int16_t *qi, const float *qs, int G, int
                                   int j, int d, float scale, float *scores, uint64_t ld)
 {
     int nb = d / Q3_Q8_BLOCK;
-    if (SC_PF_ROWS)
-        for (int p = 0; p < P; p++) q8_prefetch_row(k + (uint64_t)(j + p + SC_PF_ROWS) * d, d);
     float sc[8][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK]; /* the P rows' scales as f32 */
-    _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) q8_widen_scales(ks + (uint64_t)(j + p) * nb, nb, sc[p]);
+    q8_score_rows(k, ks, j, P, d, sc);
     __m256 tot[8];
     _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) tot[i] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -151,41 +147,33 @@ Q3_Q8_INLINE void scores_step_i16(const int16_t *qi, const float *qs, int G, int
         _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) scores[(uint64_t)g * ld + j + p] = r[g * P + p] * (qs[g] * scale);
 }
 
+/* The steps of P positions that fit n_pos, with G queries (constants where called, so each
+ * step unrolls for them): int16 queries where ints, else f32. Returns the first position left. */
+Q3_Q8_INLINE int scores_steps(const float *const q[], const int16_t *qi, const float *qs, int ints, int G, int P,
+                              const int8_t *k, const uint16_t *ks, int n_pos, int d, float scale, float *scores,
+                              uint64_t ld)
+{
+    int j = 0;
+    if (ints)
+        for (; j + P <= n_pos; j += P) scores_step_i16(qi, qs, G, P, k, ks, j, d, scale, scores, ld);
+    else
+        for (; j + P <= n_pos; j += P) scores_step(q, G, P, k, ks, j, d, scale, scores, ld);
+    return j;
+}
+
 void q3_attn_scores_q8_avx2(const float *const q[], int G, const int8_t *k, const uint16_t *ks, int n_pos, int d,
                             float scale, float *scores, uint64_t ld)
 {
-    int j = 0;
+    int j;
     _Alignas(32) int16_t qi[4 * Q3_Q8_MAX_HEAD_DIM];
     float qs[4];
     int ints = Q8_SCORES_I16;
     for (int g = 0; g < G && ints; g++) ints = query_i16(q[g], d, qi + g * Q3_Q8_MAX_HEAD_DIM, &qs[g]);
-    if (ints) switch (G) {
-    case 1:
-        for (; j + 8 <= n_pos; j += 8) scores_step_i16(qi, qs, 1, 8, k, ks, j, d, scale, scores, ld);
-        break;
-    case 2:
-        for (; j + 4 <= n_pos; j += 4) scores_step_i16(qi, qs, 2, 4, k, ks, j, d, scale, scores, ld);
-        break;
-    case 3:
-        for (; j + 2 <= n_pos; j += 2) scores_step_i16(qi, qs, 3, 2, k, ks, j, d, scale, scores, ld);
-        break;
-    default:
-        for (; j + 2 <= n_pos; j += 2) scores_step_i16(qi, qs, 4, 2, k, ks, j, d, scale, scores, ld);
-        break;
-    }
-    else switch (G) {
-    case 1:
-        for (; j + 8 <= n_pos; j += 8) scores_step(q, 1, 8, k, ks, j, d, scale, scores, ld);
-        break;
-    case 2:
-        for (; j + 4 <= n_pos; j += 4) scores_step(q, 2, 4, k, ks, j, d, scale, scores, ld);
-        break;
-    case 3: /* 6 sums: the reduction's last two lanes unused */
-        for (; j + 2 <= n_pos; j += 2) scores_step(q, 3, 2, k, ks, j, d, scale, scores, ld);
-        break;
-    default:
-        for (; j + 2 <= n_pos; j += 2) scores_step(q, 4, 2, k, ks, j, d, scale, scores, ld);
-        break;
+    switch (G) {
+    case 1: j = scores_steps(q, qi, qs, ints, 1, 8, k, ks, n_pos, d, scale, scores, ld); break;
+    case 2: j = scores_steps(q, qi, qs, ints, 2, 4, k, ks, n_pos, d, scale, scores, ld); break;
+    case 3: j = scores_steps(q, qi, qs, ints, 3, 2, k, ks, n_pos, d, scale, scores, ld); break; /* 6 sums: the reduction's last two lanes unused */
+    default: j = scores_steps(q, qi, qs, ints, 4, 2, k, ks, n_pos, d, scale, scores, ld); break;
     }
     if (j < n_pos) /* the last positions */
         q3_attn_scores_q8_scalar(q, G, k + (uint64_t)j * d, ks + (uint64_t)j * (d / Q3_Q8_BLOCK), n_pos - j, d, scale,

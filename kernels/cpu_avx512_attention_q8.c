@@ -20,10 +20,8 @@ Q3_Q8_INLINE void scores_step(const float *const q[], int G, int P, const int8_t
                               int d, float scale, float *scores, uint64_t ld)
 {
     int nb = d / Q3_Q8_BLOCK;
-    if (SC_PF_ROWS)
-        for (int p = 0; p < P; p++) q8_prefetch_row(k + (uint64_t)(j + p + SC_PF_ROWS) * d, d);
     float sc[16][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK]; /* the P rows' scales as f32 */
-    _Pragma("GCC unroll 16") for (int p = 0; p < P; p++) q8_widen_scales(ks + (uint64_t)(j + p) * nb, nb, sc[p]);
+    q8_score_rows(k, ks, j, P, d, sc);
     __m512 tot[16];
     _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) tot[i] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {

@@ -41,6 +41,17 @@ Q3_Q8_INLINE void q8_widen_scales(const uint16_t *s, int nb, float *out)
     for (; b < nb; b++) out[b] = _cvtsh_ss(s[b]);
 }
 
+/* The scores' first work for P rows from j (every level's score step): K's rows
+ * SC_PF_ROWS ahead asked for, and the P rows' block scales widened to f32 into sc[p]. */
+Q3_Q8_INLINE void q8_score_rows(const int8_t *k, const uint16_t *ks, int j, int P, int d,
+                                float sc[][Q3_Q8_MAX_HEAD_DIM / Q3_Q8_BLOCK])
+{
+    int nb = d / Q3_Q8_BLOCK;
+    if (SC_PF_ROWS)
+        for (int p = 0; p < P; p++) q8_prefetch_row(k + (uint64_t)(j + p + SC_PF_ROWS) * d, d);
+    _Pragma("GCC unroll 16") for (int p = 0; p < P; p++) q8_widen_scales(ks + (uint64_t)(j + p) * nb, nb, sc[p]);
+}
+
 /* V rows j0 .. j1's weights: w[((j - j0) * G + g) * nb + b] = p[g * ld + j] times the
  * scale of row j's block b, so each pass over the chunk broadcasts one float per block. */
 Q3_Q8_INLINE void q8_chunk_weights(const float *p, uint64_t ld, int G, const uint16_t *vs, int j0, int j1, int nb,

@@ -1107,6 +1107,15 @@ static int enqueue_pass(ocl_backend *m, cl_uint nb, int logits, q3_err *err)
  * never change. Non-blocking when the pass ends with a blocking read (rows), before the
  * staging array is touched again. */
 static int chain_failed(ocl_backend *m);
+/* matvec_chain's flag (a barrier gave up) read into chain_flag once the queue gets there;
+ * chain_failed looks at it after a blocking call. */
+static int chain_flag_read(ocl_backend *m, cl_bool blocking, q3_err *err)
+{
+    CHECK(clEnqueueReadBuffer(m->queue, m->chain_sync, blocking, 2 * sizeof(cl_int), sizeof m->chain_flag,
+                              &m->chain_flag, 0, NULL, NULL), "reading matvec_chain's flag");
+    m->chain_pending = 1;
+    return 0;
+}
 static int pass_enqueue(ocl_backend *m, const int32_t *tokens, cl_uint nb, int pos, int rows, q3_err *err)
 {
     m->stage[0] = pos;
@@ -1118,9 +1127,7 @@ static int pass_enqueue(ocl_backend *m, const int32_t *tokens, cl_uint nb, int p
         if (run_plan(m, (chained ? PLAN_CHAIN : 0) + (pos >= ATT_DEEP_POS), err)) return -1;
         if (!chained) return 0;
         /* whether a barrier gave up: read with the pass's own blocking read (rows), else now */
-        CHECK(clEnqueueReadBuffer(m->queue, m->chain_sync, rows ? CL_FALSE : CL_TRUE, 2 * sizeof(cl_int),
-                                  sizeof m->chain_flag, &m->chain_flag, 0, NULL, NULL), "reading matvec_chain's flag");
-        m->chain_pending = 1;
+        if (chain_flag_read(m, rows ? CL_FALSE : CL_TRUE, err)) return -1;
         if (!rows && chain_failed(m)) return pass_enqueue(m, tokens, nb, pos, rows, err);
         return 0;
     }
@@ -1312,10 +1319,9 @@ static int chain_setup(ocl_backend *m, q3_err *err)
         const plan_entry *e = &m->plan[i];
         if (e->kind != K_MV_CHAIN) continue;
         /* its products read and write activations only; the next pass writes them all again */
-        if (launch(m, e->k, e->kind, e->dims, e->global, e->local, e->rows, e->cols, err)) return -1;
-        CHECK(clEnqueueReadBuffer(m->queue, m->chain_sync, CL_TRUE, 2 * sizeof(cl_int), sizeof m->chain_flag,
-                                  &m->chain_flag, 0, NULL, NULL), "reading matvec_chain's flag");
-        m->chain_pending = 1;
+        if (launch(m, e->k, e->kind, e->dims, e->global, e->local, e->rows, e->cols, err) ||
+            chain_flag_read(m, CL_TRUE, err))
+            return -1;
         chain_failed(m);
         break;
     }

@@ -443,6 +443,39 @@ static void test_glu_tail_matches_whole(void **s)
     q3_close(&f);
 }
 
+/* syn-a decoded steps tokens after an n-token prompt with the tuning knob `knob` at "0" and
+ * then at "1": every step's logits must be the same bits (what names the difference). */
+static void decode_same_bits(const char *knob, int n, int steps, const char *what)
+{
+    q3_file f;
+    q3_err err = {{0}};
+    char path[512];
+    if (model_path("syn-a", path, sizeof path)) fail_msg("cannot make %s", path);
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    uint32_t V = f.config.vocab_size;
+    int32_t *tok = malloc(sizeof *tok * (size_t)(n + steps));
+    float *ref = malloc(sizeof *ref * (size_t)steps * V), *got = malloc(sizeof *got * V);
+    assert_true(tok && ref && got);
+    spread_ids(tok, n + steps);
+    for (int run = 0; run < 2; run++) {
+        setenv(knob, run ? "1" : "0", 1);
+        q3_backend *b = make_opencl(&f);
+        if (q3_backend_forward(b, tok, n, 0, got, 0, &err)) fail_msg("%s", err.msg);
+        for (int i = 0; i < steps; i++) {
+            float *out = run ? got : ref + (size_t)i * V;
+            if (q3_backend_forward(b, &tok[n + i], 1, n + i, out, 0, &err)) fail_msg("%s", err.msg);
+            if (run && memcmp(got, ref + (size_t)i * V, sizeof *got * V))
+                fail_msg("decode step %d (position %d): logits differ with %s", i, n + i, what);
+        }
+        q3_backend_destroy(b);
+    }
+    unsetenv(knob);
+    free(tok);
+    free(ref);
+    free(got);
+    q3_close(&f);
+}
+
 /* attention_tc combining a decode token's splits itself (Q3_OPENCL_ATT_ONCE, the default
  * where it runs) hands o_proj the x that o_proj would have combined: the same arithmetic in
  * the same order, so every decode step's logits are the same bits as with the combine in
@@ -452,36 +485,10 @@ static void test_glu_tail_matches_whole(void **s)
 static void test_attention_combined_once(void **s)
 {
     (void)s;
-    q3_file f;
-    q3_err err = {{0}};
-    char path[512];
-    if (model_path("syn-a", path, sizeof path)) fail_msg("cannot make %s", path);
-    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
-    uint32_t V = f.config.vocab_size;
-    enum { N = 40, STEPS = 24 };
-    int32_t tok[N + STEPS];
-    spread_ids(tok, N + STEPS);
-    float *ref = malloc(sizeof *ref * (size_t)STEPS * V), *once = malloc(sizeof *once * V);
-    assert_true(ref && once);
     setenv("Q3_OPENCL_MMA", "emulate", 1);
-    for (int run = 0; run < 2; run++) {
-        setenv("Q3_OPENCL_ATT_ONCE", run ? "1" : "0", 1);
-        q3_backend *b = make_opencl(&f);
-        if (q3_backend_forward(b, tok, N, 0, once, 0, &err)) fail_msg("%s", err.msg);
-        for (int i = 0; i < STEPS; i++) {
-            float *out = run ? once : ref + (size_t)i * V;
-            if (q3_backend_forward(b, &tok[N + i], 1, N + i, out, 0, &err)) fail_msg("%s", err.msg);
-            if (run && memcmp(once, ref + (size_t)i * V, sizeof *once * V))
-                fail_msg("decode step %d (position %d): logits differ with the splits combined in attention", i, N + i);
-        }
-        q3_backend_destroy(b);
-    }
-    unsetenv("Q3_OPENCL_ATT_ONCE");
+    decode_same_bits("Q3_OPENCL_ATT_ONCE", 40, 24, "the splits combined in attention");
     unsetenv("Q3_OPENCL_MMA");
-    print_message("attention's combine vs o_proj's: %d decode steps, the same bits\n", STEPS);
-    free(ref);
-    free(once);
-    q3_close(&f);
+    print_message("attention's combine vs o_proj's: 24 decode steps, the same bits\n");
 }
 
 /* The decode products between two attentions in one matvec_chain launch (Q3_OPENCL_CHAIN=1;
@@ -492,34 +499,8 @@ static void test_attention_combined_once(void **s)
 static void test_matvec_chain(void **s)
 {
     (void)s;
-    q3_file f;
-    q3_err err = {{0}};
-    char path[512];
-    if (model_path("syn-a", path, sizeof path)) fail_msg("cannot make %s", path);
-    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
-    uint32_t V = f.config.vocab_size;
-    enum { N = 20, STEPS = 12 };
-    int32_t tok[N + STEPS];
-    spread_ids(tok, N + STEPS);
-    float *ref = malloc(sizeof *ref * (size_t)STEPS * V), *chained = malloc(sizeof *chained * V);
-    assert_true(ref && chained);
-    for (int run = 0; run < 2; run++) {
-        setenv("Q3_OPENCL_CHAIN", run ? "1" : "0", 1);
-        q3_backend *b = make_opencl(&f);
-        if (q3_backend_forward(b, tok, N, 0, chained, 0, &err)) fail_msg("%s", err.msg);
-        for (int i = 0; i < STEPS; i++) {
-            float *out = run ? chained : ref + (size_t)i * V;
-            if (q3_backend_forward(b, &tok[N + i], 1, N + i, out, 0, &err)) fail_msg("%s", err.msg);
-            if (run && memcmp(chained, ref + (size_t)i * V, sizeof *chained * V))
-                fail_msg("decode step %d (position %d): logits differ with the products chained", i, N + i);
-        }
-        q3_backend_destroy(b);
-    }
-    unsetenv("Q3_OPENCL_CHAIN");
-    print_message("matvec_chain vs a launch a product: %d decode steps, the same bits\n", STEPS);
-    free(ref);
-    free(chained);
-    q3_close(&f);
+    decode_same_bits("Q3_OPENCL_CHAIN", 20, 12, "the products chained");
+    print_message("matvec_chain vs a launch a product: 12 decode steps, the same bits\n");
 }
 
 /* A batched step's greedy tokens (q3_backend_decode_batch with only set: OpenCL takes them on
