@@ -189,35 +189,53 @@ inline float4 att_max4(float4 v, __local float4 *red, uint l)
  * ATTEND_PREP is its start, shared with the tensor-core body (attention_tc, qwen3_mma.cl, whose
  * work-groups may be larger: ATTEND_PREP_WG): the positions of the share, the heads' q
  * normalised and rotated into qs, the new K and V written (ATT_PREP_LOCALS). */
+#define ATT_PREP_IT(wg_) ((HEAD_DIM + (wg_) - 1) / (wg_)) /* a thread's elements of a head */
 #define ATTEND_PREP_WG(wg_)                                                                                          \
     uint h0 = c * ATT_HG, g = h0 / (nq / nkv);                                                                       \
     uint span = (last + nsplit) / nsplit, lo = sp * span, hi = min(lo + span, last + 1);                             \
     int has_last = lo <= last && last < hi;                                                                          \
     const uint half_d = HEAD_DIM / 2;                                                                                \
                                                                                                                      \
-    /* q of the heads and the new k, normalised (as qk_norm_rope does) and rotated */                                \
-    for (uint i = l; i < HEAD_DIM; i += (wg_)) {                                                                    \
+    /* q of the heads and the new k, normalised (as qk_norm_rope does) and rotated. Everything                       \
+     * the three steps read from memory (q, k, v, the norms' weights, cos and sin) is asked for                     \
+     * at once, into registers: one trip to memory before the first barrier, not three. */                          \
+    float wq_[ATT_PREP_IT(wg_)], wk_[ATT_PREP_IT(wg_)], cs_[ATT_PREP_IT(wg_)], sn_[ATT_PREP_IT(wg_)];                 \
+    float vn_[ATT_PREP_IT(wg_)];                                                                                     \
 _Pragma("unroll")                                                                                                    \
-        for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = q[(ulong)(h0 + hh) * HEAD_DIM + i];                         \
-        qa[ATT_HG][i] = k_new[(ulong)g * HEAD_DIM + i];                                                              \
+    for (uint t_ = 0; t_ < ATT_PREP_IT(wg_); t_++) {                                                                 \
+        uint i = l + t_ * (wg_);                                                                                     \
+        if (i < HEAD_DIM) {                                                                                          \
+_Pragma("unroll")                                                                                                    \
+            for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = q[(ulong)(h0 + hh) * HEAD_DIM + i];                     \
+            qa[ATT_HG][i] = k_new[(ulong)g * HEAD_DIM + i];                                                          \
+            wq_[t_] = bf16(W[qn_off + i]), wk_[t_] = bf16(W[kn_off + i]);                                            \
+            cs_[t_] = cos_t[(ulong)last * half_d + i % half_d], sn_[t_] = sin_t[(ulong)last * half_d + i % half_d];  \
+            vn_[t_] = has_last ? v_new[(ulong)g * HEAD_DIM + i] : 0.0f;                                              \
+        }                                                                                                            \
     }                                                                                                                \
     barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
     if (l < (ATT_HG + 1) * ATT_RED) part_ss[l / ATT_RED][l % ATT_RED] = sumsq_part(qa[l / ATT_RED], l % ATT_RED);    \
     barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
-    for (uint i = l; i < HEAD_DIM; i += (wg_)) { /* own elements only: no barrier before */                         \
-        float wq = bf16(W[qn_off + i]);                                                                              \
 _Pragma("unroll")                                                                                                    \
-        for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = wq * (qa[hh][i] * head_rms_inv(part_ss[hh], eps));          \
-        qa[ATT_HG][i] = bf16(W[kn_off + i]) * (qa[ATT_HG][i] * head_rms_inv(part_ss[ATT_HG], eps));                  \
+    for (uint t_ = 0; t_ < ATT_PREP_IT(wg_); t_++) { /* own elements only: no barrier before */                     \
+        uint i = l + t_ * (wg_);                                                                                     \
+        if (i < HEAD_DIM) {                                                                                          \
+_Pragma("unroll")                                                                                                    \
+            for (uint hh = 0; hh < ATT_HG; hh++) qa[hh][i] = wq_[t_] * (qa[hh][i] * head_rms_inv(part_ss[hh], eps)); \
+            qa[ATT_HG][i] = wk_[t_] * (qa[ATT_HG][i] * head_rms_inv(part_ss[ATT_HG], eps));                          \
+        }                                                                                                            \
     }                                                                                                                \
     barrier(CLK_LOCAL_MEM_FENCE);                                                                                    \
-    for (uint i = l; i < HEAD_DIM; i += (wg_)) {                                                                    \
-        float cs = cos_t[(ulong)last * half_d + i % half_d], sn = sin_t[(ulong)last * half_d + i % half_d];          \
 _Pragma("unroll")                                                                                                    \
-        for (uint hh = 0; hh < ATT_HG; hh++) qs[hh][i] = rope_at(qa[hh], i, cs, sn);                                 \
-        if (has_last) { /* only the work-groups that read position last write it */                                  \
-            vstore_half_rte(rope_at(qa[ATT_HG], i, cs, sn), 0, kcache + kt_index(g, i, n_ctx, last));                \
-            vstore_half_rte(v_new[(ulong)g * HEAD_DIM + i], 0, vcache + v_index(g, i, n_ctx, last));                 \
+    for (uint t_ = 0; t_ < ATT_PREP_IT(wg_); t_++) {                                                                 \
+        uint i = l + t_ * (wg_);                                                                                     \
+        if (i < HEAD_DIM) {                                                                                          \
+_Pragma("unroll")                                                                                                    \
+            for (uint hh = 0; hh < ATT_HG; hh++) qs[hh][i] = rope_at(qa[hh], i, cs_[t_], sn_[t_]);                   \
+            if (has_last) { /* only the work-groups that read position last write it */                              \
+                vstore_half_rte(rope_at(qa[ATT_HG], i, cs_[t_], sn_[t_]), 0, kcache + kt_index(g, i, n_ctx, last));  \
+                vstore_half_rte(vn_[t_], 0, vcache + v_index(g, i, n_ctx, last));                                    \
+            }                                                                                                        \
         }                                                                                                            \
     }                                                                                                                \
     barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE)
