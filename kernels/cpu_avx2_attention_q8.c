@@ -193,7 +193,7 @@ Q3_Q8_INLINE void pv_pass(const float *w, int G, int NV, const int8_t *v, int j0
     for (int j = j0; j < j1; j++) {
         const int8_t *vj = v + (uint64_t)j * d + c0;
         const float *wj = w + (uint64_t)(j - j0) * G * nb + b0;
-        if (c0 == 0 && j + PV_PF_ROWS < n_pos) /* the next chunk's row, a row at a time */
+        if (PV_PF_ROWS && c0 == 0 && j + PV_PF_ROWS < n_pos) /* the next chunk's row, a row at a time */
             q8_prefetch_row(vj + (uint64_t)PV_PF_ROWS * d, d);
         __m256 wb[4][2]; /* [query][block of the pass]: NV <= 8 spans at most 2 blocks */
         _Pragma("GCC unroll 2") for (int bb = 0; bb < (NV * 8 + Q3_Q8_BLOCK - 1) / Q3_Q8_BLOCK; bb++)

@@ -19,7 +19,8 @@
  * with q3bandwidth --attention-decode --positions 4096 --cache-type q8_0 on the Zen 5
  * guest, two rounds, ms a token: AVX-512 16.5, 15.5 -> 13.8, 13.8; AVX2 17.8, 17.7 ->
  * 16.1, 16.2 (32 and 96 rows about the same). Both unconditional: measured on AMD, where
- * the F16 kernels' prefetch lost (cpu_panel.h). -DPV_PF_ROWS= / -DSC_PF_ROWS= to tune. */
+ * the F16 kernels' prefetch lost (cpu_panel.h). -DPV_PF_ROWS= / -DSC_PF_ROWS= to tune (0: none;
+ * both help on the Intel guest too: docs/perf.md, fifth session of 2026-12-03). */
 #ifndef PV_PF_ROWS
 #define PV_PF_ROWS PV_CHUNK
 #endif
