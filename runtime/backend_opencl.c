@@ -494,7 +494,8 @@ static int create_kernels(ocl_backend *m, q3_err *err)
 {
     for (int i = 0; i < K_COUNT; i++) {
         if ((is_mma_kernel(i) && !m->mma) || (is_narrow_kernel(i) && !m->narrow) || (is_wg_kernel(i) && !m->wgmma) ||
-            ((is_glu_kernel(i) || i == K_MM_WG_GLU) && !m->mm_glu) || option_kernel_off(i, m->att_tc, m->fa_wide, m->mv_mma))
+            ((is_glu_kernel(i) || i == K_MM_WG_GLU) && !m->mm_glu) || option_kernel_off(i, m->att_tc, m->fa_wide, m->mv_mma) ||
+            i == K_MV_CHAIN) /* matvec_chain: only the chained plans launch it, each on its own (chain_plan) */
             continue;
         cl_int rc;
         m->k[i] = clCreateKernel(program_of(m, i), kernel_names[i], &rc);
@@ -1255,7 +1256,7 @@ static int chain_plan(ocl_backend *m, int p, cl_ulong *rows, size_t *n_rows, siz
             continue;
         }
         cl_int rc;
-        cl_kernel k = clCreateKernel(m->program, kernel_names[K_MV_CHAIN], &rc);
+        cl_kernel k = clCreateKernel(program_of(m, K_MV_CHAIN), kernel_names[K_MV_CHAIN], &rc);
         CHECK(rc, "creating matvec_chain");
         cl_ulong ph_off = aoff(m, m->chain_rows) + *n_rows * MVP_N * (sizeof(cl_ulong) / sizeof(float));
         cl_ulong sync_off = aoff(m, m->chain_sync);
