@@ -198,6 +198,9 @@ inline void grid_exit(__global int *sync, int groups)
  * to the bit as matvec stages it alone. Ends with a barrier. */
 /* always inlined: a called function would reach the caller's local arrays through pointers
  * (clang left one such shared function of decode attention uninlined) */
+#ifndef MV_STAGE_LD
+#define MV_STAGE_LD 4 /* plain and silu x: float4 loads a thread asks for at once (each an L2 trip if alone) */
+#endif
 inline __attribute__((always_inline)) void
 mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global const float *x,
          __global const float *x2, __global const uint4 *W, uint cols, uint xmode, ulong norm_off,
@@ -236,9 +239,17 @@ mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global c
             if (k < c4) xs[k] = (v[i] * inv) * gg[i];
         }
     } else if (xmode == XMODE_SILU) {
-        for (uint k = l; k < c4; k += 256) {
-            float4 a = load_x4(x4 + k), b = load_x4(x24 + k);
-            xs[k] = a / (1.0f + exp(-a)) * b;
+        for (uint k0 = l; k0 < c4; k0 += 256 * MV_STAGE_LD) {
+            float4 a[MV_STAGE_LD], b[MV_STAGE_LD];
+#pragma unroll
+            for (uint i = 0; i < MV_STAGE_LD; i++) {
+                uint k = k0 + 256 * i;
+                a[i] = k < c4 ? load_x4(x4 + k) : (float4)(0.0f);
+                b[i] = k < c4 ? load_x4(x24 + k) : (float4)(0.0f);
+            }
+#pragma unroll
+            for (uint i = 0; i < MV_STAGE_LD; i++)
+                if (k0 + 256 * i < c4) xs[k0 + 256 * i] = a[i] / (1.0f + exp(-a[i])) * b[i];
         }
     } else if (xmode == XMODE_ATTN) {
         /* (max, sum) of split sp, head h at x2[2 (sp nh + h)]; a thread per head
@@ -258,7 +269,14 @@ mv_stage(__local float4 *xs, __local float *red, __local float *attw, __global c
             xs[k] = a;
         }
     } else {
-        for (uint k = l; k < c4; k += 256) xs[k] = load_x4(x4 + k);
+        for (uint k0 = l; k0 < c4; k0 += 256 * MV_STAGE_LD) {
+            float4 a[MV_STAGE_LD];
+#pragma unroll
+            for (uint i = 0; i < MV_STAGE_LD; i++) a[i] = k0 + 256 * i < c4 ? load_x4(x4 + k0 + 256 * i) : (float4)(0.0f);
+#pragma unroll
+            for (uint i = 0; i < MV_STAGE_LD; i++)
+                if (k0 + 256 * i < c4) xs[k0 + 256 * i] = a[i];
+        }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }
