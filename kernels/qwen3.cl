@@ -184,6 +184,9 @@ inline void grid_exit(__global int *sync, int groups)
     if (get_local_id(0) == 0 && atomic_add(sync + 1, 1) == groups - 1) {
         atomic_xchg(sync, 0);
         atomic_xchg(sync + 1, 0);
+#ifdef CHAIN_TRACE
+        atomic_inc(sync + 3);
+#endif
     }
 }
 
@@ -468,14 +471,28 @@ void matmul_small(MM_SMALL_ARGS)
 #ifndef MV_LD
 #define MV_LD 8 /* matvec: tile loads a thread keeps in flight (16: a tuning build option) */
 #endif
+/* Q3_OPENCL_CHAIN_TRACE: stamp k of a work-group's product at tr (NULL: none) */
+#if defined(CHAIN_TRACE) && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+#define CHAIN_STAMP(tr, k)                                                                                    \
+    do {                                                                                                      \
+        if ((tr) && get_local_id(0) == 0) {                                                                   \
+            ulong t_;                                                                                         \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                           \
+            (tr)[k] = (uint)t_;                                                                               \
+        }                                                                                                     \
+    } while (0)
+#else
+#define CHAIN_STAMP(tr, k) do {} while (0)
+#endif
 /* Work-group `item` of a matvec grid of `stride` (get_group_id(0) and get_num_groups(0) in
  * matvec; matvec_chain's own), the kernel's local arrays passed in. sync: matvec_chain's
  * device-wide barrier: arrived at first, waited for (target) once this work-group's first
  * weight loads are issued and before it stages x, so that they are in flight while it
- * waits; NULL in matvec. */
+ * waits; NULL in matvec. tr: where Q3_OPENCL_CHAIN_TRACE's stamps 1 and 2 of this
+ * product go (x waited for, x staged), or NULL. */
 inline __attribute__((always_inline)) void mv_run(MM_SMALL_ARGS, __local float4 *xs, __local float *red,
                                                   __local float *attw, uint item, uint stride, __global int *sync,
-                                                  int target)
+                                                  int target, __global uint *tr)
 {
     uint l = get_local_id(0), wg = item;
     if (sync) grid_arrive(sync);
@@ -495,7 +512,9 @@ inline __attribute__((always_inline)) void mv_run(MM_SMALL_ARGS, __local float4 
     for (uint u = 0; u < MV_LD; u++) wb[u] = item < n_items && u < ntile ? P[u * tile_stride] : (uint4)(0);
 
     if (sync) grid_wait(sync, target);
+    CHAIN_STAMP(tr, 1);
     mv_stage(xs, red, attw, act + x_off, act + x2_off, W, cols, xmode, norm_off, eps, nsplit, l);
+    CHAIN_STAMP(tr, 2);
 
     uint prows = 16 / rsplit; /* rows of one part */
     for (; item < n_items; item += stride) {
@@ -544,7 +563,7 @@ void matvec(MM_SMALL_ARGS)
     __local float4 xs[MVX / 4];
     __local float red[MV_WG];
     __local float attw[ATT_COMBINE_MAX]; /* XMODE_ATTN: each (split, head)'s weight; else scratch */
-    mv_run(MM_SMALL_ARG_NAMES, xs, red, attw, get_group_id(0), get_num_groups(0), 0, 0);
+    mv_run(MM_SMALL_ARG_NAMES, xs, red, attw, get_group_id(0), get_num_groups(0), 0, 0, 0);
 }
 
 /* The decode products between two attention launches (a token's o_proj, gate/up, down and
@@ -565,19 +584,27 @@ void matvec_chain(__global const uint4 *W, __global float *act, ulong ph_off, ui
     __local float red[MV_WG];
     __local float attw[ATT_COMBINE_MAX];
     uint g = get_group_id(0), G = get_num_groups(0);
+    __global uint *trace = 0;
+#ifdef CHAIN_TRACE /* this launch's stamps: the count of launches before it picks their place */
+    trace = (__global uint *)(sync + CHAIN_SYNC_INTS) +
+            (ulong)((uint)atomic_add(sync + 3, 0) % CHAIN_TRACE_LAUNCHES) * CHAIN_TRACE_PH * G * CHAIN_TRACE_STAMPS;
+#endif
     for (uint p = 0; p < nph; p++) {
         __global const ulong *a = ph + (ulong)p * MVP_N;
         uint groups = (uint)a[MVP_GROUPS];
         __global int *s = p > 0 ? sync : 0;
         int target = (int)(p * G);
+        __global uint *tr = trace && p < CHAIN_TRACE_PH ? trace + ((ulong)p * G + g) * CHAIN_TRACE_STAMPS : 0;
+        CHAIN_STAMP(tr, 0);
         if (g >= groups && s) grid_arrive(s), grid_wait(s, target);
-        for (uint v = g; v < groups; v += G, s = 0)
+        for (uint v = g; v < groups; v += G, s = 0, tr = 0)
             mv_run(W, (uint)a[MVP_COLS], act, a[MVP_X_OFF], a[MVP_X2_OFF], (uint)a[MVP_LDX], (uint)a[MVP_XMODE],
                    a[MVP_NORM_OFF], as_float((uint)a[MVP_EPS]), (uint)a[MVP_NTOK], (uint)a[MVP_YMODE],
                    (uint)a[MVP_RSPLIT], (uint)a[MVP_NSPLIT], a[MVP_OFF0], (uint)a[MVP_ROWS0], a[MVP_Y0],
                    (uint)a[MVP_LD0], a[MVP_OFF0 + 4], (uint)a[MVP_ROWS0 + 4], a[MVP_Y0 + 4], (uint)a[MVP_LD0 + 4],
                    a[MVP_OFF0 + 8], (uint)a[MVP_ROWS0 + 8], a[MVP_Y0 + 8], (uint)a[MVP_LD0 + 8], a[MVP_PF_OFF],
-                   (uint)a[MVP_PF_LINES], xs, red, attw, v, groups, s, target);
+                   (uint)a[MVP_PF_LINES], xs, red, attw, v, groups, s, target, tr);
+        if (trace && p < CHAIN_TRACE_PH) CHAIN_STAMP(trace + ((ulong)p * G + g) * CHAIN_TRACE_STAMPS, 3);
     }
     grid_exit(sync, (int)G);
 }

@@ -640,6 +640,7 @@ inline uint tc_vpair(const uint *a, const uint *b, uint nt)
     } while (0)
 #define ATTEND_TOKEN_TC                                                                                       \
     ATTEND_PREP_WG(ATT_TC_WG);                                                                                \
+    ATT_STAMP(1);                                                                                             \
     uint lane = l & 31, warp = l >> 5, gq = lane >> 2, tig = lane & 3;                                        \
     uint qf[TC_KS][2][4]; /* A fragments of q: rows gq (head h0 + gq) and gq + 8 (zeros) */                     \
     _Pragma("unroll") for (uint s_ = 0; s_ < TC_KS; s_++) {                                                   \
@@ -693,6 +694,7 @@ inline uint tc_vpair(const uint *a, const uint *b, uint nt)
             MMA_F16(&o[nt], pa, tc_vpair(vc[0], vc[1], nt), tc_vpair(vc[2], vc[3], nt));                      \
         }                                                                                                     \
     }                                                                                                         \
+    ATT_STAMP(2);                                                                                             \
     l_w += SHFL_XOR(l_w, 1);                                                                                  \
     l_w += SHFL_XOR(l_w, 2);                                                                                  \
     if (gq < ATT_HG) {                                                                                        \
@@ -764,6 +766,15 @@ inline uint tc_vpair(const uint *a, const uint *b, uint nt)
     }                                                                                                         \
     do {} while (0)
 
+/* Q3_OPENCL_CHAIN_TRACE (-DCHAIN_TRACE, NVIDIA): attention_tc's stamps (qwen3_shared.h), kept by
+ * thread 0 in registers and written at the end; its place from a count of work-groups started,
+ * asked for at the start (at nq ints past cnt_off) */
+#if defined(CHAIN_TRACE) && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+#define ATT_STAMP(k) \
+    if (l == 0) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ats_[k]))
+#else
+#define ATT_STAMP(k) do {} while (0) /* no clock: the count and places only (the tests), stamps 0 */
+#endif
 /* combine, cnt_off: ATTEND_COMBINE_ONCE's (cnt_off: nq / ATT_HG ints of act, zero between launches) */
 __kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))
 void attention_tc(ATT_TOKEN_PARAMS, uint combine, ulong cnt_off)
@@ -771,11 +782,28 @@ void attention_tc(ATT_TOKEN_PARAMS, uint combine, ulong cnt_off)
     ATT_TC_LOCALS;
     __local int last_wg;
     ATT_TOKEN_SETUP;
+#ifdef CHAIN_TRACE
+    ulong ats_[ATT_TRACE_STAMPS] = {0};
+    uint ncol = nq / ATT_HG, started = 0;
+    ATT_STAMP(0);
+    if (l == 0) started = (uint)atomic_inc((__global int *)(act + cnt_off) + nq);
+#endif
     ATTEND_TOKEN_TC;
     if (combine) {
         ATTEND_COMBINE_ONCE((__global int *)(act + cnt_off), last_wg, qa[0], qs[0]);
     }
+#ifdef CHAIN_TRACE
+    ATT_STAMP(3);
+    if (l == 0 && sp < ATT_TRACE_SPLITS) {
+        uint launch = started / (ncol * nsplit);
+        __global uint *tr = (__global uint *)(act + cnt_off) + nq + 1 +
+                            ((ulong)(launch % ATT_TRACE_LAUNCHES) * ncol * ATT_TRACE_SPLITS + sp * ncol + c) * ATT_TRACE_STAMPS;
+        for (uint k = 0; k < ATT_TRACE_STAMPS; k++) tr[k] = (uint)ats_[k];
+    }
+#endif
 }
+#undef ATT_STAMP
+#define ATT_STAMP(k) do {} while (0)
 
 __kernel __attribute__((reqd_work_group_size(ATT_TC_WG, 1, 1)))
 void attention_batch_tc(ATT_BATCH_PARAMS)

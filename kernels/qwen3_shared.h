@@ -68,7 +68,20 @@
 #define MVP_PF_LINES 24
 #define MVP_GROUPS 25
 #define MVP_N 26
-#define CHAIN_SYNC_INTS 4 /* matvec_chain's arrivals, work-groups done, timed-out flag (and a spare) */
+#define CHAIN_SYNC_INTS 4 /* matvec_chain's arrivals, work-groups done, timed-out flag, launches traced */
+/* Q3_OPENCL_CHAIN_TRACE (a diagnostic, NVIDIA): after the counts, each work-group's %globaltimer
+ * stamps (low 32 bits, ns) of the last CHAIN_TRACE_LAUNCHES launches, CHAIN_TRACE_PH products
+ * each: entered (before the barrier's arrival), waited, x staged, its items done */
+#define CHAIN_TRACE_LAUNCHES 96
+#define CHAIN_TRACE_PH 8
+#define CHAIN_TRACE_STAMPS 4
+/* ... and attention_tc's, after its counts at cnt_off: the work-groups started (at nq ints), then
+ * ATT_TRACE_LAUNCHES launches of (nq / ATT_HG) x ATT_TRACE_SPLITS work-groups (split sp, column c
+ * at sp x columns + c), each: started, q and k prepared, its positions done, ended (the last of a
+ * column after the splits' combine) */
+#define ATT_TRACE_LAUNCHES 96
+#define ATT_TRACE_SPLITS 32
+#define ATT_TRACE_STAMPS 4
 #define ATT_COMBINE_MAX 1024 /* the most (split, head) pairs o_proj combines */
 #define ATT_ONCE_LOADS 16 /* attention_tc combining the splits itself: the loads it keeps in flight a thread */
 

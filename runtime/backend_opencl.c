@@ -242,6 +242,9 @@ typedef struct {
     cl_mem chain_sync;     /* their barrier's counts (CHAIN_SYNC_INTS), zero between launches */
     cl_int chain_flag;     /* sync[2] read back after a chained pass: a barrier timed out */
     int chain_pending;     /* ... that read is in flight */
+    const char *chain_trace; /* Q3_OPENCL_CHAIN_TRACE: the file its stamps go to at the end (a diagnostic) */
+    uint64_t chain_trace_ints; /* ... after the counts in chain_sync */
+    uint64_t att_trace_ints;   /* ... and attention_tc's, after the counts in att_cnt */
     int profile;    /* Q3_OPENCL_PROFILE=1: events per launch (device time per kernel) */
     int host_timing; /* =1 or =host: the host's time per pass (no events: the pace stays as it is) */
     long n_decode;   /* single-token passes timed */
@@ -385,11 +388,12 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
     char opts[512];
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -DHEAD_DIM=%u -DATT_HG=%u -DMVX=%u -DMVX_NORM=%u -DMM_BT=%u -DMM_WG=%u -DMM_RP=%u -DFA_WG=%u -DMVB_R=%u "
-             "-DATT_TC_WG=%u%s%s%s %s",
+             "-DATT_TC_WG=%u%s%s%s%s %s",
              c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, fa_wg, sh->mvb_r,
              sh->att_tc_wg,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
-             sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", more, extra ? extra : "");
+             sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", getenv("Q3_OPENCL_CHAIN_TRACE") ? " -DCHAIN_TRACE" : "",
+             more, extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
         char log[4096] = "";
@@ -1448,6 +1452,29 @@ static float *ocl_logits_buffer(q3_backend *b, size_t n_floats)
     return m->pinned_map;
 }
 
+/* Q3_OPENCL_CHAIN_TRACE=FILE: matvec_chain's counts and stamps (qwen3_shared.h) into FILE,
+ * after a header of the work-groups, products, launches and stamps of its layout; then
+ * attention_tc's: a header of its work-group columns, splits, launches and stamps, its count
+ * of work-groups started and its stamps (32-bit words; tools/chain_trace.py reads them). A
+ * diagnostic: a failure is only reported. */
+static void chain_trace_write(ocl_backend *m)
+{
+    /* the launches' layout is by their work-groups (chain_groups <= mv_groups, reserved) */
+    size_t n = CHAIN_SYNC_INTS + (size_t)CHAIN_TRACE_LAUNCHES * CHAIN_TRACE_PH * m->chain_groups * CHAIN_TRACE_STAMPS;
+    size_t na = (size_t)m->att_trace_ints, nq = m->cfg.num_heads;
+    cl_uint *buf = malloc((n > nq + na ? n : nq + na) * sizeof *buf);
+    FILE *fp = buf ? fopen(m->chain_trace, "wb") : NULL;
+    cl_uint head[4] = {(cl_uint)m->chain_groups, CHAIN_TRACE_PH, CHAIN_TRACE_LAUNCHES, CHAIN_TRACE_STAMPS};
+    cl_uint head_att[4] = {m->cfg.num_heads / m->att_hg, ATT_TRACE_SPLITS, ATT_TRACE_LAUNCHES, ATT_TRACE_STAMPS};
+    int ok = fp && !clEnqueueReadBuffer(m->queue, m->chain_sync, CL_TRUE, 0, n * sizeof *buf, buf, 0, NULL, NULL) &&
+             fwrite(head, sizeof head, 1, fp) == 1 && fwrite(buf, sizeof *buf, n, fp) == n &&
+             !clEnqueueReadBuffer(m->queue, m->att_cnt, CL_TRUE, 0, (nq + na) * sizeof *buf, buf, 0, NULL, NULL) &&
+             fwrite(head_att, sizeof head_att, 1, fp) == 1 && fwrite(buf + nq, sizeof *buf, na, fp) == na;
+    if (fp && fclose(fp)) ok = 0;
+    if (!ok) fprintf(stderr, "q3 opencl: %s: could not write the decode trace\n", m->chain_trace);
+    free(buf);
+}
+
 static void ocl_release(q3_backend *b)
 {
     ocl_backend *m = (ocl_backend *)b;
@@ -1461,6 +1488,7 @@ static void ocl_release(q3_backend *b)
         prof_collect(m);
         prof_print(m);
     }
+    if (m->chain_trace && m->queue && m->chain_sync && m->att_cnt) chain_trace_write(m);
     if (m->host_timing && m->n_decode)
         fprintf(stderr, "q3 opencl host: %ld single-token passes, %.1f us enqueueing and %.1f us waiting for the logits each\n",
                 m->n_decode, m->dec_enqueue_ms * 1e3 / (double)m->n_decode, m->dec_read_ms * 1e3 / (double)m->n_decode);
@@ -1720,11 +1748,16 @@ static void reserve_activations(ocl_backend *m, int batch)
     act_reserve(m, &m->logits, (uint64_t)MAX_BATCH * V * 4);
     act_reserve(m, &m->rope_cos, n_ctx * half * 4);
     act_reserve(m, &m->rope_sin, n_ctx * half * 4);
-    act_reserve(m, &m->att_cnt, (uint64_t)c->num_heads * 4);
+    /* Q3_OPENCL_CHAIN_TRACE: attention_tc's count of work-groups started and stamps after its counts */
+    m->att_trace_ints = m->chain_trace ? 1 + (uint64_t)ATT_TRACE_LAUNCHES * (c->num_heads / m->att_hg) *
+                                                 ATT_TRACE_SPLITS * ATT_TRACE_STAMPS : 0;
+    act_reserve(m, &m->att_cnt, ((uint64_t)c->num_heads + m->att_trace_ints) * 4);
     act_reserve(m, &m->greedy, (uint64_t)DEC_BATCH_MAX * GREEDY_CHUNKS * sizeof(cl_int2));
     /* matvec_chain: a row for each matvec of the two single-token plans (4 a layer, lm_head) */
     act_reserve(m, &m->chain_rows, 2 * (4 * (uint64_t)c->num_layers + 1) * MVP_N * sizeof(cl_ulong));
-    act_reserve(m, &m->chain_sync, CHAIN_SYNC_INTS * sizeof(cl_int));
+    if (m->chain_trace)
+        m->chain_trace_ints = (uint64_t)CHAIN_TRACE_LAUNCHES * CHAIN_TRACE_PH * m->mv_groups * CHAIN_TRACE_STAMPS;
+    act_reserve(m, &m->chain_sync, (CHAIN_SYNC_INTS + m->chain_trace_ints) * sizeof(cl_int));
 }
 
 /* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plans. */
@@ -1778,6 +1811,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     const char *prof = getenv("Q3_OPENCL_PROFILE");
     m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
     m->profile = m->host_timing && strcmp(prof, "host") != 0;
+    m->chain_trace = getenv("Q3_OPENCL_CHAIN_TRACE"); /* a diagnostic: read before the activations are laid out */
     cl_int rc;
     m->queue = clCreateCommandQueue(m->ctx, sh->d.id, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     CHECK(rc, "clCreateCommandQueue");
@@ -1836,7 +1870,8 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     free(sn);
     CHECK(rc, "uploading RoPE tables");
     cl_int zero = 0; /* attention_tc's counts start at zero and each launch leaves them there */
-    CHECK(clEnqueueFillBuffer(m->queue, m->att_cnt, &zero, sizeof zero, 0, (size_t)c->num_heads * 4, 0, NULL, NULL),
+    CHECK(clEnqueueFillBuffer(m->queue, m->att_cnt, &zero, sizeof zero, 0,
+                              ((size_t)c->num_heads + (m->att_trace_ints ? 1 : 0)) * 4, 0, NULL, NULL),
           "clearing the attention counts");
     CHECK(clFinish(m->queue), "finishing the upload");
 

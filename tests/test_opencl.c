@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include "../format/q3_format.h"
 #include "../runtime/backend.h"
+#include "../kernels/qwen3_shared.h"
 #include "../runtime/ocl_device.h"
 #include "golden_check.h"
 
@@ -503,6 +504,74 @@ static void test_matvec_chain(void **s)
     print_message("matvec_chain vs a launch a product: 12 decode steps, the same bits\n");
 }
 
+/* Q3_OPENCL_CHAIN_TRACE=FILE (the diagnostic tools/chain_trace.py reads): the file holds the
+ * layout's header (work-groups, products, launches, stamps), matvec_chain's counts (both
+ * barrier counts back at zero, no barrier given up) and the number of chained launches: the
+ * probe's and one a layer a decode step (a launch not counted, or counted twice, moves it);
+ * then attention_tc's header and its count of work-groups started: the same number for each
+ * of the steps' layers (tensor cores emulated on PoCL, so that attention_tc runs there). The
+ * stamps themselves are NVIDIA's clock; PoCL leaves them out. */
+static void test_chain_trace(void **s)
+{
+    (void)s;
+    char path[512], trace[] = "/tmp/q3_chain_trace_XXXXXX";
+    int fd = mkstemp(trace);
+    assert_true(fd >= 0);
+    close(fd);
+    q3_file f;
+    q3_err err = {{0}};
+    if (model_path("syn-a", path, sizeof path)) fail_msg("cannot make %s", path);
+    if (q3_open(&f, path, Q3_OPEN_VERIFY_META, &err)) fail_msg("%s", err.msg);
+    setenv("Q3_OPENCL_CHAIN", "1", 1);
+    setenv("Q3_OPENCL_CHAIN_TRACE", trace, 1);
+    setenv("Q3_OPENCL_MMA", "emulate", 1);
+    q3_backend *b = make_opencl(&f);
+    int32_t tok[8];
+    spread_ids(tok, 8);
+    float *logits = malloc(sizeof *logits * f.config.vocab_size);
+    assert_non_null(logits);
+    const int steps = 3;
+    if (q3_backend_forward(b, tok, 5, 0, logits, 0, &err)) fail_msg("%s", err.msg);
+    for (int i = 0; i < steps; i++)
+        if (q3_backend_forward(b, &tok[5 + i], 1, 5 + i, logits, 0, &err)) fail_msg("%s", err.msg);
+    q3_backend_destroy(b);
+    unsetenv("Q3_OPENCL_CHAIN");
+    unsetenv("Q3_OPENCL_CHAIN_TRACE");
+    unsetenv("Q3_OPENCL_MMA");
+    FILE *fp = fopen(trace, "rb");
+    assert_non_null(fp);
+    uint32_t head[8], head_att[5];
+    assert_int_equal(fread(head, sizeof *head, 8, fp), 8);
+    long chain_bytes = (long)(4 + CHAIN_SYNC_INTS + (uint64_t)CHAIN_TRACE_LAUNCHES * CHAIN_TRACE_PH * head[0] *
+                                                        CHAIN_TRACE_STAMPS) * 4;
+    assert_int_equal(fseek(fp, chain_bytes, SEEK_SET), 0);
+    assert_int_equal(fread(head_att, sizeof *head_att, 5, fp), 5);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    long size = ftell(fp);
+    fclose(fp);
+    unlink(trace);
+    assert_true(head[0] >= 1);
+    assert_int_equal(head[1], CHAIN_TRACE_PH);
+    assert_int_equal(head[2], CHAIN_TRACE_LAUNCHES);
+    assert_int_equal(head[3], CHAIN_TRACE_STAMPS);
+    assert_true(head_att[0] >= 1 && head_att[0] <= f.config.num_heads); /* columns: heads / heads a work-group */
+    assert_int_equal(head_att[1], ATT_TRACE_SPLITS);
+    assert_int_equal(head_att[2], ATT_TRACE_LAUNCHES);
+    assert_int_equal(head_att[3], ATT_TRACE_STAMPS);
+    assert_true(head_att[4] > 0);
+    assert_int_equal(head_att[4] % (uint32_t)(steps * f.config.num_layers), 0);
+    assert_int_equal(size, chain_bytes + (long)(4 + 1 + (uint64_t)ATT_TRACE_LAUNCHES * head_att[0] * ATT_TRACE_SPLITS *
+                                                            ATT_TRACE_STAMPS) * 4);
+    assert_int_equal(head[4], 0); /* arrivals */
+    assert_int_equal(head[5], 0); /* work-groups done */
+    assert_int_equal(head[6], 0); /* no barrier gave up */
+    assert_int_equal(head[7], 1 + steps * f.config.num_layers);
+    free(logits);
+    q3_close(&f);
+    print_message("matvec_chain's trace: %u launches counted, attention_tc's %u work-groups, %ld bytes\n", head[7],
+                  head_att[4], size);
+}
+
 /* A batched step's greedy tokens (q3_backend_decode_batch with only set: OpenCL takes them on
  * the device, logits_greedy; the CPU on the host) are -1 where a logit is not finite, as
  * q3_greedy_token says: demo-tiny with NaN in the final norm's weights (BF16 0x7fc0, so every
@@ -575,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_tensor_core_kernels_emulated), cmocka_unit_test(test_glu_tail_matches_whole),
         cmocka_unit_test(test_attention_combined_once),
         cmocka_unit_test(test_matvec_chain),
+        cmocka_unit_test(test_chain_trace),
     };
     const char *only = getenv("Q3_TEST_FILTER"); /* e.g. Q3_TEST_FILTER=test_hf_tiny */
     if (only && *only) cmocka_set_test_filter(only);
