@@ -14,7 +14,7 @@
     "  Q3_OPENCL_MMA=0|1|emulate            NVIDIA tensor cores for prompts (default 1 there)\n"   \
     "  Q3_OPENCL_MV_MMA=0|1                 NVIDIA: decode products on tensor cores (default 0; q3serve 1)\n" \
     "  Q3_OPENCL_PROFILE=1|host             time per kernel (or the host's enqueue time) at exit\n" \
-    "  Q3_OPENCL_CHAIN_TRACE=FILE           NVIDIA: chained decode products' timestamps (tools/chain_trace.py)\n" \
+    "  Q3_OPENCL_CHAIN_TRACE=FILE           NVIDIA: decode's timestamps at exit (tools/chain_trace.py)\n" \
     "  Q3_OPENCL_VERBOSE=N                  device details (2: each kernel's local memory)\n"     \
     "  Q3_OPENCL_ATT_SPLIT, _ATT_HG, _MM_BT, _MM_WG, _MV_PER_CU, _WGMMA, _BUILD_OPTS   tuning (docs/opencl.md)\n" \
     "  OCL_ICD_VENDORS=DIR                  where the OpenCL loader looks for drivers\n"
