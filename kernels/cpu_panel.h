@@ -46,10 +46,19 @@ void q3_gemm_panel_avx512bf16(const uint16_t *panel, uint64_t cols, const uint16
  * (q3_gemv_prefetch_wanted: Intel). A decode at 4096 positions reads 470 MB of K and
  * V a token (0.6B), beyond any cache; with AVX2, 8 and 16 rows measured best, 4 and
  * 32 slower, none 30-40 % slower. A prefetch past the cache never faults. */
+#ifndef Q3_KV_PREFETCH_ROWS
 #define Q3_KV_PREFETCH_ROWS 16
+#endif
+/* __builtin_prefetch's locality: 2, prefetcht1, into L2 only, as the GEMVs prefetch (the
+ * Intel guest, F16 cache at 4096 positions: AVX2 67-69 -> 77-78 % of the probe, AVX-512 73-77
+ * -> 81-82 %; 32 rows into L2 in between; docs/perf.md, sixth session of 2026-12-03); 3 is
+ * prefetcht0 (a tuning build option, as the distance) */
+#ifndef Q3_KV_PREFETCH_LOCALITY
+#define Q3_KV_PREFETCH_LOCALITY 2
+#endif
 static inline void q3_prefetch_row(const uint16_t *row, int d)
 {
-    for (int b = 0; b < d * 2; b += 64) __builtin_prefetch((const char *)row + b, 0, 3);
+    for (int b = 0; b < d * 2; b += 64) __builtin_prefetch((const char *)row + b, 0, Q3_KV_PREFETCH_LOCALITY);
 }
 
 /* Attention per level: dot(a, b) over n floats; scores[j] = scale * dot(q, k_j);
