@@ -3,18 +3,9 @@
 #include <immintrin.h>
 #include "cpu_panel.h"
 
-/* Software prefetch of the _prefetch variant: GEMV_PREFETCH tiles (1 KiB each) ahead,
- * into L2 only (prefetcht1); the choice between the two variants follows the AVX-512
- * GEMV's (q3_gemv_prefetch_wanted: on Intel only; docs/kernels.md). Into L2, a prefetch
- * leaves L1's fill buffers to the loads: on the 2-core Intel guest the products went from
- * 77-79 % of the probe (prefetcht0, 2 tiles) to 85-89 % at one thread and 91-95 % at two
- * (3 tiles; 2, 4, 6 and 8 measured), decode +10 to +20 % (docs/perf.md). Both are build options. */
-#ifndef GEMV_PREFETCH
-#define GEMV_PREFETCH 3
-#endif
-#ifndef GEMV_PREFETCH_HINT
-#define GEMV_PREFETCH_HINT _MM_HINT_T1
-#endif
+/* The _prefetch variant's distance and hint: GEMV_PREFETCH, GEMV_PREFETCH_LOCALITY
+ * (cpu_panel.h); the choice between the two variants follows the AVX-512 GEMV's
+ * (q3_gemv_prefetch_wanted: on Intel only; docs/kernels.md). */
 
 /* x[0..16) split into its even and odd columns, in order: shuffle_ps picks them per
  * 128-bit lane ([0 2 8 10 | 4 6 12 14]), the 64-bit permute puts the lanes right. */
@@ -51,7 +42,7 @@ static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *pan
         split_even_odd(xt + 16, &xe1, &xo1);
         if (prefetch) {
             _Pragma("GCC unroll 16")
-            for (int r = 0; r < 16; r++) _mm_prefetch((const char *)(tile + GEMV_PREFETCH * 512 + r * 32), GEMV_PREFETCH_HINT);
+            for (int r = 0; r < 16; r++) __builtin_prefetch(tile + GEMV_PREFETCH * 512 + r * 32, 0, GEMV_PREFETCH_LOCALITY);
         }
         _Pragma("GCC unroll 16")
         for (int r = 0; r < 16; r++) {

@@ -7,21 +7,9 @@
 #include "cpu_avx512_util.h"
 #include "cpu_panel.h"
 
-/* Software prefetch of the _prefetch variant: GEMV_PREFETCH tiles (1 KiB each) ahead,
- * into L2 only (prefetcht1), where it leaves L1's fill buffers to the loads. On the
- * Sapphire-Rapids-class Xeon guest (docs/perf.md, sixth session of 2026-12-03) the products
- * went from 82-88 % of the probe (prefetcht0, 2 tiles, which had measured a few % over none,
- * 4 and 8) to 95-98 %, decode +13 to +16 %. On Zen 4 any software prefetch is slower (decode
- * 1 thread: none 18.4-19.1 tok/s, 2 tiles 16.7-17.0, 4 tiles 15.5-16.5, 8 tiles 14.9-15.5,
- * prefetcht0), so cpu_dispatch.c picks the variant by vendor. Past the panel's end it
- * prefetches the next panel, which this thread reads next; a prefetch never faults. Both are
- * build options. */
-#ifndef GEMV_PREFETCH
-#define GEMV_PREFETCH 3
-#endif
-#ifndef GEMV_PREFETCH_HINT
-#define GEMV_PREFETCH_HINT _MM_HINT_T1
-#endif
+/* The _prefetch variant asks for the lines GEMV_PREFETCH tiles ahead into L2
+ * (GEMV_PREFETCH_LOCALITY; cpu_panel.h says why and what was measured). Past the panel's
+ * end it prefetches the next panel, which this thread reads next; a prefetch never faults. */
 
 /* A tile row is 16 32-bit words, each holding BF16 elements 2i (low half) and
  * 2i+1 (high half). A BF16 value is the top half of the f32 it stands for, so
@@ -55,7 +43,7 @@ static inline __attribute__((always_inline)) void gemv_panel(const uint16_t *pan
         __m512 xo = _mm512_permutex2var_ps(x0, odd_idx, x1);
         if (prefetch) {
             _Pragma("GCC unroll 16")
-            for (int r = 0; r < 16; r++) _mm_prefetch((const char *)(tile + GEMV_PREFETCH * 512 + r * 32), GEMV_PREFETCH_HINT);
+            for (int r = 0; r < 16; r++) __builtin_prefetch(tile + GEMV_PREFETCH * 512 + r * 32, 0, GEMV_PREFETCH_LOCALITY);
         }
         _Pragma("GCC unroll 16")
         for (int r = 0; r < 16; r++) {

@@ -26,8 +26,23 @@ void q3_gemv_panel_scalar(const uint16_t *panel, uint64_t cols, const float *x, 
 void q3_gemv_panel_avx2(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
 void q3_gemv_panel_avx2_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
 void q3_gemv_panel_avx512(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
-/* The same, with software prefetch 2 tiles ahead (faster on Intel, slower on Zen 4). */
+/* The same, with software prefetch (faster on Intel, slower on Zen 4). */
 void q3_gemv_panel_avx512_prefetch(const uint16_t *panel, uint64_t cols, const float *x, float y[PANEL_ROWS]);
+/* The _prefetch GEMVs (AVX2 and AVX-512) ask for the lines GEMV_PREFETCH tiles (1 KiB each)
+ * ahead with __builtin_prefetch's locality GEMV_PREFETCH_LOCALITY: 2 is prefetcht1, into L2
+ * only, which leaves L1's fill buffers to the loads. On the Sapphire-Rapids-class Intel guest
+ * (docs/perf.md, sixth session of 2026-12-03) the products went from 77-79 % of the probe
+ * (AVX2; AVX-512 82-88 %) with prefetcht0 2 tiles ahead to 85-89 % at one thread and 91-95 %
+ * at two (AVX-512 95-98 %) with prefetcht1 3 tiles ahead (2, 4, 6 and 8 measured), decode
+ * +10 to +20 %. On Zen 4 any software prefetch was slower (decode 1 thread: none 18.4-19.1
+ * tok/s, prefetcht0 2 tiles 16.7-17.0, 4 tiles 15.5-16.5, 8 tiles 14.9-15.5), so cpu_dispatch.c
+ * picks the variant by vendor. Both are build options. */
+#ifndef GEMV_PREFETCH
+#define GEMV_PREFETCH 3
+#endif
+#ifndef GEMV_PREFETCH_LOCALITY
+#define GEMV_PREFETCH_LOCALITY 2
+#endif
 /* 1 when the GEMV (AVX-512 and AVX2) should prefetch: GenuineIntel, unless Q3_GEMV_PREFETCH=0|1 says otherwise. */
 int q3_gemv_prefetch_wanted(void);
 /* AVX2 GEMM (cpu_avx2_gemm.c): tokens in groups of Q3_AVX2_NR, activations packed once
