@@ -133,6 +133,15 @@ inline float load_x1(__global const float *p)
 #define CHAIN_TIMEOUT_NS 200000000ul /* 0.2 s: a product waited for takes well under 1 ms */
 #endif
 #define CHAIN_SPIN_MAX (1u << 28)
+#if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
+/* NVIDIA's global nanosecond clock: grid_wait's timeout and Q3_OPENCL_CHAIN_TRACE's stamps */
+inline ulong nv_globaltimer(void)
+{
+    ulong t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#endif
 inline void grid_arrive(__global int *sync)
 {
     barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
@@ -149,8 +158,7 @@ inline void grid_wait(__global int *sync, int target)
 {
     if (get_local_id(0) == 0) {
 #if defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
-        ulong t0, t;
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+        ulong t0 = nv_globaltimer();
         for (;;) {
             int v;
             asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"((ulong)sync) : "memory");
@@ -158,8 +166,7 @@ inline void grid_wait(__global int *sync, int target)
 #ifdef CHAIN_SLEEP_NS /* a tuning build option: each poll apart by this many ns (nanosleep) */
             asm volatile("nanosleep.u32 %0;" ::"r"(CHAIN_SLEEP_NS));
 #endif
-            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-            if (t - t0 > CHAIN_TIMEOUT_NS) {
+            if (nv_globaltimer() - t0 > CHAIN_TIMEOUT_NS) {
                 atomic_xchg(sync + 2, 1);
                 break;
             }
@@ -475,11 +482,7 @@ void matmul_small(MM_SMALL_ARGS)
 #if defined(CHAIN_TRACE) && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
 #define CHAIN_STAMP(tr, k)                                                                                    \
     do {                                                                                                      \
-        if ((tr) && get_local_id(0) == 0) {                                                                   \
-            ulong t_;                                                                                         \
-            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                           \
-            (tr)[k] = (uint)t_;                                                                               \
-        }                                                                                                     \
+        if ((tr) && get_local_id(0) == 0) (tr)[k] = (uint)nv_globaltimer();                                   \
     } while (0)
 #else
 #define CHAIN_STAMP(tr, k) do {} while (0)

@@ -771,7 +771,7 @@ inline uint tc_vpair(const uint *a, const uint *b, uint nt)
  * asked for at the start (at nq ints past cnt_off) */
 #if defined(CHAIN_TRACE) && defined(Q3_NV_MMA) && !defined(Q3_MMA_EMULATE)
 #define ATT_STAMP(k) \
-    if (l == 0) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ats_[k]))
+    if (l == 0) ats_[k] = nv_globaltimer()
 #else
 #define ATT_STAMP(k) do {} while (0) /* no clock: the count and places only (the tests), stamps 0 */
 #endif

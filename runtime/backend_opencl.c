@@ -155,6 +155,8 @@ typedef struct {
     int mm_token_major; /* matmul_mma's grid: token blocks in dimension 0 (MM_TOKEN_MAJOR) */
     int mm_glu, mm_defer; /* matmul_mma stores silu(gate) up itself; rmsnorm adds split sums (mm_gemm's MMG_*) */
     uint64_t pf_cap;    /* matvec's L2 prefetch of the next launch's weights, the most bytes */
+    char *chain_trace; /* Q3_OPENCL_CHAIN_TRACE, read once (a copy): the program stamps (-DCHAIN_TRACE)
+                        * and every context reserves the stamps' room and writes them to this file */
     cl_mem weights;
     uint64_t w_base;
     cl_ulong max_alloc;
@@ -242,9 +244,8 @@ typedef struct {
     cl_mem chain_sync;     /* their barrier's counts (CHAIN_SYNC_INTS), zero between launches */
     cl_int chain_flag;     /* sync[2] read back after a chained pass: a barrier timed out */
     int chain_pending;     /* ... that read is in flight */
-    const char *chain_trace; /* Q3_OPENCL_CHAIN_TRACE: the file its stamps go to at the end (a diagnostic) */
-    uint64_t chain_trace_ints; /* ... after the counts in chain_sync */
-    uint64_t att_trace_ints;   /* ... and attention_tc's, after the counts in att_cnt */
+    const char *chain_trace; /* ocl_shared's: the file the stamps go to at the end (a diagnostic), or NULL */
+    uint64_t att_trace_ints; /* ... attention_tc's count and stamps, after its counts in att_cnt */
     int profile;    /* Q3_OPENCL_PROFILE=1: events per launch (device time per kernel) */
     int host_timing; /* =1 or =host: the host's time per pass (no events: the pace stays as it is) */
     long n_decode;   /* single-token passes timed */
@@ -392,7 +393,7 @@ static int build_one(ocl_shared *sh, const q3_file *f, cl_program *prog, cl_uint
              c->head_dim, sh->att_hg, sh->mvx, norm_cols(c, sh->mvx), bt, sh->mm_wg, sh->mm_rp, fa_wg, sh->mvb_r,
              sh->att_tc_wg,
              sh->mma ? (sh->mma_emulate ? " -DQ3_NV_MMA -DQ3_MMA_EMULATE" : " -DQ3_NV_MMA") : "",
-             sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", getenv("Q3_OPENCL_CHAIN_TRACE") ? " -DCHAIN_TRACE" : "",
+             sh->mm_token_major ? " -DMM_TOKEN_MAJOR" : "", sh->chain_trace ? " -DCHAIN_TRACE" : "",
              more, extra ? extra : "");
     rc = clBuildProgram(*prog, 1, &dev, opts, NULL, NULL);
     if (rc != CL_SUCCESS) {
@@ -1536,6 +1537,7 @@ static void ocl_shared_free(void *p)
     if (sh->narrow) clReleaseProgram(sh->narrow);
     if (sh->wgp) clReleaseProgram(sh->wgp);
     if (sh->ctx) clReleaseContext(sh->ctx);
+    free(sh->chain_trace);
     free(sh);
 }
 
@@ -1658,6 +1660,11 @@ static int shared_setup(ocl_shared *sh, const q3_file *f, int device, const q3_b
     sh->att_once = sh->att_tc && !(once_env && !strcmp(once_env, "0")) && sh->att_splits[0] <= c->head_dim / 2 &&
                    sh->att_splits[1] <= c->head_dim / 2;
     /* decode products on tensor cores, single and batched alike (an option being measured) */
+    const char *trace_env = getenv("Q3_OPENCL_CHAIN_TRACE"); /* a diagnostic (chain_trace_write) */
+    if (trace_env && *trace_env && !(sh->chain_trace = strdup(trace_env))) {
+        q3_set_err(err, "%s: out of memory", f->path);
+        return -1;
+    }
     const char *mvm_env = getenv("Q3_OPENCL_MV_MMA");
     sh->mv_mma = sh->mma && mvm_env && !strcmp(mvm_env, "1");
     /* prompt GEMMs by wgmma (Hopper; an option being measured): matmul_mma's blocks, one warpgroup */
@@ -1755,9 +1762,9 @@ static void reserve_activations(ocl_backend *m, int batch)
     act_reserve(m, &m->greedy, (uint64_t)DEC_BATCH_MAX * GREEDY_CHUNKS * sizeof(cl_int2));
     /* matvec_chain: a row for each matvec of the two single-token plans (4 a layer, lm_head) */
     act_reserve(m, &m->chain_rows, 2 * (4 * (uint64_t)c->num_layers + 1) * MVP_N * sizeof(cl_ulong));
-    if (m->chain_trace)
-        m->chain_trace_ints = (uint64_t)CHAIN_TRACE_LAUNCHES * CHAIN_TRACE_PH * m->mv_groups * CHAIN_TRACE_STAMPS;
-    act_reserve(m, &m->chain_sync, (CHAIN_SYNC_INTS + m->chain_trace_ints) * sizeof(cl_int));
+    uint64_t chain_trace_ints = /* matvec_chain's stamps after its counts (chain_groups <= mv_groups) */
+        m->chain_trace ? (uint64_t)CHAIN_TRACE_LAUNCHES * CHAIN_TRACE_PH * m->mv_groups * CHAIN_TRACE_STAMPS : 0;
+    act_reserve(m, &m->chain_sync, (CHAIN_SYNC_INTS + chain_trace_ints) * sizeof(cl_int));
 }
 
 /* A context: its queue, kernels, activations, KV cache, RoPE tables and decode plans. */
@@ -1811,7 +1818,7 @@ static int ocl_init(q3_backend *b, const q3_backend_opts *o, q3_err *err)
     const char *prof = getenv("Q3_OPENCL_PROFILE");
     m->host_timing = prof && *prof && strcmp(prof, "0") != 0;
     m->profile = m->host_timing && strcmp(prof, "host") != 0;
-    m->chain_trace = getenv("Q3_OPENCL_CHAIN_TRACE"); /* a diagnostic: read before the activations are laid out */
+    m->chain_trace = sh->chain_trace; /* before the activations are laid out: their room for the stamps */
     cl_int rc;
     m->queue = clCreateCommandQueue(m->ctx, sh->d.id, m->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     CHECK(rc, "clCreateCommandQueue");
